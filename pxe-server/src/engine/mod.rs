@@ -1,0 +1,143 @@
+//! The I/O engines that drive TFTP sessions: io_uring ([`uring`]) and a portable one
+//! ([`portable`]). Both take the same [`TftpService`] and the same sockets from here.
+
+pub mod portable;
+pub mod uring;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::EngineChoice;
+use crate::tftp::service::TftpService;
+
+/// What an engine needs besides the service.
+#[derive(Debug, Clone)]
+pub struct EngineParams {
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads (>= 1); each has its own listening socket per address (SO_REUSEPORT),
+    /// so the kernel shards requests and the sessions they start across threads.
+    pub threads: usize,
+    pub gso: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Uring,
+    Portable,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("io_uring unavailable: {0}")]
+    UringUnavailable(String),
+    #[error("engine I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Picks the engine: `Auto` probes io_uring and falls back to the portable engine, logging why.
+pub fn select(choice: EngineChoice) -> Result<EngineKind, EngineError> {
+    match choice {
+        EngineChoice::Portable => {
+            tracing::info!(
+                engine = "portable",
+                reason = "selected by configuration",
+                "TFTP engine"
+            );
+            Ok(EngineKind::Portable)
+        }
+        EngineChoice::Uring => match uring::probe() {
+            Ok(()) => {
+                tracing::info!(
+                    engine = "io_uring",
+                    reason = "selected by configuration",
+                    "TFTP engine"
+                );
+                Ok(EngineKind::Uring)
+            }
+            Err(why) => Err(EngineError::UringUnavailable(why)),
+        },
+        EngineChoice::Auto => match uring::probe() {
+            Ok(()) => {
+                tracing::info!(
+                    engine = "io_uring",
+                    reason = "io_uring probe succeeded",
+                    "TFTP engine"
+                );
+                Ok(EngineKind::Uring)
+            }
+            Err(why) => {
+                tracing::warn!(engine = "portable", reason = %why, "TFTP engine: io_uring unavailable, using the portable engine");
+                Ok(EngineKind::Portable)
+            }
+        },
+    }
+}
+
+/// Runs the chosen engine until `shutdown` is set.
+pub fn run(
+    kind: EngineKind,
+    service: Arc<TftpService>,
+    params: &EngineParams,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), EngineError> {
+    match kind {
+        EngineKind::Uring => uring::run(service, params, shutdown),
+        EngineKind::Portable => portable::run(service, params, shutdown),
+    }
+}
+
+/// A listening socket for `addr`: SO_REUSEPORT (one per worker thread), IP_PKTINFO on so the
+/// engine learns the local address of each request, non-blocking.
+pub fn bind_listener(addr: SocketAddr) -> Result<Socket, EngineError> {
+    let bind = || -> io::Result<Socket> {
+        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        sock.set_reuse_address(true)?;
+        sock.set_reuse_port(true)?;
+        sock.set_nonblocking(true)?;
+        let _ = sock.set_recv_buffer_size(4 << 20);
+        if addr.is_ipv4() {
+            set_pktinfo(&sock)?;
+        }
+        sock.bind(&addr.into())?;
+        Ok(sock)
+    };
+    bind().map_err(|source| EngineError::Bind { addr, source })
+}
+
+/// A transfer socket: a fresh ephemeral port (the new TID) on the address the request arrived
+/// on. Not connected, so a datagram from a wrong TID reaches us and gets its ERROR 5.
+pub fn bind_transfer_socket(local: IpAddr) -> io::Result<Socket> {
+    let addr = SocketAddr::new(local, 0);
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    sock.set_nonblocking(true)?;
+    let _ = sock.set_send_buffer_size(1 << 20);
+    sock.bind(&addr.into())?;
+    Ok(sock)
+}
+
+fn set_pktinfo(sock: &Socket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid fd, a pointer to a c_int that lives across the call, and
+    // its exact size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

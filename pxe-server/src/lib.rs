@@ -1,0 +1,8 @@
+//! pxe-server: a network boot server built for whole-cluster boot storms.
+//!
+//! Protocol logic is sans-IO ([`tftp`]); the [`engine`]s own the sockets.
+pub mod config;
+pub mod engine;
+pub mod images;
+pub mod metrics;
+pub mod tftp;

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Side-by-side TFTP boot storm: pxe-server vs dnsmasq vs tftpd-hpa vs the raw UDP limit of the
+# same virtual path, in one run. Run as root (it builds network namespaces).
+#
+#   scripts/compare-tftp.sh [--clients "200 1000"] [--size-mib 16] [--windowsize 4]
+#                           [--servers "pxe-server dnsmasq tftpd-hpa"] [--engine auto]
+#
+# Prints a markdown table: aggregate goodput, per-client completion p50/p99/max, failures,
+# server CPU seconds and peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/netns.sh
+
+CLIENTS="200 1000"
+SIZE_MIB=16
+WINDOW=4
+BLKSIZE=1468
+SERVERS="pxe-server dnsmasq tftpd-hpa"
+ENGINE=auto
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --clients) CLIENTS="$2"; shift 2 ;;
+        --size-mib) SIZE_MIB="$2"; shift 2 ;;
+        --windowsize) WINDOW="$2"; shift 2 ;;
+        --servers) SERVERS="$2"; shift 2 ;;
+        --engine) ENGINE="$2"; shift 2 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "compare-tftp.sh: run as root (network namespaces)" >&2; exit 1; }
+export PATH="$HOME/.cargo/bin:$PATH"
+
+P=cmptftp
+NET=10.88.0
+SRV="$NET.1"
+WORK=$(mktemp -d /tmp/compare-tftp.XXXXXX)
+cleanup() {
+    [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null || true
+    netns_destroy "$P"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release -q -p pxe-server -p pxe-bench
+BIN=target/release
+mkdir -p "$WORK/root"
+head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$WORK/root/image.bin"
+netns_create "$P" "$NET"
+# Let a thousand clients' sockets queue a window each.
+for ns in "$P-srv" "$P-cli"; do
+    ip netns exec "$ns" sysctl -qw net.core.rmem_max=8388608 net.core.wmem_max=8388608 \
+        net.core.rmem_default=1048576 net.core.netdev_max_backlog=10000
+done
+
+start_server() {
+    case "$1" in
+        pxe-server)
+            cat > "$WORK/pxe.toml" <<TOML
+[tftp]
+root = "$WORK/root"
+listen = ["$SRV:69"]
+engine = "$ENGINE"
+max_sessions = 5000
+max_sessions_per_client = 5000
+TOML
+            ip netns exec "$P-srv" "$BIN/pxe-server" serve --config "$WORK/pxe.toml" \
+                > "$WORK/server.log" 2>&1 &
+            ;;
+        dnsmasq)
+            ip netns exec "$P-srv" dnsmasq --no-daemon --port=0 --enable-tftp \
+                --tftp-root="$WORK/root" --listen-address="$SRV" --bind-interfaces \
+                --tftp-max=5000 --quiet-tftp --user=root --group=root --pid-file= --conf-file=/dev/null \
+                > "$WORK/server.log" 2>&1 &
+            ;;
+        tftpd-hpa)
+            ip netns exec "$P-srv" /usr/sbin/in.tftpd --foreground --listen --user root \
+                --address "$SRV:69" --secure "$WORK/root" > "$WORK/server.log" 2>&1 &
+            ;;
+    esac
+    SERVER_PID=$!
+    wait_udp_port "$P-srv" "$SRV" 69 10
+}
+
+sample_rss() { # PID OUTFILE: peak RSS of the server and its children until killed
+    local peak=0 r
+    while kill -0 "$1" 2>/dev/null; do
+        r=$(tree_rss_kib "$1")
+        [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$2"
+        sleep 0.2
+    done
+}
+
+echo "raw UDP limit of the path (iperf3, 1472-byte datagrams, server -> client) ..." >&2
+ip netns exec "$P-cli" iperf3 -s -1 -B "$NET.2" > /dev/null 2>&1 &
+sleep 0.5
+RAW=$(ip netns exec "$P-srv" iperf3 -u -b 0 -l 1472 -t 5 -c "$NET.2" -J 2>/dev/null |
+    python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum"]; print("%.0f" % (e["bits_per_second"]*(1-e["lost_percent"]/100)/1e6))' || echo "n/a")
+
+TICK=$(getconf CLK_TCK)
+ROWS=()
+for n in $CLIENTS; do
+    for s in $SERVERS; do
+        echo "== $s, $n clients x ${SIZE_MIB} MiB, blksize $BLKSIZE, windowsize $WINDOW asked" >&2
+        start_server "$s"
+        echo 0 > "$WORK/rss"
+        sample_rss "$SERVER_PID" "$WORK/rss" & SAMPLER=$!
+        c0=$(proc_cpu_ticks "$SERVER_PID")
+        set +e
+        ip netns exec "$P-cli" "$BIN/pxe-bench" tftp-storm --server "$SRV" --file image.bin \
+            --verify "$WORK/root/image.bin" --clients "$n" --blksize "$BLKSIZE" \
+            --windowsize "$WINDOW" --deadline-s 600 --json > "$WORK/report.json"
+        set -e
+        c1=$(proc_cpu_ticks "$SERVER_PID")
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
+        row=$(python3 - "$WORK/report.json" "$s" "$n" "$(( c1 - c0 ))" "$TICK" "$(cat "$WORK/rss")" <<'PY'
+import json, sys
+path, server, n, ticks, hz, rss = sys.argv[1:]
+try:
+    r = json.load(open(path))
+except Exception as e:
+    print(f"| {server} | {n} | no report ({e}) | | | | | | |")
+    sys.exit(0)
+fails = ", ".join(f"{k}: {v}" for k, v in r["failures"].items()) or "0"
+print(f"| {server} | {n} | {r['goodput_mbit_s']:.0f} | {r['completion_ms_p50']/1000:.2f} | "
+      f"{r['completion_ms_p99']/1000:.2f} | {r['completion_ms_max']/1000:.2f} | {fails} | "
+      f"{int(ticks)/int(hz):.1f} | {int(rss)/1024:.0f} |")
+PY
+)
+        echo "$row" >&2
+        ROWS+=("$row")
+        sleep 1
+    done
+done
+
+echo
+echo "Path: veth between two network namespaces on $(hostname), $(nproc) cores, $(uname -r)."
+echo "Raw UDP limit of the same path (iperf3 -u, 1472-byte datagrams): ${RAW} Mbit/s"
+echo
+echo "| server | clients | goodput Mbit/s | p50 s | p99 s | max s | failures | server CPU s | server peak RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs everything the demo, the tests and the benchmarks need on a fresh Debian 12 machine.
+# Run as root. Idempotent: a second run only checks.
+set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps.sh: run as root (it installs Debian packages)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# Packages such as tftpd-hpa would start their daemon on install; the peers are started by hand,
+# inside namespaces, by the scripts that use them.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+need_update=1
+apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$need_update" -eq 1 ]; then
+        apt-get update -qq
+        need_update=0
+    fi
+    echo "installing: ${missing[*]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Build tools and network plumbing.
+apt_install build-essential pkg-config curl ca-certificates iproute2 procps psmisc python3
+# TFTP clients used by the integration tests (installed in groups: some of these conflict).
+apt_install atftp
+apt_install tftp-hpa
+# Peers for the side-by-side benchmark; they must not start as services here.
+apt_install dnsmasq-base
+apt_install tftpd-hpa || true
+# Profilers for BENCHMARKS.md.
+apt_install linux-perf valgrind iperf3 || true
+
+# Rust: stable is the project toolchain; nightly builds the fuzz targets.
+if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    else
+        curl -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain 1.95.0 --profile minimal
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+echo "install-deps.sh: done"

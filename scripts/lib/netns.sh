@@ -1,0 +1,60 @@
+# Shared helpers for the scripts: a two-namespace virtual network and process bookkeeping.
+# Source it; it defines functions only.
+
+# netns_create PREFIX SUBNET  -> namespaces ${PREFIX}-srv and ${PREFIX}-cli joined by a veth
+# pair; the server is ${SUBNET}.1/24, the client ${SUBNET}.2/24 (SUBNET like 10.66.0).
+netns_create() {
+    local prefix="$1" subnet="$2"
+    netns_destroy "$prefix"
+    ip netns add "${prefix}-srv"
+    ip netns add "${prefix}-cli"
+    ip link add "${prefix}-s" type veth peer name "${prefix}-c"
+    ip link set "${prefix}-s" netns "${prefix}-srv"
+    ip link set "${prefix}-c" netns "${prefix}-cli"
+    ip -n "${prefix}-srv" addr add "${subnet}.1/24" dev "${prefix}-s"
+    ip -n "${prefix}-cli" addr add "${subnet}.2/24" dev "${prefix}-c"
+    ip -n "${prefix}-srv" link set lo up
+    ip -n "${prefix}-cli" link set lo up
+    ip -n "${prefix}-srv" link set "${prefix}-s" up
+    ip -n "${prefix}-cli" link set "${prefix}-c" up
+}
+
+netns_destroy() {
+    local prefix="$1" ns pid
+    for ns in "${prefix}-srv" "${prefix}-cli"; do
+        if ip netns list | grep -qw "$ns"; then
+            for pid in $(ip netns pids "$ns" 2>/dev/null); do
+                kill -9 "$pid" 2>/dev/null || true
+            done
+            ip netns del "$ns" 2>/dev/null || true
+        fi
+    done
+}
+
+# proc_cpu_ticks PID -> utime+stime+cutime+cstime of PID, in clock ticks.
+proc_cpu_ticks() {
+    awk '{print $14+$15+$16+$17}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# tree_rss_kib PID -> resident memory of PID and its direct children, in KiB.
+tree_rss_kib() {
+    local total=0 p r
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+        r=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${r:-0}))
+    done
+    echo "$total"
+}
+
+# wait_udp_port NS ADDR PORT SECONDS -> waits until something listens on ADDR:PORT in NS.
+wait_udp_port() {
+    local ns="$1" addr="$2" port="$3" secs="$4" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if ip netns exec "$ns" ss -Hlun "sport = :$port" | grep -q .; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "nothing listens on $addr:$port in $ns after ${secs}s" >&2
+    return 1
+}
