@@ -1,0 +1,599 @@
+//! The TOML configuration file.
+//!
+//! OWNER: platform helper. `Config::load` refuses a bad file with an error naming the file, the
+//! line and the key; every setting has a default so a file with just `[tftp] root = "..."` serves.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Which TFTP engine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// io_uring when the kernel allows it, the portable engine otherwise.
+    #[default]
+    Auto,
+    Uring,
+    Portable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub tftp: TftpConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TftpConfig {
+    /// Directory served; every request is resolved beneath it.
+    pub root: PathBuf,
+    /// Addresses the TFTP listener binds (port 69 by default). `0.0.0.0:69` answers from the
+    /// address each request arrived on.
+    pub listen: Vec<SocketAddr>,
+    pub engine: EngineChoice,
+    /// Engine threads; 0 = one per CPU.
+    pub threads: usize,
+    /// Largest blksize granted (8..=65464).
+    pub max_blksize: u16,
+    /// Largest windowsize granted (1..=65535).
+    pub max_windowsize: u16,
+    /// Retransmit timeout in milliseconds when the client asks for none.
+    pub timeout_ms: u64,
+    /// Retransmissions without progress before a transfer is abandoned.
+    pub max_retries: u8,
+    /// Block number after 65535: 0 or 1.
+    pub rollover: u16,
+    /// Simultaneous transfers in all.
+    pub max_sessions: usize,
+    /// Simultaneous transfers per client IP address.
+    pub max_sessions_per_client: usize,
+    /// Use UDP GSO for windows when the kernel supports it.
+    pub gso: bool,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/srv/tftp"),
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 69))],
+            engine: EngineChoice::Auto,
+            threads: 0,
+            max_blksize: 1468,
+            max_windowsize: 64,
+            timeout_ms: 1000,
+            max_retries: 5,
+            rollover: 0,
+            max_sessions: 10_000,
+            max_sessions_per_client: 32,
+            gso: true,
+        }
+    }
+}
+
+/// A config file that cannot be used: `file:line: key: reason`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the error is not tied to a line (unreadable file).
+    pub line: usize,
+    pub key: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            key: "(file)".to_owned(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate text; `file` only names the source in errors.
+    ///
+    /// A relative `root` is relative to the working directory of the process.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let err = |line: usize, key: &str, reason: String| ConfigError {
+            file: file.to_path_buf(),
+            line,
+            key: key.to_owned(),
+            reason,
+        };
+        // The span-preserving document locates keys for every error below.
+        let doc = match toml_edit::ImDocument::parse(text) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let offset = e.span().map_or(0, |s| s.start);
+                let reason = e.message().trim().replace('\n', "; ");
+                return Err(err(
+                    line_at(text, offset),
+                    &syntax_key(text, offset),
+                    reason,
+                ));
+            }
+        };
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let key = key_path_at(doc.as_table(), offset)
+                .or_else(|| unknown_field_name(e.message()))
+                .unwrap_or_else(|| "(document)".to_owned());
+            err(line_at(text, offset), &key, first_line(e.message()))
+        })?;
+        config.validate().map_err(|(path, reason)| {
+            let key = path.join(".");
+            match key_line(&doc, text, &path) {
+                Some(line) => err(line, &key, reason),
+                None => err(
+                    0,
+                    &key,
+                    format!("{reason} (the default; set it in the file)"),
+                ),
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Semantic checks; on failure, the key path and the reason.
+    fn validate(&self) -> Result<(), (Vec<&'static str>, String)> {
+        let t = &self.tftp;
+        let fail = |key: &'static str, reason: String| Err((vec!["tftp", key], reason));
+        match std::fs::metadata(&t.root) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return fail("root", format!("{} is not a directory", t.root.display())),
+            Err(e) => return fail("root", format!("{}: {e}", t.root.display())),
+        }
+        if t.listen.is_empty() {
+            return fail("listen", "must name at least one address".into());
+        }
+        if !(8..=65464).contains(&t.max_blksize) {
+            return fail(
+                "max_blksize",
+                format!("{} is not in 8..=65464", t.max_blksize),
+            );
+        }
+        if t.max_windowsize < 1 {
+            return fail("max_windowsize", "must be at least 1".into());
+        }
+        if !(1..=255_000).contains(&t.timeout_ms) {
+            return fail(
+                "timeout_ms",
+                format!("{} is not in 1..=255000", t.timeout_ms),
+            );
+        }
+        if t.max_retries < 1 {
+            return fail("max_retries", "must be at least 1".into());
+        }
+        if t.rollover > 1 {
+            return fail("rollover", format!("{} is neither 0 nor 1", t.rollover));
+        }
+        if t.max_sessions < 1 {
+            return fail("max_sessions", "must be at least 1".into());
+        }
+        if t.max_sessions_per_client < 1 {
+            return fail("max_sessions_per_client", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (what `pxe-server check` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn first_line(msg: &str) -> String {
+    msg.trim().lines().next().unwrap_or("").to_owned()
+}
+
+/// The line of the key at `path`, if the file sets it.
+fn key_line(doc: &toml_edit::ImDocument<&str>, text: &str, path: &[&str]) -> Option<usize> {
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let (last, parents) = path.split_last()?;
+    for p in parents {
+        table = table.get(p)?.as_table_like()?;
+    }
+    let (key, item) = table.get_key_value(last)?;
+    let offset = key.span().or_else(|| item.span())?.start;
+    Some(line_at(text, offset))
+}
+
+/// The dotted path (`tftp.listen[1]`) of the deepest key or value whose span holds `offset`.
+fn key_path_at(table: &dyn toml_edit::TableLike, offset: usize) -> Option<String> {
+    let contains = |span: Option<std::ops::Range<usize>>| {
+        span.is_some_and(|s| s.start <= offset && offset < s.end.max(s.start + 1))
+    };
+    for (name, _) in table.iter() {
+        let Some((key, item)) = table.get_key_value(name) else {
+            continue;
+        };
+        let here = name.to_owned();
+        if let Some(p) = item
+            .as_table_like()
+            .and_then(|inner| key_path_at(inner, offset))
+        {
+            return Some(format!("{here}.{p}"));
+        }
+        if let Some(aot) = item.as_array_of_tables() {
+            for (i, t) in aot.iter().enumerate() {
+                if let Some(p) = key_path_at(t, offset) {
+                    return Some(format!("{here}[{i}].{p}"));
+                }
+            }
+        }
+        if let Some(arr) = item.as_array() {
+            for (i, v) in arr.iter().enumerate() {
+                if contains(v.span()) {
+                    return Some(format!("{here}[{i}]"));
+                }
+            }
+        }
+        if contains(key.span()) || contains(item.span()) {
+            return Some(here);
+        }
+    }
+    None
+}
+
+/// serde's "unknown field `x`, expected ..." names the key when no span does.
+fn unknown_field_name(msg: &str) -> Option<String> {
+    let rest = msg.split("unknown field `").nth(1)?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// Best guess at the key a syntax error is about: `table.key` from the last `[table]` header
+/// before the error and the bare key starting the error's line.
+fn syntax_key(text: &str, offset: usize) -> String {
+    let end = offset.min(text.len());
+    let before = &text[..end];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    if let Some(header) = line.trim_start().strip_prefix('[') {
+        let name = header
+            .trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim();
+        return if name.is_empty() {
+            "(syntax)".to_owned()
+        } else {
+            name.to_owned()
+        };
+    }
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    });
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k.to_owned(),
+        (Some(t), None) => t,
+        (None, None) => "(syntax)".to_owned(),
+    }
+}
+
+impl TftpConfig {
+    pub fn session_config(&self) -> crate::tftp::session::SessionConfig {
+        crate::tftp::session::SessionConfig {
+            max_blksize: self.max_blksize,
+            max_windowsize: self.max_windowsize,
+            default_timeout: std::time::Duration::from_millis(self.timeout_ms),
+            max_retries: self.max_retries,
+            rollover_to: self.rollover,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: String,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().display().to_string();
+        Fixture { _dir: dir, root }
+    }
+
+    fn parse_err(text: &str) -> ConfigError {
+        match Config::parse(text, Path::new("/etc/pxe.toml")) {
+            Err(e) => e,
+            Ok(c) => panic!("expected an error for {text:?}, got {c:?}"),
+        }
+    }
+
+    fn assert_err(text: &str, line: usize, key: &str, reason_has: &str) {
+        let e = parse_err(text);
+        assert_eq!((e.line, e.key.as_str()), (line, key), "{e}");
+        assert!(e.reason.contains(reason_has), "{e}");
+        assert_eq!(e.file, Path::new("/etc/pxe.toml"));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("/etc/pxe.toml:{line}: {key}: ")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let f = fixture();
+        let c = Config::parse(&format!("[tftp]\nroot = \"{}\"\n", f.root), Path::new("x")).unwrap();
+        let want = TftpConfig {
+            root: PathBuf::from(&f.root),
+            ..TftpConfig::default()
+        };
+        assert_eq!(c.tftp, want);
+    }
+
+    #[test]
+    fn full_file_and_round_trip() {
+        let f = fixture();
+        let text = format!(
+            "[tftp]\nroot = \"{}\"\nlisten = [\"10.0.0.1:69\", \"[::1]:6969\"]\nengine = \"portable\"\n\
+             threads = 3\nmax_blksize = 8192\nmax_windowsize = 16\ntimeout_ms = 250\nmax_retries = 9\n\
+             rollover = 1\nmax_sessions = 100\nmax_sessions_per_client = 4\ngso = false\n",
+            f.root
+        );
+        let c = Config::parse(&text, Path::new("x")).unwrap();
+        assert_eq!(c.tftp.listen.len(), 2);
+        assert_eq!(c.tftp.listen[1], "[::1]:6969".parse().unwrap());
+        assert_eq!(c.tftp.engine, EngineChoice::Portable);
+        assert_eq!(
+            (c.tftp.threads, c.tftp.max_blksize, c.tftp.max_windowsize),
+            (3, 8192, 16)
+        );
+        assert_eq!(
+            (c.tftp.timeout_ms, c.tftp.max_retries, c.tftp.rollover),
+            (250, 9, 1)
+        );
+        assert_eq!(
+            (c.tftp.max_sessions, c.tftp.max_sessions_per_client),
+            (100, 4)
+        );
+        assert!(!c.tftp.gso);
+        // What `check` prints parses back to the same configuration.
+        let again = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn load_reads_the_file_and_names_it() {
+        let f = fixture();
+        let path = Path::new(&f.root).join("pxe.toml");
+        std::fs::write(
+            &path,
+            format!("[tftp]\nroot = \"{}\"\nthreads = 2\n", f.root),
+        )
+        .unwrap();
+        assert_eq!(Config::load(&path).unwrap().tftp.threads, 2);
+        std::fs::write(&path, "[tftp]\n\nmax_retries = 0\n").unwrap();
+        let e = Config::load(&path).unwrap_err();
+        assert_eq!(e.file, path);
+        let missing = Path::new(&f.root).join("missing.toml");
+        let e = Config::load(&missing).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (0, "(file)"));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}:0: (file): cannot read", missing.display()))
+        );
+    }
+
+    #[test]
+    fn unknown_keys() {
+        let f = fixture();
+        let r = &f.root;
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\n\nbogus = 1\n"),
+            4,
+            "tftp.bogus",
+            "unknown field `bogus`",
+        );
+        assert_err(
+            "# comment\n[dhcp]\nx = 1\n",
+            2,
+            "dhcp",
+            "unknown field `dhcp`",
+        );
+        assert_err(
+            &format!("tftp.root = \"{r}\"\ntftp.blocksize = 512\n"),
+            2,
+            "tftp.blocksize",
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn type_errors() {
+        let f = fixture();
+        let r = &f.root;
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\n\nmax_blksize = \"big\"\n"),
+            4,
+            "tftp.max_blksize",
+            "invalid type",
+        );
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\nmax_blksize = 70000\n"),
+            3,
+            "tftp.max_blksize",
+            "70000",
+        );
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\nmax_retries = -1\n"),
+            3,
+            "tftp.max_retries",
+            "-1",
+        );
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\nengine = \"fast\"\n"),
+            3,
+            "tftp.engine",
+            "unknown variant `fast`",
+        );
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\nlisten = [\n  \"0.0.0.0:69\",\n  \"nope\",\n]\n"),
+            5,
+            "tftp.listen[1]",
+            "invalid socket address",
+        );
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\ngso = 1\n"),
+            3,
+            "tftp.gso",
+            "expected a boolean",
+        );
+        assert_err("tftp = 5\n", 1, "tftp", "invalid type");
+    }
+
+    #[test]
+    fn syntax_errors() {
+        let f = fixture();
+        let r = &f.root;
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\nmax_blksize = \n"),
+            3,
+            "tftp.max_blksize",
+            "",
+        );
+        assert_err(
+            &format!("\n[tftp\nroot = \"{r}\"\n"),
+            2,
+            "tftp",
+            "invalid table header",
+        );
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\n[tftp]\n"),
+            3,
+            "tftp",
+            "duplicate key",
+        );
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\nthreads = 1\nthreads = 2\n"),
+            4,
+            "tftp.threads",
+            "duplicate key",
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_the_line() {
+        let f = fixture();
+        let r = &f.root;
+        let cases: &[(&str, &str, &str)] = &[
+            ("listen = []", "tftp.listen", "at least one"),
+            ("max_blksize = 7", "tftp.max_blksize", "8..=65464"),
+            ("max_blksize = 65465", "tftp.max_blksize", "8..=65464"),
+            ("max_windowsize = 0", "tftp.max_windowsize", "at least 1"),
+            ("timeout_ms = 0", "tftp.timeout_ms", "1..=255000"),
+            ("timeout_ms = 255001", "tftp.timeout_ms", "1..=255000"),
+            ("max_retries = 0", "tftp.max_retries", "at least 1"),
+            ("rollover = 2", "tftp.rollover", "neither 0 nor 1"),
+            ("max_sessions = 0", "tftp.max_sessions", "at least 1"),
+            (
+                "max_sessions_per_client = 0",
+                "tftp.max_sessions_per_client",
+                "at least 1",
+            ),
+        ];
+        for (line, key, why) in cases {
+            assert_err(
+                &format!("# pxe\n[tftp]\nroot = \"{r}\"\n\n{line}\n"),
+                5,
+                key,
+                why,
+            );
+        }
+        // Edges that are fine.
+        for line in [
+            "max_blksize = 8",
+            "max_blksize = 65464",
+            "timeout_ms = 255000",
+            "rollover = 1",
+        ] {
+            Config::parse(&format!("[tftp]\nroot = \"{r}\"\n{line}\n"), Path::new("x")).unwrap();
+        }
+        // Dotted keys are found too.
+        assert_err(
+            &format!("tftp.root = \"{r}\"\n\ntftp.rollover = 7\n"),
+            3,
+            "tftp.rollover",
+            "neither",
+        );
+    }
+
+    #[test]
+    fn root_must_be_an_existing_directory() {
+        let f = fixture();
+        let missing = format!("{}/missing", f.root);
+        assert_err(
+            &format!("[tftp]\n\nroot = \"{missing}\"\n"),
+            3,
+            "tftp.root",
+            "missing",
+        );
+        let file = format!("{}/file", f.root);
+        std::fs::write(&file, b"").unwrap();
+        assert_err(
+            &format!("[tftp]\nroot = \"{file}\"\n"),
+            2,
+            "tftp.root",
+            "not a directory",
+        );
+    }
+
+    #[test]
+    fn defaulted_root_that_does_not_exist_is_line_zero() {
+        // The default root is /srv/tftp: which branch runs depends on this machine, both assert.
+        match Config::parse("[tftp]\nthreads = 1\n", Path::new("p.toml")) {
+            Ok(c) => {
+                assert!(Path::new("/srv/tftp").is_dir());
+                assert_eq!(c.tftp.root, Path::new("/srv/tftp"));
+            }
+            Err(e) => {
+                assert!(!Path::new("/srv/tftp").is_dir());
+                assert_eq!((e.line, e.key.as_str()), (0, "tftp.root"));
+                assert!(e.reason.contains("the default"), "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_lines_are_found_or_absent() {
+        let text = "# c\n[tftp]\nthreads = 1\n\n  max_retries = 3\n";
+        let doc = toml_edit::ImDocument::parse(text).unwrap();
+        assert_eq!(key_line(&doc, text, &["tftp", "threads"]), Some(3));
+        assert_eq!(key_line(&doc, text, &["tftp", "max_retries"]), Some(5));
+        assert_eq!(key_line(&doc, text, &["tftp", "root"]), None);
+        assert_eq!(key_line(&doc, text, &["dhcp", "root"]), None);
+        assert_eq!(line_at(text, 0), 1);
+        assert_eq!(line_at(text, text.len() + 10), 6);
+    }
+}

@@ -1,0 +1,192 @@
+//! `pxe-server`: the command line. `serve` runs the TFTP engine; `check` validates a config.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use pxe_server::config::{Config, EngineChoice};
+use pxe_server::engine::{self, EngineParams};
+use pxe_server::metrics::TftpMetrics;
+use pxe_server::tftp::service::TftpService;
+
+/// Exit status for an unusable configuration.
+const EXIT_CONFIG: u8 = 2;
+
+/// How often `serve` logs the counters.
+const METRICS_INTERVAL: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pxe-server",
+    version,
+    about = "High-throughput PXE boot server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve TFTP until SIGINT or SIGTERM.
+    Serve {
+        /// The TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// TFTP engine (overrides `tftp.engine`).
+        #[arg(long, value_enum)]
+        engine: Option<EngineChoice>,
+        /// Engine threads, 0 = one per CPU (overrides `tftp.threads`).
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    Check {
+        /// The TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve {
+            config,
+            engine,
+            threads,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match serve(config, engine, threads) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn serve(
+    mut config: Config,
+    engine_flag: Option<EngineChoice>,
+    threads_flag: Option<usize>,
+) -> anyhow::Result<()> {
+    let tftp = &mut config.tftp;
+    if let Some(e) = engine_flag {
+        tftp.engine = e;
+    }
+    if let Some(t) = threads_flag {
+        tftp.threads = t;
+    }
+    let threads = match tftp.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+
+    let metrics = Arc::new(TftpMetrics::default());
+    let service = TftpService::new(tftp, Arc::clone(&metrics))
+        .with_context(|| format!("opening TFTP root {}", tftp.root.display()))?;
+    let kind = engine::select(tftp.engine)?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&shutdown)?;
+
+    let root = std::fs::canonicalize(&tftp.root).unwrap_or_else(|_| tftp.root.clone());
+    for addr in &tftp.listen {
+        tracing::info!(listen = %addr, root = %root.display(), "serving TFTP");
+    }
+    tracing::info!(
+        engine = ?kind,
+        threads,
+        max_sessions = service.max_sessions(),
+        max_sessions_per_client = tftp.max_sessions_per_client,
+        max_blksize = tftp.max_blksize,
+        max_windowsize = tftp.max_windowsize,
+        "TFTP service ready"
+    );
+
+    let params = EngineParams {
+        listen: tftp.listen.clone(),
+        threads,
+        gso: tftp.gso,
+    };
+    let reporter = spawn_metrics_reporter(Arc::clone(&metrics), Arc::clone(&shutdown))?;
+    let result = engine::run(kind, Arc::new(service), &params, Arc::clone(&shutdown));
+    shutdown.store(true, Ordering::Relaxed);
+    if reporter.join().is_err() {
+        tracing::warn!("metrics reporter thread panicked");
+    }
+    tracing::info!(metrics = %metrics.snapshot(), "TFTP service stopped");
+    result.context("TFTP engine failed")
+}
+
+/// SIGINT and SIGTERM set `shutdown` (signal-hook's flag handlers); a second one, once
+/// `shutdown` is already set, ends the process at once with status 1.
+fn install_signal_handlers(shutdown: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        // Order matters: the conditional shutdown must see the flag before this signal sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(shutdown))
+            .context("installing a signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(shutdown))
+            .context("installing a signal handler")?;
+    }
+    Ok(())
+}
+
+/// Logs a metrics snapshot every [`METRICS_INTERVAL`] until `shutdown` is set.
+fn spawn_metrics_reporter(
+    metrics: Arc<TftpMetrics>,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let mut next = Instant::now() + METRICS_INTERVAL;
+            while !shutdown.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if Instant::now() >= next {
+                    tracing::info!(metrics = %metrics.snapshot(), "TFTP metrics");
+                    next += METRICS_INTERVAL;
+                }
+            }
+        })
+        .context("starting the metrics thread")
+}
