@@ -37,6 +37,11 @@ WORK=$(mktemp -d /tmp/compare-tftp.XXXXXX)
 cleanup() {
     [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null || true
     netns_destroy "$P"
+    if [ -n "${CG:-}" ]; then
+        echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs 2>/dev/null || true
+        rmdir "$CG" 2>/dev/null || true
+    fi
+    [ -n "${SAVED_SYSCTLS:-}" ] && sysctl -qw $SAVED_SYSCTLS
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -46,11 +51,27 @@ BIN=target/release
 mkdir -p "$WORK/root"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$WORK/root/image.bin"
 netns_create "$P" "$NET"
-# Let a thousand clients' sockets queue a window each.
-for ns in "$P-srv" "$P-cli"; do
-    ip netns exec "$ns" sysctl -qw net.core.rmem_max=8388608 net.core.wmem_max=8388608 \
-        net.core.rmem_default=1048576 net.core.netdev_max_backlog=10000
+# Let a thousand clients' sockets queue a window each. These sysctls are global (not per
+# namespace); the previous values are restored on exit.
+SYSCTLS="net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=1048576"
+SAVED_SYSCTLS=""
+for kv in $SYSCTLS; do
+    SAVED_SYSCTLS="$SAVED_SYSCTLS ${kv%%=*}=$(sysctl -n "${kv%%=*}")"
 done
+sysctl -qw $SYSCTLS
+
+# CPU time of a server and of every process it forks (tftpd-hpa forks one per transfer), from
+# a cpuacct cgroup where the kernel offers one, else from /proc (children counted once reaped).
+CG=/sys/fs/cgroup/cpuacct/$P
+if mkdir -p "$CG" 2>/dev/null && [ -w "$CG/cgroup.procs" ]; then
+    echo $$ > "$CG/cgroup.procs"   # children of this shell (the servers) start inside it
+    cpu_ns() { cat "$CG/cpuacct.usage"; }
+else
+    CG=
+    cpu_ns() { echo $(( $(proc_cpu_ticks "$SERVER_PID") * 1000000000 / $(getconf CLK_TCK) )); }
+fi
+# Clients run outside the cgroup.
+client_exec() { if [ -n "$CG" ]; then sh -c 'echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs; exec "$@"' sh "$@"; else "$@"; fi; }
 
 start_server() {
     case "$1" in
@@ -96,27 +117,30 @@ sleep 0.5
 RAW=$(ip netns exec "$P-srv" iperf3 -u -b 0 -l 1472 -t 5 -c "$NET.2" -J 2>/dev/null |
     python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum"]; print("%.0f" % (e["bits_per_second"]*(1-e["lost_percent"]/100)/1e6))' || echo "n/a")
 
-TICK=$(getconf CLK_TCK)
 ROWS=()
 for n in $CLIENTS; do
     for s in $SERVERS; do
         echo "== $s, $n clients x ${SIZE_MIB} MiB, blksize $BLKSIZE, windowsize $WINDOW asked" >&2
         start_server "$s"
         echo 0 > "$WORK/rss"
-        sample_rss "$SERVER_PID" "$WORK/rss" & SAMPLER=$!
-        c0=$(proc_cpu_ticks "$SERVER_PID")
+        (
+            [ -n "$CG" ] && echo "$BASHPID" > /sys/fs/cgroup/cpuacct/cgroup.procs
+            sample_rss "$SERVER_PID" "$WORK/rss"
+        ) &
+        SAMPLER=$!
+        c0=$(cpu_ns)
         set +e
-        ip netns exec "$P-cli" "$BIN/pxe-bench" tftp-storm --server "$SRV" --file image.bin \
+        client_exec ip netns exec "$P-cli" "$BIN/pxe-bench" tftp-storm --server "$SRV" --file image.bin \
             --verify "$WORK/root/image.bin" --clients "$n" --blksize "$BLKSIZE" \
             --windowsize "$WINDOW" --deadline-s 600 --json > "$WORK/report.json"
         set -e
-        c1=$(proc_cpu_ticks "$SERVER_PID")
+        c1=$(cpu_ns)
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
         kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
-        row=$(python3 - "$WORK/report.json" "$s" "$n" "$(( c1 - c0 ))" "$TICK" "$(cat "$WORK/rss")" <<'PY'
+        row=$(python3 - "$WORK/report.json" "$s" "$n" "$(( c1 - c0 ))" "$(cat "$WORK/rss")" <<'PY'
 import json, sys
-path, server, n, ticks, hz, rss = sys.argv[1:]
+path, server, n, cpu_ns, rss = sys.argv[1:]
 try:
     r = json.load(open(path))
 except Exception as e:
@@ -125,7 +149,7 @@ except Exception as e:
 fails = ", ".join(f"{k}: {v}" for k, v in r["failures"].items()) or "0"
 print(f"| {server} | {n} | {r['goodput_mbit_s']:.0f} | {r['completion_ms_p50']/1000:.2f} | "
       f"{r['completion_ms_p99']/1000:.2f} | {r['completion_ms_max']/1000:.2f} | {fails} | "
-      f"{int(ticks)/int(hz):.1f} | {int(rss)/1024:.0f} |")
+      f"{int(cpu_ns)/1e9:.2f} | {int(rss)/1024:.0f} |")
 PY
 )
         echo "$row" >&2

@@ -46,8 +46,8 @@ else
 fi
 
 step "fuzz targets (short runs)"
-for target in $(cd fuzz && cargo +nightly fuzz list); do
-    cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time=30 -rss_limit_mb=2048
+for target in $(cargo +nightly fuzz list); do
+    cargo +nightly fuzz run "$target" -- -max_total_time=30 -rss_limit_mb=2048
 done
 
 step "all tests passed"
