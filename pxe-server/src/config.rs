@@ -3,10 +3,13 @@
 //! OWNER: platform helper. `Config::load` refuses a bad file with an error naming the file, the
 //! line and the key; every setting has a default so a file with just `[tftp] root = "..."` serves.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::dhcp::Ipv4Cidr;
+use crate::dhcp::wire::{ClientUuid, MacAddr};
 
 /// Which TFTP engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -23,6 +26,187 @@ pub enum EngineChoice {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub tftp: TftpConfig,
+    pub dhcp: DhcpConfig,
+    /// The default boot profile (what a client that matches no `[[hosts]]` entry gets).
+    pub boot: BootProfile,
+    /// Known machines, by MAC and/or client UUID.
+    pub hosts: Vec<HostConfig>,
+}
+
+/// How the DHCP service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// ProxyDHCP (PXE 2.1): boot information only, to PXE/HTTP boot clients; another server
+    /// gives the addresses.
+    #[default]
+    Proxy,
+    /// A DHCP server: addresses from `[[dhcp.subnets]]`, and boot information.
+    Full,
+}
+
+/// What a client that matches no `[[hosts]]` entry gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownHosts {
+    /// The default `[boot]` profile (and, in full mode, a pool address).
+    #[default]
+    Default,
+    /// No answer at all.
+    Ignore,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DhcpConfig {
+    /// The DHCP service runs (off by default: a file with only `[tftp]` serves TFTP only).
+    pub enabled: bool,
+    pub mode: DhcpMode,
+    /// Interfaces the service binds to (by name); empty = all.
+    pub interfaces: Vec<String>,
+    /// Our address (server identifier, option 54). Unset: the address of the interface the
+    /// request came in on.
+    pub server_ip: Option<Ipv4Addr>,
+    /// siaddr / next-server (the TFTP server). Unset: the server identifier.
+    pub next_server: Option<Ipv4Addr>,
+    /// Also answer PXE boot server requests on port 4011.
+    pub pxe_port_4011: bool,
+    pub unknown_hosts: UnknownHosts,
+    /// The lease database (full mode), one redb file.
+    pub lease_db: PathBuf,
+    /// Lease time granted when the client asks for none, in seconds (full mode).
+    pub lease_time_secs: u32,
+    /// Longest lease granted, in seconds.
+    pub max_lease_time_secs: u32,
+    /// How long an offered address is held for the client's REQUEST, in seconds.
+    pub offer_hold_secs: u32,
+    /// How long a declined address stays unusable, in seconds.
+    pub decline_hold_secs: u32,
+    /// Address pools (full mode).
+    pub subnets: Vec<SubnetConfig>,
+}
+
+impl Default for DhcpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mode: DhcpMode::Proxy,
+            interfaces: Vec::new(),
+            server_ip: None,
+            next_server: None,
+            pxe_port_4011: true,
+            unknown_hosts: UnknownHosts::Default,
+            lease_db: PathBuf::from("/var/lib/pxe-server/leases.redb"),
+            lease_time_secs: 3600,
+            max_lease_time_secs: 86_400,
+            offer_hold_secs: 60,
+            decline_hold_secs: 600,
+            subnets: Vec::new(),
+        }
+    }
+}
+
+/// One address pool, `[[dhcp.subnets]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubnetConfig {
+    /// `10.0.0.0/24`.
+    pub subnet: Ipv4Cidr,
+    /// First and last address handed out (inclusive).
+    pub range_start: Ipv4Addr,
+    pub range_end: Ipv4Addr,
+    /// Option 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<Ipv4Addr>,
+    /// Option 6.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<Ipv4Addr>,
+    /// Option 15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// Overrides `dhcp.lease_time_secs` for this pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_time_secs: Option<u32>,
+}
+
+/// Boot files and OS parameters. In `[boot]` it is the default profile; in a `[hosts.boot]`
+/// table each field set overrides the default one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BootProfile {
+    /// Option 93 arch 0 (BIOS), e.g. `undionly.kpxe`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bios: Option<String>,
+    /// Arch 6 (UEFI IA32).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uefi_ia32: Option<String>,
+    /// Arch 7 and 9 (UEFI x64), e.g. `snponly.efi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uefi_x64: Option<String>,
+    /// Arch 11 (UEFI ARM64).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm64: Option<String>,
+    /// Arch 16 (UEFI x64 HTTP boot): a full URL, `http://10.0.0.1/ipxe.efi`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uefi_http: Option<String>,
+    /// What iPXE gets instead of a chainloader (an URL or a file name), so it never loops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipxe_script: Option<String>,
+    /// Kernel, initrd and command line for the HTTP/iPXE side (stored, used by `http`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+impl BootProfile {
+    /// `self` with every unset field taken from `default`.
+    pub fn or(&self, default: &BootProfile) -> BootProfile {
+        let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+        BootProfile {
+            bios: pick(&self.bios, &default.bios),
+            uefi_ia32: pick(&self.uefi_ia32, &default.uefi_ia32),
+            uefi_x64: pick(&self.uefi_x64, &default.uefi_x64),
+            arm64: pick(&self.arm64, &default.arm64),
+            uefi_http: pick(&self.uefi_http, &default.uefi_http),
+            ipxe_script: pick(&self.ipxe_script, &default.ipxe_script),
+            kernel: pick(&self.kernel, &default.kernel),
+            initrd: pick(&self.initrd, &default.initrd),
+            cmdline: pick(&self.cmdline, &default.cmdline),
+        }
+    }
+
+    fn files(&self) -> [(&'static str, &Option<String>); 6] {
+        [
+            ("bios", &self.bios),
+            ("uefi_ia32", &self.uefi_ia32),
+            ("uefi_x64", &self.uefi_x64),
+            ("arm64", &self.arm64),
+            ("uefi_http", &self.uefi_http),
+            ("ipxe_script", &self.ipxe_script),
+        ]
+    }
+}
+
+/// A known machine, `[[hosts]]`: matched by `mac`, else by `uuid` (option 97, written as
+/// `dmidecode -s system-uuid` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<ClientUuid>,
+    /// Option 12 in full mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// A fixed address (full mode); it must lie in a `[[dhcp.subnets]]` subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub boot: BootProfile,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,8 +324,15 @@ impl Config {
         Ok(config)
     }
 
-    /// Semantic checks; on failure, the key path and the reason.
-    fn validate(&self) -> Result<(), (Vec<&'static str>, String)> {
+    /// Semantic checks; on failure, the key path (`hosts[2]` names an array-of-tables entry)
+    /// and the reason.
+    fn validate(&self) -> Result<(), (Vec<String>, String)> {
+        self.validate_tftp()
+            .map_err(|(p, r)| (p.iter().map(|s| s.to_string()).collect(), r))?;
+        self.validate_dhcp()
+    }
+
+    fn validate_tftp(&self) -> Result<(), (Vec<&'static str>, String)> {
         let t = &self.tftp;
         let fail = |key: &'static str, reason: String| Err((vec!["tftp", key], reason));
         match std::fs::metadata(&t.root) {
@@ -182,6 +373,108 @@ impl Config {
         Ok(())
     }
 
+    fn validate_dhcp(&self) -> Result<(), (Vec<String>, String)> {
+        let d = &self.dhcp;
+        let path = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fail = |key: &str, reason: String| Err((path(&["dhcp", key]), reason));
+        if d.lease_time_secs < 60 {
+            return fail("lease_time_secs", "must be at least 60".into());
+        }
+        if d.max_lease_time_secs < d.lease_time_secs {
+            return fail(
+                "max_lease_time_secs",
+                format!("must be at least lease_time_secs ({})", d.lease_time_secs),
+            );
+        }
+        if d.offer_hold_secs < 1 {
+            return fail("offer_hold_secs", "must be at least 1".into());
+        }
+        if d.lease_db.as_os_str().is_empty() {
+            return fail("lease_db", "must name a file".into());
+        }
+        if d.enabled && d.mode == DhcpMode::Full && d.subnets.is_empty() {
+            return fail(
+                "mode",
+                "full mode needs at least one [[dhcp.subnets]] entry".into(),
+            );
+        }
+        for (i, s) in d.subnets.iter().enumerate() {
+            let at = format!("subnets[{i}]");
+            let sfail = |key: &str, reason: String| Err((path(&["dhcp", &at, key]), reason));
+            for (key, ip) in [("range_start", s.range_start), ("range_end", s.range_end)] {
+                if !s.subnet.contains(ip) || ip == s.subnet.network() || ip == s.subnet.broadcast()
+                {
+                    return sfail(key, format!("{ip} is not a host address of {}", s.subnet));
+                }
+            }
+            if u32::from(s.range_start) > u32::from(s.range_end) {
+                return sfail(
+                    "range_end",
+                    format!("{} is before range_start", s.range_end),
+                );
+            }
+            if let Some(r) = s.router
+                && !s.subnet.contains(r)
+            {
+                return sfail("router", format!("{r} is not in {}", s.subnet));
+            }
+            if let Some(t) = s.lease_time_secs
+                && t < 60
+            {
+                return sfail("lease_time_secs", "must be at least 60".into());
+            }
+            if let Some(j) = d.subnets[..i].iter().position(|o| {
+                o.subnet.contains(s.subnet.network()) || s.subnet.contains(o.subnet.network())
+            }) {
+                return sfail("subnet", format!("overlaps dhcp.subnets[{j}]"));
+            }
+        }
+        let check_profile = |prefix: Vec<String>, p: &BootProfile| {
+            for (key, v) in p.files() {
+                if let Some(v) = v
+                    && (v.is_empty() || v.len() > 255 || v.contains('\0'))
+                {
+                    let mut at = prefix.clone();
+                    at.push(key.to_owned());
+                    return Err((at, "must be 1 to 255 bytes without NUL".to_owned()));
+                }
+            }
+            Ok(())
+        };
+        check_profile(path(&["boot"]), &self.boot)?;
+        for (i, h) in self.hosts.iter().enumerate() {
+            let at = format!("hosts[{i}]");
+            let hfail = |key: &str, reason: String| Err((path(&[&at, key]), reason));
+            if h.mac.is_none() && h.uuid.is_none() {
+                return Err((path(&[&at]), "needs a mac or a uuid".into()));
+            }
+            for (j, o) in self.hosts[..i].iter().enumerate() {
+                if h.mac.is_some() && h.mac == o.mac {
+                    return hfail("mac", format!("also in hosts[{j}]"));
+                }
+                if h.uuid.is_some() && h.uuid == o.uuid {
+                    return hfail("uuid", format!("also in hosts[{j}]"));
+                }
+                if h.address.is_some() && h.address == o.address {
+                    return hfail("address", format!("also in hosts[{j}]"));
+                }
+            }
+            if let Some(a) = h.address
+                && d.mode == DhcpMode::Full
+                && !d.subnets.iter().any(|s| s.subnet.contains(a))
+            {
+                return hfail("address", format!("{a} is in no dhcp.subnets entry"));
+            }
+            if let Some(n) = &h.hostname
+                && (n.is_empty() || n.len() > 255)
+            {
+                return hfail("hostname", "must be 1 to 255 bytes".into());
+            }
+            check_profile(path(&[&at, "boot"]), &h.boot)?;
+        }
+        Ok(())
+    }
+
     /// The effective configuration as TOML (what `pxe-server check` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
@@ -202,12 +495,43 @@ fn first_line(msg: &str) -> String {
     msg.trim().lines().next().unwrap_or("").to_owned()
 }
 
-/// The line of the key at `path`, if the file sets it.
-fn key_line(doc: &toml_edit::ImDocument<&str>, text: &str, path: &[&str]) -> Option<usize> {
+/// The line of the key at `path`, if the file sets it. An element `name[i]` steps into entry
+/// `i` of an array of tables (or inline array of tables); a path that ends at such an entry
+/// names the line where the entry starts.
+fn key_line<S: AsRef<str>>(
+    doc: &toml_edit::ImDocument<&str>,
+    text: &str,
+    path: &[S],
+) -> Option<usize> {
+    fn indexed(p: &str) -> Option<(&str, usize)> {
+        let (name, rest) = p.split_once('[')?;
+        Some((name, rest.strip_suffix(']')?.parse().ok()?))
+    }
+    fn entry<'a>(
+        table: &'a dyn toml_edit::TableLike,
+        name: &str,
+        i: usize,
+    ) -> Option<(Option<usize>, &'a dyn toml_edit::TableLike)> {
+        let item = table.get(name)?;
+        if let Some(aot) = item.as_array_of_tables() {
+            let t = aot.get(i)?;
+            return Some((t.span().map(|s| s.start), t));
+        }
+        let v = item.as_array()?.get(i)?;
+        Some((v.span().map(|s| s.start), v.as_inline_table()?))
+    }
     let mut table: &dyn toml_edit::TableLike = doc.as_table();
     let (last, parents) = path.split_last()?;
     for p in parents {
-        table = table.get(p)?.as_table_like()?;
+        let p = p.as_ref();
+        table = match indexed(p) {
+            Some((name, i)) => entry(table, name, i)?.1,
+            None => table.get(p)?.as_table_like()?,
+        };
+    }
+    let last = last.as_ref();
+    if let Some((name, i)) = indexed(last) {
+        return Some(line_at(text, entry(table, name, i)?.0?));
     }
     let (key, item) = table.get_key_value(last)?;
     let offset = key.span().or_else(|| item.span())?.start;
@@ -417,10 +741,16 @@ mod tests {
             "unknown field `bogus`",
         );
         assert_err(
-            "# comment\n[dhcp]\nx = 1\n",
+            "# comment\n[dhcpv6]\nx = 1\n",
             2,
-            "dhcp",
-            "unknown field `dhcp`",
+            "dhcpv6",
+            "unknown field `dhcpv6`",
+        );
+        assert_err(
+            &format!("[tftp]\nroot = \"{r}\"\n[dhcp]\nx = 1\n"),
+            4,
+            "dhcp.x",
+            "unknown field `x`",
         );
         assert_err(
             &format!("tftp.root = \"{r}\"\ntftp.blocksize = 512\n"),
@@ -583,6 +913,157 @@ mod tests {
                 assert!(e.reason.contains("the default"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn dhcp_defaults_and_full_schema() {
+        let f = fixture();
+        let r = &f.root;
+        // Without [dhcp] the service is off, in proxy mode.
+        let c = Config::parse(&format!("[tftp]\nroot = \"{r}\"\n"), Path::new("x")).unwrap();
+        assert_eq!(c.dhcp, DhcpConfig::default());
+        assert!(!c.dhcp.enabled);
+        assert_eq!(c.dhcp.mode, DhcpMode::Proxy);
+        assert!(c.hosts.is_empty());
+        let text = format!(
+            "[tftp]\nroot = \"{r}\"\n[dhcp]\nenabled = true\nmode = \"full\"\ninterfaces = [\"eth1\"]\n\
+             server_ip = \"10.0.0.1\"\nunknown_hosts = \"ignore\"\nlease_db = \"/tmp/l.redb\"\n\
+             [[dhcp.subnets]]\nsubnet = \"10.0.0.0/24\"\nrange_start = \"10.0.0.100\"\n\
+             range_end = \"10.0.0.200\"\nrouter = \"10.0.0.1\"\ndns = [\"10.0.0.2\"]\nlease_time_secs = 600\n\
+             [boot]\nbios = \"undionly.kpxe\"\nipxe_script = \"http://10.0.0.1/boot.ipxe\"\n\
+             kernel = \"vmlinuz\"\ncmdline = \"console=ttyS0\"\n\
+             [[hosts]]\nmac = \"52:54:00:AA:BB:CC\"\nhostname = \"n1\"\naddress = \"10.0.0.10\"\n\
+             boot = {{ uefi_x64 = \"special.efi\" }}\n\
+             [[hosts]]\nuuid = \"00112233-4455-6677-8899-AABBCCDDEEFF\"\n"
+        );
+        let c = Config::parse(&text, Path::new("x")).unwrap();
+        assert_eq!(c.dhcp.mode, DhcpMode::Full);
+        assert_eq!(c.dhcp.unknown_hosts, UnknownHosts::Ignore);
+        assert_eq!(c.dhcp.server_ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c.dhcp.subnets[0].subnet.to_string(), "10.0.0.0/24");
+        assert_eq!(c.dhcp.subnets[0].lease_time_secs, Some(600));
+        assert_eq!(c.hosts[0].mac.unwrap().to_string(), "52:54:00:aa:bb:cc");
+        assert_eq!(
+            c.hosts[1].uuid.unwrap().to_string(),
+            "00112233-4455-6677-8899-aabbccddeeff"
+        );
+        let p = c.hosts[0].boot.or(&c.boot);
+        assert_eq!(p.uefi_x64.as_deref(), Some("special.efi"));
+        assert_eq!(p.bios.as_deref(), Some("undionly.kpxe"));
+        assert_eq!(p.cmdline.as_deref(), Some("console=ttyS0"));
+        let again = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn dhcp_errors_name_the_line() {
+        let f = fixture();
+        let r = &f.root;
+        let head = format!("[tftp]\nroot = \"{r}\"\n");
+        let sub = "[[dhcp.subnets]]\nsubnet = \"10.0.0.0/24\"\nrange_start = \"10.0.0.10\"\nrange_end = \"10.0.0.20\"\n";
+        // Type errors of the new value types.
+        assert_err(
+            &format!("{head}[dhcp]\nmode = \"relay\"\n"),
+            4,
+            "dhcp.mode",
+            "unknown variant",
+        );
+        assert_err(
+            &format!("{head}[[hosts]]\nmac = \"52:54:00\"\n"),
+            4,
+            "hosts[0].mac",
+            "not a MAC address",
+        );
+        assert_err(
+            &format!("{head}[[hosts]]\nmac = \"52:54:00:aa:bb:cc\"\n[[hosts]]\nuuid = \"nope\"\n"),
+            6,
+            "hosts[1].uuid",
+            "not a UUID",
+        );
+        assert_err(
+            &format!("{head}[[dhcp.subnets]]\nsubnet = \"10.0.0.1/24\"\n"),
+            4,
+            "dhcp.subnets[0].subnet",
+            "host bits",
+        );
+        assert_err(
+            &format!("{head}[[hosts]]\nmac = \"52:54:00:aa:bb:cc\"\nboot = {{ bois = \"x\" }}\n"),
+            5,
+            "hosts[0].boot.bois",
+            "unknown field",
+        );
+        // Semantic errors.
+        assert_err(
+            &format!("{head}[dhcp]\nenabled = true\n\nmode = \"full\"\n"),
+            6,
+            "dhcp.mode",
+            "at least one",
+        );
+        assert_err(
+            &format!("{head}[dhcp]\nlease_time_secs = 10\n"),
+            4,
+            "dhcp.lease_time_secs",
+            "at least 60",
+        );
+        assert_err(
+            &format!(
+                "{head}[[dhcp.subnets]]\nsubnet = \"10.0.0.0/24\"\nrange_start = \"10.0.1.1\"\nrange_end = \"10.0.0.9\"\n"
+            ),
+            5,
+            "dhcp.subnets[0].range_start",
+            "not a host address",
+        );
+        assert_err(
+            &format!(
+                "{head}[[dhcp.subnets]]\nsubnet = \"10.0.0.0/24\"\nrange_start = \"10.0.0.9\"\nrange_end = \"10.0.0.8\"\n"
+            ),
+            6,
+            "dhcp.subnets[0].range_end",
+            "before range_start",
+        );
+        assert_err(
+            &format!("{head}{sub}{sub}"),
+            8,
+            "dhcp.subnets[1].subnet",
+            "overlaps dhcp.subnets[0]",
+        );
+        assert_err(
+            &format!("{head}\n[[hosts]]\nhostname = \"x\"\n"),
+            4,
+            "hosts[0]",
+            "mac or a uuid",
+        );
+        assert_err(
+            &format!(
+                "{head}[[hosts]]\nmac = \"52:54:00:aa:bb:cc\"\n[[hosts]]\nmac = \"52-54-00-AA-BB-CC\"\n"
+            ),
+            6,
+            "hosts[1].mac",
+            "also in hosts[0]",
+        );
+        assert_err(
+            &format!(
+                "{head}[dhcp]\nmode = \"full\"\n{sub}[[hosts]]\nmac = \"52:54:00:aa:bb:cc\"\naddress = \"10.9.0.1\"\n"
+            ),
+            11,
+            "hosts[0].address",
+            "in no dhcp.subnets",
+        );
+        assert_err(
+            &format!("{head}[boot]\nbios = \"\"\n"),
+            4,
+            "boot.bios",
+            "1 to 255 bytes",
+        );
+        assert_err(
+            &format!(
+                "{head}[[hosts]]\nmac = \"52:54:00:aa:bb:cc\"\n[hosts.boot]\nuefi_x64 = \"{}\"\n",
+                "a".repeat(256)
+            ),
+            6,
+            "hosts[0].boot.uefi_x64",
+            "1 to 255 bytes",
+        );
     }
 
     #[test]

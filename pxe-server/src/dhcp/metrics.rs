@@ -1,0 +1,94 @@
+//! Counters of the DHCP service: one per drop reason and one per answer type. Relaxed atomics
+//! (statistics), shared by every thread that runs a responder.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! dhcp_counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Counters of the DHCP service.
+        #[derive(Debug, Default)]
+        pub struct DhcpMetrics { $($(#[$doc])* pub $name: AtomicU64,)* }
+
+        /// A point-in-time copy of [`DhcpMetrics`].
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct DhcpSnapshot { $(pub $name: u64,)* }
+
+        impl DhcpMetrics {
+            pub fn snapshot(&self) -> DhcpSnapshot {
+                DhcpSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl std::fmt::Display for DhcpSnapshot {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut first = true;
+                $(
+                    if !first { f.write_str(" ")?; }
+                    first = false;
+                    write!(f, "{}={}", stringify!($name), self.$name)?;
+                )*
+                let _ = first;
+                Ok(())
+            }
+        }
+    };
+}
+
+dhcp_counters! {
+    /// Datagrams handed to the responder.
+    received,
+    // Malformed input (wire::DecodeError).
+    drop_truncated,
+    drop_not_bootrequest,
+    drop_bad_htype,
+    drop_bad_hlen,
+    drop_bad_magic,
+    drop_option_overrun,
+    drop_bad_overload,
+    drop_missing_message_type,
+    drop_unknown_message_type,
+    drop_bad_option_length,
+    /// Requested lease times above the wire limit (clamped, still answered).
+    lease_time_clamped,
+    // Requests that are valid but not answered.
+    /// Proxy mode: the client is not a PXE/HTTP boot client.
+    drop_not_pxe,
+    /// `unknown_hosts = "ignore"` and the client matched no `[[hosts]]` entry.
+    drop_unknown_host,
+    /// No boot file for the client's architecture (proxy mode or port 4011).
+    drop_no_boot_file,
+    /// A REQUEST/DECLINE/RELEASE for another server.
+    drop_not_for_us,
+    /// A message type this mode does not answer (OFFER/ACK from a client, INFORM in proxy...).
+    drop_unexpected_type,
+    /// No server address is known for the interface the request came in on.
+    drop_no_server_address,
+    /// Full mode: no configured subnet for the link (giaddr or the local address).
+    drop_no_subnet,
+    /// Full mode: the pool is exhausted.
+    drop_pool_exhausted,
+    /// Full mode: a reservation lies outside the link's subnet, or its address is leased to
+    /// another client.
+    drop_reservation_conflict,
+    /// The lease store failed to commit.
+    drop_store_error,
+    /// The reply did not fit or failed to encode.
+    drop_encode_error,
+    // Answers.
+    offers,
+    acks,
+    naks,
+    /// ACKs to INFORM (no lease).
+    inform_acks,
+    /// Answers on the PXE boot server port 4011.
+    pxe_boot_acks,
+    // State changes without an answer.
+    declines,
+    releases,
+}
+
+impl DhcpMetrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
