@@ -36,6 +36,13 @@ apt_install build-essential pkg-config curl ca-certificates iproute2 procps psmi
 # TFTP clients used by the integration tests (installed in groups: some of these conflict).
 apt_install atftp
 apt_install tftp-hpa
+# DHCP clients and tools used by the DHCP integration tests (netns_dhcp): dhclient, busybox
+# udhcpc, nmap's broadcast-dhcp-discover, perfdhcp (in kea-admin), tcpdump for captures.
+apt_install isc-dhcp-client
+apt_install busybox
+apt_install nmap
+apt_install kea-admin
+apt_install tcpdump
 # Peers for the side-by-side benchmark; they must not start as services here.
 apt_install dnsmasq-base
 apt_install tftpd-hpa || true

@@ -11,6 +11,13 @@
 //! `Durability::None`, made durable by the next durable commit): losing an offer in a crash is
 //! harmless, the client's REQUEST is checked against the bound leases again.
 //!
+//! Batches: between [`LeaseStore::begin_batch`] and [`LeaseStore::commit_batch`] every `put`
+//! goes into one write transaction and is visible to later reads at once; the batch is made
+//! durable by one commit (one fsync if any change in it needs one). A server that answers a
+//! batch of requests sends the answers only after `commit_batch` returned `Ok`, which keeps the
+//! rule that no ACK leaves before its lease is durable. If the commit fails, the in-memory table
+//! is reloaded from the database: the batch's changes vanish, and its answers must be dropped.
+//!
 //! Expiry is lazy: a record whose `expires` has passed is simply free (the responder checks it);
 //! it stays in the table, keeping the client's affinity to its last address, until the address
 //! is given to another client.
@@ -54,6 +61,9 @@ impl Lease {
 pub enum LeaseError {
     #[error("lease database: {0}")]
     Db(#[from] redb::Error),
+    /// A `put` of the current batch failed; the batch can only be dropped.
+    #[error("an earlier change of this batch failed")]
+    BatchFailed,
 }
 
 macro_rules! db_err {
@@ -86,6 +96,14 @@ pub trait LeaseStore {
     fn put(&mut self, lease: &Lease) -> Result<(), LeaseError>;
     /// Number of records.
     fn len(&self) -> usize;
+    /// Starts a batch: the following `put`s are committed together by
+    /// [`LeaseStore::commit_batch`] (see the module doc). No-op for an in-memory table.
+    fn begin_batch(&mut self) {}
+    /// Commits the batch begun by [`LeaseStore::begin_batch`]; durable if any change in it
+    /// needs durability. On `Err` the batch's changes are gone.
+    fn commit_batch(&mut self) -> Result<(), LeaseError> {
+        Ok(())
+    }
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -238,6 +256,16 @@ fn decode_record(ip: u32, b: &[u8]) -> Option<Lease> {
 pub struct RedbLeaseStore {
     db: Database,
     mem: MemoryLeaseStore,
+    batch: Option<Batch>,
+}
+
+/// An open batch: the write transaction (opened by its first `put`), whether it must be
+/// durable, and whether a `put` in it failed (then it can only be aborted).
+#[derive(Default)]
+struct Batch {
+    txn: Option<redb::WriteTransaction>,
+    durable: bool,
+    failed: bool,
 }
 
 impl std::fmt::Debug for RedbLeaseStore {
@@ -260,6 +288,16 @@ impl RedbLeaseStore {
             txn.open_table(BY_MAC)?;
         }
         txn.commit()?;
+        let mem = Self::load(&db)?;
+        Ok(RedbLeaseStore {
+            db,
+            mem,
+            batch: None,
+        })
+    }
+
+    /// Reads every record and the index into a fresh in-memory table.
+    fn load(db: &Database) -> Result<MemoryLeaseStore, LeaseError> {
         let mut mem = MemoryLeaseStore::new();
         let read = db.begin_read()?;
         let leases = read.open_table(LEASES)?;
@@ -286,7 +324,58 @@ impl RedbLeaseStore {
             }
         }
         drop((leases, index, read));
-        Ok(RedbLeaseStore { db, mem })
+        Ok(mem)
+    }
+
+    /// Writes `plan` into `txn`.
+    fn write_plan(txn: &redb::WriteTransaction, plan: &Plan) -> Result<(), LeaseError> {
+        let mut leases = txn.open_table(LEASES)?;
+        for r in &plan.records {
+            leases.insert(u32::from(r.ip), &encode_record(r)[..])?;
+        }
+        let mut index = txn.open_table(BY_MAC)?;
+        for m in &plan.index_remove {
+            index.remove(&m.0[..])?;
+        }
+        if let Some((m, ip)) = plan.index_set {
+            index.insert(&m.0[..], u32::from(ip))?;
+        }
+        Ok(())
+    }
+
+    /// `put` inside a batch: the change is written to the batch's transaction and applied to
+    /// the in-memory table at once.
+    fn put_batched(&mut self, lease: &Lease) -> Result<(), LeaseError> {
+        let plan = self.mem.plan(lease);
+        let batch = self.batch.get_or_insert_with(Batch::default);
+        if batch.failed {
+            return Err(LeaseError::BatchFailed);
+        }
+        let result = (|| {
+            if batch.txn.is_none() {
+                let mut txn = self.db.begin_write()?;
+                txn.set_durability(Durability::None)?;
+                batch.txn = Some(txn);
+            }
+            let Some(txn) = batch.txn.as_mut() else {
+                return Err(LeaseError::BatchFailed);
+            };
+            if lease.state != LeaseState::Offered && !batch.durable {
+                txn.set_durability(Durability::Immediate)?;
+                batch.durable = true;
+            }
+            Self::write_plan(txn, &plan)
+        })();
+        match result {
+            Ok(()) => {
+                self.mem.apply(&plan);
+                Ok(())
+            }
+            Err(e) => {
+                batch.failed = true;
+                Err(e)
+            }
+        }
     }
 
     pub fn memory(&self) -> &MemoryLeaseStore {
@@ -302,24 +391,15 @@ impl LeaseStore for RedbLeaseStore {
         self.mem.ip_of(mac)
     }
     fn put(&mut self, lease: &Lease) -> Result<(), LeaseError> {
+        if self.batch.is_some() {
+            return self.put_batched(lease);
+        }
         let plan = self.mem.plan(lease);
         let mut txn = self.db.begin_write()?;
         if lease.state == LeaseState::Offered {
             txn.set_durability(Durability::None)?;
         }
-        {
-            let mut leases = txn.open_table(LEASES)?;
-            for r in &plan.records {
-                leases.insert(u32::from(r.ip), &encode_record(r)[..])?;
-            }
-            let mut index = txn.open_table(BY_MAC)?;
-            for m in &plan.index_remove {
-                index.remove(&m.0[..])?;
-            }
-            if let Some((m, ip)) = plan.index_set {
-                index.insert(&m.0[..], u32::from(ip))?;
-            }
-        }
+        Self::write_plan(&txn, &plan)?;
         txn.commit()?;
         // Only a committed change becomes visible.
         self.mem.apply(&plan);
@@ -327,6 +407,32 @@ impl LeaseStore for RedbLeaseStore {
     }
     fn len(&self) -> usize {
         self.mem.len()
+    }
+    fn begin_batch(&mut self) {
+        if self.batch.is_none() {
+            self.batch = Some(Batch::default());
+        }
+    }
+    fn commit_batch(&mut self) -> Result<(), LeaseError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        let result = match (batch.txn, batch.failed) {
+            (None, _) => return Ok(()),
+            (Some(txn), false) => txn.commit().map_err(LeaseError::from),
+            (Some(txn), true) => {
+                let _ = txn.abort();
+                Err(LeaseError::BatchFailed)
+            }
+        };
+        if result.is_err() {
+            // The batch's changes are in memory but not on disk: forget them.
+            match Self::load(&self.db) {
+                Ok(mem) => self.mem = mem,
+                Err(e) => tracing::error!(%e, "lease store: reload after a failed batch failed"),
+            }
+        }
+        result
     }
 }
 
@@ -402,6 +508,35 @@ mod tests {
             s.get(Ipv4Addr::new(10, 0, 0, 11)).unwrap().state,
             LeaseState::Bound
         );
+    }
+
+    #[test]
+    fn redb_batch_is_visible_at_once_and_durable_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.redb");
+        let mut s = RedbLeaseStore::open(&path).unwrap();
+        s.begin_batch();
+        let a = lease([10, 0, 0, 10], 1, 100, LeaseState::Offered);
+        let b = lease([10, 0, 0, 11], 2, 100, LeaseState::Bound);
+        s.put(&a).unwrap();
+        s.put(&b).unwrap();
+        // Later requests of the same batch see the earlier changes.
+        assert_eq!(s.get(a.ip), Some(a));
+        assert_eq!(s.ip_of(&b.mac), Some(b.ip));
+        s.commit_batch().unwrap();
+        // An empty batch commits nothing and fails nothing.
+        s.begin_batch();
+        s.commit_batch().unwrap();
+        // A batch never committed is lost with the process.
+        s.begin_batch();
+        s.put(&lease([10, 0, 0, 12], 3, 100, LeaseState::Bound)).unwrap();
+        drop(s);
+        let s = RedbLeaseStore::open(&path).unwrap();
+        assert_eq!(s.get(a.ip), Some(a));
+        assert_eq!(s.get(b.ip), Some(b));
+        assert_eq!(s.ip_of(&b.mac), Some(b.ip));
+        assert_eq!(s.get(Ipv4Addr::new(10, 0, 0, 12)), None);
+        assert_eq!(s.len(), 2);
     }
 
     #[test]

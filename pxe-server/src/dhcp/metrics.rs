@@ -82,6 +82,13 @@ dhcp_counters! {
     inform_acks,
     /// Answers on the PXE boot server port 4011.
     pxe_boot_acks,
+    /// Answers dropped because their batch's lease commit failed (after they were counted
+    /// as answers).
+    drop_batch_commit,
+    /// Send failures reported by the kernel.
+    send_errors,
+    /// Datagrams longer than the receive buffer (dropped).
+    recv_truncated,
     // State changes without an answer.
     declines,
     releases,

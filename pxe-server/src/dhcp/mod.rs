@@ -4,6 +4,7 @@
 pub mod leases;
 pub mod metrics;
 pub mod responder;
+pub mod server;
 pub mod wire;
 
 use std::fmt;

@@ -197,6 +197,11 @@ impl<S: LeaseStore> Responder<S> {
         &self.store
     }
 
+    /// The store, for batch control ([`LeaseStore::begin_batch`] / `commit_batch`).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Consumes the responder, returning its store.
     pub fn into_store(self) -> S {
         self.store
