@@ -1,4 +1,5 @@
-//! `pxe-server`: the command line. `serve` runs the TFTP engine; `check` validates a config.
+//! `pxe-server`: the command line. `serve` runs the TFTP engine and, when `dhcp.enabled`, the
+//! DHCP service in its own thread; `check` validates a config.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pxe_server::config::{Config, EngineChoice};
+use pxe_server::dhcp::metrics::DhcpMetrics;
+use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
 use pxe_server::metrics::TftpMetrics;
 use pxe_server::tftp::service::TftpService;
@@ -32,7 +35,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve TFTP until SIGINT or SIGTERM.
+    /// Serve TFTP (and DHCP when `dhcp.enabled`) until SIGINT or SIGTERM.
     Serve {
         /// The TOML configuration file.
         #[arg(long, value_name = "FILE")]
@@ -147,14 +150,62 @@ fn serve(
         threads,
         gso: tftp.gso,
     };
-    let reporter = spawn_metrics_reporter(Arc::clone(&metrics), Arc::clone(&shutdown))?;
+    // DHCP: sockets and the lease database are opened here, so a failure stops the start.
+    let dhcp = if config.dhcp.enabled {
+        let server = DhcpServer::bind(&config).context("starting the DHCP service")?;
+        tracing::info!(
+            mode = ?config.dhcp.mode,
+            sockets = ?server.listening(),
+            subnets = config.dhcp.subnets.len(),
+            hosts = config.hosts.len(),
+            "DHCP service ready"
+        );
+        let dhcp_metrics = server.metrics();
+        let handle = spawn_dhcp(server, Arc::clone(&shutdown))?;
+        Some((handle, dhcp_metrics))
+    } else {
+        None
+    };
+    let reporter = spawn_metrics_reporter(
+        Arc::clone(&metrics),
+        dhcp.as_ref().map(|d| Arc::clone(&d.1)),
+        Arc::clone(&shutdown),
+    )?;
     let result = engine::run(kind, Arc::new(service), &params, Arc::clone(&shutdown));
     shutdown.store(true, Ordering::Relaxed);
+    let mut dhcp_result = Ok(());
+    if let Some((handle, dhcp_metrics)) = dhcp {
+        dhcp_result = match handle.join() {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("DHCP thread panicked")),
+        };
+        tracing::info!(metrics = %dhcp_metrics.snapshot(), "DHCP service stopped");
+    }
     if reporter.join().is_err() {
         tracing::warn!("metrics reporter thread panicked");
     }
     tracing::info!(metrics = %metrics.snapshot(), "TFTP service stopped");
-    result.context("TFTP engine failed")
+    result.context("TFTP engine failed")?;
+    dhcp_result.context("DHCP service failed")
+}
+
+/// Runs the DHCP service until `shutdown`; if it fails, it sets `shutdown` so that the whole
+/// server stops (a PXE server that cannot answer DHCP must not look healthy).
+fn spawn_dhcp(
+    mut server: DhcpServer<pxe_server::dhcp::server::ServiceStore>,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    std::thread::Builder::new()
+        .name("dhcp".into())
+        .spawn(move || {
+            let r = server.run(&shutdown);
+            if let Err(e) = &r {
+                tracing::error!("DHCP service failed: {e}");
+                shutdown.store(true, Ordering::Relaxed);
+            }
+            r.map_err(anyhow::Error::from)
+        })
+        .context("starting the DHCP thread")
 }
 
 /// SIGINT and SIGTERM set `shutdown` (signal-hook's flag handlers); a second one, once
@@ -174,6 +225,7 @@ fn install_signal_handlers(shutdown: &Arc<AtomicBool>) -> anyhow::Result<()> {
 /// Logs a metrics snapshot every [`METRICS_INTERVAL`] until `shutdown` is set.
 fn spawn_metrics_reporter(
     metrics: Arc<TftpMetrics>,
+    dhcp: Option<Arc<DhcpMetrics>>,
     shutdown: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -184,6 +236,9 @@ fn spawn_metrics_reporter(
                 std::thread::sleep(Duration::from_millis(200));
                 if Instant::now() >= next {
                     tracing::info!(metrics = %metrics.snapshot(), "TFTP metrics");
+                    if let Some(d) = &dhcp {
+                        tracing::info!(metrics = %d.snapshot(), "DHCP metrics");
+                    }
                     next += METRICS_INTERVAL;
                 }
             }

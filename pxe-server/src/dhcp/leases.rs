@@ -529,7 +529,8 @@ mod tests {
         s.commit_batch().unwrap();
         // A batch never committed is lost with the process.
         s.begin_batch();
-        s.put(&lease([10, 0, 0, 12], 3, 100, LeaseState::Bound)).unwrap();
+        s.put(&lease([10, 0, 0, 12], 3, 100, LeaseState::Bound))
+            .unwrap();
         drop(s);
         let s = RedbLeaseStore::open(&path).unwrap();
         assert_eq!(s.get(a.ip), Some(a));

@@ -82,7 +82,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub enum ServiceStore {
     Memory(MemoryLeaseStore),
-    Redb(RedbLeaseStore),
+    Redb(Box<RedbLeaseStore>),
 }
 
 impl LeaseStore for ServiceStore {
@@ -182,7 +182,9 @@ impl DhcpServer<ServiceStore> {
                         source: e,
                     })?;
                 }
-                ServiceStore::Redb(RedbLeaseStore::open(&d.lease_db).map_err(leases_err)?)
+                ServiceStore::Redb(Box::new(
+                    RedbLeaseStore::open(&d.lease_db).map_err(leases_err)?,
+                ))
             }
         };
         let mut ports = vec![SERVER_PORT];
@@ -323,7 +325,9 @@ impl<S: LeaseStore> DhcpServer<S> {
                 port: logical_port,
             };
             let bytes = &self.recv.bufs[j][..d.len];
-            if let Action::Respond(t) = self.responder.handle(now, bytes, &meta, &mut self.answers[j])
+            if let Action::Respond(t) =
+                self.responder
+                    .handle(now, bytes, &meta, &mut self.answers[j])
             {
                 self.pending.push((j, t, d.local_addr));
             }
@@ -369,14 +373,18 @@ fn open_listener(spec: &ListenSpec) -> Result<Listener, ServerError> {
         }
         None => 0,
     };
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-        .map_err(err("socket"))?;
+    let socket =
+        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err("socket"))?;
     socket
         .set_reuse_address(true)
         .map_err(err("SO_REUSEADDR"))?;
     socket.set_broadcast(true).map_err(err("SO_BROADCAST"))?;
-    nix::sys::socket::setsockopt(&socket.as_fd(), nix::sys::socket::sockopt::Ipv4PacketInfo, &true)
-        .map_err(|e| err("IP_PKTINFO")(e.into()))?;
+    nix::sys::socket::setsockopt(
+        &socket.as_fd(),
+        nix::sys::socket::sockopt::Ipv4PacketInfo,
+        &true,
+    )
+    .map_err(|e| err("IP_PKTINFO")(e.into()))?;
     if let Some(d) = &spec.device {
         socket
             .bind_device(Some(d.as_bytes()))
@@ -536,7 +544,7 @@ impl RecvBatch {
 
 /// The IP_PKTINFO control message of a received datagram.
 fn pktinfo(h: &libc::msghdr) -> Option<libc::in_pktinfo> {
-    if h.msg_control.is_null() || (h.msg_controllen as usize) > CMSG_BUF {
+    if h.msg_control.is_null() || h.msg_controllen > CMSG_BUF as _ {
         return None;
     }
     // SAFETY: `h` was filled by recvmmsg: msg_control points to our CMSG_BUF-byte buffer and
@@ -769,7 +777,11 @@ mod tests {
             let m = v4::Message::decode(&mut Decoder::new(&buf[..len])).unwrap();
             assert_eq!(m.opts().msg_type(), Some(MessageType::Ack));
             assert_eq!(m.xid(), 0x1234_5678);
-            assert_eq!(m.siaddr(), Ipv4Addr::LOCALHOST, "next-server from IP_PKTINFO");
+            assert_eq!(
+                m.siaddr(),
+                Ipv4Addr::LOCALHOST,
+                "next-server from IP_PKTINFO"
+            );
             assert_eq!(
                 m.opts().get(v4::OptionCode::ServerIdentifier),
                 Some(&DhcpOption::ServerIdentifier(Ipv4Addr::LOCALHOST))

@@ -1,0 +1,607 @@
+//! The DHCP service with real clients in network namespaces the tests create: dhclient, busybox
+//! udhcpc, nmap's broadcast-dhcp-discover and perfdhcp against full mode; dnsmasq plus a PXE
+//! client against proxy mode; a `kill -9` and restart that keeps every lease.
+//!
+//! Root only (scripts/test.sh runs them). Each test uses its own namespaces and 10.78.N.0/24.
+
+mod dhcp_common;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dhcp_common::{Netns, Proc, Ran, Server, metric, run, veth, wait_until};
+use pxe_server::dhcp::leases::{LeaseState, LeaseStore, RedbLeaseStore};
+use pxe_server::dhcp::wire::MacAddr;
+
+const PXE_CLASS: &str = "PXEClient:Arch:00000:UNDI:002001";
+
+/// Two namespaces joined by a veth: the server end `ds` has 10.78.N.1/24, the client end `dc`
+/// has no address (or 10.78.N.2/24 with `client_addr`).
+struct Lan {
+    net: u8,
+    srv: Netns,
+    cli: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Lan {
+    fn new(net: u8, client_addr: bool) -> Lan {
+        let srv = Netns::new("srv");
+        let cli = Netns::new("cli");
+        veth(&srv, "ds", &cli, "dc");
+        srv.ip(&["addr", "add", &format!("10.78.{net}.1/24"), "dev", "ds"]);
+        if client_addr {
+            cli.ip(&["addr", "add", &format!("10.78.{net}.2/24"), "dev", "dc"]);
+        }
+        Lan {
+            net,
+            srv,
+            cli,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn ip(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 78, self.net, host)
+    }
+
+    fn start_full(&self) -> Server {
+        std::fs::create_dir_all(self.dir().join("tftp")).unwrap();
+        let config = full_config(self.net, self.dir());
+        Server::start(&self.srv, self.dir(), &config)
+    }
+
+    fn in_pool(&self, ip: Ipv4Addr) -> bool {
+        (self.ip(100)..=self.ip(149)).contains(&ip)
+    }
+
+    fn lease_db(&self) -> std::path::PathBuf {
+        self.dir().join("leases.redb")
+    }
+}
+
+fn full_config(net: u8, dir: &Path) -> String {
+    format!(
+        "[tftp]\nroot = \"{d}/tftp\"\nlisten = [\"10.78.{net}.1:69\"]\nthreads = 1\n\
+         [dhcp]\nenabled = true\nmode = \"full\"\ninterfaces = [\"ds\"]\nlease_db = \"{d}/leases.redb\"\n\
+         [[dhcp.subnets]]\nsubnet = \"10.78.{net}.0/24\"\nrange_start = \"10.78.{net}.100\"\n\
+         range_end = \"10.78.{net}.149\"\nrouter = \"10.78.{net}.1\"\ndns = [\"10.78.{net}.53\"]\n\
+         domain = \"pxe.test\"\n\
+         [boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\n\
+         ipxe_script = \"http://10.78.{net}.1/boot.ipxe\"\n",
+        d = dir.display()
+    )
+}
+
+/// Opens the lease database of a stopped server.
+fn leases(path: &Path) -> RedbLeaseStore {
+    RedbLeaseStore::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+}
+
+/// The `key=value` lines a udhcpc script wrote (`env > file`).
+fn env_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn env_get<'a>(env: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// A udhcpc script that saves its environment to `<dir>/udhcpc-<tag>.<event>`.
+fn udhcpc_script(dir: &Path, tag: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(format!("udhcpc-{tag}.sh"));
+    std::fs::write(
+        &p,
+        format!("#!/bin/sh\nenv > {}/udhcpc-{tag}.$1\n", dir.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// One busybox udhcpc exchange on `dc` (DISCOVER, REQUEST, exit); returns its environment at
+/// `bound`.
+fn udhcpc(lan: &Lan, tag: &str, extra: &[&str]) -> Vec<(String, String)> {
+    let script = udhcpc_script(lan.dir(), tag);
+    let mut cmd = lan.cli.command("busybox");
+    cmd.args([
+        "udhcpc", "-i", "dc", "-n", "-q", "-f", "-t", "5", "-T", "1", "-s",
+    ])
+    .arg(&script)
+    .args(extra);
+    let r = run(
+        cmd,
+        lan.dir(),
+        &format!("udhcpc-{tag}"),
+        Duration::from_secs(30),
+    );
+    assert!(r.status.success(), "udhcpc failed:\n{}", r.all());
+    assert!(r.all().contains("obtained from"), "{}", r.all());
+    env_file(&lan.dir().join(format!("udhcpc-{tag}.bound")))
+}
+
+fn set_mac(ns: &Netns, dev: &str, mac: &str) {
+    ns.ip(&["link", "set", dev, "address", mac]);
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn full_mode_dhclient_gets_a_pool_lease_with_router_and_dns() {
+    let t0 = Instant::now();
+    let lan = Lan::new(1, false);
+    let mut server = lan.start_full();
+    let lease_file = lan.dir().join("dhclient.leases");
+    let pid_file = lan.dir().join("dhclient.pid");
+    let mut cmd = lan.cli.command("dhclient");
+    cmd.args(["-1", "-v", "-lf"])
+        .arg(&lease_file)
+        .arg("-pf")
+        .arg(&pid_file)
+        .args(["-sf", "/bin/true", "dc"]);
+    // dhclient forks into the background once bound; the parent's exit ends `run`.
+    let r = run(cmd, lan.dir(), "dhclient", Duration::from_secs(40));
+    if let Ok(pid) = std::fs::read_to_string(&pid_file)
+        && let Ok(pid) = pid.trim().parse::<i32>()
+    {
+        // SAFETY: kill(2) on the dhclient daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(r.status.success(), "dhclient failed:\n{}", r.all());
+    let out = r.all();
+    assert!(out.contains("DHCPOFFER of 10.78.1."), "{out}");
+    assert!(out.contains("DHCPACK of 10.78.1."), "{out}");
+    let leased = std::fs::read_to_string(&lease_file).unwrap();
+    let field = |key: &str| -> String {
+        leased
+            .lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in the lease:\n{leased}"))
+            .trim_end_matches(';')
+            .trim()
+            .to_owned()
+    };
+    let ip: Ipv4Addr = field("fixed-address ").parse().unwrap();
+    assert!(lan.in_pool(ip), "{ip} is outside the pool");
+    assert_eq!(field("option routers "), "10.78.1.1");
+    assert_eq!(field("option domain-name-servers "), "10.78.1.53");
+    assert_eq!(field("option subnet-mask "), "255.255.255.0");
+    assert_eq!(field("option dhcp-server-identifier "), "10.78.1.1");
+    assert_eq!(field("option dhcp-lease-time "), "3600");
+    assert_eq!(field("option domain-name "), "\"pxe.test\"");
+
+    let log = server.stop();
+    assert_eq!(metric(&log, "offers"), Some(1), "{log}");
+    assert_eq!(metric(&log, "acks"), Some(1), "{log}");
+    assert_eq!(metric(&log, "send_errors"), Some(0), "{log}");
+    // The lease is in the database, bound to the client's MAC.
+    let db = leases(&lan.lease_db());
+    let l = db.get(ip).expect("the lease is in the database");
+    assert_eq!(l.state, LeaseState::Bound);
+    assert_eq!(db.ip_of(&l.mac), Some(ip));
+    eprintln!("dhclient test took {:?}", t0.elapsed());
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn full_mode_udhcpc_plain_and_pxe() {
+    let t0 = Instant::now();
+    let lan = Lan::new(2, false);
+    let mut server = lan.start_full();
+    set_mac(&lan.cli, "dc", "02:78:02:00:00:01");
+    let env = udhcpc(&lan, "plain", &[]);
+    let ip: Ipv4Addr = env_get(&env, "ip").unwrap().parse().unwrap();
+    assert!(lan.in_pool(ip), "{ip}");
+    assert_eq!(env_get(&env, "router"), Some("10.78.2.1"));
+    assert_eq!(env_get(&env, "dns"), Some("10.78.2.53"));
+    assert_eq!(env_get(&env, "subnet"), Some("255.255.255.0"));
+    assert_eq!(env_get(&env, "serverid"), Some("10.78.2.1"));
+    assert_eq!(env_get(&env, "lease"), Some("3600"));
+    // A plain client gets no boot file.
+    assert_eq!(env_get(&env, "boot_file"), None);
+
+    // A second machine that says it is a BIOS PXE client (options 60 and 93): another address,
+    // and the BIOS boot file with next-server.
+    set_mac(&lan.cli, "dc", "02:78:02:00:00:02");
+    let env2 = udhcpc(&lan, "pxe", &["-V", PXE_CLASS, "-x", "0x5d:0000"]);
+    let ip2: Ipv4Addr = env_get(&env2, "ip").unwrap().parse().unwrap();
+    assert!(lan.in_pool(ip2), "{ip2}");
+    assert_ne!(ip, ip2, "two clients, one address");
+    assert_eq!(env_get(&env2, "boot_file"), Some("undionly.kpxe"));
+    assert_eq!(env_get(&env2, "siaddr"), Some("10.78.2.1"));
+    let log = server.stop();
+    assert_eq!(metric(&log, "acks"), Some(2), "{log}");
+    let db = leases(&lan.lease_db());
+    for (mac, ip) in [([2, 0x78, 2, 0, 0, 1], ip), ([2, 0x78, 2, 0, 0, 2], ip2)] {
+        assert_eq!(db.ip_of(&MacAddr(mac)), Some(ip));
+        assert_eq!(db.get(ip).unwrap().state, LeaseState::Bound);
+    }
+    eprintln!("udhcpc test took {:?}", t0.elapsed());
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn full_mode_nmap_broadcast_dhcp_discover_lists_our_offer() {
+    let t0 = Instant::now();
+    // nmap 7.93 finds no interface facts (and the script fails) on a link without an IPv4
+    // address, so the client end gets one.
+    let lan = Lan::new(3, true);
+    let mut server = lan.start_full();
+    let mut cmd = lan.cli.command("nmap");
+    cmd.args([
+        "--script",
+        "broadcast-dhcp-discover",
+        "--script-args",
+        "broadcast-dhcp-discover.timeout=3s",
+        "-e",
+        "dc",
+    ]);
+    let r = run(cmd, lan.dir(), "nmap", Duration::from_secs(60));
+    let out = r.all();
+    assert!(r.status.success(), "{out}");
+    assert!(out.contains("Response 1 of 1"), "{out}");
+    assert!(out.contains("DHCP Message Type: DHCPOFFER"), "{out}");
+    assert!(out.contains("Server Identifier: 10.78.3.1"), "{out}");
+    assert!(out.contains("Router: 10.78.3.1"), "{out}");
+    assert!(out.contains("Domain Name Server: 10.78.3.53"), "{out}");
+    let offered: Ipv4Addr = out
+        .lines()
+        .find_map(|l| {
+            l.trim_start_matches(['|', ' '])
+                .strip_prefix("IP Offered: ")
+        })
+        .unwrap_or_else(|| panic!("no offer in:\n{out}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(lan.in_pool(offered), "{offered}");
+    let log = server.stop();
+    assert_eq!(metric(&log, "offers"), Some(1), "{log}");
+    eprintln!("nmap test took {:?}", t0.elapsed());
+}
+
+/// The counts of one perfdhcp statistics block ("DISCOVER-OFFER" or "REQUEST-ACK").
+fn perfdhcp_block(out: &str, name: &str) -> (u64, u64, u64) {
+    let start = out
+        .find(&format!("Statistics for: {name}"))
+        .unwrap_or_else(|| panic!("no {name} statistics in:\n{out}"));
+    let block = &out[start..];
+    let get = |key: &str| -> u64 {
+        block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{block}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        get("sent packets:"),
+        get("received packets:"),
+        get("drops:"),
+    )
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn full_mode_perfdhcp_pxe_clients_through_a_relay_address() {
+    let t0 = Instant::now();
+    // perfdhcp acts as a relay (giaddr = its address, replies to port 67): the client end
+    // needs an address in the subnet.
+    let lan = Lan::new(4, true);
+    let mut server = lan.start_full();
+    let class_hex: String = PXE_CLASS.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut cmd = lan.cli.command("perfdhcp");
+    cmd.args([
+        "-4", "-r", "20", "-n", "40", "-R", "40", "-l", "dc", "-W", "2000000",
+    ])
+    .args(["-o", &format!("60,{class_hex}"), "-o", "93,0000"]);
+    let r = run(cmd, lan.dir(), "perfdhcp", Duration::from_secs(60));
+    let out = r.all();
+    assert!(r.status.success(), "perfdhcp failed:\n{out}");
+    assert_eq!(perfdhcp_block(&out, "DISCOVER-OFFER"), (40, 40, 0), "{out}");
+    assert_eq!(perfdhcp_block(&out, "REQUEST-ACK"), (40, 40, 0), "{out}");
+    assert!(out.contains("non unique addresses: 0"), "{out}");
+    let log = server.stop();
+    assert_eq!(metric(&log, "offers"), Some(40), "{log}");
+    assert_eq!(metric(&log, "acks"), Some(40), "{log}");
+    let db = leases(&lan.lease_db());
+    let bound: Vec<_> = db
+        .memory()
+        .iter()
+        .filter(|l| l.state == LeaseState::Bound)
+        .map(|l| l.ip)
+        .collect();
+    assert_eq!(bound.len(), 40);
+    assert!(bound.iter().all(|&ip| lan.in_pool(ip)));
+    eprintln!("perfdhcp test took {:?}", t0.elapsed());
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn restart_after_kill9_keeps_every_lease() {
+    let t0 = Instant::now();
+    let lan = Lan::new(5, false);
+    let mut server = lan.start_full();
+    let macs = [
+        "02:78:05:00:00:01",
+        "02:78:05:00:00:02",
+        "02:78:05:00:00:03",
+    ];
+    let mut first = Vec::new();
+    for (i, mac) in macs.iter().enumerate() {
+        set_mac(&lan.cli, "dc", mac);
+        let env = udhcpc(&lan, &format!("a{i}"), &[]);
+        first.push(env_get(&env, "ip").unwrap().parse::<Ipv4Addr>().unwrap());
+    }
+    let mut uniq = first.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), 3, "{first:?}");
+
+    server.kill9_and_restart();
+
+    // The same machines come back in the reverse order, with no memory of their lease (a
+    // fresh DISCOVER): a server that lost its leases would hand them out in pool order.
+    for (i, mac) in macs.iter().enumerate().rev() {
+        set_mac(&lan.cli, "dc", mac);
+        let env = udhcpc(&lan, &format!("b{i}"), &[]);
+        let ip: Ipv4Addr = env_get(&env, "ip").unwrap().parse().unwrap();
+        assert_eq!(ip, first[i], "{mac} lost its address after kill -9");
+    }
+    // And one renews explicitly (INIT-REBOOT style, asking for its address).
+    set_mac(&lan.cli, "dc", macs[0]);
+    let env = udhcpc(&lan, "renew", &["-r", &first[0].to_string()]);
+    assert_eq!(env_get(&env, "ip"), Some(first[0].to_string().as_str()));
+    // A new machine gets an address nobody holds.
+    set_mac(&lan.cli, "dc", "02:78:05:00:00:04");
+    let env = udhcpc(&lan, "new", &[]);
+    let new: Ipv4Addr = env_get(&env, "ip").unwrap().parse().unwrap();
+    assert!(
+        lan.in_pool(new) && !first.contains(&new),
+        "{new} vs {first:?}"
+    );
+
+    server.stop();
+    let db = leases(&lan.lease_db());
+    for (mac, ip) in macs.iter().zip(&first) {
+        let m: MacAddr = mac.parse().unwrap();
+        assert_eq!(db.ip_of(&m), Some(*ip));
+    }
+    // No address has two owners.
+    let mut owners = std::collections::HashMap::new();
+    for l in db.memory().iter().filter(|l| l.state == LeaseState::Bound) {
+        assert!(owners.insert(l.ip, l.mac).is_none(), "{} twice", l.ip);
+    }
+    eprintln!("restart test took {:?}", t0.elapsed());
+}
+
+/// Runs perfdhcp (a storm of fresh clients) while the server is killed with SIGKILL and
+/// restarted; afterwards no address is bound to two clients.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn kill9_mid_storm_never_gives_one_address_twice() {
+    let t0 = Instant::now();
+    let lan = Lan::new(6, true);
+    let mut server = lan.start_full();
+    let mut cmd = lan.cli.command("perfdhcp");
+    // 40 clients at 40/s for ~3 s; the pool has 50 addresses.
+    cmd.args(["-4", "-r", "40", "-R", "40", "-p", "3", "-l", "dc"]);
+    let mut storm = Proc::spawn(cmd, lan.dir(), "storm");
+    std::thread::sleep(Duration::from_millis(700));
+    server.kill9_and_restart();
+    let done = storm.wait_timeout(Duration::from_secs(30));
+    assert!(done.is_some(), "perfdhcp hung");
+    // A second wave of the same 40 clients (perfdhcp derives the MACs from -R).
+    let mut cmd = lan.cli.command("perfdhcp");
+    cmd.args([
+        "-4", "-r", "40", "-R", "40", "-n", "40", "-l", "dc", "-W", "2000000",
+    ]);
+    let r: Ran = run(cmd, lan.dir(), "storm2", Duration::from_secs(60));
+    let (_, acked, _) = perfdhcp_block(&r.all(), "REQUEST-ACK");
+    assert!(
+        acked > 0,
+        "the restarted server answered nothing:\n{}",
+        r.all()
+    );
+    let log = server.stop();
+    let db = leases(&lan.lease_db());
+    let mut owners = std::collections::HashMap::new();
+    for l in db.memory().iter() {
+        if l.state == LeaseState::Bound {
+            assert!(
+                owners.insert(l.ip, l.mac).is_none(),
+                "{} bound twice\n{}\n{log}",
+                l.ip,
+                r.all()
+            );
+        }
+    }
+    let mut by_mac = std::collections::HashSet::new();
+    for l in db.memory().iter().filter(|l| l.state == LeaseState::Bound) {
+        assert!(by_mac.insert(l.mac), "{} holds two addresses", l.mac);
+    }
+    assert!(!owners.is_empty(), "no lease at all:\n{}\n{log}", r.all());
+    eprintln!("kill -9 storm test took {:?}", t0.elapsed());
+}
+
+/// Proxy mode: a "switch" namespace with a bridge joins pxe-server, dnsmasq (the address
+/// server) and a PXE client. The client (dhclient sending option 60 PXEClient) binds the
+/// address from dnsmasq; the capture on the client's link shows our boot offer next to it.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn proxy_mode_next_to_dnsmasq() {
+    let t0 = Instant::now();
+    let net = 7;
+    let sw = Netns::new("sw");
+    let srv = Netns::new("srv");
+    let dns = Netns::new("dnsm");
+    let cli = Netns::new("cli");
+    sw.ip(&["link", "add", "br0", "type", "bridge"]);
+    sw.ip(&["link", "set", "br0", "up"]);
+    for (ns, inner, outer) in [(&srv, "ds", "bs"), (&dns, "dd", "bd"), (&cli, "dc", "bc")] {
+        veth(ns, inner, &sw, outer);
+        sw.ip(&["link", "set", outer, "master", "br0"]);
+    }
+    srv.ip(&["addr", "add", &format!("10.78.{net}.1/24"), "dev", "ds"]);
+    dns.ip(&["addr", "add", &format!("10.78.{net}.3/24"), "dev", "dd"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("tftp")).unwrap();
+
+    // dnsmasq: addresses only, no DNS, no PXE.
+    let mut cmd = dns.command("dnsmasq");
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--user=root",
+        "--interface=dd",
+        "--bind-interfaces",
+        "--log-dhcp",
+        &format!("--dhcp-range=10.78.{net}.50,10.78.{net}.59,255.255.255.0,1h"),
+    ])
+    .arg(format!(
+        "--dhcp-leasefile={}",
+        d.join("dnsmasq.leases").display()
+    ))
+    .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()));
+    let dnsmasq = Proc::spawn(cmd, d, "dnsmasq");
+
+    let config = format!(
+        "[tftp]\nroot = \"{r}/tftp\"\nlisten = [\"10.78.{net}.1:69\"]\nthreads = 1\n\
+         [dhcp]\nenabled = true\nmode = \"proxy\"\ninterfaces = [\"ds\"]\n\
+         [boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\n",
+        r = d.display()
+    );
+    let mut server = Server::start(&srv, d, &config);
+    assert!(
+        wait_until(Duration::from_secs(10), || dnsmasq
+            .stderr()
+            .contains("DHCP, IP range")),
+        "dnsmasq did not start:\n{}",
+        dnsmasq.stderr()
+    );
+
+    // Capture the client's link.
+    let mut cmd = cli.command("tcpdump");
+    cmd.args([
+        "-i",
+        "dc",
+        "-n",
+        "-l",
+        "-vvv",
+        "--immediate-mode",
+        "udp port 67 or udp port 68",
+    ]);
+    let mut tcpdump = Proc::spawn(cmd, d, "tcpdump");
+    assert!(
+        wait_until(Duration::from_secs(10), || tcpdump
+            .stderr()
+            .contains("listening on")),
+        "tcpdump did not start:\n{}",
+        tcpdump.stderr()
+    );
+
+    // dhclient is no PXE firmware: it would take the first offer, even our address-less proxy
+    // offer, and REQUEST 0.0.0.0 from us. A PXE ROM takes its address from the offer that has
+    // one and its boot file from ours; `reject` makes dhclient do the address half of that.
+    let conf = d.join("dhclient.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "send vendor-class-identifier \"{PXE_CLASS}\";\n\
+             reject 10.78.{net}.1;\n"
+        ),
+    )
+    .unwrap();
+    let lease_file = d.join("dhclient.leases");
+    let pid_file = d.join("dhclient.pid");
+    let mut cmd = cli.command("dhclient");
+    cmd.args(["-1", "-v", "-cf"])
+        .arg(&conf)
+        .arg("-lf")
+        .arg(&lease_file)
+        .arg("-pf")
+        .arg(&pid_file)
+        .args(["-sf", "/bin/true", "dc"]);
+    let r = run(cmd, d, "dhclient", Duration::from_secs(40));
+    if let Ok(pid) = std::fs::read_to_string(&pid_file)
+        && let Ok(pid) = pid.trim().parse::<i32>()
+    {
+        // SAFETY: kill(2) on the dhclient daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(r.status.success(), "dhclient failed:\n{}", r.all());
+    // The address comes from dnsmasq.
+    let leased = std::fs::read_to_string(&lease_file).unwrap();
+    let fixed: Ipv4Addr = leased
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("fixed-address "))
+        .unwrap_or_else(|| panic!("{leased}"))
+        .trim_end_matches(';')
+        .parse()
+        .unwrap();
+    assert!(
+        (Ipv4Addr::new(10, 78, net, 50)..=Ipv4Addr::new(10, 78, net, 59)).contains(&fixed),
+        "{fixed}\n{leased}"
+    );
+    assert!(
+        leased.contains(&format!("dhcp-server-identifier 10.78.{net}.3;")),
+        "{leased}"
+    );
+
+    // Our offer reached the client too: from 10.78.N.1, no address, the boot file.
+    let captured = wait_until(Duration::from_secs(5), || {
+        let c = tcpdump.stdout();
+        c.contains("undionly.kpxe") && c.contains("DHCP-Message (53), length 1: ACK")
+    });
+    tcpdump.signal(libc::SIGINT);
+    tcpdump.wait_timeout(Duration::from_secs(5));
+    let cap = tcpdump.stdout();
+    assert!(captured, "no boot offer captured:\n{cap}\n{}", server.log());
+    let ours = cap
+        .split(&format!("10.78.{net}.1.67 > "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no packet from us:\n{cap}"));
+    let ours = ours
+        .split(&format!("10.78.{net}.3.67 > "))
+        .next()
+        .unwrap_or(ours);
+    assert!(
+        ours.contains("DHCP-Message (53), length 1: Offer"),
+        "{ours}"
+    );
+    assert!(ours.contains("file \"undionly.kpxe\""), "{ours}");
+    assert!(ours.contains(&format!("Server-IP 10.78.{net}.1")), "{ours}");
+    assert!(
+        ours.contains("Vendor-Option (43), length 4: 6.1.8.255"),
+        "{ours}"
+    );
+    assert!(ours.contains("PXEClient"), "{ours}");
+    assert!(
+        !ours.contains("Your-IP"),
+        "a proxy offer carries no address:\n{ours}"
+    );
+    assert!(
+        cap.contains(&format!("10.78.{net}.3.67 > ")),
+        "no answer from dnsmasq:\n{cap}\n{}\n{}\n{}",
+        tcpdump.stderr(),
+        r.all(),
+        dnsmasq.stderr()
+    );
+    let log = server.stop();
+    assert!(metric(&log, "offers").unwrap_or(0) >= 1, "{log}");
+    eprintln!("proxy test took {:?}", t0.elapsed());
+}
