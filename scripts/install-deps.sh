@@ -36,6 +36,8 @@ apt_install build-essential pkg-config curl ca-certificates iproute2 procps psmi
 # TFTP clients used by the integration tests (installed in groups: some of these conflict).
 apt_install atftp
 apt_install tftp-hpa
+# Packet loss in the tests: this kernel has no netem, nftables drops at random instead.
+apt_install nftables
 # DHCP clients and tools used by the DHCP integration tests (netns_dhcp): dhclient, busybox
 # udhcpc, nmap's broadcast-dhcp-discover, perfdhcp (in kea-admin), tcpdump for captures.
 apt_install isc-dhcp-client
