@@ -38,6 +38,8 @@ apt_install atftp
 apt_install tftp-hpa
 # Packet loss in the tests: this kernel has no netem, nftables drops at random instead.
 apt_install nftables
+# Engine fallback test: seccomp filter refusing io_uring_setup.
+apt_install python3-seccomp
 # DHCP clients and tools used by the DHCP integration tests (netns_dhcp): dhclient, busybox
 # udhcpc, nmap's broadcast-dhcp-discover, perfdhcp (in kea-admin), tcpdump for captures.
 apt_install isc-dhcp-client

@@ -34,10 +34,10 @@ if [ "$(id -u)" -eq 0 ] && ip netns add pxe-probe-$$ 2>/dev/null; then
     # (Only the netns_* test binaries: other ignored tests are measurement tools or child
     # processes that their own tests start.)
     PXE_REQUIRE_PRIVILEGED=1 cargo nextest run --workspace --run-ignored only --no-fail-fast \
-        --test-threads 2 -E 'binary(/^netns_/)'
+        --test-threads 2 -E 'binary(/^(netns|system)_/)'
 
 else
-    n=$(cargo nextest list --workspace --run-ignored only -E 'binary(/^netns_/)' 2>/dev/null |
+    n=$(cargo nextest list --workspace --run-ignored only -E 'binary(/^(netns|system)_/)' 2>/dev/null |
         grep -c ' ' || true)
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
     echo "!!! SKIPPED: $n privileged tests (need root and network namespaces)."
