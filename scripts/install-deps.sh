@@ -50,6 +50,13 @@ apt_install tcpdump
 # Peers for the side-by-side benchmark; they must not start as services here.
 apt_install dnsmasq-base
 apt_install tftpd-hpa || true
+# Real firmware boots in QEMU (scripts/qemu-assets.sh, scripts/qemu-boot.sh, tests/netns_qemu.rs):
+# QEMU, its iPXE option ROMs, OVMF (UEFI), iPXE's network boot programs, cpio for the test
+# initrd (its /init is built with gcc -static from build-essential), tshark to check what the
+# firmware negotiated.
+apt_install qemu-system-x86 ipxe-qemu ovmf
+apt_install ipxe cpio
+apt_install tshark
 # Profilers for BENCHMARKS.md.
 apt_install linux-perf valgrind iperf3 || true
 
