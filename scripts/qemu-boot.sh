@@ -18,7 +18,7 @@
 #   --dhcp dnsmasq|pxe-server   who answers DHCP with the boot file. TFTP is always pxe-server.
 #                           [dnsmasq]
 #   --kvm                   -accel kvm (default TCG: a KVM guest stalled inside iPXE here)
-#   --nic virtio|e1000      the guest NIC [virtio]
+#   --nic virtio|e1000      the guest NIC [virtio]; e1000 with bios only
 #   --timeout SECS          how long to wait for the marker [180]
 #   --bin PATH              the pxe-server binary [$PXE_SERVER_BIN, else target/release or
 #                           target/debug, else built with cargo]
@@ -64,6 +64,11 @@ case "$MODE" in full | proxy) ;; *) die "--mode must be full or proxy" ;; esac
 case "$DHCP" in dnsmasq | pxe-server) ;; *) die "--dhcp must be dnsmasq or pxe-server" ;; esac
 case "$NIC" in virtio) NICDEV=virtio-net-pci ;; e1000) NICDEV=e1000 ;; *) die "--nic: virtio or e1000" ;; esac
 [[ "$TIMEOUT" =~ ^[0-9]+$ ]] && [ "$TIMEOUT" -gt 0 ] || die "--timeout must be a number of seconds"
+if [ "$FIRMWARE" = uefi ] && [ "$NIC" = e1000 ]; then
+    # OVMF has a virtio-net driver but no e1000 driver; without an option ROM (which would put
+    # iPXE, not the firmware's own PXE client, on the wire) it never sees the NIC.
+    die "--firmware uefi needs --nic virtio (OVMF has no e1000 driver of its own)"
+fi
 if [ "$MODE" = proxy ] && [ "$DHCP" = dnsmasq ]; then
     die "--mode proxy means pxe-server answers as ProxyDHCP next to dnsmasq: use --dhcp pxe-server"
 fi
