@@ -5,7 +5,9 @@
 #                  "PXE-BOOT-OK bios|uefi" on the serial console and powers the machine off
 #   undionly.kpxe  iPXE for BIOS PXE (Debian's `ipxe` package)
 #   ipxe.efi, snponly.efi   iPXE for UEFI x64 PXE
-#   boot.ipxe      the iPXE script: kernel + initrd over TFTP from ${next-server}, then boot
+#   boot.ipxe      the iPXE script: kernel + initrd by names relative to the script's own URL
+#                  (so they come from the server that served the script, also in proxy mode,
+#                  where ${next-server} is the address server's siaddr), then boot
 #
 # Usage: scripts/qemu-assets.sh [DIR]     (default: target/qemu-assets; prints DIR when done)
 # Idempotent: what is already there and current is kept. Needs the packages that
@@ -125,9 +127,9 @@ done
 # kernel's EFI stub find the initrd iPXE registered; BIOS boots ignore it.
 cat > "$DIR/boot.ipxe.tmp" <<'IPXE'
 #!ipxe
-echo pxe-server test: ${platform} client ${ip} (${mac}), files from ${next-server}
-kernel tftp://${next-server}/vmlinuz initrd=initrd.img console=ttyS0,115200 panic=-1 pxetest.platform=${platform}
-initrd tftp://${next-server}/initrd.img
+echo pxe-server test: ${platform} client ${ip} (${mac})
+kernel vmlinuz initrd=initrd.img console=ttyS0,115200 panic=-1 pxetest.platform=${platform}
+initrd initrd.img
 boot
 IPXE
 mv "$DIR/boot.ipxe.tmp" "$DIR/boot.ipxe"
