@@ -51,6 +51,10 @@ BIN=target/release
 mkdir -p "$WORK/root"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$WORK/root/image.bin"
 netns_create "$P" "$NET"
+# One address per simulated machine, as in a cluster (per-client limits see real clients).
+MAX_CLIENTS=0
+for n in $CLIENTS; do [ "$n" -gt "$MAX_CLIENTS" ] && MAX_CLIENTS=$n; done
+SOURCE_BASE=$(netns_client_addrs "$P" "$NET" "$MAX_CLIENTS")
 # Let a thousand clients' sockets queue a window each. These sysctls are global (not per
 # namespace); the previous values are restored on exit.
 SYSCTLS="net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=1048576"
@@ -81,8 +85,6 @@ start_server() {
 root = "$WORK/root"
 listen = ["$SRV:69"]
 engine = "$ENGINE"
-max_sessions = 5000
-max_sessions_per_client = 5000
 TOML
             ip netns exec "$P-srv" "$BIN/pxe-server" serve --config "$WORK/pxe.toml" \
                 > "$WORK/server.log" 2>&1 &
@@ -132,7 +134,8 @@ for n in $CLIENTS; do
         set +e
         client_exec ip netns exec "$P-cli" "$BIN/pxe-bench" tftp-storm --server "$SRV" --file image.bin \
             --verify "$WORK/root/image.bin" --clients "$n" --blksize "$BLKSIZE" \
-            --windowsize "$WINDOW" --deadline-s 600 --json > "$WORK/report.json"
+            --windowsize "$WINDOW" --deadline-s 600 --source-base "$SOURCE_BASE" \
+            --source-count "$n" --json > "$WORK/report.json"
         set -e
         c1=$(cpu_ns)
         kill "$SERVER_PID" 2>/dev/null || true

@@ -55,6 +55,13 @@ enum Cmd {
         /// Abandon every client after this many seconds.
         #[arg(long, default_value_t = 300)]
         deadline_s: u64,
+        /// First local address the clients bind to; client i uses this address + (i mod
+        /// --source-count), so each simulated machine has its own address (they must be
+        /// configured on the interface). Default: the wildcard address.
+        #[arg(long)]
+        source_base: Option<std::net::Ipv4Addr>,
+        #[arg(long, default_value_t = 1)]
+        source_count: u32,
         /// Runtime worker threads (0 = one per CPU).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -79,9 +86,17 @@ fn main() -> anyhow::Result<()> {
             timeout_ms,
             retries,
             deadline_s,
+            source_base,
+            source_count,
             threads,
             json,
         } => {
+            let sources: Vec<IpAddr> = match source_base {
+                Some(base) => (0..source_count.max(1))
+                    .map(|i| IpAddr::from(std::net::Ipv4Addr::from(u32::from(base) + i)))
+                    .collect(),
+                None => Vec::new(),
+            };
             let expected = match verify {
                 Some(path) => Some(Arc::<[u8]>::from(
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -102,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                     max_retries: retries,
                 },
                 deadline: Duration::from_secs(deadline_s),
+                sources,
             };
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if threads > 0 {

@@ -22,6 +22,9 @@ pub struct StormParams {
     pub options: ClientOptions,
     /// Every client is abandoned after this long.
     pub deadline: Duration,
+    /// Local addresses the clients bind to, round-robin (like a cluster: one address per
+    /// machine). Empty: the wildcard address.
+    pub sources: Vec<IpAddr>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,11 +62,11 @@ pub async fn run(p: StormParams) -> anyhow::Result<StormReport> {
     let p = Arc::new(p);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(p.clients);
-    for _ in 0..p.clients {
+    for i in 0..p.clients {
         let p = Arc::clone(&p);
         let shared = Arc::clone(&shared);
         tasks.push(tokio::spawn(async move {
-            let result = one_client(&p, start).await;
+            let result = one_client(&p, i, start).await;
             let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
             match result {
                 Ok((bytes, retransmits)) => {
@@ -104,10 +107,11 @@ pub async fn run(p: StormParams) -> anyhow::Result<StormReport> {
 
 type ClientResult = Result<(u64, u64), (String, u64, u64)>;
 
-async fn one_client(p: &StormParams, start: Instant) -> ClientResult {
-    let bind: SocketAddr = match p.server {
-        IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal address"),
-        IpAddr::V6(_) => "[::]:0".parse().expect("literal address"),
+async fn one_client(p: &StormParams, index: usize, start: Instant) -> ClientResult {
+    let bind: SocketAddr = match (p.sources.is_empty(), p.server) {
+        (false, _) => SocketAddr::new(p.sources[index % p.sources.len()], 0),
+        (true, IpAddr::V4(_)) => "0.0.0.0:0".parse().expect("literal address"),
+        (true, IpAddr::V6(_)) => "[::]:0".parse().expect("literal address"),
     };
     let sock = UdpSocket::bind(bind)
         .await

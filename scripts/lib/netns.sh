@@ -2,7 +2,8 @@
 # Source it; it defines functions only.
 
 # netns_create PREFIX SUBNET  -> namespaces ${PREFIX}-srv and ${PREFIX}-cli joined by a veth
-# pair; the server is ${SUBNET}.1/24, the client ${SUBNET}.2/24 (SUBNET like 10.66.0).
+# pair; the server is ${SUBNET}.1/16, the client ${SUBNET}.2/16 (SUBNET like 10.66.0; the /16
+# leaves room for one address per simulated machine, see netns_client_addrs).
 netns_create() {
     local prefix="$1" subnet="$2"
     netns_destroy "$prefix"
@@ -11,12 +12,23 @@ netns_create() {
     ip link add "${prefix}-s" type veth peer name "${prefix}-c"
     ip link set "${prefix}-s" netns "${prefix}-srv"
     ip link set "${prefix}-c" netns "${prefix}-cli"
-    ip -n "${prefix}-srv" addr add "${subnet}.1/24" dev "${prefix}-s"
-    ip -n "${prefix}-cli" addr add "${subnet}.2/24" dev "${prefix}-c"
+    ip -n "${prefix}-srv" addr add "${subnet}.1/16" dev "${prefix}-s"
+    ip -n "${prefix}-cli" addr add "${subnet}.2/16" dev "${prefix}-c"
     ip -n "${prefix}-srv" link set lo up
     ip -n "${prefix}-cli" link set lo up
     ip -n "${prefix}-srv" link set "${prefix}-s" up
     ip -n "${prefix}-cli" link set "${prefix}-c" up
+}
+
+# netns_client_addrs PREFIX SUBNET COUNT -> adds COUNT addresses to the client end, from
+# A.B.1.1 on (SUBNET = A.B.0), one per simulated machine; prints the first one.
+netns_client_addrs() {
+    local prefix="$1" subnet="$2" count="$3" ab i
+    ab="${subnet%.*}"
+    for ((i = 0; i < count; i++)); do
+        echo "addr add ${ab}.$((1 + (i + 1) / 256)).$(((i + 1) % 256))/16 dev ${prefix}-c"
+    done | ip -n "${prefix}-cli" -batch -
+    echo "${ab}.1.1"
 }
 
 netns_destroy() {
