@@ -1,6 +1,6 @@
 //! The TOML configuration file.
 //!
-//! OWNER: platform helper. `Config::load` refuses a bad file with an error naming the file, the
+//! `Config::load` refuses a bad file with an error naming the file, the
 //! line and the key; every setting has a default so a file with just `[tftp] root = "..."` serves.
 
 use std::net::{Ipv4Addr, SocketAddr};

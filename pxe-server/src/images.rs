@@ -1,7 +1,5 @@
 //! Boot images: files under the TFTP root, loaded once and shared by every transfer.
 //!
-//! OWNER: platform helper.
-//!
 //! # Design
 //! - **Resolution.** The root is held open as an `O_PATH` directory fd. A request's name is
 //!   normalized (`\` -> `/`, `./` and duplicate slashes collapsed; absolute names, `..`, NUL

@@ -1,6 +1,6 @@
 //! TFTP wire format (RFC 1350, options from RFC 2347/2348/2349/7440).
 //!
-//! OWNER: protocol helper. Parsing never panics and never allocates; emitting writes into a
+//! Parsing never panics and never allocates; emitting writes into a
 //! caller buffer and returns the length.
 
 /// Largest file name accepted in a request, in bytes.

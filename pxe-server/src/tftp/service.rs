@@ -1,6 +1,6 @@
 //! Turns a datagram on a listening socket into a new transfer, or an ERROR reply.
 //!
-//! OWNER: platform helper. Shared by all engine threads (`Arc<TftpService>`); it is the only
+//! Shared by all engine threads (`Arc<TftpService>`); it is the only
 //! place that applies the session limits, so both engines refuse the same things.
 //!
 //! Order of checks for a request: parse (malformed requests get ERROR 4, or 8 for a bad

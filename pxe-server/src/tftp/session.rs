@@ -1,6 +1,6 @@
 //! One read transfer as a sans-IO state machine.
 //!
-//! OWNER: protocol helper. Engines drive it like this:
+//! Engines drive it like this:
 //! ```text
 //! loop {
 //!     while let Some(t) = session.poll_transmit(now, &mut buf) { send t to session.peer() }
