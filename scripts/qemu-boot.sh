@@ -16,7 +16,7 @@
 #                           (another namespace on the segment) gives the address, pxe-server
 #                           the boot file (ProxyDHCP, needs --dhcp pxe-server). [full]
 #   --dhcp dnsmasq|pxe-server   who answers DHCP with the boot file. TFTP is always pxe-server.
-#                           [dnsmasq]
+#                           [pxe-server]
 #   --kvm                   -accel kvm (default TCG: a KVM guest stalled inside iPXE here)
 #   --nic virtio|e1000      the guest NIC [virtio]; e1000 with bios only
 #   --timeout SECS          how long to wait for the marker [180]
@@ -36,7 +36,7 @@ REPO="$(pwd)"
 # shellcheck source=scripts/lib/netns.sh
 source scripts/lib/netns.sh
 
-FIRMWARE=bios MODE=full DHCP=dnsmasq ACCEL=tcg NIC=virtio TIMEOUT=180
+FIRMWARE=bios MODE=full DHCP=pxe-server ACCEL=tcg NIC=virtio TIMEOUT=180
 BIN="${PXE_SERVER_BIN:-}" ASSETS=target/qemu-assets LOGDIR="" QUIET=0 CAPTURE=1
 LOCK_WAIT="${QEMU_BOOT_LOCK_WAIT:-1200}"
 
