@@ -2,23 +2,28 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::tftp::session::{Outcome, SessionStats};
+
+/// Defines a struct of named `AtomicU64` counters (`$metrics`), a plain copy of it
+/// (`$snapshot`), `snapshot()`, and a `name=value ...` Display for the copy. Used by every
+/// service so that their counters log alike.
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Counters of the TFTP service.
+    ($metrics:ident, $snapshot:ident, $what:literal; $($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        #[doc = concat!("Counters of the ", $what, ".")]
         #[derive(Debug, Default)]
-        pub struct TftpMetrics { $($(#[$doc])* pub $name: AtomicU64,)* }
+        pub struct $metrics { $($(#[$doc])* pub $name: std::sync::atomic::AtomicU64,)* }
 
-        /// A point-in-time copy of [`TftpMetrics`].
+        #[doc = concat!("A point-in-time copy of [`", stringify!($metrics), "`].")]
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-        pub struct TftpSnapshot { $(pub $name: u64,)* }
+        pub struct $snapshot { $(pub $name: u64,)* }
 
-        impl TftpMetrics {
-            pub fn snapshot(&self) -> TftpSnapshot {
-                TftpSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+        impl $metrics {
+            pub fn snapshot(&self) -> $snapshot {
+                $snapshot { $($name: self.$name.load(std::sync::atomic::Ordering::Relaxed),)* }
             }
         }
 
-        impl std::fmt::Display for TftpSnapshot {
+        impl std::fmt::Display for $snapshot {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 let mut first = true;
                 $(
@@ -32,8 +37,10 @@ macro_rules! counters {
         }
     };
 }
+pub(crate) use counters;
 
 counters! {
+    TftpMetrics, TftpSnapshot, "TFTP service";
     /// Datagrams received on a listening socket.
     requests_received,
     /// Read requests that started a transfer.
@@ -64,5 +71,19 @@ counters! {
 impl TftpMetrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts how a transfer ended and what it sent; both engines call this once per session.
+    pub fn record_end(&self, outcome: Outcome, stats: SessionStats) {
+        let counter = match outcome {
+            Outcome::Completed => &self.sessions_completed,
+            Outcome::TimedOut => &self.sessions_timed_out,
+            Outcome::ClientError(_) => &self.sessions_client_error,
+            Outcome::Aborted(_) => &self.sessions_aborted,
+        };
+        Self::add(counter, 1);
+        Self::add(&self.packets_sent, stats.packets_sent);
+        Self::add(&self.retransmitted, stats.retransmitted);
+        Self::add(&self.payload_bytes_sent, stats.payload_bytes_sent);
     }
 }

@@ -3,38 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-macro_rules! dhcp_counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Counters of the DHCP service.
-        #[derive(Debug, Default)]
-        pub struct DhcpMetrics { $($(#[$doc])* pub $name: AtomicU64,)* }
-
-        /// A point-in-time copy of [`DhcpMetrics`].
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-        pub struct DhcpSnapshot { $(pub $name: u64,)* }
-
-        impl DhcpMetrics {
-            pub fn snapshot(&self) -> DhcpSnapshot {
-                DhcpSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
-            }
-        }
-
-        impl std::fmt::Display for DhcpSnapshot {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                let mut first = true;
-                $(
-                    if !first { f.write_str(" ")?; }
-                    first = false;
-                    write!(f, "{}={}", stringify!($name), self.$name)?;
-                )*
-                let _ = first;
-                Ok(())
-            }
-        }
-    };
-}
-
-dhcp_counters! {
+crate::metrics::counters! {
+    DhcpMetrics, DhcpSnapshot, "DHCP service";
     /// Datagrams handed to the responder.
     received,
     // Malformed input (wire::DecodeError).

@@ -26,7 +26,7 @@ use tokio::task::LocalSet;
 use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
 use crate::metrics::TftpMetrics;
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
-use crate::tftp::session::{Outcome, Received, Session, Transmit};
+use crate::tftp::session::{Received, Session, Transmit};
 
 /// How often workers look at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -325,17 +325,8 @@ async fn transfer(
         }
     };
 
-    let counter = match outcome {
-        Outcome::Completed => &metrics.sessions_completed,
-        Outcome::TimedOut => &metrics.sessions_timed_out,
-        Outcome::ClientError(_) => &metrics.sessions_client_error,
-        Outcome::Aborted(_) => &metrics.sessions_aborted,
-    };
-    TftpMetrics::add(counter, 1);
     let stats = session.stats();
-    TftpMetrics::add(&metrics.packets_sent, stats.packets_sent);
-    TftpMetrics::add(&metrics.retransmitted, stats.retransmitted);
-    TftpMetrics::add(&metrics.payload_bytes_sent, stats.payload_bytes_sent);
+    metrics.record_end(outcome, stats);
     tracing::debug!(%peer, ?outcome, ?stats, "transfer ended");
 }
 

@@ -45,7 +45,7 @@ use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
 use crate::metrics::TftpMetrics;
 use crate::tftp::packet::{self, ErrorCode};
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
-use crate::tftp::session::{Outcome, Received, Session, Transmit};
+use crate::tftp::session::{Outcome, Received, Session, SessionStats, Transmit};
 
 /// Submission queue entries per ring.
 const SQ_ENTRIES: u32 = 4096;
@@ -855,20 +855,11 @@ impl Worker {
     /// in flight on it.
     fn finish(&mut self, idx: u32, generation: u32, outcome: Outcome) {
         let m = &self.metrics;
-        let counter = match outcome {
-            Outcome::Completed => &m.sessions_completed,
-            Outcome::TimedOut => &m.sessions_timed_out,
-            Outcome::ClientError(_) => &m.sessions_client_error,
-            Outcome::Aborted(_) => &m.sessions_aborted,
-        };
-        TftpMetrics::add(counter, 1);
         let Some(e) = self.sessions.get(idx, generation) else {
+            m.record_end(outcome, SessionStats::default());
             return;
         };
-        let stats = e.session.stats();
-        TftpMetrics::add(&m.packets_sent, stats.packets_sent);
-        TftpMetrics::add(&m.retransmitted, stats.retransmitted);
-        TftpMetrics::add(&m.payload_bytes_sent, stats.payload_bytes_sent);
+        m.record_end(outcome, e.session.stats());
         e.closing = true;
         e.permit = None;
         if e.recv_armed {
