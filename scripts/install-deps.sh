@@ -47,8 +47,10 @@ apt_install busybox
 apt_install nmap
 apt_install kea-admin
 apt_install tcpdump
-# Peers for the side-by-side benchmark; they must not start as services here.
+# Peers for the side-by-side benchmarks (compare-tftp.sh, compare-dhcp.sh); they must not start
+# as services here (policy-rc.d above): the scripts start them by hand inside namespaces.
 apt_install dnsmasq-base
+apt_install kea-dhcp4-server
 apt_install tftpd-hpa || true
 # Real firmware boots in QEMU (scripts/qemu-assets.sh, scripts/qemu-boot.sh, tests/netns_qemu.rs):
 # QEMU, its iPXE option ROMs, OVMF (UEFI), iPXE's network boot programs, cpio for the test

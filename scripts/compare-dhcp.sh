@@ -1,0 +1,312 @@
+#!/usr/bin/env bash
+# Side-by-side DHCP load: perfdhcp DORA exchanges at rising rates against pxe-server (full mode),
+# dnsmasq and kea-dhcp4 (memfile lease backend), in the same namespaces, in one run. Run as root
+# (it builds network namespaces).
+#
+#   scripts/compare-dhcp.sh [--rates "1000 5000 10000 20000 40000"] [--period 10]
+#                           [--clients 50000] [--servers "pxe-server dnsmasq kea"]
+#                           [--kea-threads 0] [--quick]
+#
+# perfdhcp plays a relay (giaddr = its own address, answers to its port 67) simulating
+# --clients PXE clients (options 60 and 93), each server gets the same /16 pool of 60,000
+# addresses, the same one-hour lease time and a fresh lease file in a temporary directory on
+# the same file system. Every server is started fresh for each rate, measured, and stopped by
+# PID. --quick runs one rate (5000/s) for 5 s, a smoke test.
+#
+# Prints a markdown table: DORA exchanges per second completed, drops, average and maximum
+# delay (DISCOVER->OFFER plus REQUEST->ACK), server CPU seconds (cpuacct cgroup: the server
+# only), server peak RSS, and perfdhcp's own CPU seconds.
+#
+# Environment: KEEP_LOGS=DIR keeps each run's logs and perfdhcp output; PROFILE_DIR=DIR records
+# pxe-server with `perf record -g` during each run (perf-pxe-server-RATE.data).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/netns.sh
+
+RATES="1000 5000 10000 20000 40000"
+PERIOD=10
+CLIENTS=50000
+POOL=60000
+LEASE=3600
+SERVERS="pxe-server dnsmasq kea"
+KEA_THREADS=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rates) RATES="$2"; shift 2 ;;
+        --period) PERIOD="$2"; shift 2 ;;
+        --clients) CLIENTS="$2"; shift 2 ;;
+        --servers) SERVERS="$2"; shift 2 ;;
+        --kea-threads) KEA_THREADS="$2"; shift 2 ;;
+        --quick) RATES=5000; PERIOD=5; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "compare-dhcp.sh: run as root (network namespaces)" >&2; exit 1; }
+[ "$CLIENTS" -le "$POOL" ] || { echo "--clients must be at most the pool size ($POOL)" >&2; exit 2; }
+export PATH="$HOME/.cargo/bin:$PATH"
+for tool in perfdhcp dnsmasq kea-dhcp4; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] ||
+        { echo "compare-dhcp.sh: $tool missing (run scripts/install-deps.sh)" >&2; exit 1; }
+done
+export PATH="$PATH:/usr/sbin:/sbin"
+
+P=cmpdhcp
+NET=10.89
+SRV="$NET.0.1"
+CLI="$NET.0.2"
+IFS_SRV="$P-s"
+# The pool: $POOL addresses from 10.89.1.1 on.
+POOL_FIRST=$NET.1.1
+last=$(( 256 + POOL ))   # offset of the last address in 10.89.0.0/16
+POOL_LAST=$NET.$(( last / 256 )).$(( last % 256 ))
+WORK=$(mktemp -d /tmp/compare-dhcp.XXXXXX)
+SERVER_PID=
+cleanup() {
+    [ -n "${PERF_PID:-}" ] && kill "$PERF_PID" 2>/dev/null || true
+    [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null || true
+    [ -n "${SERVER_PID:-}" ] && kill -9 "$SERVER_PID" 2>/dev/null || true
+    netns_destroy "$P"
+    if [ -n "${CG:-}" ]; then
+        echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs 2>/dev/null || true
+        rmdir "$CG" "$CGC" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release -q -p pxe-server
+BIN=target/release
+
+# Two namespaces on one veth, both ends in 10.89.0.0/16 (the relay address perfdhcp puts in
+# giaddr selects that subnet's pool on every server).
+netns_create "$P" "$NET.0"
+ip -n "$P-srv" addr flush dev "$P-s"
+ip -n "$P-cli" addr flush dev "$P-c"
+ip -n "$P-srv" addr add "$SRV/16" dev "$P-s"
+ip -n "$P-cli" addr add "$CLI/16" dev "$P-c"
+# Socket buffers: the kernel's settings as they are (every server runs under the same ones;
+# they are printed with the table). pxe-server asks for its own receive buffer.
+SOCKBUF="rmem_default $(sysctl -n net.core.rmem_default), rmem_max $(sysctl -n net.core.rmem_max)"
+
+# CPU time of the server, from a cpuacct cgroup where the kernel offers one, else from /proc;
+# perfdhcp runs in a second cgroup (its CPU is shown too: on 2 cores it competes with the
+# server, and a run where it used a whole core may be client-bound).
+CG=/sys/fs/cgroup/cpuacct/$P
+CGC=/sys/fs/cgroup/cpuacct/$P-cli
+if mkdir -p "$CG" "$CGC" 2>/dev/null && [ -w "$CG/cgroup.procs" ] && [ -w "$CGC/cgroup.procs" ]; then
+    echo $$ > "$CG/cgroup.procs"   # children of this shell (the servers) start inside it
+    cpu_ns() { cat "$CG/cpuacct.usage"; }
+    cli_cpu_ns() { cat "$CGC/cpuacct.usage"; }
+    client_exec() { sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$CGC" "$@"; }
+else
+    CG=
+    CGC=
+    cpu_ns() { echo $(( $(proc_cpu_ticks "$SERVER_PID") * 1000000000 / $(getconf CLK_TCK) )); }
+    cli_cpu_ns() { echo 0; }
+    client_exec() { "$@"; }
+fi
+
+PXE_CLASS=PXEClient:Arch:00000:UNDI:002001
+CLASS_HEX=$(printf '%s' "$PXE_CLASS" | od -An -tx1 | tr -d ' \n')
+
+start_server() { # NAME RUNDIR
+    local s="$1" d="$2"
+    case "$s" in
+        pxe-server)
+            mkdir -p "$d/tftp"
+            cat > "$d/pxe.toml" <<TOML
+[tftp]
+root = "$d/tftp"
+listen = ["$SRV:69"]
+threads = 1
+[dhcp]
+enabled = true
+mode = "full"
+interfaces = ["$IFS_SRV"]
+pxe_port_4011 = false
+lease_db = "$d/leases.redb"
+lease_time_secs = $LEASE
+[[dhcp.subnets]]
+subnet = "$NET.0.0/16"
+range_start = "$POOL_FIRST"
+range_end = "$POOL_LAST"
+router = "$SRV"
+[boot]
+bios = "undionly.kpxe"
+TOML
+            RUST_LOG=info ip netns exec "$P-srv" "$BIN/pxe-server" serve --config "$d/pxe.toml" \
+                > "$d/server.log" 2>&1 &
+            ;;
+        dnsmasq)
+            # --no-ping: dnsmasq otherwise pings each address before offering it (the others
+            # do not); the lease file is real (rewritten on every change, as dnsmasq does).
+            ip netns exec "$P-srv" dnsmasq --no-daemon --port=0 --conf-file=/dev/null \
+                --interface="$IFS_SRV" --bind-interfaces --user=root --group=root --pid-file= \
+                --dhcp-range="$POOL_FIRST,$POOL_LAST,255.255.0.0,${LEASE}" \
+                --dhcp-lease-max=$((POOL + 1000)) --dhcp-leasefile="$d/dnsmasq.leases" \
+                --dhcp-authoritative --no-ping --quiet-dhcp --dhcp-option=3,"$SRV" \
+                --dhcp-boot=undionly.kpxe,,"$SRV" --log-facility="$d/dnsmasq.log" \
+                > "$d/server.log" 2>&1 &
+            ;;
+        kea)
+            local mt=""
+            if [ "$KEA_THREADS" -gt 0 ]; then
+                mt="\"multi-threading\": { \"enable-multi-threading\": true, \"thread-pool-size\": $KEA_THREADS, \"packet-queue-size\": 64 },"
+            fi
+            cat > "$d/kea.json" <<JSON
+{ "Dhcp4": {
+    "interfaces-config": { "interfaces": [ "$IFS_SRV/$SRV" ], "dhcp-socket-type": "udp" },
+    "lease-database": { "type": "memfile", "persist": true, "lfc-interval": 0,
+                        "name": "$d/kea-leases4.csv" },
+    $mt
+    "valid-lifetime": $LEASE, "min-valid-lifetime": $LEASE, "max-valid-lifetime": $LEASE,
+    "subnet4": [ {
+        "id": 1, "subnet": "$NET.0.0/16",
+        "pools": [ { "pool": "$POOL_FIRST - $POOL_LAST" } ],
+        "next-server": "$SRV", "boot-file-name": "undionly.kpxe",
+        "option-data": [ { "name": "routers", "data": "$SRV" } ]
+    } ],
+    "loggers": [ { "name": "kea-dhcp4", "severity": "WARN",
+                   "output_options": [ { "output": "$d/kea.log" } ] } ]
+} }
+JSON
+            KEA_PIDFILE_DIR="$d" KEA_LOCKFILE_DIR="$d" \
+                ip netns exec "$P-srv" kea-dhcp4 -c "$d/kea.json" > "$d/server.log" 2>&1 &
+            ;;
+        *) echo "unknown server $s" >&2; exit 2 ;;
+    esac
+    SERVER_PID=$!
+    wait_udp_port "$P-srv" "$SRV" 67 15 || { cat "$d/server.log" >&2; return 1; }
+}
+
+stop_server() {
+    kill "$SERVER_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+sample_rss() { # PID OUTFILE: peak RSS of the server until killed
+    local peak=0 r
+    while kill -0 "$1" 2>/dev/null; do
+        r=$(tree_rss_kib "$1")
+        [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$2"
+        sleep 0.2
+    done
+}
+
+# Row of the table from a perfdhcp report.
+row_of() { # SERVER RATE PERIOD OUTFILE CPU_NS RSS_KIB CLIENT_CPU_NS
+    python3 - "$@" <<'PY'
+import re, sys
+server, rate, period, path, cpu_ns, rss, cli_ns = sys.argv[1:]
+out = open(path, errors="replace").read()
+def block(name):
+    i = out.find(f"Statistics for: {name}")
+    if i < 0:
+        return None
+    b = out[i:]
+    j = b.find("Statistics for:", 10)
+    b = b if j < 0 else b[:j]
+    def num(key):
+        m = re.search(rf"^\s*{re.escape(key)}:\s*([0-9.]+)", b, re.M)
+        return float(m.group(1)) if m else float("nan")
+    return {k: num(k) for k in ("sent packets", "received packets", "drops",
+                                   "avg delay", "max delay")}
+do, ra = block("DISCOVER-OFFER"), block("REQUEST-ACK")
+cpu = f"{int(cpu_ns)/1e9:.2f}"
+rss = f"{int(rss)/1024:.0f}"
+cli = f"{int(cli_ns)/1e9:.2f}"
+if not do or not ra:
+    print(f"| {server} | {rate} | no report | | | | {cpu} | {rss} | {cli} |")
+    sys.exit(0)
+def pct(b):
+    return 100.0 * b["drops"] / b["sent packets"] if b["sent packets"] else 0.0
+# Delays of a whole exchange: DISCOVER->OFFER plus REQUEST->ACK.
+avg = do["avg delay"] + ra["avg delay"]
+mx = do["max delay"] + ra["max delay"]
+dora_s = ra["received packets"] / float(period)
+print(f"| {server} | {rate} | {dora_s:.0f} | {pct(do):.2f} / {pct(ra):.2f} | "
+      f"{avg:.3f} | {mx:.1f} | {cpu} | {rss} | {cli} |")
+PY
+}
+
+ROWS=()
+NOTES=()
+for rate in $RATES; do
+    for s in $SERVERS; do
+        d="$WORK/$s-$rate"
+        mkdir -p "$d"
+        echo "== $s, perfdhcp DORA at $rate/s for ${PERIOD}s, $CLIENTS clients" >&2
+        if ! start_server "$s" "$d"; then
+            ROWS+=("| $s | $rate | did not start | | | | | | |")
+            stop_server
+            continue
+        fi
+        echo 0 > "$d/rss"
+        (
+            [ -n "$CG" ] && echo "$BASHPID" > /sys/fs/cgroup/cpuacct/cgroup.procs
+            sample_rss "$SERVER_PID" "$d/rss"
+        ) &
+        SAMPLER=$!
+        PERF_PID=
+        if [ -n "${PROFILE_DIR:-}" ] && [ "$s" = pxe-server ]; then
+            mkdir -p "$PROFILE_DIR"
+            perf record -q -g -p "$SERVER_PID" -o "$PROFILE_DIR/perf-$s-$rate.data" \
+                > /dev/null 2>&1 &
+            PERF_PID=$!
+            [ -n "$CG" ] && echo "$PERF_PID" > /sys/fs/cgroup/cpuacct/cgroup.procs  # in neither cgroup
+            sleep 0.5
+        fi
+        c0=$(cpu_ns); k0=$(cli_cpu_ns)
+        set +e
+        # -W: after the period, wait 1 s for late answers, sending nothing new.
+        client_exec ip netns exec "$P-cli" timeout $((PERIOD + 30)) perfdhcp -4 -r "$rate" \
+            -R "$CLIENTS" -p "$PERIOD" -W 1000000 -l "$CLI" \
+            -o "60,$CLASS_HEX" -o 93,0000 "$SRV" > "$d/perfdhcp.out" 2>&1
+        set -e
+        c1=$(cpu_ns); k1=$(cli_cpu_ns)
+        if [ -n "$PERF_PID" ]; then
+            kill -TERM "$PERF_PID" 2>/dev/null || true; wait "$PERF_PID" 2>/dev/null || true
+            PERF_PID=
+        fi
+        stop_server
+        kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
+        row=$(row_of "$s" "$rate" "$PERIOD" "$d/perfdhcp.out" "$(( c1 - c0 ))" "$(cat "$d/rss")" "$(( k1 - k0 ))")
+        echo "$row" >&2
+        ROWS+=("$row")
+        if [ "$s" = pxe-server ]; then
+            # The server's own count of what it answered: drops perfdhcp counts beyond these
+            # were lost or late on the client side.
+            m=$(grep "DHCP service stopped" "$d/server.log" | tail -1 |
+                grep -ow '\(received\|offers\|acks\|drop_batch_commit\|send_errors\)=[0-9]*' |
+                tr '\n' ' ')
+            NOTES+=("pxe-server at $rate/s, its own counters: ${m:-none}")
+        fi
+        if [ -n "${KEEP_LOGS:-}" ]; then
+            mkdir -p "$KEEP_LOGS"; cp -r "$d" "$KEEP_LOGS/"
+        fi
+        sleep 1
+    done
+done
+
+echo
+echo "Machine: $(hostname), $(nproc) cores, $(uname -r). perfdhcp $(perfdhcp -v 2>&1 | awk '{print $NF; exit}') as a relay" \
+     "from the client namespace, $CLIENTS simulated PXE clients, ${PERIOD}s per rate;" \
+     "pool of $POOL addresses, lease time ${LEASE}s; dnsmasq $(dnsmasq --version | awk 'NR==1{print $3}')," \
+     "kea-dhcp4 $(kea-dhcp4 -v) (memfile, persist, multi-threading $([ "$KEA_THREADS" -gt 0 ] && echo "$KEA_THREADS threads" || echo off));" \
+     "lease files on $(df -T "$WORK" | awk 'NR==2{print $2}'); net.core $SOCKBUF."
+echo
+echo "| server | rate asked /s | DORA/s completed | drops % DISCOVER / REQUEST | avg delay ms | max delay ms | server CPU s | server peak RSS MiB | perfdhcp CPU s |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${ROWS[@]}"
+if [ "${#NOTES[@]}" -gt 0 ]; then
+    echo
+    printf -- '- %s\n' "${NOTES[@]}"
+fi
