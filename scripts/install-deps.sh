@@ -47,6 +47,9 @@ apt_install busybox
 apt_install nmap
 apt_install kea-admin
 apt_install tcpdump
+# XDP integration test (netns_xdp): scapy crafts the DHCP frames; bpftool to inspect programs.
+apt_install python3-scapy
+apt_install bpftool || true
 # Peers for the side-by-side benchmarks (compare-tftp.sh, compare-dhcp.sh); they must not start
 # as services here (policy-rc.d above): the scripts start them by hand inside namespaces.
 apt_install dnsmasq-base
@@ -73,6 +76,20 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+# eBPF (pxe-ebpf, built by pxe-server's build.rs through aya-build): nightly's rust-src and a
+# bpf-linker linked against nightly's own LLVM (the default feature wants LLVM 23 and fails with
+# "unable to find library -lLLVM"). See ENVIRONMENT.md.
+rustup component add rust-src --toolchain nightly >/dev/null
+if ! bpf-linker --version 2>/dev/null | grep -q "0\.13\.0"; then
+    P="$HOME/.local/share/bpf-linker-llvm"
+    mkdir -p "$P/lib"
+    L="$(rustc +nightly --print sysroot)/lib"
+    SO="$(basename "$L"/libLLVM.so.*-rust-*)"
+    ln -sf "$L/$SO" "$P/lib/libLLVM.so"
+    ln -sf "$L/$SO" "$P/lib/$SO"
+    LLVM_PREFIX="$P" cargo install bpf-linker --version 0.13.0 --locked --force \
+        --no-default-features --features llvm-22
+fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 echo "install-deps.sh: done"

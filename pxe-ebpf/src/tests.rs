@@ -1,0 +1,458 @@
+//! The table of packets both sides are judged against: frames for [`classify_frame`] (the XDP
+//! program runs the same function) and their UDP payloads for [`classify_payload`] (the
+//! daemon's fallback).
+extern crate std;
+
+use std::collections::{HashMap, HashSet};
+use std::vec::Vec;
+
+use super::*;
+
+const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+/// A BOOTREQUEST payload: fixed header, cookie, `options` (raw), END.
+fn bootp(mac: [u8; 6], options: &[u8]) -> Vec<u8> {
+    let mut p = std::vec![0u8; BOOTP_FIXED_LEN];
+    p[0] = BOOTREQUEST;
+    p[1] = 1;
+    p[2] = 6;
+    p[4..8].copy_from_slice(&[1, 2, 3, 4]);
+    p[28..34].copy_from_slice(&mac);
+    p.extend_from_slice(&DHCP_MAGIC);
+    p.extend_from_slice(options);
+    p.push(OPT_END);
+    p
+}
+
+fn opt(code: u8, data: &[u8]) -> Vec<u8> {
+    let mut v = std::vec![code, data.len() as u8];
+    v.extend_from_slice(data);
+    v
+}
+
+fn discover_opts(vendor: Option<&[u8]>, arch: Option<u16>, uuid: bool) -> Vec<u8> {
+    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
+    o.extend(opt(55, &[1, 3, 6, 66, 67]));
+    if let Some(v) = vendor {
+        o.extend(opt(OPT_VENDOR_CLASS, v));
+    }
+    if let Some(a) = arch {
+        o.extend(opt(OPT_CLIENT_ARCH, &a.to_be_bytes()));
+    }
+    if uuid {
+        let mut u = std::vec![0u8];
+        u.extend_from_slice(&[7; 16]);
+        o.extend(opt(OPT_CLIENT_UUID, &u));
+    }
+    o
+}
+
+fn pxe_bios() -> Vec<u8> {
+    bootp(
+        MAC,
+        &discover_opts(Some(b"PXEClient:Arch:00000:UNDI:002001"), Some(0), true),
+    )
+}
+fn pxe_uefi() -> Vec<u8> {
+    bootp(
+        MAC,
+        &discover_opts(Some(b"PXEClient:Arch:00007:UNDI:003016"), Some(7), true),
+    )
+}
+fn ipxe() -> Vec<u8> {
+    let mut o = discover_opts(Some(b"PXEClient:Arch:00000:UNDI:002001"), Some(0), true);
+    o.extend(opt(77, b"iPXE"));
+    o.extend(opt(175, &[1, 1, 1]));
+    bootp(MAC, &o)
+}
+fn http_boot() -> Vec<u8> {
+    bootp(
+        MAC,
+        &discover_opts(Some(b"HTTPClient:Arch:00016:UNDI:003001"), Some(16), true),
+    )
+}
+fn dhclient() -> Vec<u8> {
+    let mut o = discover_opts(None, None, false);
+    o.extend(opt(12, b"debian"));
+    bootp(MAC, &o)
+}
+
+/// Ethernet (with `tags` VLAN tags) / IPv4 (with `ip_opts` bytes of options) / UDP to `dport`.
+fn frame(payload: &[u8], tags: &[u16], ip_opts: usize, dport: u16) -> Vec<u8> {
+    let mut f = std::vec![0xff; 6];
+    f.extend_from_slice(&MAC);
+    for &t in tags {
+        f.extend_from_slice(&t.to_be_bytes());
+        f.extend_from_slice(&[0x00, 0x64]);
+    }
+    f.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
+    let ihl = 20 + ip_opts;
+    let total = ihl + 8 + payload.len();
+    f.push(0x40 | (ihl / 4) as u8);
+    f.push(0);
+    f.extend_from_slice(&(total as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 64, IPPROTO_UDP, 0, 0]);
+    f.extend_from_slice(&[0, 0, 0, 0, 255, 255, 255, 255]);
+    // Options: router alert (4 bytes) then NOPs.
+    let mut o = std::vec![148, 4, 0, 0];
+    o.resize(ip_opts, 1);
+    f.extend_from_slice(&o[..ip_opts]);
+    f.extend_from_slice(&68u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[derive(Default)]
+struct Env {
+    allow: HashSet<[u8; 6]>,
+    deny: HashSet<[u8; 6]>,
+    buckets: HashMap<[u8; 6], TokenBucket>,
+    now_ns: u64,
+}
+
+impl PolicyEnv for Env {
+    fn is_allowed(&mut self, mac: &[u8; 6]) -> bool {
+        self.allow.contains(mac)
+    }
+    fn is_denied(&mut self, mac: &[u8; 6]) -> bool {
+        self.deny.contains(mac)
+    }
+    fn take_token(&mut self, mac: &[u8; 6], policy: &Policy) -> bool {
+        let now = self.now_ns;
+        let b = *self
+            .buckets
+            .entry(*mac)
+            .or_insert_with(|| TokenBucket::full(now, policy));
+        let (ok, next) = b.take(now, policy);
+        self.buckets.insert(*mac, next);
+        ok
+    }
+}
+
+fn proxy() -> Policy {
+    Policy {
+        flags: POLICY_DROP_NON_PXE,
+        ..Policy::default()
+    }
+}
+
+/// Both entry points on one payload: the frame in every encapsulation, and the payload.
+fn check(payload: &[u8], policy: &Policy, want: Verdict) {
+    for (tags, ip_opts, dport) in [
+        (&[][..], 0, DHCP_SERVER_PORT),
+        (&[ETH_P_8021Q][..], 0, DHCP_SERVER_PORT),
+        (&[ETH_P_8021AD, ETH_P_8021Q][..], 0, PXE_PORT),
+        (&[][..], 40, DHCP_SERVER_PORT),
+        (&[ETH_P_8021AD, ETH_P_8021Q][..], 40, PXE_PORT),
+    ] {
+        let f = frame(payload, tags, ip_opts, dport);
+        assert_eq!(
+            classify_frame(&f[..], policy, &mut Env::default()),
+            want,
+            "tags {tags:?} ip options {ip_opts} port {dport}"
+        );
+    }
+    assert_eq!(
+        classify_payload(payload, payload.len(), policy, &mut Env::default()),
+        want
+    );
+}
+
+#[test]
+fn table_pass_everything_by_default() {
+    for p in [pxe_bios(), pxe_uefi(), ipxe(), http_boot(), dhclient()] {
+        check(&p, &Policy::default(), Verdict::Pass);
+    }
+}
+
+#[test]
+fn table_proxy_mode_drops_only_non_boot_clients() {
+    for p in [pxe_bios(), pxe_uefi(), ipxe(), http_boot()] {
+        check(&p, &proxy(), Verdict::Pass);
+    }
+    check(&dhclient(), &proxy(), Verdict::DropNotPxe);
+    // A vendor class that only contains "PXEClient" later is not a PXE client.
+    let other = bootp(MAC, &discover_opts(Some(b"MSFT PXEClient"), None, false));
+    check(&other, &proxy(), Verdict::DropNotPxe);
+    // A REQUEST without option 60 but with arch and UUID is a boot client.
+    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPREQUEST]);
+    o.extend(opt(OPT_CLIENT_ARCH, &[0, 7]));
+    o.extend(opt(OPT_CLIENT_UUID, &[0; 17]));
+    check(&bootp(MAC, &o), &proxy(), Verdict::Pass);
+}
+
+#[test]
+fn parse_extracts_fields() {
+    let f = frame(&pxe_uefi(), &[ETH_P_8021Q], 8, DHCP_SERVER_PORT);
+    let info = parse_frame(&f[..]).unwrap();
+    assert_eq!(info.mac, MAC);
+    assert_eq!(info.msg_type, DHCPDISCOVER);
+    assert_eq!(info.class, ClientClass::Pxe);
+    assert_eq!(info.arch, Some(7));
+    assert!(info.has_uuid);
+    let info = parse_dhcp(&http_boot()[..], 0, http_boot().len()).unwrap();
+    assert_eq!(info.class, ClientClass::Http);
+    assert_eq!(info.arch, Some(16));
+    let info = parse_dhcp(&dhclient()[..], 0, dhclient().len()).unwrap();
+    assert_eq!(info.class, ClientClass::Other);
+    assert_eq!((info.arch, info.has_uuid), (None, false));
+}
+
+#[test]
+fn not_dhcp_is_not_judged() {
+    let p = dhclient();
+    // Other port, other protocol, other ethertype, three tags, a fragment.
+    let f = frame(&p, &[], 0, 68);
+    assert_eq!(parse_frame(&f[..]), Err(ParseError::NotDhcp));
+    let mut f = frame(&p, &[], 0, 67);
+    f[14 + 9] = 6;
+    assert_eq!(parse_frame(&f[..]), Err(ParseError::NotDhcp));
+    let mut f = frame(&p, &[], 0, 67);
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    assert_eq!(parse_frame(&f[..]), Err(ParseError::NotDhcp));
+    let f = frame(&p, &[ETH_P_8021Q; 3], 0, 67);
+    assert_eq!(parse_frame(&f[..]), Err(ParseError::NotDhcp));
+    let mut f = frame(&p, &[], 0, 67);
+    f[14 + 6] = 0x20; // more fragments
+    assert_eq!(parse_frame(&f[..]), Err(ParseError::NotDhcp));
+    assert_eq!(
+        classify_frame(&f[..], &proxy(), &mut Env::default()),
+        Verdict::NotDhcp
+    );
+}
+
+#[test]
+fn malformed_dhcp_passes() {
+    // BOOTREPLY, bad cookie, option overrunning the payload, UDP length beyond IP length.
+    let mut p = dhclient();
+    p[0] = 2;
+    check(&p, &proxy(), Verdict::Malformed);
+    let mut p = dhclient();
+    p[BOOTP_FIXED_LEN] = 0;
+    check(&p, &proxy(), Verdict::Malformed);
+    let mut p = bootp(MAC, &opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]));
+    p.pop();
+    p.extend_from_slice(&[OPT_VENDOR_CLASS, 40, b'P']);
+    check(&p, &proxy(), Verdict::Malformed);
+    let mut f = frame(&dhclient(), &[], 0, 67);
+    f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&2000u16.to_be_bytes());
+    assert_eq!(
+        classify_frame(&f[..], &proxy(), &mut Env::default()),
+        Verdict::Malformed
+    );
+}
+
+#[test]
+fn truncated_at_every_offset_never_drops_or_panics() {
+    for payload in [pxe_bios(), dhclient(), ipxe()] {
+        for (tags, ip_opts) in [(&[][..], 0), (&[ETH_P_8021AD, ETH_P_8021Q][..], 12)] {
+            let f = frame(&payload, tags, ip_opts, DHCP_SERVER_PORT);
+            let headers = f.len() - payload.len();
+            for cut in 0..f.len() {
+                let v = classify_frame(&f[..cut], &proxy(), &mut Env::default());
+                // The IP total length no longer fits: never judged, never dropped.
+                let want_malformed = cut >= headers;
+                assert!(
+                    v == Verdict::NotDhcp || v == Verdict::Malformed,
+                    "cut {cut}: {v:?}"
+                );
+                if want_malformed {
+                    assert_eq!(v, Verdict::Malformed, "cut {cut}");
+                }
+            }
+            // The payload alone, cut (the fallback gets what recvmmsg returned).
+            for cut in 0..payload.len() {
+                let v = classify_payload(&payload[..cut], cut, &proxy(), &mut Env::default());
+                assert!(!v.is_drop(), "cut {cut}: {v:?}");
+                if cut < BOOTP_OPTIONS_OFF {
+                    assert_eq!(v, Verdict::Malformed, "cut {cut}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn option_walk_stops_at_the_bound() {
+    // MAX_OPTIONS - 1 pads, then the vendor class: the walk gives up before it.
+    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
+    o.extend(std::iter::repeat_n(OPT_PAD, MAX_OPTIONS));
+    o.extend(opt(OPT_VENDOR_CLASS, b"PXEClient"));
+    let p = bootp(MAC, &o);
+    // Not found -> not judged (fail open), even in proxy mode.
+    check(&p, &proxy(), Verdict::Malformed);
+    // With fewer pads it is found.
+    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
+    o.extend(std::iter::repeat_n(OPT_PAD, MAX_OPTIONS - 3));
+    o.extend(opt(OPT_VENDOR_CLASS, b"PXEClient"));
+    check(&bootp(MAC, &o), &proxy(), Verdict::Pass);
+    // A boot client identified before the bound is judged even if the walk does not end.
+    let mut o = discover_opts(Some(b"PXEClient"), Some(0), false);
+    o.extend(std::iter::repeat_n(OPT_PAD, 2 * MAX_OPTIONS));
+    check(&bootp(MAC, &o), &proxy(), Verdict::Pass);
+    // A huge payload: the walk never reads past MAX_DHCP_LEN.
+    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
+    for _ in 0..20 {
+        o.extend(opt(250, &[0; 100]));
+    }
+    let p = bootp(MAC, &o);
+    assert!(p.len() > MAX_DHCP_LEN);
+    check(&p, &proxy(), Verdict::Malformed);
+}
+
+#[test]
+fn deny_and_allow_lists() {
+    let policy = Policy {
+        flags: POLICY_DENY_LIST | POLICY_ALLOW_LIST,
+        ..Policy::default()
+    };
+    let f = frame(&pxe_bios(), &[], 0, 67);
+    let mut env = Env::default();
+    // Allow-list mode, not listed.
+    assert_eq!(
+        classify_frame(&f[..], &policy, &mut env),
+        Verdict::DropDenied
+    );
+    env.allow.insert(MAC);
+    assert_eq!(classify_frame(&f[..], &policy, &mut env), Verdict::Pass);
+    // Deny wins over allow.
+    env.deny.insert(MAC);
+    assert_eq!(
+        classify_frame(&f[..], &policy, &mut env),
+        Verdict::DropDenied
+    );
+    // Deny-list only: other MACs pass.
+    let deny_only = Policy {
+        flags: POLICY_DENY_LIST,
+        ..Policy::default()
+    };
+    let other = frame(
+        &bootp([2; 6], &discover_opts(None, None, false)),
+        &[],
+        0,
+        67,
+    );
+    assert_eq!(
+        classify_frame(&other[..], &deny_only, &mut env),
+        Verdict::Pass
+    );
+    assert_eq!(
+        classify_frame(&f[..], &deny_only, &mut env),
+        Verdict::DropDenied
+    );
+}
+
+#[test]
+fn token_bucket_rate_and_burst() {
+    let policy = Policy {
+        flags: POLICY_RATE_LIMIT,
+        rate_per_sec: 2,
+        burst: 3,
+        _pad: 0,
+    };
+    let t0 = 5_000_000_000;
+    let mut b = TokenBucket::full(t0, &policy);
+    // Burst of 3, then dry.
+    for i in 0..3 {
+        let (ok, n) = b.take(t0, &policy);
+        assert!(ok, "token {i}");
+        b = n;
+    }
+    let (ok, n) = b.take(t0, &policy);
+    assert!(!ok);
+    b = n;
+    // 2 per second: one token after 500 ms, not after 499 ms.
+    let (ok, n) = b.take(t0 + 499_000_000, &policy);
+    assert!(!ok);
+    b = n;
+    let (ok, n) = b.take(t0 + 500_000_000, &policy);
+    assert!(ok);
+    b = n;
+    // A long pause refills to the burst, not beyond.
+    let mut passed = 0;
+    let t1 = t0 + 3600 * 1_000_000_000;
+    for _ in 0..10 {
+        let (ok, n) = b.take(t1, &policy);
+        passed += ok as u32;
+        b = n;
+    }
+    assert_eq!(passed, 3);
+    // A clock going backwards refills nothing and does not move last_ns back.
+    let (ok, n) = b.take(t0, &policy);
+    assert!(!ok);
+    assert_eq!(n.last_ns, t1);
+    // Rate 0 / burst 0: nothing metered passes.
+    let zero = Policy { burst: 0, ..policy };
+    assert!(!TokenBucket::full(0, &zero).take(10, &zero).0);
+    // Huge values are clamped, no overflow.
+    let huge = Policy {
+        rate_per_sec: u32::MAX,
+        burst: u32::MAX,
+        ..policy
+    };
+    let (ok, n) = TokenBucket::default().take(u64::MAX, &huge);
+    assert!(ok);
+    assert!(n.nano_tokens < u64::from(MAX_BURST) * 1_000_000_000);
+}
+
+#[test]
+fn rate_limit_meters_discover_per_mac() {
+    let policy = Policy {
+        flags: POLICY_RATE_LIMIT | POLICY_DROP_NON_PXE,
+        rate_per_sec: 1,
+        burst: 2,
+        _pad: 0,
+    };
+    let f = frame(&pxe_bios(), &[], 0, 67);
+    let mut env = Env::default();
+    let verdicts: Vec<Verdict> = (0..4)
+        .map(|_| classify_frame(&f[..], &policy, &mut env))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Pass,
+            Verdict::Pass,
+            Verdict::DropRateLimited,
+            Verdict::DropRateLimited
+        ]
+    );
+    // Another MAC has its own bucket.
+    let g = frame(
+        &bootp([9; 6], &discover_opts(Some(b"PXEClient"), None, false)),
+        &[],
+        0,
+        67,
+    );
+    assert_eq!(classify_frame(&g[..], &policy, &mut env), Verdict::Pass);
+    // After a second, one more.
+    env.now_ns += 1_000_000_000;
+    assert_eq!(classify_frame(&f[..], &policy, &mut env), Verdict::Pass);
+    // Non-boot clients are dropped as such and cost no token; INFORM is not metered.
+    assert_eq!(env.buckets.len(), 2);
+    let d = frame(&dhclient(), &[], 0, 67);
+    assert_eq!(
+        classify_frame(&d[..], &policy, &mut env),
+        Verdict::DropNotPxe
+    );
+    let mut o = opt(OPT_MESSAGE_TYPE, &[8]);
+    o.extend(opt(OPT_VENDOR_CLASS, b"PXEClient"));
+    let inform = frame(&bootp([3; 6], &o), &[], 0, 67);
+    assert_eq!(
+        classify_frame(&inform[..], &policy, &mut env),
+        Verdict::Pass
+    );
+    assert_eq!(env.buckets.len(), 2);
+}
+
+#[test]
+fn verdict_counters() {
+    assert_eq!(Verdict::NotDhcp.counter(), None);
+    assert_eq!(Verdict::Malformed.counter(), Some(Counter::Malformed));
+    assert!(!Verdict::Malformed.is_drop());
+    assert!(Verdict::DropRateLimited.is_drop());
+    assert_eq!(COUNTER_NAMES[Counter::DroppedRate as usize], "dropped_rate");
+}
