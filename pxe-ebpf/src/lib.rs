@@ -10,7 +10,10 @@
 //!   verifier knows the range of every variable offset;
 //! - the DHCP option walk stops after [`MAX_OPTIONS`] options, and a walk that hits that bound
 //!   before the END option without having found what the policy needs is [`Verdict::Malformed`]
-//!   (passed: the policy fails open).
+//!   (passed: the policy fails open);
+//! - [`PacketBytes::forget_path`] marks the points (the walk's offset, its end, what the walk
+//!   found) where the XDP side makes the verifier forget how a value was computed, so that the
+//!   walk is verified once per step rather than once per path through the packet.
 //!
 //! The decision ([`decide`]) takes the map look-ups as a [`PolicyEnv`] so that the XDP program
 //! answers them from BPF maps and the daemon from its own tables; the token bucket
@@ -33,12 +36,18 @@ pub const BOOTP_FIXED_LEN: usize = 236;
 pub const BOOTP_OPTIONS_OFF: usize = 240;
 pub const DHCP_MAGIC: [u8; 4] = [99, 130, 83, 99];
 pub const BOOTREQUEST: u8 = 1;
-/// Options looked at before the walk gives up (a PAD counts as one).
-pub const MAX_OPTIONS: usize = 64;
+/// Options looked at before the walk gives up (a PAD counts as one). PXE firmware and iPXE
+/// send 7 to 12 options. The verifier (Linux 6.18) accepts 16 steps within its budget of one
+/// million instructions; 32 exceed it.
+pub const MAX_OPTIONS: usize = 16;
 /// Bytes of DHCP payload the walk may look at (options beyond are never read).
 pub const MAX_DHCP_LEN: usize = 1500;
 /// Largest offset ever read in a frame: 2 tags + the longest IPv4 header + UDP + DHCP.
 pub const MAX_FRAME_OFF: usize = ETH_HLEN + 4 * MAX_VLAN_TAGS + 60 + 8 + MAX_DHCP_LEN;
+const _: () = assert!(
+    MAX_FRAME_OFF < 0x800,
+    "the XDP side masks offsets with 0x7ff"
+);
 
 pub const OPT_PAD: u8 = 0;
 pub const OPT_END: u8 = 255;
@@ -55,6 +64,16 @@ const HTTP_CLIENT: &[u8; 10] = b"HTTPClient";
 /// Random access to a packet's bytes: `None` past its end.
 pub trait PacketBytes {
     fn byte(&self, off: usize) -> Option<u8>;
+
+    /// Called on the option walk's offset at the top of every step, with `off <=`
+    /// [`MAX_FRAME_OFF`]; must return `off` unchanged. The XDP side masks it in a way LLVM
+    /// cannot see through, so the verifier forgets how the offset was reached and the states
+    /// of different paths through the walk compare equal (without this, every sequence of PAD
+    /// and non-PAD options is a distinct state and the walk exceeds the verifier's budget).
+    #[inline(always)]
+    fn forget_path(&self, off: usize) -> usize {
+        off
+    }
 }
 
 impl PacketBytes for [u8] {
@@ -404,18 +423,23 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         }
         k += 1;
     }
-    let mut info = DhcpInfo {
-        mac,
-        msg_type: 0,
-        class: ClientClass::Other,
-        arch: None,
-        has_uuid: false,
-    };
-    let end = base + len;
+    // Forgotten (see `forget_path`) so that the walk is verified once, not once per path
+    // through the headers before it (VLAN tags, IP header length, payload length).
+    let end = p.forget_path(base + len);
+    if end > MAX_FRAME_OFF {
+        return Err(ParseError::Malformed);
+    }
+    // The walk only records where the options of interest are (0 = absent: no option's data
+    // can start at offset 0); their contents are read after it. Tests on what was found, or
+    // reads that may fail, inside the walk would make the verifier tell apart every
+    // combination at every step. A repeated option: the last occurrence wins.
+    let (mut pos53, mut pos60, mut len60, mut pos93, mut len93, mut has97) = (0, 0, 0, 0, 0, false);
     let mut off = base + BOOTP_OPTIONS_OFF;
+    let mut ended = false;
     let mut n = 0;
     while n < MAX_OPTIONS {
         n += 1;
+        off = p.forget_path(off);
         if off >= end {
             // The options area ended without END (RFC 2131 requires it): judged as if the
             // walk had reached its bound.
@@ -423,10 +447,11 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         }
         let code = p.byte(off).ok_or(m)?;
         if code == OPT_END {
-            return Ok(info);
+            ended = true;
+            break;
         }
         if code == OPT_PAD {
-            off += 1;
+            off = p.forget_path(off + 1);
             continue;
         }
         let olen = p.byte(off + 1).ok_or(m)? as usize;
@@ -434,21 +459,52 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         if data + olen > end {
             return Err(ParseError::Malformed);
         }
-        if code == OPT_MESSAGE_TYPE && info.msg_type == 0 && olen >= 1 {
-            info.msg_type = p.byte(data).ok_or(m)?;
-        } else if code == OPT_VENDOR_CLASS && info.class == ClientClass::Other {
-            info.class = vendor_class(p, data, olen).ok_or(m)?;
-        } else if code == OPT_CLIENT_ARCH && info.arch.is_none() && olen >= 2 {
-            info.arch = Some(be16(p, data).ok_or(m)?);
+        if code == OPT_MESSAGE_TYPE && olen >= 1 {
+            pos53 = p.forget_path(data);
+        } else if code == OPT_VENDOR_CLASS {
+            pos60 = p.forget_path(data);
+            len60 = olen;
+        } else if code == OPT_CLIENT_ARCH {
+            pos93 = p.forget_path(data);
+            len93 = olen;
         } else if code == OPT_CLIENT_UUID {
-            info.has_uuid = true;
+            has97 = true;
         }
-        off = data + olen;
+        off = p.forget_path(data + olen);
     }
+    // Every way out of the walk leaves the same kind of state for what follows (otherwise the
+    // verifier checks the rest of the program once per distinct exit state).
+    let (pos53, pos60, len60) = (
+        p.forget_path(pos53),
+        p.forget_path(pos60),
+        p.forget_path(len60),
+    );
+    let (pos93, len93) = (p.forget_path(pos93), p.forget_path(len93));
+    let has97 = p.forget_path(has97 as usize) != 0;
+    let ended = p.forget_path(ended as usize) != 0;
+    let info = DhcpInfo {
+        mac,
+        msg_type: if pos53 != 0 {
+            p.byte(pos53).ok_or(m)?
+        } else {
+            0
+        },
+        class: if pos60 != 0 {
+            vendor_class(p, pos60, len60).ok_or(m)?
+        } else {
+            ClientClass::Other
+        },
+        arch: if pos93 != 0 && len93 >= 2 {
+            Some(be16(p, pos93).ok_or(m)?)
+        } else {
+            None
+        },
+        has_uuid: has97,
+    };
     // No END within the bound or the payload. What was found so far is enough when it
     // identifies a boot client with a message type; otherwise the packet is not judged, so a
     // truncated or padded-out request is never dropped as "not PXE".
-    if info.msg_type != 0 && info.is_boot_client() {
+    if ended || (info.msg_type != 0 && info.is_boot_client()) {
         Ok(info)
     } else {
         Err(ParseError::Malformed)

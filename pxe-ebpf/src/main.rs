@@ -8,7 +8,7 @@
 //! - `ALLOW`, `DENY`: hash MAC -> u8 (the value is ignored).
 //!
 //! For the host this file is an empty `main` so the workspace builds on stable.
-#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+#![cfg_attr(target_arch = "bpf", no_std, no_main, feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]
 mod prog {
@@ -41,17 +41,33 @@ mod prog {
     impl PacketBytes for Frame {
         #[inline(always)]
         fn byte(&self, off: usize) -> Option<u8> {
-            // The constant bound gives the verifier the range of the variable offset; the
-            // comparison with data_end is the one it needs before the read.
+            // The constant bound gives the verifier the range of the variable offset.
             if off > MAX_FRAME_OFF {
                 return None;
             }
-            let p = self.start + off;
-            if p + 1 > self.end {
+            // The verifier learns a readable range only from `pkt + k > pkt_end` with a
+            // constant k > 0 in the pointer register; LLVM rewrites `p + 1 > end` into
+            // `p >= end`, which proves nothing. The `+ 1` is therefore done in asm, opaque
+            // to LLVM, on the packet pointer itself, and the byte is read at `q - 1`.
+            let mut q = self.start + off;
+            // SAFETY: an addition on a register, no memory access.
+            unsafe { core::arch::asm!("{q} += 1", q = inout(reg) q) };
+            if q > self.end {
                 return None;
             }
-            // SAFETY: start <= p < end, inside the frame the kernel handed to this program.
-            Some(unsafe { *(p as *const u8) })
+            // SAFETY: start <= q - 1 < end: inside the frame the kernel handed to us.
+            Some(unsafe { *((q - 1) as *const u8) })
+        }
+
+        #[inline(always)]
+        fn forget_path(&self, off: usize) -> usize {
+            // off <= MAX_FRAME_OFF < 0x800, so the modulo changes nothing; but the verifier
+            // tracks no bounds through BPF_MOD: the offset becomes an unknown scalar, the same
+            // whatever path led here, and the bound checks that follow give it one range.
+            let mut x = off;
+            // SAFETY: an operation on a register, no memory access.
+            unsafe { core::arch::asm!("{x} %= 0x800", x = inout(reg) x) };
+            x
         }
     }
 

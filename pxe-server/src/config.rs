@@ -31,6 +31,78 @@ pub struct Config {
     pub boot: BootProfile,
     /// Known machines, by MAC and/or client UUID.
     pub hosts: Vec<HostConfig>,
+    /// The DHCP discovery filter: XDP fast path and userspace fallback.
+    pub xdp: XdpConfig,
+}
+
+/// Where the DHCP discovery filter runs on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpChoice {
+    /// XDP in driver mode, else SKB (generic) mode, else the userspace fallback; the log says
+    /// which and why.
+    Auto,
+    /// XDP in driver mode, else the userspace fallback.
+    Driver,
+    /// XDP in SKB (generic) mode, else the userspace fallback.
+    Skb,
+    /// No XDP program: the policy runs in the daemon only (userspace fallback).
+    #[default]
+    Off,
+}
+
+/// `[xdp]`: the policy applied to DHCP before the responder sees it. The default passes
+/// everything and attaches nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XdpConfig {
+    /// Mode for every interface in `dhcp.interfaces` (XDP needs named interfaces).
+    pub mode: XdpChoice,
+    /// Per-interface overrides, `{ eth1 = "skb" }`; an interface named only here is attached
+    /// too.
+    pub interfaces: std::collections::BTreeMap<String, XdpChoice>,
+    /// Drop DHCP that is not from a PXE/HTTP-boot client (proxy mode on a segment where
+    /// another DHCP server answers the rest). Keep false on a host whose other DHCP server
+    /// needs those packets.
+    pub drop_non_pxe: bool,
+    /// Per-MAC DISCOVER/REQUEST rate (tokens per second); 0 = no rate limit.
+    pub rate_per_sec: u32,
+    /// Per-MAC burst (bucket size).
+    pub burst: u32,
+    /// Only MACs listed in `[[hosts]]` may boot.
+    pub allow_list: bool,
+    /// MACs that are always dropped.
+    pub deny: Vec<MacAddr>,
+}
+
+impl Default for XdpConfig {
+    fn default() -> Self {
+        Self {
+            mode: XdpChoice::Off,
+            interfaces: std::collections::BTreeMap::new(),
+            drop_non_pxe: false,
+            rate_per_sec: 0,
+            burst: 10,
+            allow_list: false,
+            deny: Vec::new(),
+        }
+    }
+}
+
+impl XdpConfig {
+    /// The interfaces to attach to, with their mode (`Off` ones included, for the log).
+    pub fn attach_list(&self, dhcp_interfaces: &[String]) -> Vec<(String, XdpChoice)> {
+        let mut out: Vec<(String, XdpChoice)> = dhcp_interfaces
+            .iter()
+            .map(|i| (i.clone(), *self.interfaces.get(i).unwrap_or(&self.mode)))
+            .collect();
+        for (i, m) in &self.interfaces {
+            if !dhcp_interfaces.contains(i) {
+                out.push((i.clone(), *m));
+            }
+        }
+        out
+    }
 }
 
 /// How the DHCP service answers.
@@ -329,7 +401,30 @@ impl Config {
     fn validate(&self) -> Result<(), (Vec<String>, String)> {
         self.validate_tftp()
             .map_err(|(p, r)| (p.iter().map(|s| s.to_string()).collect(), r))?;
-        self.validate_dhcp()
+        self.validate_dhcp()?;
+        self.validate_xdp()
+    }
+
+    fn validate_xdp(&self) -> Result<(), (Vec<String>, String)> {
+        let x = &self.xdp;
+        let fail =
+            |key: &str, reason: String| Err((vec!["xdp".to_owned(), key.to_owned()], reason));
+        if x.rate_per_sec > pxe_ebpf::MAX_RATE_PER_SEC {
+            return fail(
+                "rate_per_sec",
+                format!("at most {} per second", pxe_ebpf::MAX_RATE_PER_SEC),
+            );
+        }
+        if x.rate_per_sec > 0 && !(1..=pxe_ebpf::MAX_BURST).contains(&x.burst) {
+            return fail("burst", format!("must be 1..={}", pxe_ebpf::MAX_BURST));
+        }
+        if x.allow_list && !self.hosts.iter().any(|h| h.mac.is_some()) {
+            return fail(
+                "allow_list",
+                "no [[hosts]] entry has a mac: every client would be dropped".into(),
+            );
+        }
+        Ok(())
     }
 
     fn validate_tftp(&self) -> Result<(), (Vec<&'static str>, String)> {

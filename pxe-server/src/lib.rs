@@ -7,3 +7,4 @@ pub mod engine;
 pub mod images;
 pub mod metrics;
 pub mod tftp;
+pub mod xdp;

@@ -15,6 +15,7 @@ use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
 use pxe_server::metrics::TftpMetrics;
 use pxe_server::tftp::service::TftpService;
+use pxe_server::xdp::{Fallback, PolicySet, XdpFilter, format_counters};
 
 /// Exit status for an unusable configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -152,7 +153,7 @@ fn serve(
     };
     // DHCP: sockets and the lease database are opened here, so a failure stops the start.
     let dhcp = if config.dhcp.enabled {
-        let server = DhcpServer::bind(&config).context("starting the DHCP service")?;
+        let mut server = DhcpServer::bind(&config).context("starting the DHCP service")?;
         tracing::info!(
             mode = ?config.dhcp.mode,
             sockets = ?server.listening(),
@@ -161,8 +162,18 @@ fn serve(
             "DHCP service ready"
         );
         let dhcp_metrics = server.metrics();
+        // The discovery filter: XDP where it attaches, the same policy in userspace elsewhere.
+        let (xdp, placements) = XdpFilter::start(&config);
+        let xdp_ifindexes = xdp
+            .as_ref()
+            .map(|f| f.attached().iter().map(|a| a.1).collect())
+            .unwrap_or_default();
+        let fallback = Fallback::new(PolicySet::from_config(&config), xdp_ifindexes);
+        let fallback_counters = fallback.counters();
+        tracing::info!(placements = ?placements, "DHCP filter ready");
+        server.set_filter(fallback);
         let handle = spawn_dhcp(server, Arc::clone(&shutdown))?;
-        Some((handle, dhcp_metrics))
+        Some((handle, dhcp_metrics, xdp, fallback_counters))
     } else {
         None
     };
@@ -174,12 +185,24 @@ fn serve(
     let result = engine::run(kind, Arc::new(service), &params, Arc::clone(&shutdown));
     shutdown.store(true, Ordering::Relaxed);
     let mut dhcp_result = Ok(());
-    if let Some((handle, dhcp_metrics)) = dhcp {
+    if let Some((handle, dhcp_metrics, xdp, fallback_counters)) = dhcp {
         dhcp_result = match handle.join() {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!("DHCP thread panicked")),
         };
         tracing::info!(metrics = %dhcp_metrics.snapshot(), "DHCP service stopped");
+        if let Some(x) = &xdp {
+            match x.counters() {
+                Ok(c) => tracing::info!(counters = %format_counters(&c), "XDP filter"),
+                Err(e) => tracing::warn!(%e, "XDP counters unreadable"),
+            }
+        }
+        tracing::info!(
+            counters = %format_counters(&fallback_counters.get()),
+            "userspace DHCP filter"
+        );
+        // Detaches the XDP program.
+        drop(xdp);
     }
     if reporter.join().is_err() {
         tracing::warn!("metrics reporter thread panicked");

@@ -43,6 +43,7 @@ use super::metrics::DhcpMetrics;
 use super::responder::{Action, PXE_PORT, RecvMeta, Responder, SERVER_PORT, Transmit};
 use super::wire::MacAddr;
 use crate::config::{Config, DhcpMode};
+use crate::xdp::Fallback;
 
 /// Datagrams taken per `recvmmsg` (and answers per `sendmmsg`), all committed by one fsync.
 /// At most UIO_MAXIOV (1024), the kernel's limit for one call.
@@ -158,6 +159,8 @@ pub struct DhcpServer<S: LeaseStore> {
     answers: Vec<Vec<u8>>,
     /// (index in the batch, transmit) of the answers of the current batch.
     pending: Vec<(usize, Transmit, Ipv4Addr)>,
+    /// The discovery policy for interfaces without XDP (`[xdp]`), before the responder.
+    filter: Option<Fallback>,
 }
 
 impl<S: LeaseStore> std::fmt::Debug for DhcpServer<S> {
@@ -232,7 +235,14 @@ impl<S: LeaseStore> DhcpServer<S> {
             send: SendBatch::new(),
             answers: (0..BATCH).map(|_| Vec::with_capacity(1500)).collect(),
             pending: Vec::with_capacity(BATCH),
+            filter: None,
         })
+    }
+
+    /// Applies `filter` to every datagram before the responder (datagrams it drops are not
+    /// counted in `received`).
+    pub fn set_filter(&mut self, filter: Fallback) {
+        self.filter = Some(filter);
     }
 
     pub fn metrics(&self) -> Arc<DhcpMetrics> {
@@ -331,6 +341,11 @@ impl<S: LeaseStore> DhcpServer<S> {
                 port: logical_port,
             };
             let bytes = &self.recv.bufs[j][..d.len];
+            if let Some(f) = &mut self.filter
+                && f.check(bytes, meta.ifindex).is_drop()
+            {
+                continue;
+            }
             if let Action::Respond(t) =
                 self.responder
                     .handle(now, bytes, &meta, &mut self.answers[j])

@@ -1,0 +1,506 @@
+//! The DHCP discovery filter: the XDP program (`pxe-ebpf`, embedded at build time) and its
+//! userspace fallback, both running [`pxe_ebpf`]'s decision logic.
+//!
+//! [`XdpFilter::start`] attaches the program to each interface `[xdp]` names, per its mode:
+//! `auto` tries driver (native) mode, then SKB (generic) mode; `driver`/`skb` try only that;
+//! when nothing attaches (no CAP_BPF, a NIC without XDP, ...) the log says why and that
+//! interface is filtered by the [`Fallback`] in the DHCP service instead. Programs are attached
+//! through BPF links, which the kernel removes when the process exits (even on a crash); a
+//! program attached the old way (netlink) by an earlier run blocks a link, so one named like
+//! ours is removed and the attach retried ("replaced, not stacked"). Dropping the
+//! [`XdpFilter`] detaches everything.
+//!
+//! Counters: per-CPU in the `COUNTERS` map (summed by [`XdpFilter::counters`]) and atomics in
+//! the fallback ([`FallbackCounters`]); both are indexed by [`pxe_ebpf::Counter`].
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::programs::{Xdp, XdpMode};
+use pxe_ebpf::{COUNTER_COUNT, COUNTER_NAMES, Policy, PolicyEnv, TokenBucket, Verdict};
+
+use crate::config::{Config, XdpChoice};
+
+/// The XDP object built by `build.rs`.
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pxe-ebpf"));
+/// The program's function name (and the name the kernel shows, truncated to 15 bytes).
+pub const PROGRAM_NAME: &str = "pxe_xdp";
+/// Buckets the fallback keeps before it forgets them all (bounded memory under a flood of
+/// random MACs; the XDP side has an LRU map of 65536).
+const FALLBACK_BUCKETS: usize = 65536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("loading the XDP object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("XDP program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("XDP map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("XDP object has no {0}")]
+    Missing(&'static str),
+}
+
+/// The policy and lists `[xdp]` and `[[hosts]]` describe.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PolicySet {
+    pub policy: Policy,
+    pub allow: HashSet<[u8; 6]>,
+    pub deny: HashSet<[u8; 6]>,
+}
+
+impl PolicySet {
+    pub fn from_config(config: &Config) -> Self {
+        let x = &config.xdp;
+        let mut flags = 0;
+        if x.drop_non_pxe {
+            flags |= pxe_ebpf::POLICY_DROP_NON_PXE;
+        }
+        if x.rate_per_sec > 0 {
+            flags |= pxe_ebpf::POLICY_RATE_LIMIT;
+        }
+        if x.allow_list {
+            flags |= pxe_ebpf::POLICY_ALLOW_LIST;
+        }
+        if !x.deny.is_empty() {
+            flags |= pxe_ebpf::POLICY_DENY_LIST;
+        }
+        PolicySet {
+            policy: Policy {
+                flags,
+                rate_per_sec: x.rate_per_sec,
+                burst: x.burst,
+                _pad: 0,
+            },
+            allow: config
+                .hosts
+                .iter()
+                .filter_map(|h| h.mac)
+                .map(|m| m.0)
+                .collect(),
+            deny: x.deny.iter().map(|m| m.0).collect(),
+        }
+    }
+
+    /// Nothing to filter: the fallback can be skipped entirely.
+    pub fn passes_everything(&self) -> bool {
+        self.policy.flags == 0
+    }
+}
+
+/// How one interface is filtered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Driver,
+    Skb,
+    /// The daemon applies the policy (not attached, or `xdp = "off"`).
+    Userspace,
+}
+
+/// The fallback's counters, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct FallbackCounters([AtomicU64; COUNTER_COUNT as usize]);
+
+impl FallbackCounters {
+    pub fn get(&self) -> [u64; COUNTER_COUNT as usize] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+
+    fn count(&self, v: Verdict) {
+        if let Some(c) = v.counter() {
+            self.0[pxe_ebpf::Counter::Seen as usize].fetch_add(1, Ordering::Relaxed);
+            self.0[c as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `name=value` pairs for the log.
+pub fn format_counters(c: &[u64; COUNTER_COUNT as usize]) -> String {
+    let mut s = String::new();
+    for (name, v) in COUNTER_NAMES.iter().zip(c) {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(name);
+        s.push('=');
+        s.push_str(&v.to_string());
+    }
+    s
+}
+
+/// The same policy as the XDP program, applied by the DHCP service to each datagram (the UDP
+/// payload) that arrived on an interface without XDP.
+#[derive(Debug)]
+pub struct Fallback {
+    set: PolicySet,
+    buckets: HashMap<[u8; 6], TokenBucket>,
+    /// Interfaces where XDP runs: their datagrams were already judged.
+    xdp_ifindexes: Vec<u32>,
+    epoch: Instant,
+    counters: Arc<FallbackCounters>,
+}
+
+impl Fallback {
+    pub fn new(set: PolicySet, xdp_ifindexes: Vec<u32>) -> Self {
+        Fallback {
+            set,
+            buckets: HashMap::with_capacity(FALLBACK_BUCKETS),
+            xdp_ifindexes,
+            epoch: Instant::now(),
+            counters: Arc::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Arc<FallbackCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Replaces the policy (a config reload); the buckets are kept.
+    pub fn set_policy(&mut self, set: PolicySet) {
+        self.set = set;
+    }
+
+    /// Judges one datagram received on `ifindex` (0 = unknown); the caller drops it when the
+    /// verdict is a drop. Datagrams from interfaces with XDP are not judged again.
+    pub fn check(&mut self, payload: &[u8], ifindex: u32) -> Verdict {
+        if self.set.passes_everything() || (ifindex != 0 && self.xdp_ifindexes.contains(&ifindex)) {
+            return Verdict::Pass;
+        }
+        let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.check_at(payload, now_ns)
+    }
+
+    /// [`Fallback::check`] at a given time (tests).
+    pub fn check_at(&mut self, payload: &[u8], now_ns: u64) -> Verdict {
+        let policy = self.set.policy;
+        let mut env = FallbackEnv {
+            set: &self.set,
+            buckets: &mut self.buckets,
+            now_ns,
+        };
+        let v = pxe_ebpf::classify_payload(payload, payload.len(), &policy, &mut env);
+        self.counters.count(v);
+        v
+    }
+}
+
+struct FallbackEnv<'a> {
+    set: &'a PolicySet,
+    buckets: &'a mut HashMap<[u8; 6], TokenBucket>,
+    now_ns: u64,
+}
+
+impl PolicyEnv for FallbackEnv<'_> {
+    fn is_allowed(&mut self, mac: &[u8; 6]) -> bool {
+        self.set.allow.contains(mac)
+    }
+    fn is_denied(&mut self, mac: &[u8; 6]) -> bool {
+        self.set.deny.contains(mac)
+    }
+    fn take_token(&mut self, mac: &[u8; 6], policy: &Policy) -> bool {
+        let bucket = match self.buckets.get(mac) {
+            Some(b) => *b,
+            None => {
+                if self.buckets.len() >= FALLBACK_BUCKETS {
+                    // Bounded memory (and no reallocation): forget every bucket.
+                    self.buckets.clear();
+                }
+                TokenBucket::full(self.now_ns, policy)
+            }
+        };
+        let (ok, next) = bucket.take(self.now_ns, policy);
+        self.buckets.insert(*mac, next);
+        ok
+    }
+}
+
+/// The loaded XDP program and where it is attached. Dropping it detaches the program.
+pub struct XdpFilter {
+    ebpf: aya::Ebpf,
+    attached: Vec<(String, u32, Placement)>,
+}
+
+impl std::fmt::Debug for XdpFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XdpFilter")
+            .field("attached", &self.attached)
+            .finish()
+    }
+}
+
+impl XdpFilter {
+    /// Loads the program and attaches it where `config` asks; returns the filter (`None`
+    /// when nothing is attached) and each interface's placement. Every failure is logged and
+    /// leaves that interface to the userspace fallback.
+    pub fn start(config: &Config) -> (Option<XdpFilter>, Vec<(String, Placement)>) {
+        let list = config.xdp.attach_list(&config.dhcp.interfaces);
+        let mut placements: Vec<(String, Placement)> = Vec::new();
+        let wanted: Vec<&(String, XdpChoice)> =
+            list.iter().filter(|(_, m)| *m != XdpChoice::Off).collect();
+        for (i, _) in list.iter().filter(|(_, m)| *m == XdpChoice::Off) {
+            tracing::info!(interface = %i, "XDP off: DHCP filter in userspace");
+            placements.push((i.clone(), Placement::Userspace));
+        }
+        if wanted.is_empty() {
+            if config.xdp.mode != XdpChoice::Off && config.dhcp.interfaces.is_empty() {
+                tracing::warn!(
+                    "[xdp] mode is set but dhcp.interfaces is empty: XDP needs named \
+                     interfaces; DHCP filter in userspace"
+                );
+            }
+            return (None, placements);
+        }
+        let mut filter = match XdpFilter::load(&PolicySet::from_config(config)) {
+            Ok(f) => f,
+            Err(e) => {
+                for (i, _) in &wanted {
+                    tracing::warn!(interface = %i, error = %e,
+                        "XDP unavailable (no CAP_BPF/CAP_NET_ADMIN, or the kernel refused the \
+                         program): DHCP filter in userspace");
+                    placements.push((i.clone(), Placement::Userspace));
+                }
+                return (None, placements);
+            }
+        };
+        for (i, m) in wanted {
+            let p = filter.attach(i, *m);
+            placements.push((i.clone(), p));
+        }
+        let any = filter.attached.iter().any(|a| a.2 != Placement::Userspace);
+        (any.then_some(filter), placements)
+    }
+
+    /// Loads the program (verifier included) and writes the policy maps; attaches nothing.
+    pub fn load(set: &PolicySet) -> Result<XdpFilter, XdpError> {
+        let mut ebpf = aya::Ebpf::load(PROGRAM)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(XdpError::Missing("program pxe_xdp"))?
+            .try_into()?;
+        prog.load()?;
+        let mut f = XdpFilter {
+            ebpf,
+            attached: Vec::new(),
+        };
+        f.set_policy(set)?;
+        Ok(f)
+    }
+
+    /// Attaches to `iface` per `choice` (driver then SKB for `Auto`); logs the outcome.
+    pub fn attach(&mut self, iface: &str, choice: XdpChoice) -> Placement {
+        let modes: &[(XdpMode, Placement)] = match choice {
+            XdpChoice::Auto => &[
+                (XdpMode::Driver, Placement::Driver),
+                (XdpMode::Skb, Placement::Skb),
+            ],
+            XdpChoice::Driver => &[(XdpMode::Driver, Placement::Driver)],
+            XdpChoice::Skb => &[(XdpMode::Skb, Placement::Skb)],
+            XdpChoice::Off => &[],
+        };
+        let ifindex = nix::net::if_::if_nametoindex(iface).unwrap_or(0);
+        for &(mode, placement) in modes {
+            match self.attach_mode(iface, mode) {
+                Ok(()) => {
+                    tracing::info!(interface = %iface, mode = ?placement, "XDP attached");
+                    self.attached.push((iface.to_owned(), ifindex, placement));
+                    return placement;
+                }
+                Err(e) => {
+                    tracing::info!(interface = %iface, mode = ?placement, error = %e,
+                        "XDP attach failed");
+                }
+            }
+        }
+        tracing::warn!(interface = %iface, "XDP not attached: DHCP filter in userspace");
+        Placement::Userspace
+    }
+
+    fn attach_mode(&mut self, iface: &str, mode: XdpMode) -> Result<(), XdpError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(XdpError::Missing("program pxe_xdp"))?
+            .try_into()?;
+        match prog.attach(iface, mode) {
+            Ok(_) => Ok(()),
+            Err(e) if remove_leftover(iface) => {
+                tracing::info!(interface = %iface, first_error = %e,
+                    "replaced a leftover pxe_xdp program from an earlier run");
+                prog.attach(iface, mode)?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Interfaces where the program runs, with their ifindex.
+    pub fn attached(&self) -> Vec<(String, u32, Placement)> {
+        self.attached.clone()
+    }
+
+    /// Writes the policy and the lists into the maps (at run time, without detaching).
+    pub fn set_policy(&mut self, set: &PolicySet) -> Result<(), XdpError> {
+        let map_err = |name| move |source| XdpError::Map { name, source };
+        {
+            let mut config: Array<&mut MapData, Policy> = Array::try_from(
+                self.ebpf
+                    .map_mut("CONFIG")
+                    .ok_or(XdpError::Missing("map CONFIG"))?,
+            )
+            .map_err(map_err("CONFIG"))?;
+            config.set(0, set.policy, 0).map_err(map_err("CONFIG"))?;
+        }
+        for (name, list) in [("ALLOW", &set.allow), ("DENY", &set.deny)] {
+            let mut map: BpfHashMap<&mut MapData, [u8; 6], u8> = BpfHashMap::try_from(
+                self.ebpf
+                    .map_mut(name)
+                    .ok_or(XdpError::Missing("map ALLOW/DENY"))?,
+            )
+            .map_err(map_err("ALLOW/DENY"))?;
+            let stale: Vec<[u8; 6]> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| !list.contains(k))
+                .collect();
+            for k in stale {
+                map.remove(&k).map_err(map_err("ALLOW/DENY"))?;
+            }
+            for k in list {
+                map.insert(k, 1, 0).map_err(map_err("ALLOW/DENY"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The counters summed over CPUs, indexed by [`pxe_ebpf::Counter`].
+    pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize], XdpError> {
+        let map_err = |source| XdpError::Map {
+            name: "COUNTERS",
+            source,
+        };
+        let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map("COUNTERS")
+                .ok_or(XdpError::Missing("map COUNTERS"))?,
+        )
+        .map_err(map_err)?;
+        let mut out = [0u64; COUNTER_COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = counters.get(&(i as u32), 0).map_err(map_err)?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+/// Removes an XDP program named like ours that an earlier run attached through netlink (a BPF
+/// link would have died with that run). Returns whether one was removed. Another project's
+/// program is left alone.
+fn remove_leftover(iface: &str) -> bool {
+    let Ok(out) = Command::new("ip")
+        .args(["-d", "link", "show", "dev", iface])
+        .output()
+    else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.contains(&format!("name {PROGRAM_NAME} ")) {
+        return false;
+    }
+    let mut removed = false;
+    for kind in ["xdpgeneric", "xdpdrv"] {
+        removed |= Command::new("ip")
+            .args(["link", "set", "dev", iface, kind, "off"])
+            .status()
+            .is_ok_and(|s| s.success());
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn discover(mac: [u8; 6], vendor: Option<&[u8]>) -> Vec<u8> {
+        let mut p = vec![0u8; 236];
+        p[0] = 1;
+        p[1] = 1;
+        p[2] = 6;
+        p[28..34].copy_from_slice(&mac);
+        p.extend_from_slice(&pxe_ebpf::DHCP_MAGIC);
+        p.extend_from_slice(&[53, 1, 1]);
+        if let Some(v) = vendor {
+            p.push(60);
+            p.push(v.len() as u8);
+            p.extend_from_slice(v);
+        }
+        p.push(255);
+        p
+    }
+
+    fn set(flags: u32) -> PolicySet {
+        PolicySet {
+            policy: Policy {
+                flags,
+                rate_per_sec: 1,
+                burst: 2,
+                _pad: 0,
+            },
+            ..PolicySet::default()
+        }
+    }
+
+    #[test]
+    fn fallback_applies_the_shared_policy_and_counts() {
+        let mut f = Fallback::new(
+            set(pxe_ebpf::POLICY_DROP_NON_PXE | pxe_ebpf::POLICY_RATE_LIMIT),
+            vec![7],
+        );
+        let pxe = discover([1; 6], Some(b"PXEClient:Arch:00000"));
+        let plain = discover([2; 6], None);
+        assert_eq!(f.check_at(&pxe, 0), Verdict::Pass);
+        assert_eq!(f.check_at(&pxe, 0), Verdict::Pass);
+        assert_eq!(f.check_at(&pxe, 0), Verdict::DropRateLimited);
+        assert_eq!(f.check_at(&pxe, 1_000_000_000), Verdict::Pass);
+        assert_eq!(f.check_at(&plain, 0), Verdict::DropNotPxe);
+        assert_eq!(f.check_at(&pxe[..100], 0), Verdict::Malformed);
+        // Interface 7 runs XDP: not judged twice (and not counted).
+        assert_eq!(f.check(&plain, 7), Verdict::Pass);
+        let c = f.counters().get();
+        assert_eq!(c, [6, 3, 1, 1, 0, 1]);
+        assert_eq!(
+            format_counters(&c),
+            "seen=6 passed=3 dropped_not_pxe=1 dropped_rate=1 dropped_denied=0 malformed=1"
+        );
+    }
+
+    #[test]
+    fn policy_from_config() {
+        let mut c = Config::default();
+        assert!(PolicySet::from_config(&c).passes_everything());
+        c.xdp.drop_non_pxe = true;
+        c.xdp.rate_per_sec = 5;
+        c.xdp.deny = vec![crate::dhcp::wire::MacAddr([3; 6])];
+        let s = PolicySet::from_config(&c);
+        assert_eq!(
+            s.policy.flags,
+            pxe_ebpf::POLICY_DROP_NON_PXE
+                | pxe_ebpf::POLICY_RATE_LIMIT
+                | pxe_ebpf::POLICY_DENY_LIST
+        );
+        assert!(s.deny.contains(&[3; 6]));
+        let mut f = Fallback::new(s, vec![]);
+        assert_eq!(
+            f.check_at(&discover([3; 6], Some(b"PXEClient")), 0),
+            Verdict::DropDenied
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! The XDP program on a veth inside a namespace, in driver and in SKB mode: DHCP frames crafted
+//! with scapy in the peer namespace (PXE DISCOVERs from many MACs, non-PXE DISCOVERs, one MAC's
+//! flood, a non-DHCP datagram), then the program's per-CPU counters and a UDP socket on port 67
+//! behind it show what was dropped and that dropped frames never reached userspace.
+//!
+//! Root only (scripts/test.sh runs it). Uses its own namespaces and 10.79.N.0/24.
+
+mod dhcp_common;
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use dhcp_common::{Netns, require_root, veth};
+use pxe_ebpf::{COUNTER_COUNT, Counter, POLICY_DROP_NON_PXE, POLICY_RATE_LIMIT, Policy};
+use pxe_server::config::XdpChoice;
+use pxe_server::xdp::{Placement, PolicySet, XdpFilter};
+
+const PXE_MACS: usize = 20;
+const NON_PXE: usize = 30;
+const FLOOD: usize = 60;
+const BURST: u32 = 5;
+
+/// Sends the frames from `iface`: PXE DISCOVERs from PXE_MACS MACs, NON_PXE plain DISCOVERs,
+/// FLOOD PXE DISCOVERs from one MAC, and one UDP datagram to port 68 (not DHCP to a server).
+const SCAPY: &str = r#"
+import sys
+from scapy.all import Ether, IP, UDP, BOOTP, DHCP, sendp
+iface, n_pxe, n_plain, n_flood = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def frame(mac, vendor, xid):
+    opts = [("message-type", "discover")]
+    if vendor:
+        opts.append(("vendor_class_id", vendor))
+    opts.append("end")
+    raw = bytes.fromhex(mac.replace(":", ""))
+    return (Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
+            / UDP(sport=68, dport=67) / BOOTP(op=1, chaddr=raw + bytes(10), xid=xid)
+            / DHCP(options=opts))
+pxe = b"PXEClient:Arch:00000:UNDI:002001"
+frames = [frame("02:00:00:00:01:%02x" % i, pxe, i) for i in range(n_pxe)]
+frames += [frame("02:00:00:00:02:%02x" % i, None, 1000 + i) for i in range(n_plain)]
+frames += [frame("02:00:00:00:03:01", pxe, 2000 + i) for i in range(n_flood)]
+frames.append(Ether(src="02:00:00:00:04:01", dst="ff:ff:ff:ff:ff:ff")
+              / IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=67, dport=68) / (b"x" * 300))
+sendp(frames, iface=iface, verbose=False)
+print("sent", len(frames))
+"#;
+
+/// Runs `f` on a thread that entered `ns`'s network namespace.
+fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+    .join()
+    .expect("namespace thread panicked")
+}
+
+fn run_mode(choice: XdpChoice, want: Placement, net: u8) {
+    require_root();
+    let srv = Netns::new("xsrv");
+    let cli = Netns::new("xcli");
+    veth(&srv, "xs", &cli, "xc");
+    srv.ip(&["addr", "add", &format!("10.79.{net}.1/24"), "dev", "xs"]);
+    // A rate far below the flood's: over the flood only the burst (and at most a token or two
+    // refilled while it runs) passes.
+    let set = PolicySet {
+        policy: Policy {
+            flags: POLICY_DROP_NON_PXE | POLICY_RATE_LIMIT,
+            rate_per_sec: 1,
+            burst: BURST,
+            _pad: 0,
+        },
+        ..PolicySet::default()
+    };
+    let (filter, socket) = in_netns(&srv, move || {
+        let mut f = XdpFilter::load(&set).expect("loading the XDP program (verifier)");
+        let placement = f.attach("xs", choice);
+        assert_eq!(placement, want, "attach in {choice:?}");
+        let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        (f, s)
+    });
+    let out = cli
+        .command("/usr/bin/python3")
+        .args([
+            "-c",
+            SCAPY,
+            "xc",
+            &PXE_MACS.to_string(),
+            &NON_PXE.to_string(),
+            &FLOOD.to_string(),
+        ])
+        .output()
+        .expect("running scapy");
+    assert!(
+        out.status.success(),
+        "scapy failed (is python3-scapy installed? scripts/install-deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let total = (PXE_MACS + NON_PXE + FLOOD) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = [0u64; COUNTER_COUNT as usize];
+    while Instant::now() < deadline {
+        c = filter.counters().expect("reading the counters");
+        if c[Counter::Seen as usize] >= total {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // What reached the socket behind the program (bounded: stops at the first quiet 300 ms).
+    let mut buf = [0u8; 2048];
+    let mut received = 0u64;
+    for _ in 0..total * 2 {
+        match socket.recv_from(&mut buf) {
+            Ok(_) => received += 1,
+            Err(_) => break,
+        }
+    }
+    drop(filter);
+    let [seen, passed, not_pxe, rate, denied, malformed] = c;
+    eprintln!(
+        "{choice:?}: seen={seen} passed={passed} not_pxe={not_pxe} rate={rate} denied={denied} \
+         malformed={malformed} received={received}"
+    );
+    assert_eq!(
+        seen, total,
+        "every DHCP frame seen once, the port-68 datagram not at all"
+    );
+    assert_eq!(not_pxe, NON_PXE as u64);
+    assert_eq!(denied, 0);
+    assert_eq!(malformed, 0);
+    let flood_passed = passed - PXE_MACS as u64;
+    assert!(
+        (u64::from(BURST)..=u64::from(BURST) + 2).contains(&flood_passed),
+        "the flood passed {flood_passed}, want the burst of {BURST} (+ a refill)"
+    );
+    assert_eq!(rate, FLOOD as u64 - flood_passed);
+    assert_eq!(passed + not_pxe + rate, seen);
+    assert_eq!(
+        received, passed,
+        "the socket behind the program got exactly what passed"
+    );
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn xdp_driver_mode_filters_dhcp() {
+    run_mode(XdpChoice::Driver, Placement::Driver, 1);
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn xdp_skb_mode_filters_dhcp() {
+    run_mode(XdpChoice::Skb, Placement::Skb, 2);
+}
