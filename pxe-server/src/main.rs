@@ -154,13 +154,6 @@ fn serve(
     // DHCP: sockets and the lease database are opened here, so a failure stops the start.
     let dhcp = if config.dhcp.enabled {
         let mut server = DhcpServer::bind(&config).context("starting the DHCP service")?;
-        tracing::info!(
-            mode = ?config.dhcp.mode,
-            sockets = ?server.listening(),
-            subnets = config.dhcp.subnets.len(),
-            hosts = config.hosts.len(),
-            "DHCP service ready"
-        );
         let dhcp_metrics = server.metrics();
         // The discovery filter: XDP where it attaches, the same policy in userspace elsewhere.
         let (xdp, placements) = XdpFilter::start(&config);
@@ -172,6 +165,13 @@ fn serve(
         let fallback_counters = fallback.counters();
         tracing::info!(placements = ?placements, "DHCP filter ready");
         server.set_filter(fallback);
+        tracing::info!(
+            mode = ?config.dhcp.mode,
+            sockets = ?server.listening(),
+            subnets = config.dhcp.subnets.len(),
+            hosts = config.hosts.len(),
+            "DHCP service ready"
+        );
         let handle = spawn_dhcp(server, Arc::clone(&shutdown))?;
         Some((handle, dhcp_metrics, xdp, fallback_counters))
     } else {
@@ -193,13 +193,13 @@ fn serve(
         tracing::info!(metrics = %dhcp_metrics.snapshot(), "DHCP service stopped");
         if let Some(x) = &xdp {
             match x.counters() {
-                Ok(c) => tracing::info!(counters = %format_counters(&c), "XDP filter"),
+                Ok(c) => tracing::info!(counters = %format_counters(&c), "XDP filter counters"),
                 Err(e) => tracing::warn!(%e, "XDP counters unreadable"),
             }
         }
         tracing::info!(
             counters = %format_counters(&fallback_counters.get()),
-            "userspace DHCP filter"
+            "userspace DHCP filter counters"
         );
         // Detaches the XDP program.
         drop(xdp);

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use dhcp_common::{Netns, require_root, veth};
+use dhcp_common::{Netns, Server, require_root, veth};
 use pxe_ebpf::{COUNTER_COUNT, Counter, POLICY_DROP_NON_PXE, POLICY_RATE_LIMIT, Policy};
 use pxe_server::config::XdpChoice;
 use pxe_server::xdp::{Placement, PolicySet, XdpFilter};
@@ -45,6 +45,27 @@ frames.append(Ether(src="02:00:00:00:04:01", dst="ff:ff:ff:ff:ff:ff")
 sendp(frames, iface=iface, verbose=False)
 print("sent", len(frames))
 "#;
+
+/// Sends the scapy frames from `iface` in `ns`.
+fn send_frames(ns: &Netns, iface: &str) {
+    let out = ns
+        .command("/usr/bin/python3")
+        .args([
+            "-c",
+            SCAPY,
+            iface,
+            &PXE_MACS.to_string(),
+            &NON_PXE.to_string(),
+            &FLOOD.to_string(),
+        ])
+        .output()
+        .expect("running scapy");
+    assert!(
+        out.status.success(),
+        "scapy failed (is python3-scapy installed? scripts/install-deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// Runs `f` on a thread that entered `ns`'s network namespace.
 fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -85,23 +106,7 @@ fn run_mode(choice: XdpChoice, want: Placement, net: u8) {
             .unwrap();
         (f, s)
     });
-    let out = cli
-        .command("/usr/bin/python3")
-        .args([
-            "-c",
-            SCAPY,
-            "xc",
-            &PXE_MACS.to_string(),
-            &NON_PXE.to_string(),
-            &FLOOD.to_string(),
-        ])
-        .output()
-        .expect("running scapy");
-    assert!(
-        out.status.success(),
-        "scapy failed (is python3-scapy installed? scripts/install-deps.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    send_frames(&cli, "xc");
     let total = (PXE_MACS + NON_PXE + FLOOD) as u64;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut c = [0u64; COUNTER_COUNT as usize];
@@ -157,4 +162,85 @@ fn xdp_driver_mode_filters_dhcp() {
 #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
 fn xdp_skb_mode_filters_dhcp() {
     run_mode(XdpChoice::Skb, Placement::Skb, 2);
+}
+
+/// `name=N` in the last log line that contains `marker`.
+fn counter(log: &str, marker: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line in the log:\n{log}"));
+    let pat = format!("{name}=");
+    let at = line
+        .match_indices(&pat)
+        .find(|(i, _)| {
+            *i == 0
+                || !line.as_bytes()[i - 1].is_ascii_alphanumeric() && line.as_bytes()[i - 1] != b'_'
+        })
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        .0;
+    line[at + pat.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
+/// The daemon with `[xdp]`: the same frames, filtered by XDP (SKB mode) or by the userspace
+/// fallback (`mode = "off"`); either way the responder receives only what passed.
+fn daemon(mode: &str, net: u8) {
+    require_root();
+    let srv = Netns::new("dsrv");
+    let cli = Netns::new("dcli");
+    veth(&srv, "xs", &cli, "xc");
+    srv.ip(&["addr", "add", &format!("10.79.{net}.1/24"), "dev", "xs"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::create_dir_all(dir.path().join("tftp")).unwrap();
+    let config = format!(
+        "[tftp]\nroot = \"{d}/tftp\"\nlisten = [\"10.79.{net}.1:69\"]\nthreads = 1\n\
+         [dhcp]\nenabled = true\nmode = \"proxy\"\ninterfaces = [\"xs\"]\n\
+         [boot]\nbios = \"undionly.kpxe\"\n\
+         [xdp]\nmode = \"{mode}\"\ndrop_non_pxe = true\nrate_per_sec = 1\nburst = {BURST}\n"
+    );
+    let mut server = Server::start(&srv, dir.path(), &config);
+    send_frames(&cli, "xc");
+    std::thread::sleep(Duration::from_millis(500));
+    let log = server.stop();
+    let marker = if mode == "off" {
+        "userspace DHCP filter counters"
+    } else {
+        assert!(log.contains("XDP attached"), "{log}");
+        "XDP filter counters"
+    };
+    let total = (PXE_MACS + NON_PXE + FLOOD) as u64;
+    assert_eq!(counter(&log, marker, "seen"), total, "{log}");
+    assert_eq!(counter(&log, marker, "dropped_not_pxe"), NON_PXE as u64);
+    let passed = counter(&log, marker, "passed");
+    let rate = counter(&log, marker, "dropped_rate");
+    assert_eq!(passed + rate + NON_PXE as u64, total);
+    assert!(
+        (PXE_MACS as u64 + u64::from(BURST)..=PXE_MACS as u64 + u64::from(BURST) + 2)
+            .contains(&passed)
+    );
+    // The responder saw exactly what passed.
+    assert_eq!(
+        counter(&log, "DHCP service stopped", "received"),
+        passed,
+        "{log}"
+    );
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn daemon_filters_with_xdp() {
+    daemon("skb", 3);
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn daemon_filters_in_userspace() {
+    daemon("off", 4);
 }
