@@ -536,6 +536,8 @@ fn has_prefix<P: PacketBytes + ?Sized>(p: &P, off: usize, prefix: &[u8]) -> Opti
 
 #[cfg(test)]
 mod tests;
+#[cfg(any(test, feature = "vectors"))]
+pub mod vectors;
 
 // SAFETY: both are `repr(C)`, made of integers only, without padding: every byte pattern is a
 // valid value.

@@ -7,103 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::vec::Vec;
 
 use super::*;
-
-const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
-
-/// A BOOTREQUEST payload: fixed header, cookie, `options` (raw), END.
-fn bootp(mac: [u8; 6], options: &[u8]) -> Vec<u8> {
-    let mut p = std::vec![0u8; BOOTP_FIXED_LEN];
-    p[0] = BOOTREQUEST;
-    p[1] = 1;
-    p[2] = 6;
-    p[4..8].copy_from_slice(&[1, 2, 3, 4]);
-    p[28..34].copy_from_slice(&mac);
-    p.extend_from_slice(&DHCP_MAGIC);
-    p.extend_from_slice(options);
-    p.push(OPT_END);
-    p
-}
-
-fn opt(code: u8, data: &[u8]) -> Vec<u8> {
-    let mut v = std::vec![code, data.len() as u8];
-    v.extend_from_slice(data);
-    v
-}
-
-fn discover_opts(vendor: Option<&[u8]>, arch: Option<u16>, uuid: bool) -> Vec<u8> {
-    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
-    o.extend(opt(55, &[1, 3, 6, 66, 67]));
-    if let Some(v) = vendor {
-        o.extend(opt(OPT_VENDOR_CLASS, v));
-    }
-    if let Some(a) = arch {
-        o.extend(opt(OPT_CLIENT_ARCH, &a.to_be_bytes()));
-    }
-    if uuid {
-        let mut u = std::vec![0u8];
-        u.extend_from_slice(&[7; 16]);
-        o.extend(opt(OPT_CLIENT_UUID, &u));
-    }
-    o
-}
-
-fn pxe_bios() -> Vec<u8> {
-    bootp(
-        MAC,
-        &discover_opts(Some(b"PXEClient:Arch:00000:UNDI:002001"), Some(0), true),
-    )
-}
-fn pxe_uefi() -> Vec<u8> {
-    bootp(
-        MAC,
-        &discover_opts(Some(b"PXEClient:Arch:00007:UNDI:003016"), Some(7), true),
-    )
-}
-fn ipxe() -> Vec<u8> {
-    let mut o = discover_opts(Some(b"PXEClient:Arch:00000:UNDI:002001"), Some(0), true);
-    o.extend(opt(77, b"iPXE"));
-    o.extend(opt(175, &[1, 1, 1]));
-    bootp(MAC, &o)
-}
-fn http_boot() -> Vec<u8> {
-    bootp(
-        MAC,
-        &discover_opts(Some(b"HTTPClient:Arch:00016:UNDI:003001"), Some(16), true),
-    )
-}
-fn dhclient() -> Vec<u8> {
-    let mut o = discover_opts(None, None, false);
-    o.extend(opt(12, b"debian"));
-    bootp(MAC, &o)
-}
-
-/// Ethernet (with `tags` VLAN tags) / IPv4 (with `ip_opts` bytes of options) / UDP to `dport`.
-fn frame(payload: &[u8], tags: &[u16], ip_opts: usize, dport: u16) -> Vec<u8> {
-    let mut f = std::vec![0xff; 6];
-    f.extend_from_slice(&MAC);
-    for &t in tags {
-        f.extend_from_slice(&t.to_be_bytes());
-        f.extend_from_slice(&[0x00, 0x64]);
-    }
-    f.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
-    let ihl = 20 + ip_opts;
-    let total = ihl + 8 + payload.len();
-    f.push(0x40 | (ihl / 4) as u8);
-    f.push(0);
-    f.extend_from_slice(&(total as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 0, 64, IPPROTO_UDP, 0, 0]);
-    f.extend_from_slice(&[0, 0, 0, 0, 255, 255, 255, 255]);
-    // Options: router alert (4 bytes) then NOPs.
-    let mut o = std::vec![148, 4, 0, 0];
-    o.resize(ip_opts, 1);
-    f.extend_from_slice(&o[..ip_opts]);
-    f.extend_from_slice(&68u16.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
+use crate::vectors::*;
 
 #[derive(Default)]
 struct Env {
@@ -455,4 +359,23 @@ fn verdict_counters() {
     assert!(!Verdict::Malformed.is_drop());
     assert!(Verdict::DropRateLimited.is_drop());
     assert_eq!(COUNTER_NAMES[Counter::DroppedRate as usize], "dropped_rate");
+}
+
+#[test]
+fn shared_table_on_the_host() {
+    let policy = Policy {
+        flags: POLICY_DROP_NON_PXE | POLICY_DENY_LIST,
+        ..Policy::default()
+    };
+    let mut env = Env::default();
+    env.deny.insert(DENIED_MAC);
+    let table = table();
+    assert!(table.len() > 600);
+    for (name, f) in &table {
+        let v = classify_frame(&f[..], &policy, &mut env);
+        match expected_for_table(name) {
+            Some(want) => assert_eq!(v, want, "{name}"),
+            None => assert!(!v.is_drop(), "{name}: {v:?}"),
+        }
+    }
 }

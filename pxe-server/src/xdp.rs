@@ -178,6 +178,19 @@ impl Fallback {
         self.check_at(payload, now_ns)
     }
 
+    /// The decision for a whole Ethernet frame, as the XDP program takes it (the rate limit
+    /// uses this fallback's buckets and clock); not counted. For comparing both sides.
+    pub fn classify_frame(&mut self, frame: &[u8]) -> Verdict {
+        let policy = self.set.policy;
+        let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut env = FallbackEnv {
+            set: &self.set,
+            buckets: &mut self.buckets,
+            now_ns,
+        };
+        pxe_ebpf::classify_frame(frame, &policy, &mut env)
+    }
+
     /// [`Fallback::check`] at a given time (tests).
     pub fn check_at(&mut self, payload: &[u8], now_ns: u64) -> Verdict {
         let policy = self.set.policy;
@@ -378,6 +391,63 @@ impl XdpFilter {
             }
         }
         Ok(())
+    }
+
+    /// Runs the loaded program on `frame` in the kernel (`BPF_PROG_TEST_RUN`, no interface
+    /// needed) and returns its XDP action (1 = XDP_DROP, 2 = XDP_PASS). The maps are the live
+    /// ones: the counters count these runs too.
+    pub fn test_run(&self, frame: &[u8]) -> std::io::Result<u32> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or_else(|| std::io::Error::other("no program pxe_xdp"))?
+            .try_into()
+            .map_err(std::io::Error::other)?;
+        let fd = prog.fd().map_err(std::io::Error::other)?;
+        // The `test` member of `union bpf_attr` (linux/bpf.h), up to `batch_size`.
+        #[repr(C)]
+        #[derive(Default)]
+        struct TestRunAttr {
+            prog_fd: u32,
+            retval: u32,
+            data_size_in: u32,
+            data_size_out: u32,
+            data_in: u64,
+            data_out: u64,
+            repeat: u32,
+            duration: u32,
+            ctx_size_in: u32,
+            ctx_size_out: u32,
+            ctx_in: u64,
+            ctx_out: u64,
+            flags: u32,
+            cpu: u32,
+            batch_size: u32,
+            _pad: u32,
+        }
+        const BPF_PROG_TEST_RUN: libc::c_long = 10;
+        let mut attr = TestRunAttr {
+            prog_fd: fd.as_fd().as_raw_fd() as u32,
+            data_size_in: frame.len() as u32,
+            data_in: frame.as_ptr() as u64,
+            repeat: 1,
+            ..TestRunAttr::default()
+        };
+        // SAFETY: `attr` is a valid, zero-padded `bpf_attr.test` of the size passed; the
+        // kernel only reads `frame` (data_out is null, so nothing is written back but `attr`).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                &raw mut attr,
+                std::mem::size_of::<TestRunAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(attr.retval)
     }
 
     /// The counters summed over CPUs, indexed by [`pxe_ebpf::Counter`].

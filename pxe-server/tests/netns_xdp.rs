@@ -244,3 +244,53 @@ fn daemon_filters_with_xdp() {
 fn daemon_filters_in_userspace() {
     daemon("off", 4);
 }
+
+/// The shared table of frames through the verified program in the kernel
+/// (`BPF_PROG_TEST_RUN`): every frame gets the verdict the host's `classify_frame` gives it and
+/// the table expects, and the counters add up.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn xdp_program_agrees_with_the_host_on_the_shared_table() {
+    use pxe_ebpf::vectors::{DENIED_MAC, TABLE_POLICY_FLAGS, expected_for_table, table};
+    require_root();
+    let mut set = PolicySet {
+        policy: Policy {
+            flags: TABLE_POLICY_FLAGS,
+            ..Policy::default()
+        },
+        ..PolicySet::default()
+    };
+    set.deny.insert(DENIED_MAC);
+    let filter = XdpFilter::load(&set).expect("loading the XDP program (verifier)");
+    let mut host = pxe_server::xdp::Fallback::new(set.clone(), vec![]);
+    let (mut runs, mut drops) = (0u64, 0u64);
+    let mut want = [0u64; COUNTER_COUNT as usize];
+    for (name, frame) in table() {
+        if frame.len() < 14 {
+            continue; // the kernel refuses test runs shorter than an Ethernet header
+        }
+        let action = filter
+            .test_run(&frame)
+            .unwrap_or_else(|e| panic!("{name}: BPF_PROG_TEST_RUN: {e}"));
+        let host_verdict = host.classify_frame(&frame);
+        let expected = expected_for_table(&name);
+        if let Some(e) = expected {
+            assert_eq!(host_verdict, e, "{name}: host");
+        }
+        let want_action = if host_verdict.is_drop() { 1 } else { 2 };
+        assert_eq!(
+            action, want_action,
+            "{name}: kernel action vs host {host_verdict:?}"
+        );
+        runs += 1;
+        drops += u64::from(action == 1);
+        if let Some(c) = host_verdict.counter() {
+            want[Counter::Seen as usize] += 1;
+            want[c as usize] += 1;
+        }
+    }
+    let got = filter.counters().unwrap();
+    eprintln!("{runs} frames, {drops} dropped; counters {got:?}");
+    assert!(runs > 600 && drops > 0);
+    assert_eq!(got, want, "the kernel's counters match the host's verdicts");
+}
