@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -15,7 +15,7 @@ use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
 use pxe_server::metrics::TftpMetrics;
 use pxe_server::tftp::service::TftpService;
-use pxe_server::xdp::{Fallback, PolicySet, XdpFilter, format_counters};
+use pxe_server::xdp::{Fallback, FallbackCounters, PolicySet, XdpFilter, format_counters};
 
 /// Exit status for an unusable configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -173,39 +173,34 @@ fn serve(
             "DHCP service ready"
         );
         let handle = spawn_dhcp(server, Arc::clone(&shutdown))?;
-        Some((handle, dhcp_metrics, xdp, fallback_counters))
+        let filter = FilterCounters {
+            xdp: xdp.map(|x| Arc::new(Mutex::new(x))),
+            fallback: fallback_counters,
+        };
+        Some((handle, dhcp_metrics, filter))
     } else {
         None
     };
     let reporter = spawn_metrics_reporter(
         Arc::clone(&metrics),
-        dhcp.as_ref().map(|d| Arc::clone(&d.1)),
+        dhcp.as_ref().map(|d| (Arc::clone(&d.1), d.2.clone())),
         Arc::clone(&shutdown),
     )?;
     let result = engine::run(kind, Arc::new(service), &params, Arc::clone(&shutdown));
     shutdown.store(true, Ordering::Relaxed);
     let mut dhcp_result = Ok(());
-    if let Some((handle, dhcp_metrics, xdp, fallback_counters)) = dhcp {
+    if reporter.join().is_err() {
+        tracing::warn!("metrics reporter thread panicked");
+    }
+    if let Some((handle, dhcp_metrics, filter)) = dhcp {
         dhcp_result = match handle.join() {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!("DHCP thread panicked")),
         };
         tracing::info!(metrics = %dhcp_metrics.snapshot(), "DHCP service stopped");
-        if let Some(x) = &xdp {
-            match x.counters() {
-                Ok(c) => tracing::info!(counters = %format_counters(&c), "XDP filter counters"),
-                Err(e) => tracing::warn!(%e, "XDP counters unreadable"),
-            }
-        }
-        tracing::info!(
-            counters = %format_counters(&fallback_counters.get()),
-            "userspace DHCP filter counters"
-        );
-        // Detaches the XDP program.
-        drop(xdp);
-    }
-    if reporter.join().is_err() {
-        tracing::warn!("metrics reporter thread panicked");
+        filter.log();
+        // Detaches the XDP program (the reporter, the only other holder, has ended).
+        drop(filter);
     }
     tracing::info!(metrics = %metrics.snapshot(), "TFTP service stopped");
     result.context("TFTP engine failed")?;
@@ -245,10 +240,34 @@ fn install_signal_handlers(shutdown: &Arc<AtomicBool>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The DHCP discovery filter's counters: the XDP program's (where it is attached) and the
+/// userspace fallback's, reported together.
+#[derive(Clone)]
+struct FilterCounters {
+    xdp: Option<Arc<Mutex<XdpFilter>>>,
+    fallback: Arc<FallbackCounters>,
+}
+
+impl FilterCounters {
+    fn log(&self) {
+        if let Some(x) = &self.xdp {
+            let counters = x.lock().unwrap_or_else(|e| e.into_inner()).counters();
+            match counters {
+                Ok(c) => tracing::info!(counters = %format_counters(&c), "XDP filter counters"),
+                Err(e) => tracing::warn!(%e, "XDP counters unreadable"),
+            }
+        }
+        tracing::info!(
+            counters = %format_counters(&self.fallback.get()),
+            "userspace DHCP filter counters"
+        );
+    }
+}
+
 /// Logs a metrics snapshot every [`METRICS_INTERVAL`] until `shutdown` is set.
 fn spawn_metrics_reporter(
     metrics: Arc<TftpMetrics>,
-    dhcp: Option<Arc<DhcpMetrics>>,
+    dhcp: Option<(Arc<DhcpMetrics>, FilterCounters)>,
     shutdown: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -259,8 +278,9 @@ fn spawn_metrics_reporter(
                 std::thread::sleep(Duration::from_millis(200));
                 if Instant::now() >= next {
                     tracing::info!(metrics = %metrics.snapshot(), "TFTP metrics");
-                    if let Some(d) = &dhcp {
+                    if let Some((d, filter)) = &dhcp {
                         tracing::info!(metrics = %d.snapshot(), "DHCP metrics");
+                        filter.log();
                     }
                     next += METRICS_INTERVAL;
                 }
