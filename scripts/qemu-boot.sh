@@ -143,14 +143,7 @@ cleanup() {
         done
         kill -9 "$pid" 2>/dev/null || true
     done
-    for ns in "$NS_CLI" "$NS_SRV" "$NS_DHC"; do
-        if ip netns list | grep -qw "$ns"; then
-            for pid in $(ip netns pids "$ns" 2>/dev/null); do
-                kill -9 "$pid" 2>/dev/null || true
-            done
-            ip netns del "$ns" 2>/dev/null || true
-        fi
-    done
+    netns_delete "$NS_CLI" "$NS_SRV" "$NS_DHC"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -32,8 +32,14 @@ netns_client_addrs() {
 }
 
 netns_destroy() {
-    local prefix="$1" ns pid
-    for ns in "${prefix}-srv" "${prefix}-cli"; do
+    netns_delete "${1}-srv" "${1}-cli"
+}
+
+# netns_delete NS... -> kills every process inside each namespace and deletes it (absent ones
+# are skipped).
+netns_delete() {
+    local ns pid
+    for ns in "$@"; do
         if ip netns list | grep -qw "$ns"; then
             for pid in $(ip netns pids "$ns" 2>/dev/null); do
                 kill -9 "$pid" 2>/dev/null || true
