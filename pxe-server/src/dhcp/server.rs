@@ -463,22 +463,57 @@ struct Datagram {
     ifindex: u32,
 }
 
-struct RecvBatch {
-    bufs: Vec<[u8; RECV_BUF]>,
+/// The per-message arrays of a `recvmmsg`/`sendmmsg` batch, allocated once: header `i` points
+/// at name `i`, iovec `i` and control buffer `i`.
+struct MsgVecs {
     names: Vec<libc::sockaddr_in>,
     cmsgs: Vec<CmsgBuf>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+}
+
+impl MsgVecs {
+    fn new() -> Self {
+        MsgVecs {
+            names: vec![zeroed_sockaddr_in(); BATCH],
+            cmsgs: vec![CmsgBuf([0; CMSG_BUF]); BATCH],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                };
+                BATCH
+            ],
+            hdrs: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
+        }
+    }
+
+    /// Resets header `i` to point at this batch's name `i`, iovec `i` and control buffer `i`
+    /// (`controllen` bytes of it); returns it for the caller's last touches.
+    fn wire(&mut self, i: usize, controllen: usize) -> &mut libc::mmsghdr {
+        let h = &mut self.hdrs[i];
+        *h = zeroed_mmsghdr();
+        h.msg_hdr.msg_name = (&raw mut self.names[i]).cast();
+        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        h.msg_hdr.msg_iov = &raw mut self.iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
+        h.msg_hdr.msg_controllen = controllen as _;
+        h
+    }
+}
+
+struct RecvBatch {
+    bufs: Vec<[u8; RECV_BUF]>,
+    m: MsgVecs,
     /// Datagrams in the last batch.
     n: usize,
 }
 
 // SAFETY: the raw pointers in the headers and iovecs are scratch: they are rewritten before
-// every recvmmsg/sendmmsg to point into buffers the same struct owns (or borrows for the call)
+// every recvmmsg/sendmmsg to point into buffers the same batch owns (or borrows for the call)
 // and are never dereferenced otherwise, so moving the struct to another thread is sound.
-unsafe impl Send for RecvBatch {}
-// SAFETY: as for RecvBatch.
-unsafe impl Send for SendBatch {}
+unsafe impl Send for MsgVecs {}
 
 fn zeroed_sockaddr_in() -> libc::sockaddr_in {
     // SAFETY: sockaddr_in is a plain C struct for which all-zero bytes are a valid value.
@@ -495,16 +530,7 @@ impl RecvBatch {
     fn new() -> Self {
         RecvBatch {
             bufs: vec![[0; RECV_BUF]; BATCH],
-            names: vec![zeroed_sockaddr_in(); BATCH],
-            cmsgs: vec![CmsgBuf([0; CMSG_BUF]); BATCH],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                BATCH
-            ],
-            hdrs: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
+            m: MsgVecs::new(),
             n: 0,
         }
     }
@@ -513,18 +539,11 @@ impl RecvBatch {
     fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.n = 0;
         for i in 0..BATCH {
-            self.iovs[i] = libc::iovec {
+            self.m.iovs[i] = libc::iovec {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: RECV_BUF,
             };
-            let h = &mut self.hdrs[i];
-            *h = zeroed_mmsghdr();
-            h.msg_hdr.msg_name = (&raw mut self.names[i]).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &raw mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = CMSG_BUF as _;
+            self.m.wire(i, CMSG_BUF);
         }
         // SAFETY: each of the BATCH headers points to a name, one iovec (to its own RECV_BUF
         // buffer) and a control buffer, all owned by `self` and not moved during the call; the
@@ -532,7 +551,7 @@ impl RecvBatch {
         let r = unsafe {
             libc::recvmmsg(
                 fd,
-                self.hdrs.as_mut_ptr(),
+                self.m.hdrs.as_mut_ptr(),
                 BATCH as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -550,8 +569,8 @@ impl RecvBatch {
         if j >= self.n {
             return None;
         }
-        let h = &self.hdrs[j].msg_hdr;
-        let name = &self.names[j];
+        let h = &self.m.hdrs[j].msg_hdr;
+        let name = &self.m.names[j];
         if (h.msg_namelen as usize) < mem::size_of::<libc::sockaddr_in>()
             || name.sin_family != libc::AF_INET as libc::sa_family_t
         {
@@ -568,7 +587,7 @@ impl RecvBatch {
             ),
             None => (Ipv4Addr::UNSPECIFIED, 0),
         };
-        let len = (self.hdrs[j].msg_len as usize).min(RECV_BUF);
+        let len = (self.m.hdrs[j].msg_len as usize).min(RECV_BUF);
         Some(Datagram {
             len,
             truncated: h.msg_flags & libc::MSG_TRUNC != 0,
@@ -607,26 +626,12 @@ fn pktinfo(h: &libc::msghdr) -> Option<libc::in_pktinfo> {
 }
 
 struct SendBatch {
-    names: Vec<libc::sockaddr_in>,
-    cmsgs: Vec<CmsgBuf>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    m: MsgVecs,
 }
 
 impl SendBatch {
     fn new() -> Self {
-        SendBatch {
-            names: vec![zeroed_sockaddr_in(); BATCH],
-            cmsgs: vec![CmsgBuf([0; CMSG_BUF]); BATCH],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                BATCH
-            ],
-            hdrs: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
-        }
+        SendBatch { m: MsgVecs::new() }
     }
 
     /// Sends `pending` (answer `j` is `answers[j][..t.len]`, from our address `src`) with
@@ -648,8 +653,8 @@ impl SendBatch {
             name.sin_family = libc::AF_INET as libc::sa_family_t;
             name.sin_port = t.dst.port().to_be();
             name.sin_addr.s_addr = u32::from(*t.dst.ip()).to_be();
-            self.names[k] = name;
-            self.iovs[k] = libc::iovec {
+            self.m.names[k] = name;
+            self.m.iovs[k] = libc::iovec {
                 // sendmmsg only reads through this pointer.
                 iov_base: buf.as_ptr().cast_mut().cast(),
                 iov_len: len,
@@ -666,15 +671,8 @@ impl SendBatch {
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
-            self.cmsgs[k] = CmsgBuf([0; CMSG_BUF]);
-            let h = &mut self.hdrs[k];
-            *h = zeroed_mmsghdr();
-            h.msg_hdr.msg_name = (&raw mut self.names[k]).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = &raw mut self.iovs[k];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.cmsgs[k].0.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = space as _;
+            self.m.cmsgs[k] = CmsgBuf([0; CMSG_BUF]);
+            let h = self.m.wire(k, space);
             // SAFETY: msg_control points to our CMSG_BUF-byte, 8-aligned buffer and
             // msg_controllen = CMSG_SPACE(in_pktinfo) <= CMSG_BUF, so CMSG_FIRSTHDR is non-null
             // and the header plus its in_pktinfo payload fit in the buffer.
@@ -702,7 +700,7 @@ impl SendBatch {
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
-                    self.hdrs[start..].as_mut_ptr(),
+                    self.m.hdrs[start..].as_mut_ptr(),
                     (n - start) as libc::c_uint,
                     0,
                 )
