@@ -33,6 +33,76 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     /// The DHCP discovery filter: XDP fast path and userspace fallback.
     pub xdp: XdpConfig,
+    /// The local control socket (`pxe-server status`).
+    pub control: ControlConfig,
+}
+
+/// Default path of the control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/pxe-server.sock";
+
+/// `[control]`: where the running server answers `pxe-server status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket path (created mode 0600; a stale one is replaced, a live one refuses the
+    /// start). Two servers on one host need different paths.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+        }
+    }
+}
+
+/// What a reload (SIGHUP) can change in a running server, and what needs a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadPlan {
+    /// `new`, with every setting that needs a restart kept as it runs now.
+    pub effective: Config,
+    /// The sections/keys that changed but need a restart (they keep their running values).
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Config {
+    /// Splits a reload from `self` (running) to `new`: [[hosts]], [boot], the DHCP answer
+    /// settings (lease times, subnets, unknown hosts, addresses handed out) and the [xdp]
+    /// policy apply at once; sockets, modes, the TFTP engine and the lease database need a
+    /// restart.
+    pub fn reload_plan(&self, new: &Config) -> ReloadPlan {
+        let mut effective = new.clone();
+        let mut needs_restart = Vec::new();
+        if effective.tftp != self.tftp {
+            needs_restart.push("tftp");
+            effective.tftp = self.tftp.clone();
+        }
+        if effective.control != self.control {
+            needs_restart.push("control");
+            effective.control = self.control.clone();
+        }
+        let (d, e) = (&self.dhcp, &mut effective.dhcp);
+        macro_rules! keep {
+            ($($field:ident),*) => {$(
+                if e.$field != d.$field {
+                    needs_restart.push(concat!("dhcp.", stringify!($field)));
+                    e.$field = d.$field.clone();
+                }
+            )*};
+        }
+        keep!(enabled, mode, interfaces, lease_db);
+        let x = (&self.xdp, &mut effective.xdp);
+        if x.1.mode != x.0.mode || x.1.interfaces != x.0.interfaces {
+            needs_restart.push("xdp.mode/xdp.interfaces");
+            x.1.mode = x.0.mode;
+            x.1.interfaces = x.0.interfaces.clone();
+        }
+        ReloadPlan {
+            effective,
+            needs_restart,
+        }
+    }
 }
 
 /// Where the DHCP discovery filter runs on an interface.
@@ -402,7 +472,24 @@ impl Config {
         self.validate_tftp()
             .map_err(|(p, r)| (p.iter().map(|s| s.to_string()).collect(), r))?;
         self.validate_dhcp()?;
-        self.validate_xdp()
+        self.validate_xdp()?;
+        self.validate_control()
+    }
+
+    fn validate_control(&self) -> Result<(), (Vec<String>, String)> {
+        let path = &self.control.socket;
+        // sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
+        let len = path.as_os_str().len();
+        if len == 0 || len > 107 {
+            return Err((
+                vec!["control".to_owned(), "socket".to_owned()],
+                format!(
+                    "{} is not a usable socket path (1..=107 bytes)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_xdp(&self) -> Result<(), (Vec<String>, String)> {
@@ -759,6 +846,70 @@ mod tests {
                 .starts_with(&format!("/etc/pxe.toml:{line}: {key}: ")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn control_socket_default_and_bad_path() {
+        let f = fixture();
+        let c = Config::parse(&format!("[tftp]\nroot = \"{}\"\n", f.root), Path::new("x")).unwrap();
+        assert_eq!(c.control.socket, Path::new(DEFAULT_CONTROL_SOCKET));
+        let long = "a".repeat(120);
+        assert_err(
+            &format!(
+                "[tftp]\nroot = \"{}\"\n[control]\nsocket = \"/{long}\"\n",
+                f.root
+            ),
+            4,
+            "control.socket",
+            "not a usable socket path",
+        );
+        assert_err(
+            &format!(
+                "[tftp]\nroot = \"{}\"\n[control]\nsockett = \"/x\"\n",
+                f.root
+            ),
+            4,
+            "control.sockett",
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn reload_plan_applies_policy_and_keeps_sockets() {
+        let f = fixture();
+        let base = format!(
+            "[tftp]\nroot = \"{}\"\n[dhcp]\nenabled = true\nmode = \"proxy\"\ninterfaces = [\"a\"]\n\
+             [xdp]\nmode = \"skb\"\nrate_per_sec = 5\n",
+            f.root
+        );
+        let old = Config::parse(&base, Path::new("x")).unwrap();
+        // Same file: nothing to restart, nothing changes.
+        let same = old.reload_plan(&old);
+        assert_eq!(same.effective, old);
+        assert!(same.needs_restart.is_empty());
+
+        let changed = base
+            .replace("rate_per_sec = 5", "rate_per_sec = 9\ndrop_non_pxe = true")
+            .replace("[\"a\"]", "[\"a\", \"b\"]")
+            .replace("mode = \"skb\"", "mode = \"driver\"")
+            .replace("[xdp]", "[boot]\nbios = \"new.kpxe\"\n[xdp]")
+            + "[[hosts]]\nmac = \"02:00:00:00:00:01\"\n[control]\nsocket = \"/run/other.sock\"\n";
+        let new = Config::parse(&changed, Path::new("x")).unwrap();
+        let plan = old.reload_plan(&new);
+        assert_eq!(
+            plan.needs_restart,
+            vec!["control", "dhcp.interfaces", "xdp.mode/xdp.interfaces"]
+        );
+        let e = &plan.effective;
+        // Applied now:
+        assert_eq!((e.xdp.rate_per_sec, e.xdp.drop_non_pxe), (9, true));
+        assert_eq!(e.boot.bios.as_deref(), Some("new.kpxe"));
+        assert_eq!(e.hosts.len(), 1);
+        // Kept until a restart:
+        assert_eq!(e.dhcp.interfaces, vec!["a".to_owned()]);
+        assert_eq!(e.xdp.mode, XdpChoice::Skb);
+        assert_eq!(e.control, old.control);
+        assert_eq!(e.tftp, old.tftp);
     }
 
     #[test]

@@ -154,6 +154,26 @@ fn usable(ip: Ipv4Addr) -> bool {
 impl<S: LeaseStore> Responder<S> {
     /// A responder for `config` (validated by `Config::parse`) over `store`.
     pub fn new(config: &Config, store: S) -> Self {
+        let mut r = Responder {
+            cfg: config.dhcp.clone(),
+            boot: BootProfile::default(),
+            hosts: Vec::new(),
+            by_mac: HashMap::new(),
+            by_uuid: HashMap::new(),
+            reserved: HashMap::new(),
+            pools: Vec::new(),
+            store,
+            metrics: Arc::default(),
+        };
+        r.reconfigure(config);
+        r
+    }
+
+    /// Takes a new configuration (a reload): hosts, boot profiles, subnets and answer
+    /// settings. Leases stay in the store; a pool whose subnet is unchanged keeps its scan
+    /// position. Sockets are not the responder's: `dhcp.mode` is taken as given, so the
+    /// caller keeps it as the sockets were opened (see `Config::reload_plan`).
+    pub fn reconfigure(&mut self, config: &Config) {
         let mut by_mac = HashMap::new();
         let mut by_uuid = HashMap::new();
         let mut reserved = HashMap::new();
@@ -168,25 +188,26 @@ impl<S: LeaseStore> Responder<S> {
                 reserved.entry(a).or_insert(i);
             }
         }
-        Responder {
-            cfg: config.dhcp.clone(),
-            boot: config.boot.clone(),
-            hosts: config.hosts.clone(),
-            by_mac,
-            by_uuid,
-            reserved,
-            pools: config
-                .dhcp
-                .subnets
-                .iter()
-                .map(|s| Pool {
-                    cfg: s.clone(),
-                    next: 0,
-                })
-                .collect(),
-            store,
-            metrics: Arc::default(),
-        }
+        let pools = config
+            .dhcp
+            .subnets
+            .iter()
+            .map(|s| Pool {
+                cfg: s.clone(),
+                next: self
+                    .pools
+                    .iter()
+                    .find(|p| p.cfg == *s)
+                    .map_or(0, |p| p.next),
+            })
+            .collect();
+        self.cfg = config.dhcp.clone();
+        self.boot = config.boot.clone();
+        self.hosts = config.hosts.clone();
+        self.by_mac = by_mac;
+        self.by_uuid = by_uuid;
+        self.reserved = reserved;
+        self.pools = pools;
     }
 
     pub fn metrics(&self) -> &Arc<DhcpMetrics> {
@@ -1206,6 +1227,24 @@ mod tests {
             run(&mut r, &d.bytes(), &meta()).0,
             Action::NoResponse(NoResponse::UnknownHost)
         );
+        assert_eq!(r.metrics().snapshot().drop_unknown_host, 1);
+    }
+
+    #[test]
+    fn reconfigure_takes_new_hosts_and_boot_files() {
+        let fname = |r: &mut Responder<MemoryLeaseStore>| {
+            run(r, &bios_discover().bytes(), &meta())
+                .1
+                .and_then(|m| m.fname().map(|f| trim_nul(f).to_vec()))
+        };
+        let mut r = Responder::new(&config(""), MemoryLeaseStore::new());
+        assert_eq!(fname(&mut r).as_deref(), Some(&b"undionly.kpxe"[..]));
+        // Reload: the host gets its own file, then becomes unknown and is ignored.
+        let host = "[[hosts]]\nmac = \"52:54:00:12:34:56\"\nboot = { bios = \"special.kpxe\" }\n";
+        r.reconfigure(&config(host));
+        assert_eq!(fname(&mut r).as_deref(), Some(&b"special.kpxe"[..]));
+        r.reconfigure(&config("[dhcp]\nunknown_hosts = \"ignore\"\n"));
+        assert_eq!(fname(&mut r), None);
         assert_eq!(r.metrics().snapshot().drop_unknown_host, 1);
     }
 

@@ -43,7 +43,7 @@ use super::metrics::DhcpMetrics;
 use super::responder::{Action, PXE_PORT, RecvMeta, Responder, SERVER_PORT, Transmit};
 use super::wire::MacAddr;
 use crate::config::{Config, DhcpMode};
-use crate::xdp::Fallback;
+use crate::xdp::{Fallback, PolicySet};
 
 /// Datagrams taken per `recvmmsg` (and answers per `sendmmsg`), all committed by one fsync.
 /// At most UIO_MAXIOV (1024), the kernel's limit for one call.
@@ -161,6 +161,8 @@ pub struct DhcpServer<S: LeaseStore> {
     pending: Vec<(usize, Transmit, Ipv4Addr)>,
     /// The discovery policy for interfaces without XDP (`[xdp]`), before the responder.
     filter: Option<Fallback>,
+    /// New configurations (SIGHUP), applied between batches.
+    reloads: Option<crossbeam::channel::Receiver<Arc<Config>>>,
 }
 
 impl<S: LeaseStore> std::fmt::Debug for DhcpServer<S> {
@@ -236,7 +238,30 @@ impl<S: LeaseStore> DhcpServer<S> {
             answers: (0..BATCH).map(|_| Vec::with_capacity(1500)).collect(),
             pending: Vec::with_capacity(BATCH),
             filter: None,
+            reloads: None,
         })
+    }
+
+    /// A channel for configuration reloads: each config sent is applied between two batches
+    /// (responder tables and the fallback's policy; the sockets stay as they are, so the
+    /// sender passes `Config::reload_plan`'s effective config).
+    pub fn reload_channel(&mut self) -> crossbeam::channel::Sender<Arc<Config>> {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        self.reloads = Some(rx);
+        tx
+    }
+
+    /// Applies a reloaded configuration now.
+    pub fn reconfigure(&mut self, config: &Config) {
+        self.responder.reconfigure(config);
+        if let Some(f) = &mut self.filter {
+            f.set_policy(PolicySet::from_config(config));
+        }
+        tracing::info!(
+            hosts = config.hosts.len(),
+            subnets = config.dhcp.subnets.len(),
+            "DHCP configuration reloaded"
+        );
     }
 
     /// Applies `filter` to every datagram before the responder (datagrams it drops are not
@@ -271,6 +296,9 @@ impl<S: LeaseStore> DhcpServer<S> {
             })
             .collect();
         while !shutdown.load(Ordering::Relaxed) {
+            while let Some(config) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
+                self.reconfigure(&config);
+            }
             // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the whole call.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
             if r < 0 {
