@@ -3,25 +3,30 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pxe_server::config::{Config, EngineChoice};
+use pxe_server::control::{self, ControlSocket};
 use pxe_server::dhcp::metrics::DhcpMetrics;
 use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
 use pxe_server::metrics::TftpMetrics;
 use pxe_server::tftp::service::TftpService;
-use pxe_server::xdp::{Fallback, FallbackCounters, PolicySet, XdpFilter, format_counters};
+use pxe_server::xdp::{
+    Fallback, FallbackCounters, Placement, PolicySet, XdpFilter, format_counters,
+};
 
 /// Exit status for an unusable configuration.
 const EXIT_CONFIG: u8 = 2;
 
 /// How often `serve` logs the counters.
 const METRICS_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the control thread looks at SIGHUP and the status socket.
+const CONTROL_TICK: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,6 +53,19 @@ enum Command {
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
     },
+    /// Print a running server's status (counters, XDP placement, last reload) from its
+    /// control socket.
+    Status {
+        /// The server's config file (for `[control] socket`).
+        #[arg(long, value_name = "FILE", conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// The control socket (default: /run/pxe-server.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print the JSON document as the server sent it.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file and print the effective configuration.
     Check {
         /// The TOML configuration file.
@@ -61,19 +79,24 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Serve {
+        Command::Status {
             config,
+            socket,
+            json,
+        } => status(config.as_deref(), socket, json),
+        Command::Serve {
+            config: config_path,
             engine,
             threads,
         } => {
-            let config = match Config::load(&config) {
+            let config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match serve(config, engine, threads) {
+            match serve(config, config_path, engine, threads) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -107,8 +130,37 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+fn status(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> ExitCode {
+    let path = match (config, socket) {
+        (_, Some(s)) => s,
+        (Some(c), None) => match Config::load(c) {
+            Ok(c) => c.control.socket,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (None, None) => PathBuf::from(pxe_server::config::DEFAULT_CONTROL_SOCKET),
+    };
+    match control::request_status(&path, Duration::from_secs(5)) {
+        Ok(v) if json => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(v) => {
+            print!("{}", control::render_text(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pxe-server status: {e} (is the server running?)");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn serve(
     mut config: Config,
+    config_path: PathBuf,
     engine_flag: Option<EngineChoice>,
     threads_flag: Option<usize>,
 ) -> anyhow::Result<()> {
@@ -130,7 +182,10 @@ fn serve(
     let kind = engine::select(tftp.engine)?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
-    install_signal_handlers(&shutdown)?;
+    let reload = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&shutdown, &reload)?;
+    // Bound before anything serves: a second server with the same socket stops here.
+    let socket = ControlSocket::bind(&config.control.socket)?;
 
     let root = std::fs::canonicalize(&tftp.root).unwrap_or_else(|_| tftp.root.clone());
     for addr in &tftp.listen {
@@ -165,6 +220,7 @@ fn serve(
         let fallback_counters = fallback.counters();
         tracing::info!(placements = ?placements, "DHCP filter ready");
         server.set_filter(fallback);
+        let reload_tx = server.reload_channel();
         tracing::info!(
             mode = ?config.dhcp.mode,
             sockets = ?server.listening(),
@@ -173,34 +229,51 @@ fn serve(
             "DHCP service ready"
         );
         let handle = spawn_dhcp(server, Arc::clone(&shutdown))?;
-        let filter = FilterCounters {
-            xdp: xdp.map(|x| Arc::new(Mutex::new(x))),
+        let control = DhcpControl {
+            metrics: Arc::clone(&dhcp_metrics),
+            reload: reload_tx,
+            xdp,
+            placements,
             fallback: fallback_counters,
         };
-        Some((handle, dhcp_metrics, filter))
+        Some((handle, dhcp_metrics, control))
     } else {
         None
     };
-    let reporter = spawn_metrics_reporter(
-        Arc::clone(&metrics),
-        dhcp.as_ref().map(|d| (Arc::clone(&d.1), d.2.clone())),
-        Arc::clone(&shutdown),
-    )?;
+    let (dhcp_handle, dhcp_metrics, dhcp_control) = match dhcp {
+        Some((h, m, c)) => (Some(h), Some(m), Some(c)),
+        None => (None, None, None),
+    };
+    tracing::info!(socket = %socket.path().display(), "control socket ready (pxe-server status)");
+    let control = Control {
+        config_path,
+        overrides: (engine_flag, threads_flag),
+        running: config,
+        started: Instant::now(),
+        engine: format!("{kind:?}").to_lowercase(),
+        threads,
+        tftp: Arc::clone(&metrics),
+        dhcp: dhcp_control,
+        socket,
+        reloads: 0,
+        last_reload: serde_json::Value::Null,
+    };
+    let control = spawn_control(control, Arc::clone(&shutdown), reload)?;
     let result = engine::run(kind, Arc::new(service), &params, Arc::clone(&shutdown));
     shutdown.store(true, Ordering::Relaxed);
     let mut dhcp_result = Ok(());
-    if reporter.join().is_err() {
-        tracing::warn!("metrics reporter thread panicked");
+    // The control thread logs the filter counters and detaches the XDP program as it ends.
+    if control.join().is_err() {
+        tracing::warn!("control thread panicked");
     }
-    if let Some((handle, dhcp_metrics, filter)) = dhcp {
+    if let Some(handle) = dhcp_handle {
         dhcp_result = match handle.join() {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!("DHCP thread panicked")),
         };
-        tracing::info!(metrics = %dhcp_metrics.snapshot(), "DHCP service stopped");
-        filter.log();
-        // Detaches the XDP program (the reporter, the only other holder, has ended).
-        drop(filter);
+    }
+    if let Some(m) = dhcp_metrics {
+        tracing::info!(metrics = %m.snapshot(), "DHCP service stopped");
     }
     tracing::info!(metrics = %metrics.snapshot(), "TFTP service stopped");
     result.context("TFTP engine failed")?;
@@ -227,9 +300,12 @@ fn spawn_dhcp(
 }
 
 /// SIGINT and SIGTERM set `shutdown` (signal-hook's flag handlers); a second one, once
-/// `shutdown` is already set, ends the process at once with status 1.
-fn install_signal_handlers(shutdown: &Arc<AtomicBool>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+/// `shutdown` is already set, ends the process at once with status 1. SIGHUP sets `reload`.
+fn install_signal_handlers(
+    shutdown: &Arc<AtomicBool>,
+    reload: &Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
         // Order matters: the conditional shutdown must see the flag before this signal sets it.
         signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(shutdown))
@@ -237,25 +313,34 @@ fn install_signal_handlers(shutdown: &Arc<AtomicBool>) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(shutdown))
             .context("installing a signal handler")?;
     }
+    signal_hook::flag::register(SIGHUP, Arc::clone(reload))
+        .context("installing the SIGHUP handler")?;
     Ok(())
 }
 
-/// The DHCP discovery filter's counters: the XDP program's (where it is attached) and the
-/// userspace fallback's, reported together.
-#[derive(Clone)]
-struct FilterCounters {
-    xdp: Option<Arc<Mutex<XdpFilter>>>,
+/// The DHCP side as the control thread sees it.
+struct DhcpControl {
+    metrics: Arc<DhcpMetrics>,
+    /// Reloaded configurations for the DHCP thread (responder tables, fallback policy).
+    reload: crossbeam::channel::Sender<Arc<Config>>,
+    /// Owned here: the maps are rewritten on reload and the program detaches when this ends.
+    xdp: Option<XdpFilter>,
+    placements: Vec<(String, Placement)>,
     fallback: Arc<FallbackCounters>,
 }
 
-impl FilterCounters {
-    fn log(&self) {
-        if let Some(x) = &self.xdp {
-            let counters = x.lock().unwrap_or_else(|e| e.into_inner()).counters();
-            match counters {
-                Ok(c) => tracing::info!(counters = %format_counters(&c), "XDP filter counters"),
-                Err(e) => tracing::warn!(%e, "XDP counters unreadable"),
-            }
+impl DhcpControl {
+    fn xdp_counters(&self) -> Option<Result<[u64; pxe_ebpf::COUNTER_COUNT as usize], String>> {
+        self.xdp
+            .as_ref()
+            .map(|x| x.counters().map_err(|e| e.to_string()))
+    }
+
+    fn log_filter(&self) {
+        match self.xdp_counters() {
+            Some(Ok(c)) => tracing::info!(counters = %format_counters(&c), "XDP filter counters"),
+            Some(Err(e)) => tracing::warn!(%e, "XDP counters unreadable"),
+            None => {}
         }
         tracing::info!(
             counters = %format_counters(&self.fallback.get()),
@@ -264,27 +349,184 @@ impl FilterCounters {
     }
 }
 
-/// Logs a metrics snapshot every [`METRICS_INTERVAL`] until `shutdown` is set.
-fn spawn_metrics_reporter(
-    metrics: Arc<TftpMetrics>,
-    dhcp: Option<(Arc<DhcpMetrics>, FilterCounters)>,
+/// The control thread's state: periodic metrics log, SIGHUP reloads, the status socket.
+struct Control {
+    config_path: PathBuf,
+    /// Command-line overrides of the TFTP settings, applied to every reloaded file too.
+    overrides: (Option<EngineChoice>, Option<usize>),
+    /// The configuration in effect.
+    running: Config,
+    started: Instant,
+    engine: String,
+    threads: usize,
+    tftp: Arc<TftpMetrics>,
+    dhcp: Option<DhcpControl>,
+    socket: ControlSocket,
+    reloads: u64,
+    last_reload: serde_json::Value,
+}
+
+impl Control {
+    /// Re-reads the config file: a bad file is refused (the running config stays, the error
+    /// names file and line); otherwise what can change at run time changes now.
+    fn reload(&mut self) {
+        self.reloads += 1;
+        let at = unix_now();
+        let mut new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("configuration reload refused, the running one stays: {e}");
+                self.last_reload = serde_json::json!({
+                    "at_unix": at, "ok": false, "error": e.to_string(), "needs_restart": [],
+                });
+                return;
+            }
+        };
+        if let Some(e) = self.overrides.0 {
+            new.tftp.engine = e;
+        }
+        if let Some(t) = self.overrides.1 {
+            new.tftp.threads = t;
+        }
+        let plan = self.running.reload_plan(&new);
+        if !plan.needs_restart.is_empty() {
+            tracing::warn!(
+                settings = ?plan.needs_restart,
+                "changed settings need a restart; they keep their running values"
+            );
+        }
+        let config = Arc::new(plan.effective);
+        let mut error = None;
+        if let Some(d) = &mut self.dhcp {
+            if let Some(x) = &mut d.xdp
+                && let Err(e) = x.set_policy(&PolicySet::from_config(&config))
+            {
+                tracing::error!(%e, "XDP policy maps not updated");
+                error = Some(format!("XDP policy maps not updated: {e}"));
+            }
+            if d.reload.send(Arc::clone(&config)).is_err() {
+                error = Some("the DHCP service has stopped".to_owned());
+            }
+        }
+        self.running = Config::clone(&config);
+        tracing::info!(file = %self.config_path.display(), "configuration reloaded");
+        self.last_reload = serde_json::json!({
+            "at_unix": at,
+            "ok": error.is_none(),
+            "error": error,
+            "needs_restart": plan.needs_restart,
+        });
+    }
+
+    /// The document `pxe-server status` prints.
+    fn status(&self) -> serde_json::Value {
+        let tftp = &self.running.tftp;
+        let dhcp = self.dhcp.as_ref().map(|d| {
+            serde_json::json!({
+                "mode": format!("{:?}", self.running.dhcp.mode).to_lowercase(),
+                "interfaces": self.running.dhcp.interfaces,
+                "metrics": d.metrics.snapshot(),
+            })
+        });
+        let filter = self.dhcp.as_ref().map(|d| {
+            let interfaces: Vec<serde_json::Value> = d
+                .placements
+                .iter()
+                .map(|(i, p)| {
+                    serde_json::json!({"name": i, "placement": format!("{p:?}").to_lowercase()})
+                })
+                .collect();
+            let xdp = match d.xdp_counters() {
+                Some(Ok(c)) => counters_json(&c),
+                Some(Err(e)) => serde_json::json!({ "error": e }),
+                None => serde_json::Value::Null,
+            };
+            serde_json::json!({
+                "policy": {
+                    "drop_non_pxe": self.running.xdp.drop_non_pxe,
+                    "rate_per_sec": self.running.xdp.rate_per_sec,
+                    "burst": self.running.xdp.burst,
+                    "allow_list": self.running.xdp.allow_list,
+                    "deny": self.running.xdp.deny.len(),
+                },
+                "interfaces": interfaces,
+                "xdp": xdp,
+                "userspace": counters_json(&d.fallback.get()),
+            })
+        });
+        serde_json::json!({
+            "server": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "config": self.config_path.display().to_string(),
+                "uptime_secs": self.started.elapsed().as_secs(),
+            },
+            "reload": { "count": self.reloads, "last": self.last_reload },
+            "tftp": {
+                "engine": self.engine,
+                "threads": self.threads,
+                "listen": tftp.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "root": tftp.root.display().to_string(),
+                "metrics": self.tftp.snapshot(),
+            },
+            "dhcp": dhcp,
+            "filter": filter,
+        })
+    }
+
+    fn log_metrics(&self) {
+        tracing::info!(metrics = %self.tftp.snapshot(), "TFTP metrics");
+        if let Some(d) = &self.dhcp {
+            tracing::info!(metrics = %d.metrics.snapshot(), "DHCP metrics");
+            d.log_filter();
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Counters indexed by [`pxe_ebpf::Counter`] as a JSON object.
+fn counters_json(c: &[u64; pxe_ebpf::COUNTER_COUNT as usize]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = pxe_ebpf::COUNTER_NAMES
+        .iter()
+        .zip(c)
+        .map(|(n, v)| ((*n).to_owned(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+/// Runs the control loop until `shutdown`: every [`CONTROL_TICK`] it applies a pending SIGHUP,
+/// answers status clients, and every [`METRICS_INTERVAL`] logs the counters. At the end it
+/// logs the filter counters once more and detaches the XDP program.
+fn spawn_control(
+    mut control: Control,
     shutdown: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("metrics".into())
+        .name("control".into())
         .spawn(move || {
             let mut next = Instant::now() + METRICS_INTERVAL;
             while !shutdown.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
+                std::thread::sleep(CONTROL_TICK);
+                if reload.swap(false, Ordering::Relaxed) {
+                    control.reload();
+                }
+                control
+                    .socket
+                    .serve_pending(|| control.status().to_string());
                 if Instant::now() >= next {
-                    tracing::info!(metrics = %metrics.snapshot(), "TFTP metrics");
-                    if let Some((d, filter)) = &dhcp {
-                        tracing::info!(metrics = %d.snapshot(), "DHCP metrics");
-                        filter.log();
-                    }
+                    control.log_metrics();
                     next += METRICS_INTERVAL;
                 }
             }
+            if let Some(d) = &control.dhcp {
+                d.log_filter();
+            }
         })
-        .context("starting the metrics thread")
+        .context("starting the control thread")
 }

@@ -14,7 +14,7 @@ macro_rules! counters {
         pub struct $metrics { $($(#[$doc])* pub $name: std::sync::atomic::AtomicU64,)* }
 
         #[doc = concat!("A point-in-time copy of [`", stringify!($metrics), "`].")]
-        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
         pub struct $snapshot { $(pub $name: u64,)* }
 
         impl $metrics {

@@ -359,18 +359,11 @@ impl XdpFilter {
         self.attached.clone()
     }
 
-    /// Writes the policy and the lists into the maps (at run time, without detaching).
+    /// Writes the policy and the lists into the maps (at run time, without detaching). The
+    /// lists change first (new entries before stale ones go) and the flags last, so a client
+    /// in both the old and the new allow-list is never dropped during the update.
     pub fn set_policy(&mut self, set: &PolicySet) -> Result<(), XdpError> {
         let map_err = |name| move |source| XdpError::Map { name, source };
-        {
-            let mut config: Array<&mut MapData, Policy> = Array::try_from(
-                self.ebpf
-                    .map_mut("CONFIG")
-                    .ok_or(XdpError::Missing("map CONFIG"))?,
-            )
-            .map_err(map_err("CONFIG"))?;
-            config.set(0, set.policy, 0).map_err(map_err("CONFIG"))?;
-        }
         for (name, list) in [("ALLOW", &set.allow), ("DENY", &set.deny)] {
             let mut map: BpfHashMap<&mut MapData, [u8; 6], u8> = BpfHashMap::try_from(
                 self.ebpf
@@ -378,6 +371,9 @@ impl XdpFilter {
                     .ok_or(XdpError::Missing("map ALLOW/DENY"))?,
             )
             .map_err(map_err("ALLOW/DENY"))?;
+            for k in list {
+                map.insert(k, 1, 0).map_err(map_err("ALLOW/DENY"))?;
+            }
             let stale: Vec<[u8; 6]> = map
                 .keys()
                 .filter_map(Result::ok)
@@ -386,10 +382,14 @@ impl XdpFilter {
             for k in stale {
                 map.remove(&k).map_err(map_err("ALLOW/DENY"))?;
             }
-            for k in list {
-                map.insert(k, 1, 0).map_err(map_err("ALLOW/DENY"))?;
-            }
         }
+        let mut config: Array<&mut MapData, Policy> = Array::try_from(
+            self.ebpf
+                .map_mut("CONFIG")
+                .ok_or(XdpError::Missing("map CONFIG"))?,
+        )
+        .map_err(map_err("CONFIG"))?;
+        config.set(0, set.policy, 0).map_err(map_err("CONFIG"))?;
         Ok(())
     }
 

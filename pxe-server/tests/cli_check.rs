@@ -64,3 +64,82 @@ fn bad_config_exits_2_naming_file_line_and_key() {
         "{stderr}"
     );
 }
+
+/// `serve` on loopback (TFTP only), then `status` through the control socket: text and JSON;
+/// a second server on the same socket is refused; SIGTERM removes the socket.
+#[test]
+fn status_reports_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let file = dir.path().join("pxe.toml");
+    let port = {
+        // A free loopback port for TFTP (released before the server binds it).
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    std::fs::write(
+        &file,
+        format!(
+            "[tftp]\nroot = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\nengine = \"portable\"\n\
+             threads = 1\n[control]\nsocket = \"{}\"\n",
+            dir.path().display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+        .args(["serve", "--config", f])
+        .env("RUST_LOG", "off")
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        let (code, out, _) = run(&["status", "--config", f]);
+        if code == 0 {
+            text = out;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(text.contains("engine: portable"), "{text}");
+    assert!(
+        text.contains(&format!("listen: 127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(text.contains("sessions_started: 0"), "{text}");
+    assert!(text.contains("dhcp: -"), "{text}");
+    let (code, json, _) = run(&["status", "--json", "--socket", sock.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["server"]["pid"], child.id());
+    assert_eq!(v["tftp"]["threads"], 1);
+
+    // A second server with the same control socket stops at start, naming it.
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace(&port.to_string(), "0"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+        .args(["serve", "--config", other.to_str().unwrap()])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another pxe-server answers there"), "{err}");
+    assert_eq!(run(&["status", "--config", f]).0, 0);
+
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(!sock.exists(), "the control socket is removed at exit");
+    let (code, _, err) = run(&["status", "--socket", sock.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is the server running?"), "{err}");
+}
