@@ -134,6 +134,8 @@ range_end = "$POOL_LAST"
 router = "$SRV"
 [boot]
 bios = "undionly.kpxe"
+[control]
+socket = "$d/control.sock"
 TOML
             RUST_LOG=info ip netns exec "$P-srv" "$BIN/pxe-server" serve --config "$d/pxe.toml" \
                 > "$d/server.log" 2>&1 &

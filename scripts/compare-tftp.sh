@@ -85,6 +85,8 @@ start_server() {
 root = "$WORK/root"
 listen = ["$SRV:69"]
 engine = "$ENGINE"
+[control]
+socket = "$WORK/control.sock"
 TOML
             ip netns exec "$P-srv" "$BIN/pxe-server" serve --config "$WORK/pxe.toml" \
                 > "$WORK/server.log" 2>&1 &

@@ -47,6 +47,8 @@ cat > "$WORK/pxe-server.toml" <<TOML
 [tftp]
 root = "$WORK/root"
 listen = ["$NET.1:69"]
+[control]
+socket = "$WORK/control.sock"
 TOML
 target/release/pxe-server check --config "$WORK/pxe-server.toml" > /dev/null
 ip netns exec "$P-srv" target/release/pxe-server serve --config "$WORK/pxe-server.toml" \

@@ -199,6 +199,8 @@ CONF="$LOGDIR/pxe-server.toml"
 root = "$ASSETS"
 listen = ["0.0.0.0:69"]
 threads = 1
+[control]
+socket = "$LOGDIR/control.sock"
 TOML
     if [ "$DHCP" = pxe-server ]; then
         cat <<TOML

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use dhcp_common::{Netns, Server, require_root, veth};
+use dhcp_common::{Netns, Server, require_root, veth, wait_until};
 use pxe_ebpf::{COUNTER_COUNT, Counter, POLICY_DROP_NON_PXE, POLICY_RATE_LIMIT, Policy};
 use pxe_server::config::XdpChoice;
 use pxe_server::xdp::{Placement, PolicySet, XdpFilter};
@@ -189,7 +189,10 @@ fn counter(log: &str, marker: &str, name: &str) -> u64 {
 }
 
 /// The daemon with `[xdp]`: the same frames, filtered by XDP (SKB mode) or by the userspace
-/// fallback (`mode = "off"`); either way the responder receives only what passed.
+/// fallback (`mode = "off"`); either way the responder receives only what passed. Then a
+/// SIGHUP with `drop_non_pxe = false` changes the policy in place (the XDP maps or the
+/// fallback), and the same frames again let the plain DISCOVERs through. Counters are read
+/// with `pxe-server status` while it runs and from the log at exit.
 fn daemon(mode: &str, net: u8) {
     require_root();
     let srv = Netns::new("dsrv");
@@ -199,36 +202,92 @@ fn daemon(mode: &str, net: u8) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     std::fs::create_dir_all(dir.path().join("tftp")).unwrap();
-    let config = format!(
-        "[tftp]\nroot = \"{d}/tftp\"\nlisten = [\"10.79.{net}.1:69\"]\nthreads = 1\n\
-         [dhcp]\nenabled = true\nmode = \"proxy\"\ninterfaces = [\"xs\"]\n\
-         [boot]\nbios = \"undionly.kpxe\"\n\
-         [xdp]\nmode = \"{mode}\"\ndrop_non_pxe = true\nrate_per_sec = 1\nburst = {BURST}\n"
+    let config = |drop_non_pxe: bool| {
+        format!(
+            "[tftp]\nroot = \"{d}/tftp\"\nlisten = [\"10.79.{net}.1:69\"]\nthreads = 1\n\
+             [dhcp]\nenabled = true\nmode = \"proxy\"\ninterfaces = [\"xs\"]\n\
+             [boot]\nbios = \"undionly.kpxe\"\n\
+             [xdp]\nmode = \"{mode}\"\ndrop_non_pxe = {drop_non_pxe}\nrate_per_sec = 1\nburst = {BURST}\n"
+        )
+    };
+    let mut server = Server::start(&srv, dir.path(), &config(true));
+    let (key, want_placement) = if mode == "off" {
+        ("userspace", "userspace")
+    } else {
+        assert!(server.log().contains("XDP attached"), "{}", server.log());
+        ("xdp", mode)
+    };
+    let status = server.status();
+    assert_eq!(
+        status["filter"]["interfaces"][0]["placement"], want_placement,
+        "{status:#}"
     );
-    let mut server = Server::start(&srv, dir.path(), &config);
     send_frames(&cli, "xc");
-    std::thread::sleep(Duration::from_millis(500));
+    let total = (PXE_MACS + NON_PXE + FLOOD) as u64;
+    let filter_counter = |s: &serde_json::Value, name: &str| -> u64 {
+        s["filter"][key][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no filter.{key}.{name} in {s:#}"))
+    };
+    // The status while it runs: every frame judged, and the responder got what passed.
+    let mut s = serde_json::Value::Null;
+    let settled = wait_until(Duration::from_secs(10), || {
+        s = server.status();
+        filter_counter(&s, "seen") == total
+            && s["dhcp"]["metrics"]["received"].as_u64() == Some(filter_counter(&s, "passed"))
+    });
+    assert!(settled, "counters did not settle: {s:#}");
+    assert_eq!(filter_counter(&s, "dropped_not_pxe"), NON_PXE as u64);
+    let passed = filter_counter(&s, "passed");
+    let rate = filter_counter(&s, "dropped_rate");
+    assert_eq!(passed + rate + NON_PXE as u64, total);
+    let first_pass = PXE_MACS as u64 + u64::from(BURST);
+    assert!((first_pass..=first_pass + 2).contains(&passed), "{s:#}");
+
+    // Reload: plain DHCP now passes; the rate limit (and the buckets) stay.
+    let last = server.reload(&config(false));
+    assert_eq!(last["ok"], true, "{last:#}");
+    assert_eq!(last["needs_restart"], serde_json::json!([]), "{last:#}");
+    assert!(server.log().contains("configuration reloaded"));
+    send_frames(&cli, "xc");
+    let settled = wait_until(Duration::from_secs(10), || {
+        s = server.status();
+        filter_counter(&s, "seen") == 2 * total
+            && s["dhcp"]["metrics"]["received"].as_u64() == Some(filter_counter(&s, "passed"))
+    });
+    assert!(settled, "counters did not settle after the reload: {s:#}");
+    assert_eq!(
+        filter_counter(&s, "dropped_not_pxe"),
+        NON_PXE as u64,
+        "no plain DISCOVER dropped after the reload: {s:#}"
+    );
+    // Second round: every PXE MAC and every plain MAC has tokens; the flood MAC only what
+    // refilled (1/s) since the first round.
+    let second = filter_counter(&s, "passed") - passed;
+    let base = (PXE_MACS + NON_PXE) as u64;
+    assert!(
+        (base..=base + 4).contains(&second),
+        "{second} passed: {s:#}"
+    );
+
+    // A bad file is refused with its line, and the running policy stays.
+    let last = server.reload("[xdp]\nrate_per_sec = \"fast\"\n");
+    assert_eq!(last["ok"], false, "{last:#}");
+    let err = last["error"].as_str().unwrap();
+    assert!(err.contains("pxe.toml:2: xdp.rate_per_sec"), "{err}");
+    assert_eq!(server.status()["filter"]["policy"]["drop_non_pxe"], false);
+
     let log = server.stop();
     let marker = if mode == "off" {
         "userspace DHCP filter counters"
     } else {
-        assert!(log.contains("XDP attached"), "{log}");
         "XDP filter counters"
     };
-    let total = (PXE_MACS + NON_PXE + FLOOD) as u64;
-    assert_eq!(counter(&log, marker, "seen"), total, "{log}");
-    assert_eq!(counter(&log, marker, "dropped_not_pxe"), NON_PXE as u64);
-    let passed = counter(&log, marker, "passed");
-    let rate = counter(&log, marker, "dropped_rate");
-    assert_eq!(passed + rate + NON_PXE as u64, total);
-    assert!(
-        (PXE_MACS as u64 + u64::from(BURST)..=PXE_MACS as u64 + u64::from(BURST) + 2)
-            .contains(&passed)
-    );
+    assert_eq!(counter(&log, marker, "seen"), 2 * total, "{log}");
     // The responder saw exactly what passed.
     assert_eq!(
         counter(&log, "DHCP service stopped", "received"),
-        passed,
+        counter(&log, marker, "passed"),
         "{log}"
     );
 }

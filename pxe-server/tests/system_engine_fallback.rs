@@ -64,8 +64,9 @@ fn start(engine: &str, port: u16, image: &[u8]) -> Server {
     std::fs::write(
         &config,
         format!(
-            "[tftp]\nroot = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n",
-            root.display()
+            "[tftp]\nroot = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[control]\nsocket = \"{}/control.sock\"\n",
+            root.display(),
+            dir.path().display()
         ),
     )
     .expect("config");

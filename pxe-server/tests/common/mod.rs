@@ -624,7 +624,8 @@ impl Server {
         std::fs::write(root.join("ready.txt"), b"ready\n").expect("ready file");
         let config = dir.path().join("pxe.toml");
         let text = format!(
-            "[tftp]\nroot = {root:?}\nlisten = [\"{ip}:69\"]\nengine = \"{engine}\"\nthreads = 2\n{extra}\n",
+            "[tftp]\nroot = {root:?}\nlisten = [\"{ip}:69\"]\nengine = \"{engine}\"\nthreads = 2\n{extra}\n[control]\nsocket = {sock:?}\n",
+            sock = dir.path().join("control.sock"),
             ip = net.server_ip,
             engine = engine.name(),
         );

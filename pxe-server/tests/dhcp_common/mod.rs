@@ -242,7 +242,7 @@ impl Server {
     /// 15 s) for "DHCP service ready".
     pub fn start(ns: &Netns, dir: &Path, config: &str) -> Server {
         let path = dir.join("pxe.toml");
-        std::fs::write(&path, config).unwrap();
+        write_config(&path, dir, config);
         let mut s = Server {
             proc: Self::spawn(ns, dir, &path, 0),
             config: path,
@@ -301,6 +301,47 @@ impl Server {
     pub fn log(&self) -> String {
         self.proc.stderr()
     }
+
+    /// `pxe-server status --json` against this server's control socket.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(SERVER_BIN)
+            .args(["status", "--json", "--socket"])
+            .arg(self.dir.join("control.sock"))
+            .output()
+            .expect("running pxe-server status");
+        assert!(
+            out.status.success(),
+            "pxe-server status failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).expect("status is JSON")
+    }
+
+    /// Rewrites the config file, sends SIGHUP and waits (at most 10 s) until the status shows
+    /// the reload; returns the status's `reload.last`.
+    pub fn reload(&mut self, config: &str) -> serde_json::Value {
+        let before = self.status()["reload"]["count"].as_u64().unwrap();
+        write_config(&self.config, &self.dir, config);
+        self.proc.signal(libc::SIGHUP);
+        let mut last = serde_json::Value::Null;
+        let seen = wait_until(Duration::from_secs(10), || {
+            let s = self.status();
+            last = s["reload"]["last"].clone();
+            s["reload"]["count"].as_u64() == Some(before + 1)
+        });
+        assert!(seen, "no reload after SIGHUP:\n{}", self.log());
+        last
+    }
+}
+
+/// Writes `config` plus this test's own `[control]` socket (the default one is host-wide).
+fn write_config(path: &Path, dir: &Path, config: &str) {
+    let config = format!(
+        "{config}\n[control]\nsocket = {:?}\n",
+        dir.join("control.sock")
+    );
+    std::fs::write(path, config).unwrap();
 }
 
 /// The value of `key=N` in the last "DHCP service stopped" / "DHCP metrics" line of `log`.
