@@ -45,6 +45,8 @@ pub enum XdpError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("pinning the XDP program: {0}")]
+    Pin(String),
     #[error("XDP object has no {0}")]
     Missing(&'static str),
 }
@@ -352,6 +354,17 @@ impl XdpFilter {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Pins the loaded program on a bpffs at `path`, so that other tools (`ip link set ...
+    /// xdp pinned PATH`, bpftool) can attach or inspect this very program.
+    pub fn pin(&mut self, path: &std::path::Path) -> Result<(), XdpError> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(XdpError::Missing("program pxe_xdp"))?
+            .try_into()?;
+        prog.pin(path).map_err(|e| XdpError::Pin(e.to_string()))
     }
 
     /// Interfaces where the program runs, with their ifindex.

@@ -353,3 +353,98 @@ fn xdp_program_agrees_with_the_host_on_the_shared_table() {
     assert!(runs > 600 && drops > 0);
     assert_eq!(got, want, "the kernel's counters match the host's verdicts");
 }
+
+/// The XDP program (id, name) attached to `iface` in `ns`, from `ip -d link show`.
+fn attached_program(ns: &Netns, iface: &str) -> Option<(u32, String)> {
+    let out = ns
+        .command("ip")
+        .args(["-d", "link", "show", "dev", iface])
+        .output()
+        .expect("ip link show");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let at = text.find("prog/xdp id ")?;
+    let mut words = text[at + "prog/xdp id ".len()..].split_whitespace();
+    let id = words.next()?.parse().ok()?;
+    let name = match (words.next(), words.next()) {
+        (Some("name"), Some(n)) => n.to_owned(),
+        _ => String::new(),
+    };
+    Some((id, name))
+}
+
+/// A bpffs mounted on a temporary directory, unmounted on drop.
+struct Bpffs(tempfile::TempDir);
+
+impl Bpffs {
+    fn mount() -> Bpffs {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot mount a bpffs on {}", dir.path().display());
+        Bpffs(dir)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// A program from a crashed run, attached the old way (netlink, `ip link set ... xdpgeneric`):
+/// the daemon replaces it instead of stacking its own, and leaves nothing behind at exit.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn daemon_replaces_a_leftover_program() {
+    require_root();
+    let srv = Netns::new("lsrv");
+    let cli = Netns::new("lcli");
+    veth(&srv, "xs", &cli, "xc");
+    srv.ip(&["addr", "add", "10.79.5.1/24", "dev", "xs"]);
+    let fs = Bpffs::mount();
+    let pin = fs.0.path().join("leftover");
+    {
+        let mut old = XdpFilter::load(&PolicySet::default()).expect("loading the XDP program");
+        old.pin(&pin).expect("pinning");
+        srv.ip(&[
+            "link",
+            "set",
+            "dev",
+            "xs",
+            "xdpgeneric",
+            "pinned",
+            pin.to_str().unwrap(),
+        ]);
+        // `old` drops here: the netlink attachment keeps the program alive, like a crash would.
+    }
+    std::fs::remove_file(&pin).unwrap();
+    let (old_id, name) = attached_program(&srv, "xs").expect("leftover attached");
+    assert_eq!(name, "pxe_xdp");
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::create_dir_all(dir.path().join("tftp")).unwrap();
+    let config = format!(
+        "[tftp]\nroot = \"{d}/tftp\"\nlisten = [\"10.79.5.1:69\"]\nthreads = 1\n\
+         [dhcp]\nenabled = true\nmode = \"proxy\"\ninterfaces = [\"xs\"]\n\
+         [boot]\nbios = \"undionly.kpxe\"\n[xdp]\nmode = \"skb\"\ndrop_non_pxe = true\n"
+    );
+    let mut server = Server::start(&srv, dir.path(), &config);
+    let log = server.log();
+    assert!(log.contains("XDP attached"), "{log}");
+    assert!(log.contains("replaced a leftover pxe_xdp program"), "{log}");
+    let (new_id, name) = attached_program(&srv, "xs").expect("our program attached");
+    assert_eq!(name, "pxe_xdp");
+    assert_ne!(new_id, old_id, "the leftover was replaced, not kept");
+    assert_eq!(
+        server.status()["filter"]["interfaces"][0]["placement"],
+        "skb"
+    );
+    server.stop();
+    assert_eq!(attached_program(&srv, "xs"), None, "detached at exit");
+}
