@@ -20,26 +20,38 @@ const PXE_MACS: usize = 20;
 const NON_PXE: usize = 30;
 const FLOOD: usize = 60;
 const BURST: u32 = 5;
+/// Plain (non-PXE) DISCOVERs with one 802.1Q tag, and as many with two (802.1ad + 802.1Q).
+const VLAN_EACH: usize = 8;
 
 /// Sends the frames from `iface`: PXE DISCOVERs from PXE_MACS MACs, NON_PXE plain DISCOVERs,
-/// FLOOD PXE DISCOVERs from one MAC, and one UDP datagram to port 68 (not DHCP to a server).
+/// FLOOD PXE DISCOVERs from one MAC, VLAN_EACH plain DISCOVERs with one VLAN tag and VLAN_EACH
+/// with two (the program must parse through the tags to drop them as not PXE), and one UDP
+/// datagram to port 68 (not DHCP to a server).
 const SCAPY: &str = r#"
 import sys
-from scapy.all import Ether, IP, UDP, BOOTP, DHCP, sendp
+from scapy.all import Ether, Dot1Q, Dot1AD, IP, UDP, BOOTP, DHCP, sendp
 iface, n_pxe, n_plain, n_flood = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-def frame(mac, vendor, xid):
+n_vlan = int(sys.argv[5])
+def frame(mac, vendor, xid, tags=()):
     opts = [("message-type", "discover")]
     if vendor:
         opts.append(("vendor_class_id", vendor))
     opts.append("end")
     raw = bytes.fromhex(mac.replace(":", ""))
-    return (Ether(src=mac, dst="ff:ff:ff:ff:ff:ff") / IP(src="0.0.0.0", dst="255.255.255.255")
+    l2 = Ether(src=mac, dst="ff:ff:ff:ff:ff:ff")
+    for t in tags:
+        l2 = l2 / t
+    return (l2 / IP(src="0.0.0.0", dst="255.255.255.255")
             / UDP(sport=68, dport=67) / BOOTP(op=1, chaddr=raw + bytes(10), xid=xid)
             / DHCP(options=opts))
 pxe = b"PXEClient:Arch:00000:UNDI:002001"
 frames = [frame("02:00:00:00:01:%02x" % i, pxe, i) for i in range(n_pxe)]
 frames += [frame("02:00:00:00:02:%02x" % i, None, 1000 + i) for i in range(n_plain)]
 frames += [frame("02:00:00:00:03:01", pxe, 2000 + i) for i in range(n_flood)]
+frames += [frame("02:00:00:00:05:%02x" % i, None, 3000 + i, (Dot1Q(vlan=100),))
+           for i in range(n_vlan)]
+frames += [frame("02:00:00:00:06:%02x" % i, None, 4000 + i, (Dot1AD(vlan=10), Dot1Q(vlan=20)))
+           for i in range(n_vlan)]
 frames.append(Ether(src="02:00:00:00:04:01", dst="ff:ff:ff:ff:ff:ff")
               / IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=67, dport=68) / (b"x" * 300))
 sendp(frames, iface=iface, verbose=False)
@@ -47,7 +59,7 @@ print("sent", len(frames))
 "#;
 
 /// Sends the scapy frames from `iface` in `ns`.
-fn send_frames(ns: &Netns, iface: &str) {
+fn send_frames(ns: &Netns, iface: &str, vlan_each: usize) {
     let out = ns
         .command("/usr/bin/python3")
         .args([
@@ -57,6 +69,7 @@ fn send_frames(ns: &Netns, iface: &str) {
             &PXE_MACS.to_string(),
             &NON_PXE.to_string(),
             &FLOOD.to_string(),
+            &vlan_each.to_string(),
         ])
         .output()
         .expect("running scapy");
@@ -106,8 +119,9 @@ fn run_mode(choice: XdpChoice, want: Placement, net: u8) {
             .unwrap();
         (f, s)
     });
-    send_frames(&cli, "xc");
-    let total = (PXE_MACS + NON_PXE + FLOOD) as u64;
+    send_frames(&cli, "xc", VLAN_EACH);
+    let tagged = 2 * VLAN_EACH as u64;
+    let total = (PXE_MACS + NON_PXE + FLOOD) as u64 + tagged;
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut c = [0u64; COUNTER_COUNT as usize];
     while Instant::now() < deadline {
@@ -136,7 +150,11 @@ fn run_mode(choice: XdpChoice, want: Placement, net: u8) {
         seen, total,
         "every DHCP frame seen once, the port-68 datagram not at all"
     );
-    assert_eq!(not_pxe, NON_PXE as u64);
+    assert_eq!(
+        not_pxe,
+        NON_PXE as u64 + tagged,
+        "plain DISCOVERs dropped, tagged ones too"
+    );
     assert_eq!(denied, 0);
     assert_eq!(malformed, 0);
     let flood_passed = passed - PXE_MACS as u64;
@@ -222,7 +240,9 @@ fn daemon(mode: &str, net: u8) {
         status["filter"]["interfaces"][0]["placement"], want_placement,
         "{status:#}"
     );
-    send_frames(&cli, "xc");
+    // No tagged frames here: they never reach a socket (no VLAN interface), so the
+    // responder's count could not equal what passed once plain DHCP is let through.
+    send_frames(&cli, "xc", 0);
     let total = (PXE_MACS + NON_PXE + FLOOD) as u64;
     let filter_counter = |s: &serde_json::Value, name: &str| -> u64 {
         s["filter"][key][name]
@@ -249,7 +269,7 @@ fn daemon(mode: &str, net: u8) {
     assert_eq!(last["ok"], true, "{last:#}");
     assert_eq!(last["needs_restart"], serde_json::json!([]), "{last:#}");
     assert!(server.log().contains("configuration reloaded"));
-    send_frames(&cli, "xc");
+    send_frames(&cli, "xc", 0);
     let settled = wait_until(Duration::from_secs(10), || {
         s = server.status();
         filter_counter(&s, "seen") == 2 * total
