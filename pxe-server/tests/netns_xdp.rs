@@ -1,7 +1,9 @@
 //! The XDP program on a veth inside a namespace, in driver and in SKB mode: DHCP frames crafted
 //! with scapy in the peer namespace (PXE DISCOVERs from many MACs, non-PXE DISCOVERs, one MAC's
 //! flood, a non-DHCP datagram), then the program's per-CPU counters and a UDP socket on port 67
-//! behind it show what was dropped and that dropped frames never reached userspace.
+//! behind it show what was dropped and that dropped frames never reached userspace. Then the
+//! daemon: its status and SIGHUP reloads, a leftover program replaced, and real clients
+//! (perfdhcp, dhclient) answered while a flood of plain and same-MAC DISCOVERs runs.
 //!
 //! Root only (scripts/test.sh runs it). Uses its own namespaces and 10.79.N.0/24.
 
@@ -11,7 +13,7 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use dhcp_common::{Netns, Server, require_root, veth, wait_until};
+use dhcp_common::{Netns, Proc, Server, require_root, run, veth, wait_until};
 use pxe_ebpf::{COUNTER_COUNT, Counter, POLICY_DROP_NON_PXE, POLICY_RATE_LIMIT, Policy};
 use pxe_server::config::XdpChoice;
 use pxe_server::xdp::{Placement, PolicySet, XdpFilter};
@@ -467,4 +469,240 @@ fn daemon_replaces_a_leftover_program() {
     );
     server.stop();
     assert_eq!(attached_program(&srv, "xs"), None, "detached at exit");
+}
+
+/// A DHCP flood from one UDP socket until SIGTERM: plain DISCOVERs (no vendor class) from
+/// 4096 MACs in turn, interleaved with PXE DISCOVERs of one MAC, `pps` pairs per second.
+/// Prints "plain same errors" when it stops.
+const FLOOD_PY: &str = r#"
+import signal, socket, struct, sys, time
+iface, seconds, pps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
+s.bind(("0.0.0.0", 1068))
+def discover(mac, xid, pxe):
+    b = bytearray(236)
+    b[0:3] = bytes([1, 1, 6])
+    b[4:8] = struct.pack("!I", xid)
+    b[10] = 0x80
+    b[28:34] = mac
+    opts = bytes([99, 130, 83, 99, 53, 1, 1])
+    if pxe:
+        v = b"PXEClient:Arch:00000:UNDI:002001"
+        opts += bytes([60, len(v)]) + v + bytes([93, 2, 0, 0])
+    return bytes(b) + opts + bytes([255])
+plain = [discover(bytes([2, 0, 0, 7, i >> 8, i & 255]), 0x100000 + i, False) for i in range(4096)]
+same = discover(bytes([2, 0, 0, 8, 0, 1]), 0x200000, True)
+n_plain = n_same = errors = 0
+start = time.time()
+i = 0
+while not stop and time.time() - start < seconds:
+    for p in (plain[i % 4096], same):
+        try:
+            s.sendto(p, ("255.255.255.255", 67))
+            if p is same:
+                n_same += 1
+            else:
+                n_plain += 1
+        except OSError:
+            errors += 1
+    i += 1
+    ahead = start + i / pps - time.time()
+    if ahead > 0:
+        time.sleep(ahead)
+print(n_plain, n_same, errors, flush=True)
+"#;
+
+/// Real clients while a flood runs, with the daemon's XDP program in `mode`: two veth pairs
+/// (perfdhcp as a relay of 20 PXE clients and the flood on one, dhclient on the other); the
+/// flood's plain DISCOVERs and its one MAC's excess are dropped in XDP, a plain dhclient gets
+/// nothing, and every PXE client (perfdhcp's 20, a dhclient sending the PXE vendor class) is
+/// answered; what reached the responder is exactly what XDP passed.
+fn real_clients_under_flood(mode: &str, net: u8) {
+    require_root();
+    let srv = Netns::new("fsrv");
+    let cli = Netns::new("fcli");
+    veth(&srv, "xs", &cli, "xc");
+    veth(&srv, "ys", &cli, "yc");
+    let (a, b) = (format!("10.79.{net}"), format!("10.79.{}", net + 100));
+    srv.ip(&["addr", "add", &format!("{a}.1/24"), "dev", "xs"]);
+    srv.ip(&["addr", "add", &format!("{b}.1/24"), "dev", "ys"]);
+    cli.ip(&["addr", "add", &format!("{a}.2/24"), "dev", "xc"]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    std::fs::create_dir_all(dir.path().join("tftp")).unwrap();
+    let (rate, burst) = (2u64, 4u64);
+    let config = format!(
+        "[tftp]\nroot = \"{d}/tftp\"\nlisten = [\"{a}.1:69\"]\nthreads = 1\n\
+         [dhcp]\nenabled = true\nmode = \"full\"\ninterfaces = [\"xs\", \"ys\"]\n\
+         lease_db = \"{d}/leases.redb\"\n\
+         [[dhcp.subnets]]\nsubnet = \"{a}.0/24\"\nrange_start = \"{a}.100\"\nrange_end = \"{a}.149\"\n\
+         [[dhcp.subnets]]\nsubnet = \"{b}.0/24\"\nrange_start = \"{b}.100\"\nrange_end = \"{b}.149\"\n\
+         [boot]\nbios = \"undionly.kpxe\"\n\
+         [xdp]\nmode = \"{mode}\"\ndrop_non_pxe = true\nrate_per_sec = {rate}\nburst = {burst}\n"
+    );
+    let mut server = Server::start(&srv, dir.path(), &config);
+    let status = server.status();
+    for i in 0..2 {
+        assert_eq!(
+            status["filter"]["interfaces"][i]["placement"], mode,
+            "{status:#}"
+        );
+    }
+    let started = Instant::now();
+    let mut flood_cmd = cli.command("/usr/bin/python3");
+    flood_cmd.args(["-c", FLOOD_PY, "xc", "60", "5000"]);
+    let mut flood = Proc::spawn(flood_cmd, dir.path(), "flood");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // perfdhcp: 20 PXE clients through a relay address, DORA each, no drop allowed.
+    let class_hex: String = b"PXEClient:Arch:00000:UNDI:002001"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut cmd = cli.command("perfdhcp");
+    cmd.args([
+        "-4", "-r", "10", "-n", "20", "-R", "20", "-l", "xc", "-W", "2000000",
+    ])
+    .args(["-o", &format!("60,{class_hex}"), "-o", "93,0000"]);
+    let perf = Proc::spawn(cmd, dir.path(), "perfdhcp");
+    // A plain dhclient (dropped as not PXE), then one sending the PXE vendor class.
+    let dhclient = |tag: &str, conf: &str| {
+        let cf = dir.path().join(format!("{tag}.conf"));
+        std::fs::write(&cf, conf).unwrap();
+        let mut cmd = cli.command("dhclient");
+        cmd.args(["-1", "-v", "-cf"])
+            .arg(&cf)
+            .arg("-lf")
+            .arg(dir.path().join(format!("{tag}.leases")))
+            .arg("-pf")
+            .arg(dir.path().join(format!("{tag}.pid")))
+            .args(["-sf", "/bin/true", "yc"]);
+        let r = run(cmd, dir.path(), tag, Duration::from_secs(40));
+        if let Ok(pid) = std::fs::read_to_string(dir.path().join(format!("{tag}.pid")))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            // SAFETY: kill(2) on the dhclient daemon this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        r
+    };
+    let plain = dhclient("plain", "timeout 4;\n");
+    let pxe = dhclient(
+        "pxe",
+        "timeout 20;\nsend vendor-class-identifier \"PXEClient:Arch:00000:UNDI:002001\";\n",
+    );
+    let mut perf = perf;
+    let perf_status = perf.wait_timeout(Duration::from_secs(60));
+    flood.signal(libc::SIGTERM);
+    assert!(
+        flood.wait_timeout(Duration::from_secs(10)).is_some(),
+        "flood did not stop"
+    );
+    let elapsed = started.elapsed().as_secs();
+    let flood_out = std::fs::read_to_string(&flood.stdout).unwrap();
+    let counts: Vec<u64> = flood_out
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let [sent_plain, sent_same, _errors] = counts[..] else {
+        panic!("flood output {flood_out:?}: {}", flood.stderr());
+    };
+    eprintln!("{mode}: flood sent {sent_plain} plain + {sent_same} same-MAC in {elapsed}s");
+
+    let perf_out = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&perf.stdout).unwrap(),
+        perf.stderr()
+    );
+    assert!(
+        perf_status.is_some_and(|s| s.success()),
+        "perfdhcp:\n{perf_out}"
+    );
+    assert_eq!(
+        perfdhcp_block(&perf_out, "DISCOVER-OFFER"),
+        (20, 20, 0),
+        "{perf_out}"
+    );
+    assert_eq!(
+        perfdhcp_block(&perf_out, "REQUEST-ACK"),
+        (20, 20, 0),
+        "{perf_out}"
+    );
+    assert!(
+        !plain.all().contains("DHCPOFFER of"),
+        "a plain client was answered:\n{}",
+        plain.all()
+    );
+    assert!(
+        pxe.all().contains(&format!("DHCPACK of {b}.")),
+        "the PXE dhclient got no lease:\n{}",
+        pxe.all()
+    );
+
+    // Counters: the flood was judged in XDP, and the responder got exactly what passed.
+    let mut s = serde_json::Value::Null;
+    let xdp = |s: &serde_json::Value, name: &str| s["filter"]["xdp"][name].as_u64().unwrap();
+    let settled = wait_until(Duration::from_secs(10), || {
+        s = server.status();
+        s["dhcp"]["metrics"]["received"].as_u64() == Some(xdp(&s, "passed"))
+    });
+    assert!(settled, "responder and XDP disagree: {s:#}");
+    eprintln!("{mode}: {}", s["filter"]);
+    assert!(xdp(&s, "seen") >= sent_plain + sent_same, "{s:#}");
+    assert!(
+        xdp(&s, "dropped_not_pxe") > sent_plain,
+        "every plain flood frame and the plain dhclient dropped: {s:#}"
+    );
+    let same_allowed = burst + rate * (elapsed + 1);
+    assert!(
+        xdp(&s, "dropped_rate") + same_allowed >= sent_same,
+        "the same-MAC flood is held to {rate}/s: {s:#}"
+    );
+    assert_eq!(
+        s["filter"]["userspace"]["seen"], 0,
+        "interfaces with XDP are not judged twice: {s:#}"
+    );
+    server.stop();
+}
+
+/// The counts of one perfdhcp statistics block ("DISCOVER-OFFER" or "REQUEST-ACK"): sent,
+/// received, drops.
+fn perfdhcp_block(out: &str, name: &str) -> (u64, u64, u64) {
+    let start = out
+        .find(&format!("Statistics for: {name}"))
+        .unwrap_or_else(|| panic!("no {name} statistics in:\n{out}"));
+    let block = &out[start..];
+    let get = |key: &str| -> u64 {
+        block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{block}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        get("sent packets:"),
+        get("received packets:"),
+        get("drops:"),
+    )
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn real_clients_under_flood_driver_mode() {
+    real_clients_under_flood("driver", 6);
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn real_clients_under_flood_skb_mode() {
+    real_clients_under_flood("skb", 7);
 }
