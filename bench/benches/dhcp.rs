@@ -1,0 +1,125 @@
+//! Micro-benchmarks of the DHCP path: the responder's parse-and-answer for a PXE DISCOVER (proxy
+//! and full mode, over the in-memory lease store), and the discovery filter's decision (the
+//! logic the XDP program and the userspace fallback share) on PXE and plain frames.
+
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::time::SystemTime;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pxe_server::config::Config;
+use pxe_server::dhcp::leases::MemoryLeaseStore;
+use pxe_server::dhcp::responder::{Action, RecvMeta, Responder};
+use pxe_server::xdp::{Fallback, PolicySet};
+
+const PXE_CLASS: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
+
+/// A BOOTREQUEST DISCOVER from `mac`, with the PXE options when `pxe` (60, 93, 97, 55).
+fn discover(mac: [u8; 6], pxe: bool) -> Vec<u8> {
+    let mut p = vec![0u8; 236];
+    p[0] = 1; // BOOTREQUEST
+    p[1] = 1; // Ethernet
+    p[2] = 6;
+    p[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    p[10] = 0x80; // broadcast
+    p[28..34].copy_from_slice(&mac);
+    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
+    p.extend_from_slice(&[55, 6, 1, 3, 43, 60, 66, 67]);
+    if pxe {
+        p.extend_from_slice(&[60, PXE_CLASS.len() as u8]);
+        p.extend_from_slice(PXE_CLASS);
+        p.extend_from_slice(&[93, 2, 0, 0, 94, 3, 1, 2, 1]);
+        p.extend_from_slice(&[97, 17, 0]);
+        p.extend_from_slice(&[0x42; 16]);
+    }
+    p.push(255);
+    p
+}
+
+/// The same DISCOVER in an Ethernet/IPv4/UDP frame, as the XDP program sees it.
+fn frame(mac: [u8; 6], pxe: bool) -> Vec<u8> {
+    let payload = discover(mac, pxe);
+    let mut f = Vec::with_capacity(42 + payload.len());
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + 8 + payload.len()) as u16;
+    f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0]);
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 255, 255, 255, 255]);
+    f.extend_from_slice(&68u16.to_be_bytes());
+    f.extend_from_slice(&67u16.to_be_bytes());
+    f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&payload);
+    f
+}
+
+fn config(extra: &str) -> Config {
+    let text = format!(
+        "[tftp]\nroot = \"/\"\n[dhcp]\nenabled = true\nserver_ip = \"10.0.0.1\"\n{extra}\n\
+         [boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\n"
+    );
+    Config::parse(&text, Path::new("bench.toml")).expect("the bench config parses")
+}
+
+fn meta() -> RecvMeta {
+    RecvMeta {
+        src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+        local_addr: Ipv4Addr::new(10, 0, 0, 1),
+        ifindex: 2,
+        port: 67,
+    }
+}
+
+fn responder(c: &mut Criterion) {
+    let pxe = discover([0x52, 0x54, 0, 0x12, 0x34, 0x56], true);
+    let plain = discover([0x52, 0x54, 0, 0x12, 0x34, 0x57], false);
+    let meta = meta();
+    let mut out = Vec::with_capacity(1500);
+
+    let mut proxy = Responder::new(&config("mode = \"proxy\""), MemoryLeaseStore::new());
+    assert!(matches!(
+        proxy.handle(SystemTime::now(), &pxe, &meta, &mut out),
+        Action::Respond(_)
+    ));
+    c.bench_function("dhcp proxy: PXE DISCOVER -> OFFER", |b| {
+        b.iter(|| proxy.handle(SystemTime::now(), black_box(&pxe), &meta, &mut out))
+    });
+    c.bench_function("dhcp proxy: plain DISCOVER ignored", |b| {
+        b.iter(|| proxy.handle(SystemTime::now(), black_box(&plain), &meta, &mut out))
+    });
+
+    let full_cfg = "mode = \"full\"\n[[dhcp.subnets]]\nsubnet = \"10.0.0.0/16\"\n\
+                    range_start = \"10.0.1.1\"\nrange_end = \"10.0.200.255\"\nrouter = \"10.0.0.1\"";
+    let mut full = Responder::new(&config(full_cfg), MemoryLeaseStore::new());
+    assert!(matches!(
+        full.handle(SystemTime::now(), &pxe, &meta, &mut out),
+        Action::Respond(_)
+    ));
+    c.bench_function("dhcp full: PXE DISCOVER -> OFFER (held lease)", |b| {
+        b.iter(|| full.handle(SystemTime::now(), black_box(&pxe), &meta, &mut out))
+    });
+}
+
+fn filter(c: &mut Criterion) {
+    let mut set = PolicySet::from_config(&config(""));
+    set.policy.flags = pxe_ebpf::POLICY_DROP_NON_PXE | pxe_ebpf::POLICY_RATE_LIMIT;
+    set.policy.rate_per_sec = 1_000_000;
+    set.policy.burst = 1_000;
+    let mut f = Fallback::new(set, vec![]);
+    let pxe = frame([2, 0, 0, 0, 0, 1], true);
+    let plain = frame([2, 0, 0, 0, 0, 2], false);
+    assert!(!f.classify_frame(&pxe).is_drop());
+    assert!(f.classify_frame(&plain).is_drop());
+    c.bench_function("filter: PXE frame (parse, options, bucket) -> pass", |b| {
+        b.iter(|| f.classify_frame(black_box(&pxe)))
+    });
+    c.bench_function("filter: plain frame -> drop not PXE", |b| {
+        b.iter(|| f.classify_frame(black_box(&plain)))
+    });
+}
+
+criterion_group!(benches, responder, filter);
+criterion_main!(benches);
