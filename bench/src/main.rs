@@ -1,5 +1,6 @@
 //! pxe-bench: load generator for PXE boot servers (ours or any other).
 
+mod dhcp_client;
 mod storm;
 mod tftp_client;
 
