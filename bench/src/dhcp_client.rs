@@ -264,10 +264,6 @@ impl DhcpClient {
         }
     }
 
-    pub fn xid(&self) -> u32 {
-        self.cfg.xid
-    }
-
     pub fn arch(&self) -> Arch {
         self.cfg.arch
     }

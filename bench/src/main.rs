@@ -1,6 +1,9 @@
 //! pxe-bench: load generator for PXE boot servers (ours or any other).
 
 mod dhcp_client;
+mod dhcp_flood;
+mod dhcp_storm;
+mod mmsg;
 mod storm;
 mod tftp_client;
 
@@ -70,6 +73,91 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// N simulated PXE ROMs do DHCP at once over one shared socket (port 68); prints latency
+    /// percentiles, failures by cause and the simulator's own CPU time. Exit status 1 if any
+    /// client failed.
+    DhcpStorm {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// full: DISCOVER/OFFER/REQUEST/ACK from one server. proxy: an address offer plus a
+        /// ProxyDHCP offer, then (if the proxy offer names no boot file) a REQUEST to port 4011.
+        #[arg(long, value_enum, default_value_t = ModeArg::Full)]
+        mode: ModeArg,
+        /// Architecture mix, weights: bios, uefi (x64), ipxe (BIOS + user class iPXE).
+        #[arg(long, default_value = "bios=50,uefi=40,ipxe=10")]
+        arch_mix: String,
+        /// MAC of client 0; client i has this + i.
+        #[arg(long, default_value = "02:42:00:00:00:00")]
+        mac_base: String,
+        /// storm (all at t=0), ramp:N/s (arrival rate grows by N/s each second), rate:N/s.
+        #[arg(long, default_value = "storm")]
+        arrival: String,
+        /// Interface to send and receive on (SO_BINDTODEVICE).
+        #[arg(long)]
+        interface: Option<String>,
+        /// Where DISCOVERs and REQUESTs go (port 67).
+        #[arg(long, default_value = "255.255.255.255")]
+        server: std::net::Ipv4Addr,
+        /// Multiplies the PXE retransmission timeouts (4, 8, 16, 32 s).
+        #[arg(long, default_value_t = 1.0)]
+        timeout_scale: f64,
+        /// Unfinished clients are counted as failed after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        deadline_s: u64,
+        /// Seed of the transaction ids (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Local port of the shared client socket.
+        #[arg(long, default_value_t = 68)]
+        client_port: u16,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A flood of DHCPDISCOVERs (for the XDP filter's benchmark).
+    DhcpFlood {
+        /// non-pxe: dhclient-like DISCOVERs from --macs MACs; same-mac: one PXE ROM's DISCOVERs.
+        #[arg(long, value_enum, default_value_t = FloodKindArg::NonPxe)]
+        kind: FloodKindArg,
+        #[arg(long, default_value_t = 65536)]
+        macs: u32,
+        /// The MAC of same-mac.
+        #[arg(long, default_value = "02:42:ff:00:00:01")]
+        mac: String,
+        /// Packets per second over all threads; 0 = as fast as possible.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 10.0)]
+        duration_s: f64,
+        #[arg(long)]
+        interface: Option<String>,
+        #[arg(long, default_value = "255.255.255.255")]
+        dest: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 67)]
+        dport: u16,
+        /// Source port (0: ephemeral; use it when a dhcp-storm shares the host).
+        #[arg(long, default_value_t = 68)]
+        sport: u16,
+        /// Sending threads, each with its own socket.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Datagrams per sendmmsg (1..=64).
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Full,
+    Proxy,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FloodKindArg {
+    NonPxe,
+    SameMac,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -132,6 +220,89 @@ fn main() -> anyhow::Result<()> {
             }
             if report.failed > 0 {
                 std::process::exit(1);
+            }
+        }
+        Cmd::DhcpStorm {
+            clients,
+            mode,
+            arch_mix,
+            mac_base,
+            arrival,
+            interface,
+            server,
+            timeout_scale,
+            deadline_s,
+            seed,
+            client_port,
+            json,
+        } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+                    ^ u64::from(std::process::id())
+            });
+            let params = dhcp_storm::StormParams {
+                clients,
+                mode: match mode {
+                    ModeArg::Full => dhcp_client::Mode::Full,
+                    ModeArg::Proxy => dhcp_client::Mode::Proxy,
+                },
+                arch_mix: dhcp_storm::parse_arch_mix(&arch_mix)?,
+                mac_base: dhcp_storm::parse_mac(&mac_base)?,
+                arrival: dhcp_storm::Arrival::parse(&arrival)?,
+                interface,
+                server,
+                timeout_scale,
+                deadline: Duration::from_secs(deadline_s),
+                seed,
+                client_port,
+            };
+            let report = dhcp_storm::run(&params)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            if report.failed > 0 {
+                std::process::exit(1);
+            }
+        }
+        Cmd::DhcpFlood {
+            kind,
+            macs,
+            mac,
+            rate,
+            duration_s,
+            interface,
+            dest,
+            dport,
+            sport,
+            threads,
+            batch,
+            json,
+        } => {
+            let params = dhcp_flood::FloodParams {
+                kind: match kind {
+                    FloodKindArg::NonPxe => dhcp_flood::FloodKind::NonPxe,
+                    FloodKindArg::SameMac => dhcp_flood::FloodKind::SameMac,
+                },
+                macs,
+                rate,
+                duration: Duration::from_secs_f64(duration_s.max(0.0)),
+                interface,
+                dest,
+                dport,
+                sport,
+                threads,
+                batch,
+                mac: dhcp_storm::parse_mac(&mac)?,
+            };
+            let report = dhcp_flood::run(&params)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
             }
         }
     }

@@ -1,0 +1,656 @@
+//! `pxe-bench dhcp-storm`: thousands of simulated PXE ROMs doing DHCP at once, from one thread.
+//!
+//! All clients share one UDP socket bound to 0.0.0.0:68 (the DHCP client port; the server's
+//! broadcast answers reach it) and, in proxy mode, one socket on an ephemeral port for the
+//! REQUESTs to the boot server's port 4011. Datagrams go out and come in with
+//! `sendmmsg`/`recvmmsg` in batches of 64; replies are demultiplexed by xid (unique per client)
+//! through a hash map; retransmission timers live in one binary heap (lazy deletion), not one
+//! task per client.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::dhcp_client::{self, Arch, ClientConfig, DhcpClient, Dest, Mode, Verdict};
+use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch, SocketOptions};
+
+/// When clients start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arrival {
+    /// All at t = 0 (power restored to a rack).
+    Storm,
+    /// The arrival rate grows by N clients/s every second (client k starts at sqrt(2k/N)).
+    Ramp(f64),
+    /// A constant N clients per second (client k starts at k/N).
+    Rate(f64),
+}
+
+impl Arrival {
+    pub fn parse(s: &str) -> anyhow::Result<Arrival> {
+        let rate = |v: &str| -> anyhow::Result<f64> {
+            let v = v.strip_suffix("/s").unwrap_or(v);
+            let r: f64 = v.parse().with_context(|| format!("bad rate {v:?}"))?;
+            if !(r > 0.0 && r.is_finite()) {
+                bail!("rate must be positive: {v}");
+            }
+            Ok(r)
+        };
+        match s.split_once(':') {
+            None if s == "storm" => Ok(Arrival::Storm),
+            Some(("ramp", v)) => Ok(Arrival::Ramp(rate(v)?)),
+            Some(("rate", v)) => Ok(Arrival::Rate(rate(v)?)),
+            _ => bail!("arrival must be storm, ramp:N/s or rate:N/s, not {s:?}"),
+        }
+    }
+
+    /// Start offset of client `k`.
+    pub fn offset(self, k: usize) -> Duration {
+        let k = k as f64;
+        match self {
+            Arrival::Storm => Duration::ZERO,
+            Arrival::Ramp(n) => Duration::from_secs_f64((2.0 * k / n).sqrt()),
+            Arrival::Rate(n) => Duration::from_secs_f64(k / n),
+        }
+    }
+}
+
+/// `bios=50,uefi=40,ipxe=10` → weights.
+pub fn parse_arch_mix(s: &str) -> anyhow::Result<Vec<(Arch, u32)>> {
+    let mut mix = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        let (name, w) = part.split_once('=').unwrap_or((part, "1"));
+        let arch = Arch::parse(name.trim())
+            .with_context(|| format!("unknown architecture {name:?} (bios, uefi, ipxe)"))?;
+        let w: u32 = w
+            .trim()
+            .parse()
+            .with_context(|| format!("bad weight in {part:?}"))?;
+        if w > 0 {
+            mix.push((arch, w));
+        }
+    }
+    if mix.is_empty() {
+        bail!("the architecture mix is empty");
+    }
+    Ok(mix)
+}
+
+/// Architectures for `n` clients, interleaved in the mix's proportions (smooth weighted round
+/// robin, so every stretch of arrivals has the mix).
+pub fn assign_archs(mix: &[(Arch, u32)], n: usize) -> Vec<Arch> {
+    let total: i64 = mix.iter().map(|&(_, w)| i64::from(w)).sum();
+    let mut current = vec![0i64; mix.len()];
+    (0..n)
+        .map(|_| {
+            for (c, &(_, w)) in current.iter_mut().zip(mix) {
+                *c += i64::from(w);
+            }
+            let best = (0..mix.len()).max_by_key(|&i| (current[i], Reverse(i))).unwrap_or(0);
+            current[best] -= total;
+            mix[best].0
+        })
+        .collect()
+}
+
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        bail!("a MAC address has six bytes: {s:?}");
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).with_context(|| format!("bad MAC {s:?}"))?;
+    }
+    Ok(mac)
+}
+
+/// `base + i` as a 48-bit number.
+pub fn mac_add(base: [u8; 6], i: u64) -> [u8; 6] {
+    let mut b = [0u8; 8];
+    b[2..].copy_from_slice(&base);
+    let v = u64::from_be_bytes(b).wrapping_add(i) & 0xffff_ffff_ffff;
+    let out = v.to_be_bytes();
+    [out[2], out[3], out[4], out[5], out[6], out[7]]
+}
+
+#[derive(Debug, Clone)]
+pub struct StormParams {
+    pub clients: usize,
+    pub mode: Mode,
+    pub arch_mix: Vec<(Arch, u32)>,
+    pub mac_base: [u8; 6],
+    pub arrival: Arrival,
+    pub interface: Option<String>,
+    /// Where DISCOVERs and REQUESTs go (port 67).
+    pub server: Ipv4Addr,
+    pub timeout_scale: f64,
+    /// Unfinished clients are abandoned (and counted as failed) after this long.
+    pub deadline: Duration,
+    /// Seeds the xids.
+    pub seed: u64,
+    /// Port the shared client socket binds (68 for real servers).
+    pub client_port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latency {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ArchCount {
+    pub clients: u64,
+    pub ok: u64,
+    /// Boot file names the successful clients were given.
+    pub boot_files: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StormReport {
+    pub mode: &'static str,
+    pub clients: usize,
+    pub ok: u64,
+    pub failed: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub per_arch: BTreeMap<&'static str, ArchCount>,
+    pub retransmits: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub send_errors: ErrorCounts,
+    /// Replies whose xid is no client's.
+    pub replies_unknown_xid: u64,
+    /// Successful clients given an address another successful client also got.
+    pub duplicate_addresses: u64,
+    /// Replies a client ignored (wrong chaddr, second offer, late duplicate, ...).
+    pub replies_ignored: u64,
+    pub replies_malformed: u64,
+    /// First DISCOVER sent → the offer(s) taken (proxy: both offers).
+    pub discover_to_offer: Latency,
+    /// First REQUEST of the successful round → final ACK (proxy: includes the 4011 exchange).
+    pub request_to_ack: Latency,
+    /// First DISCOVER → final ACK.
+    pub dhcp_total: Latency,
+    /// From the storm's start until the last client succeeded.
+    pub last_finished_s: f64,
+    pub wall_s: f64,
+    pub cpu_user_s: f64,
+    pub cpu_system_s: f64,
+    /// Process CPU time over wall time (100 = one core busy).
+    pub cpu_percent: f64,
+    pub socket_rcvbuf: usize,
+    pub socket_sndbuf: usize,
+}
+
+/// Per-run counters and histograms.
+struct Tally {
+    d2o: Histogram<u64>,
+    r2a: Histogram<u64>,
+    total: Histogram<u64>,
+    ok: u64,
+    failures: BTreeMap<String, u64>,
+    per_arch: BTreeMap<&'static str, ArchCount>,
+    last_finished: Duration,
+    retransmits: u64,
+    ignored: u64,
+    malformed: u64,
+    addresses: HashSet<Ipv4Addr>,
+    duplicates: u64,
+}
+
+impl Tally {
+    fn record(&mut self, c: &DhcpClient, start: Instant, cause: Option<String>) {
+        self.retransmits += c.retransmits;
+        self.ignored += c.ignored;
+        self.malformed += c.malformed;
+        let arch = self.per_arch.entry(c.arch().name()).or_default();
+        arch.clients += 1;
+        let cause = match (cause, c.failure()) {
+            (Some(cause), _) => cause,
+            (None, Some(f)) => f.cause(),
+            (None, None) if c.is_done() => {
+                arch.ok += 1;
+                self.ok += 1;
+                let file = String::from_utf8_lossy(c.boot_file().unwrap_or_default());
+                *arch.boot_files.entry(file.into_owned()).or_default() += 1;
+                if let Some(ip) = c.address()
+                    && !self.addresses.insert(ip)
+                {
+                    self.duplicates += 1;
+                }
+                let t = c.ts;
+                let us = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+                    (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_micros() as u64),
+                    _ => None,
+                };
+                if let Some(v) = us(t.discover_sent, t.offer_got) {
+                    let _ = self.d2o.record(v.max(1));
+                }
+                if let Some(v) = us(t.request_sent, t.ack_got) {
+                    let _ = self.r2a.record(v.max(1));
+                }
+                if let Some(v) = us(t.discover_sent, t.ack_got) {
+                    let _ = self.total.record(v.max(1));
+                }
+                if let Some(a) = t.ack_got {
+                    self.last_finished = self.last_finished.max(a.saturating_duration_since(start));
+                }
+                return;
+            }
+            (None, None) => format!("unfinished-{}", c.phase().name()),
+        };
+        *self.failures.entry(cause).or_default() += 1;
+    }
+}
+
+/// xorshift64*: the xids.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
+    if p.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let sock = mmsg::udp_socket(&SocketOptions {
+        bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.client_port),
+        interface: p.interface.clone(),
+        rcvbuf: 32 << 20,
+        sndbuf: 8 << 20,
+    })
+    .context("the shared DHCP client socket")?;
+    let proxy_sock = match p.mode {
+        Mode::Proxy => Some(
+            mmsg::udp_socket(&SocketOptions {
+                bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                interface: p.interface.clone(),
+                rcvbuf: 16 << 20,
+                sndbuf: 4 << 20,
+            })
+            .context("the port-4011 request socket")?,
+        ),
+        Mode::Full => None,
+    };
+    let (socket_rcvbuf, socket_sndbuf) = mmsg::buffer_sizes(&sock);
+    let fd = sock.as_raw_fd();
+    let proxy_fd = proxy_sock.as_ref().map(|s| s.as_raw_fd());
+    let mut fds = vec![fd];
+    fds.extend(proxy_fd);
+
+    // Clients: configs now, state machines at their arrival.
+    let archs = assign_archs(&p.arch_mix, p.clients);
+    let timeouts = ClientConfig::pxe_timeouts(p.timeout_scale);
+    let mut rng = Rng(p.seed | 1);
+    let mut by_xid: HashMap<u32, u32> = HashMap::with_capacity(p.clients * 2);
+    let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(p.clients);
+    for (i, &arch) in archs.iter().enumerate() {
+        let xid = loop {
+            let x = (rng.next() >> 32) as u32;
+            if x != 0 && !by_xid.contains_key(&x) {
+                break x;
+            }
+        };
+        by_xid.insert(xid, i as u32);
+        let mac = mac_add(p.mac_base, i as u64);
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&rng.next().to_le_bytes());
+        uuid[8..10].copy_from_slice(&(i as u16).to_be_bytes());
+        uuid[10..].copy_from_slice(&mac);
+        configs.push(Some(ClientConfig {
+            mac,
+            uuid,
+            arch,
+            mode: p.mode,
+            xid,
+            timeouts: timeouts.clone(),
+        }));
+    }
+    let mut clients: Vec<Option<DhcpClient>> = (0..p.clients).map(|_| None).collect();
+    let mut recorded = vec![false; p.clients];
+    let mut armed: Vec<Option<Instant>> = vec![None; p.clients];
+    let mut timers: BinaryHeap<Reverse<(Instant, u32)>> = BinaryHeap::with_capacity(p.clients);
+
+    let server = SocketAddrV4::new(p.server, 67);
+    let mut out = SendBatch::new();
+    let mut out_proxy = SendBatch::new();
+    let mut inb = RecvBatch::new();
+    let mut send_errors = ErrorCounts::new();
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    let mut unknown_xid = 0u64;
+    let hist = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3);
+    let mut tally = Tally {
+        d2o: hist()?,
+        r2a: hist()?,
+        total: hist()?,
+        ok: 0,
+        failures: BTreeMap::new(),
+        per_arch: BTreeMap::new(),
+        last_finished: Duration::ZERO,
+        retransmits: 0,
+        ignored: 0,
+        malformed: 0,
+        addresses: HashSet::with_capacity(p.clients),
+        duplicates: 0,
+    };
+    let mut finished = 0usize;
+    let mut next_arrival = 0usize;
+
+    let cpu0 = mmsg::cpu_time();
+    let start = Instant::now();
+    let give_up = start + p.deadline;
+
+    // After any event of client `i`: queue what it has to send, re-arm its timer, record it if
+    // it finished.
+    macro_rules! drive {
+        ($i:expr, $now:expr) => {{
+            let i: usize = $i;
+            let now: Instant = $now;
+            if let Some(c) = clients[i].as_mut() {
+                loop {
+                    if out.is_full() {
+                        sent += out.flush(fd, &mut send_errors);
+                    }
+                    let Some(dest) = c.poll_transmit(now, out.slot()) else {
+                        break;
+                    };
+                    match dest {
+                        Dest::Server => out.commit(server),
+                        Dest::Proxy(ip) => {
+                            if out_proxy.is_full() {
+                                sent += out_proxy.flush(proxy_fd.unwrap_or(fd), &mut send_errors);
+                            }
+                            std::mem::swap(out.slot(), out_proxy.slot());
+                            out_proxy.commit(SocketAddrV4::new(ip, 4011));
+                        }
+                    }
+                }
+                if c.is_finished() {
+                    if !recorded[i] {
+                        recorded[i] = true;
+                        finished += 1;
+                        tally.record(c, start, None);
+                    }
+                } else if let Some(dl) = c.deadline()
+                    && armed[i] != Some(dl)
+                {
+                    armed[i] = Some(dl);
+                    timers.push(Reverse((dl, i as u32)));
+                }
+            }
+        }};
+    }
+
+    while finished < p.clients {
+        let now = Instant::now();
+        if now >= give_up {
+            break;
+        }
+        // Arrivals.
+        while next_arrival < p.clients && start + p.arrival.offset(next_arrival) <= now {
+            let i = next_arrival;
+            next_arrival += 1;
+            if let Some(cfg) = configs[i].take() {
+                clients[i] = Some(DhcpClient::new(cfg, now));
+                drive!(i, now);
+            }
+        }
+        // Timers.
+        while let Some(&Reverse((at, i))) = timers.peek() {
+            if at > now {
+                break;
+            }
+            timers.pop();
+            let i = i as usize;
+            if armed[i] != Some(at) {
+                continue; // stale
+            }
+            armed[i] = None;
+            if let Some(c) = clients[i].as_mut() {
+                c.handle_timeout(now);
+            }
+            drive!(i, now);
+        }
+        sent += out.flush(fd, &mut send_errors);
+        if let Some(pfd) = proxy_fd {
+            sent += out_proxy.flush(pfd, &mut send_errors);
+        }
+        // Replies, from both sockets, until both are drained (bounded per round so timers and
+        // arrivals are served too).
+        for _round in 0..64 {
+            let mut got = 0;
+            for &rfd in &fds {
+                inb.recv(rfd).context("recvmmsg")?;
+                let n = inb.len();
+                got += n;
+                let now = Instant::now();
+                for k in 0..n {
+                    let (bytes, _from) = inb.datagram(k);
+                    received += 1;
+                    let idx = dhcp_client::peek_xid(bytes).and_then(|x| by_xid.get(&x).copied());
+                    let Some(i) = idx else {
+                        unknown_xid += 1;
+                        continue;
+                    };
+                    let i = i as usize;
+                    match clients[i].as_mut() {
+                        Some(c) => {
+                            if c.handle_datagram(now, bytes) == Verdict::Accepted {
+                                drive!(i, now);
+                            }
+                        }
+                        None => unknown_xid += 1,
+                    }
+                }
+            }
+            sent += out.flush(fd, &mut send_errors);
+            if let Some(pfd) = proxy_fd {
+                sent += out_proxy.flush(pfd, &mut send_errors);
+            }
+            if got == 0 {
+                break;
+            }
+        }
+        if finished >= p.clients {
+            break;
+        }
+        // Sleep until the next timer or arrival (or a datagram).
+        let mut wake = give_up;
+        if let Some(&Reverse((at, _))) = timers.peek() {
+            wake = wake.min(at);
+        }
+        if next_arrival < p.clients {
+            wake = wake.min(start + p.arrival.offset(next_arrival));
+        }
+        let now = Instant::now();
+        if wake > now {
+            mmsg::wait_readable(&fds, (wake - now).min(Duration::from_millis(200)));
+        }
+    }
+    let wall = start.elapsed();
+    let cpu1 = mmsg::cpu_time();
+
+    // Whatever has not finished by the deadline.
+    for i in 0..p.clients {
+        if recorded[i] {
+            continue;
+        }
+        match &clients[i] {
+            Some(c) => tally.record(c, start, Some(format!("deadline-{}", c.phase().name()))),
+            None => {
+                *tally.failures.entry("deadline-not-started".into()).or_default() += 1;
+                if let Some(cfg) = &configs[i] {
+                    tally.per_arch.entry(cfg.arch.name()).or_default().clients += 1;
+                }
+            }
+        }
+    }
+
+    let user = cpu1.0.saturating_sub(cpu0.0).as_secs_f64();
+    let system = cpu1.1.saturating_sub(cpu0.1).as_secs_f64();
+    Ok(StormReport {
+        mode: match p.mode {
+            Mode::Full => "full",
+            Mode::Proxy => "proxy",
+        },
+        clients: p.clients,
+        ok: tally.ok,
+        failed: p.clients as u64 - tally.ok,
+        failures: tally.failures,
+        per_arch: tally.per_arch,
+        retransmits: tally.retransmits,
+        packets_sent: sent,
+        packets_received: received,
+        send_errors,
+        replies_unknown_xid: unknown_xid,
+        duplicate_addresses: tally.duplicates,
+        replies_ignored: tally.ignored,
+        replies_malformed: tally.malformed,
+        discover_to_offer: Latency::of(&tally.d2o),
+        request_to_ack: Latency::of(&tally.r2a),
+        dhcp_total: Latency::of(&tally.total),
+        last_finished_s: tally.last_finished.as_secs_f64(),
+        wall_s: wall.as_secs_f64(),
+        cpu_user_s: user,
+        cpu_system_s: system,
+        cpu_percent: 100.0 * (user + system) / wall.as_secs_f64().max(1e-9),
+        socket_rcvbuf,
+        socket_sndbuf,
+    })
+}
+
+impl std::fmt::Display for StormReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "dhcp-storm ({} mode): clients {}  ok {}  failed {}",
+            self.mode, self.clients, self.ok, self.failed
+        )?;
+        for (cause, n) in &self.failures {
+            writeln!(f, "  failure {cause}: {n}")?;
+        }
+        for (arch, c) in &self.per_arch {
+            write!(f, "  {arch}: {} clients, {} ok", c.clients, c.ok)?;
+            for (file, n) in &c.boot_files {
+                write!(f, "  [{file}: {n}]")?;
+            }
+            writeln!(f)?;
+        }
+        if self.duplicate_addresses > 0 {
+            writeln!(
+                f,
+                "  !! {} clients were given an address another client also got",
+                self.duplicate_addresses
+            )?;
+        }
+        writeln!(
+            f,
+            "packets sent {}  received {}  retransmits {}  send errors {:?}",
+            self.packets_sent, self.packets_received, self.retransmits, self.send_errors
+        )?;
+        writeln!(
+            f,
+            "replies: unknown xid {}  ignored {}  malformed {}",
+            self.replies_unknown_xid, self.replies_ignored, self.replies_malformed
+        )?;
+        let row = |f: &mut std::fmt::Formatter<'_>, name: &str, l: &Latency| {
+            writeln!(
+                f,
+                "{name:<18} n {:>6}  p50 {:>9}  p90 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}",
+                l.count, l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+            )
+        };
+        writeln!(f, "latency (µs):")?;
+        row(f, "DISCOVER->OFFER", &self.discover_to_offer)?;
+        row(f, "REQUEST->ACK", &self.request_to_ack)?;
+        row(f, "whole DHCP", &self.dhcp_total)?;
+        writeln!(
+            f,
+            "last client done at {:.3} s  wall {:.3} s",
+            self.last_finished_s, self.wall_s
+        )?;
+        write!(
+            f,
+            "simulator CPU: user {:.3} s  system {:.3} s  ({:.1}% of one core over the run)",
+            self.cpu_user_s, self.cpu_system_s, self.cpu_percent
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals() {
+        assert_eq!(Arrival::parse("storm").unwrap(), Arrival::Storm);
+        assert_eq!(Arrival::parse("rate:100/s").unwrap(), Arrival::Rate(100.0));
+        assert_eq!(Arrival::parse("ramp:50").unwrap(), Arrival::Ramp(50.0));
+        assert!(Arrival::parse("rate:0/s").is_err());
+        assert!(Arrival::parse("burst").is_err());
+        assert_eq!(Arrival::Rate(100.0).offset(250), Duration::from_millis(2500));
+        assert_eq!(Arrival::Storm.offset(9999), Duration::ZERO);
+        // Ramp 2/s²: 100 clients by t = 10 s (N t² / 2).
+        assert_eq!(Arrival::Ramp(2.0).offset(100), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn arch_mix_is_proportional_and_interleaved() {
+        let mix = parse_arch_mix("bios=50,uefi=40,ipxe=10").unwrap();
+        let a = assign_archs(&mix, 1000);
+        let count = |x| a.iter().filter(|&&y| y == x).count();
+        assert_eq!(
+            (count(Arch::Bios), count(Arch::UefiX64), count(Arch::Ipxe)),
+            (500, 400, 100)
+        );
+        // Every stretch of 10 arrivals has the mix.
+        for w in a.chunks(10) {
+            assert_eq!(w.iter().filter(|&&y| y == Arch::Ipxe).count(), 1);
+        }
+        assert!(parse_arch_mix("arm=3").is_err());
+        assert!(parse_arch_mix("bios=0").is_err());
+        assert_eq!(parse_arch_mix("uefi").unwrap(), vec![(Arch::UefiX64, 1)]);
+    }
+
+    #[test]
+    fn macs() {
+        let base = parse_mac("52:54:00:00:ff:ff").unwrap();
+        assert_eq!(mac_add(base, 1), [0x52, 0x54, 0, 1, 0, 0]);
+        assert_eq!(mac_add(base, 0), base);
+        assert!(parse_mac("52:54:00").is_err());
+        assert!(parse_mac("52:54:00:00:00:zz").is_err());
+    }
+}
