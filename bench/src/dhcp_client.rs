@@ -384,7 +384,7 @@ impl DhcpClient {
         };
         let verdict = match (self.state, kind) {
             (State::Selecting, MessageType::Offer) => self.on_offer(now, &msg),
-            (State::Requesting, MessageType::Ack) if self.from_dhcp_server(&msg) => {
+            (State::Requesting, MessageType::Ack) if self.is_from_dhcp_server(&msg) => {
                 self.on_address_ack(now, &msg)
             }
             (State::ProxyRequesting, MessageType::Ack) if !self.is_late_dhcp_ack(&msg) => {
@@ -397,7 +397,9 @@ impl DhcpClient {
                 }
                 Verdict::Accepted
             }
-            (State::Requesting, MessageType::Nak) if self.from_dhcp_server(&msg) => self.on_nak(),
+            (State::Requesting, MessageType::Nak) if self.is_from_dhcp_server(&msg) => {
+                self.on_nak()
+            }
             (State::ProxyRequesting, MessageType::Nak) => self.on_nak(),
             _ => Verdict::Ignored,
         };
@@ -434,6 +436,7 @@ impl DhcpClient {
                 server,
                 has_boot_file: file,
             });
+            self.boot_file = boot_file(msg).map(<[u8]>::to_vec);
             taken = true;
         }
         if !taken {
@@ -468,8 +471,11 @@ impl DhcpClient {
                 None => self.fail(Failure::NoBootFile),
             },
             Mode::Proxy => {
-                let proxy = self.proxy.expect("requesting in proxy mode implies a proxy offer");
+                let proxy = self
+                    .proxy
+                    .expect("requesting in proxy mode implies a proxy offer");
                 if proxy.has_boot_file {
+                    // The name came with the proxy offer (kept in `boot_file`).
                     self.finish(now);
                 } else {
                     self.enter(State::ProxyRequesting);
@@ -486,6 +492,7 @@ impl DhcpClient {
         } else {
             self.addr = None;
             self.proxy = None;
+            self.boot_file = None;
             self.enter(State::Selecting);
         }
         Verdict::Accepted
@@ -493,7 +500,7 @@ impl DhcpClient {
 
     /// An ACK/NAK in the Requesting state must come from the server whose offer we took (no
     /// server identifier: accepted).
-    fn from_dhcp_server(&self, msg: &Message) -> bool {
+    fn is_from_dhcp_server(&self, msg: &Message) -> bool {
         match (server_id(msg), self.addr) {
             (Some(id), Some(a)) => id == a.server_id,
             _ => true,
@@ -751,13 +758,15 @@ mod tests {
     /// Sends what is pending, returns the decoded request and its destination.
     fn tx(c: &mut DhcpClient, now: Instant) -> (Dest, Message, usize) {
         let mut out = Vec::new();
-        let dest = c.poll_transmit(now, &mut out).expect("a datagram is pending");
+        let dest = c
+            .poll_transmit(now, &mut out)
+            .expect("a datagram is pending");
         assert!(c.poll_transmit(now, &mut out).is_none(), "one at a time");
         let m = Message::decode(&mut Decoder::new(&out)).unwrap();
         (dest, m, out.len())
     }
 
-    fn opt<'a>(m: &'a Message, code: u8) -> Option<&'a DhcpOption> {
+    fn opt(m: &Message, code: u8) -> Option<&DhcpOption> {
         m.opts().get(OptionCode::from(code))
     }
 
@@ -813,7 +822,9 @@ mod tests {
         assert!(!c.is_finished());
 
         let t2 = t0 + ms(3);
-        let ack = Reply::new(MessageType::Ack, IP).server(SRV).file("snponly.efi");
+        let ack = Reply::new(MessageType::Ack, IP)
+            .server(SRV)
+            .file("snponly.efi");
         assert_eq!(c.handle_datagram(t2, &ack.bytes()), Verdict::Accepted);
         assert!(c.is_done());
         assert_eq!(c.boot_file(), Some(&b"snponly.efi"[..]));
@@ -1108,6 +1119,7 @@ mod tests {
         tx(&mut c, t0);
         c.handle_datagram(t0, &Reply::new(MessageType::Ack, IP).server(SRV).bytes());
         assert!(c.is_done());
+        assert_eq!(c.boot_file(), Some(&b"snponly.efi"[..]));
         assert!(c.poll_transmit(t0, &mut Vec::new()).is_none());
     }
 

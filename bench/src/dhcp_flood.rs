@@ -138,7 +138,16 @@ pub fn run(p: &FloodParams) -> anyhow::Result<FloodReport> {
             .map(|(t, sock)| {
                 let tpl = &tpl;
                 s.spawn(move || {
-                    flood_thread(p, t as u8, threads, batch, tpl, sock.as_raw_fd(), dest, start)
+                    flood_thread(
+                        p,
+                        t as u8,
+                        threads,
+                        batch,
+                        tpl,
+                        sock.as_raw_fd(),
+                        dest,
+                        start,
+                    )
                 })
             })
             .collect();
@@ -293,7 +302,8 @@ mod tests {
     #[test]
     fn paced_flood_on_loopback() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let port = rx.local_addr().unwrap().port();
         let p = FloodParams {
             kind: FloodKind::NonPxe,

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::dhcp_client::{self, Arch, ClientConfig, DhcpClient, Dest, Mode, Verdict};
+use crate::dhcp_client::{self, Arch, ClientConfig, Dest, DhcpClient, Mode, Verdict};
 use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch, SocketOptions};
 
 /// When clients start.
@@ -91,7 +91,9 @@ pub fn assign_archs(mix: &[(Arch, u32)], n: usize) -> Vec<Arch> {
             for (c, &(_, w)) in current.iter_mut().zip(mix) {
                 *c += i64::from(w);
             }
-            let best = (0..mix.len()).max_by_key(|&i| (current[i], Reverse(i))).unwrap_or(0);
+            let best = (0..mix.len())
+                .max_by_key(|&i| (current[i], Reverse(i)))
+                .unwrap_or(0);
             current[best] -= total;
             mix[best].0
         })
@@ -227,8 +229,6 @@ struct Tally {
 impl Tally {
     fn record(&mut self, c: &DhcpClient, start: Instant, cause: Option<String>) {
         self.retransmits += c.retransmits;
-        self.ignored += c.ignored;
-        self.malformed += c.malformed;
         let arch = self.per_arch.entry(c.arch().name()).or_default();
         arch.clients += 1;
         let cause = match (cause, c.failure()) {
@@ -503,6 +503,11 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     let wall = start.elapsed();
     let cpu1 = mmsg::cpu_time();
 
+    // Replies ignored or malformed, including those after a client finished.
+    for c in clients.iter().flatten() {
+        tally.ignored += c.ignored;
+        tally.malformed += c.malformed;
+    }
     // Whatever has not finished by the deadline.
     for i in 0..p.clients {
         if recorded[i] {
@@ -511,7 +516,10 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
         match &clients[i] {
             Some(c) => tally.record(c, start, Some(format!("deadline-{}", c.phase().name()))),
             None => {
-                *tally.failures.entry("deadline-not-started".into()).or_default() += 1;
+                *tally
+                    .failures
+                    .entry("deadline-not-started".into())
+                    .or_default() += 1;
                 if let Some(cfg) = &configs[i] {
                     tally.per_arch.entry(cfg.arch.name()).or_default().clients += 1;
                 }
@@ -621,7 +629,10 @@ mod tests {
         assert_eq!(Arrival::parse("ramp:50").unwrap(), Arrival::Ramp(50.0));
         assert!(Arrival::parse("rate:0/s").is_err());
         assert!(Arrival::parse("burst").is_err());
-        assert_eq!(Arrival::Rate(100.0).offset(250), Duration::from_millis(2500));
+        assert_eq!(
+            Arrival::Rate(100.0).offset(250),
+            Duration::from_millis(2500)
+        );
         assert_eq!(Arrival::Storm.offset(9999), Duration::ZERO);
         // Ramp 2/s²: 100 clients by t = 10 s (N t² / 2).
         assert_eq!(Arrival::Ramp(2.0).offset(100), Duration::from_secs(10));
