@@ -15,8 +15,8 @@
 #
 # The filtering variants share one policy: drop_non_pxe = true, rate_per_sec = 5, burst = 10.
 #
-# Prints a markdown table: flood packets per second sent, what the filter dropped per second,
-# what reached the responder per second, the server's CPU seconds (cpuacct cgroup: the daemon
+# Prints a markdown table: flood packets per second sent, what the filter dropped per second of
+# flood, how many datagrams reached the responder in the whole run, the server's CPU seconds (cpuacct cgroup: the daemon
 # only), the whole machine's busy and softirq CPU (from /proc/stat: XDP on a veth runs in
 # softirq, charged to no daemon), and the PXE clients' completion and DHCP latency.
 #
@@ -219,8 +219,9 @@ if storm:
 else:
     ok, lat_s, rtx = "no report", "-", "-"
 name = v if flood == "1" else f"{v}, no flood"
-print(f"| {name} | {pps(sent, secs) if flood == '1' else 0} | {pps(dropped, wall)} | "
-      f"{pps(received, wall)} | {cpu_ns/1e9:.2f} | {busy:.0f} / {soft:.0f} | {ok} | {rtx} | {lat_s} |")
+print(f"| {name} | {pps(sent, secs) if flood == '1' else 0} | "
+      f"{pps(dropped, secs) if flood == '1' else 0} | {received:,} | {cpu_ns/1e9:.2f} | "
+      f"{busy:.0f} / {soft:.0f} | {ok} | {rtx} | {lat_s} |")
 PY
 )
     echo "$row" >&2
@@ -242,6 +243,6 @@ echo "Machine: $(hostname), $(nproc) cores, $(uname -r). Flood: two pxe-bench dh
      "${PERIOD}s; storm: $CLIENTS PXE clients (pxe-bench dhcp-storm, full DORA) starting 2 s in." \
      "Policy when filtering: drop_non_pxe, 5/s per MAC, burst 10."
 echo
-echo "| variant | flood sent pkt/s | filter dropped pkt/s | responder received pkt/s | server CPU s | machine busy / softirq % | PXE clients ok | retransmits | DHCP p50 / p99 / max ms |"
+echo "| variant | flood sent pkt/s | filter dropped pkt/s | responder received (datagrams) | server CPU s | machine busy / softirq % | PXE clients ok | retransmits | DHCP p50 / p99 / max ms |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"
