@@ -53,8 +53,12 @@ pub const BATCH: usize = 512;
 const RECV_BUF: usize = 2048;
 /// Room for one IP_PKTINFO control message (CMSG_SPACE(12) = 32 on 64-bit Linux) and then some.
 const CMSG_BUF: usize = 64;
-/// Kernel receive buffer asked for each socket: a boot storm arrives in bursts.
-const SOCKET_RCVBUF: usize = 4 << 20;
+/// Kernel receive buffer asked for each socket: a boot storm arrives in bursts. Each queued
+/// datagram costs its skb's truesize (about 1-2.5 KiB for a DHCP message), and a power restore
+/// sends one DISCOVER per machine within milliseconds: 32 MiB (the kernel doubles it) holds
+/// 10,000 simultaneous DISCOVERs while a lease commit is in progress. Memory is used only
+/// while datagrams wait.
+const SOCKET_RCVBUF: usize = 32 << 20;
 /// How long `poll` waits before the shutdown flag is looked at again.
 const POLL_MS: i32 = 200;
 /// Batches taken from one socket before the others get their turn.
