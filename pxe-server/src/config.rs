@@ -349,6 +349,10 @@ pub struct HostConfig {
     pub address: Option<Ipv4Addr>,
     #[serde(default)]
     pub boot: BootProfile,
+    /// What the host boots while no `pxe-server host` command or installer callback has
+    /// recorded an action for it (see `nextboot`).
+    #[serde(default)]
+    pub next_boot: crate::nextboot::NextBoot,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

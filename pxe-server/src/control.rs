@@ -1,8 +1,9 @@
 //! The control socket: a running server answers `pxe-server status` on a Unix stream socket
 //! (`[control] socket`).
 //!
-//! The protocol has no request: the server writes one JSON document (its status) to each
-//! connection and closes it, so there is nothing a client can send to confuse it. The socket
+//! The protocol: the client sends one request line (`status`, or `host ACTION SELECTOR`, at
+//! most [`MAX_REQUEST`] bytes, within [`IO_TIMEOUT`]), the server answers with one JSON
+//! document and closes the connection. The socket
 //! file is created mode 0600 (root reads the counters, nobody else); a socket file left by a
 //! crashed run is replaced, while one a live server answers on refuses the start (two servers
 //! would otherwise silently steal each other's status).
@@ -13,8 +14,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long a status client may take to read the document before it is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a client may take to send its request or read the answer before it is dropped.
+const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest request line.
+pub const MAX_REQUEST: u64 = 4096;
 /// Largest status document a client accepts.
 const MAX_DOCUMENT: u64 = 1 << 20;
 
@@ -90,11 +93,11 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Answers every connection waiting now with `status()` (called once if any is waiting);
-    /// returns how many were answered. Never blocks longer than [`WRITE_TIMEOUT`] per client.
-    pub fn serve_pending(&self, status: impl Fn() -> String) -> usize {
+    /// Answers every connection waiting now: reads its request line and writes what
+    /// `handle(request)` returns; returns how many were answered. A client that sends nothing
+    /// or reads nothing costs at most [`IO_TIMEOUT`] each way.
+    pub fn serve_pending(&self, mut handle: impl FnMut(&str) -> String) -> usize {
         let mut served = 0;
-        let mut document: Option<String> = None;
         // Bounded: at most 64 clients per call, the rest wait for the next call.
         for _ in 0..64 {
             let stream = match self.listener.accept() {
@@ -105,19 +108,37 @@ impl ControlSocket {
                     break;
                 }
             };
-            let doc = document.get_or_insert_with(&status);
-            let sent = stream
+            let answered = stream
                 .set_nonblocking(false)
-                .and_then(|()| stream.set_write_timeout(Some(WRITE_TIMEOUT)))
-                .and_then(|()| (&stream).write_all(doc.as_bytes()))
-                .and_then(|()| (&stream).write_all(b"\n"));
-            match sent {
+                .and_then(|()| stream.set_read_timeout(Some(IO_TIMEOUT)))
+                .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
+                .and_then(|()| read_request(&stream))
+                .and_then(|request| {
+                    let doc = handle(&request);
+                    (&stream).write_all(doc.as_bytes())?;
+                    (&stream).write_all(b"\n")
+                });
+            match answered {
                 Ok(()) => served += 1,
-                Err(e) => tracing::debug!(%e, "control client went away"),
+                Err(e) => tracing::debug!(%e, "control client dropped"),
             }
         }
         served
     }
+}
+
+/// One request line (without its newline); an over-long or non-UTF-8 line is an error.
+fn read_request(stream: &UnixStream) -> std::io::Result<String> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(stream.take(MAX_REQUEST + 1)).read_line(&mut line)?;
+    if line.len() as u64 > MAX_REQUEST {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "request line too long",
+        ));
+    }
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 impl Drop for ControlSocket {
@@ -130,11 +151,21 @@ impl Drop for ControlSocket {
     }
 }
 
-/// Asks the server on `path` for its status document.
-pub fn request_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, ControlError> {
-    let stream = UnixStream::connect(path).map_err(io_err(path))?;
+/// Sends `request` to the server on `path` and returns its JSON answer.
+pub fn request(
+    path: &Path,
+    request: &str,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
+    let mut stream = UnixStream::connect(path).map_err(io_err(path))?;
     stream
         .set_read_timeout(Some(timeout))
+        .map_err(io_err(path))?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(io_err(path))?;
+    stream
+        .write_all(format!("{request}\n").as_bytes())
         .map_err(io_err(path))?;
     let mut text = String::new();
     stream
@@ -145,6 +176,11 @@ pub fn request_status(path: &Path, timeout: Duration) -> Result<serde_json::Valu
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
+}
+
+/// Asks the server on `path` for its status document.
+pub fn request_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, ControlError> {
+    request(path, "status", timeout)
 }
 
 /// The status document as indented `key: value` lines for a person.
@@ -202,15 +238,18 @@ mod tests {
         let sock = ControlSocket::bind(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        // Nobody waiting: nothing served, status not computed.
-        assert_eq!(sock.serve_pending(|| panic!("no client")), 0);
+        // Nobody waiting: nothing served, nothing computed.
+        assert_eq!(sock.serve_pending(|_| panic!("no client")), 0);
         let client = std::thread::spawn({
             let path = path.clone();
             move || request_status(&path, Duration::from_secs(5))
         });
         let mut served = 0;
         for _ in 0..500 {
-            served += sock.serve_pending(|| r#"{"tftp":{"sessions":3}}"#.to_owned());
+            served += sock.serve_pending(|req| {
+                assert_eq!(req, "status");
+                r#"{"tftp":{"sessions":3}}"#.to_owned()
+            });
             if served > 0 {
                 break;
             }
@@ -257,11 +296,46 @@ mod tests {
         let l = UnixListener::bind(&path).unwrap();
         let t = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
+            let mut req = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut req).unwrap();
+            assert_eq!(req, "status\n");
             s.write_all(b"not json").unwrap();
         });
         let r = request_status(&path, Duration::from_secs(5));
         t.join().unwrap();
         assert!(matches!(r, Err(ControlError::BadAnswer { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn requests_are_bounded_and_passed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ctl.sock");
+        let sock = ControlSocket::bind(&path).unwrap();
+        let client = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let long = "x".repeat(MAX_REQUEST as usize + 10);
+                let r1 = request(&path, &long, Duration::from_secs(5));
+                let r2 = request(&path, "host show all", Duration::from_secs(5));
+                (r1, r2)
+            }
+        });
+        let mut seen = Vec::new();
+        for _ in 0..500 {
+            sock.serve_pending(|req| {
+                seen.push(req.to_owned());
+                format!("{{\"echo\":{}}}", serde_json::Value::from(req))
+            });
+            if seen.len() == 1 && client.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (r1, r2) = client.join().unwrap();
+        // The over-long request got no answer; the next one was answered.
+        assert!(r1.is_err(), "{r1:?}");
+        assert_eq!(r2.unwrap()["echo"], "host show all");
+        assert_eq!(seen, vec!["host show all".to_owned()]);
     }
 
     #[test]

@@ -7,5 +7,6 @@ pub mod dhcp;
 pub mod engine;
 pub mod images;
 pub mod metrics;
+pub mod nextboot;
 pub mod tftp;
 pub mod xdp;

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pxe_server::config::{Config, EngineChoice};
+use pxe_server::config::{Config, DhcpMode, EngineChoice};
 use pxe_server::control::{self, ControlSocket};
 use pxe_server::dhcp::metrics::DhcpMetrics;
 use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
 use pxe_server::metrics::TftpMetrics;
+use pxe_server::nextboot;
 use pxe_server::tftp::service::TftpService;
 use pxe_server::xdp::{
     Fallback, FallbackCounters, Placement, PolicySet, XdpFilter, format_counters,
@@ -66,6 +67,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show or set what hosts boot next: `reinstall` (the installer once, then the local
+    /// disk), `local`, or `show`. SELECTOR: `all`, or comma-separated hostnames, MACs, UUIDs
+    /// and globs over hostnames (`rack1-*`). Goes through the running server's control
+    /// socket; with no server running, changes the database named in the config directly.
+    Host {
+        /// Which hosts.
+        selector: String,
+        /// reinstall | local | show
+        action: nextboot::HostAction,
+        /// The server's config file ([[hosts]], [control] socket, dhcp.lease_db).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file and print the effective configuration.
     Check {
         /// The TOML configuration file.
@@ -79,6 +96,12 @@ fn main() -> ExitCode {
     init_tracing();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Host {
+            selector,
+            action,
+            config,
+            json,
+        } => host(&selector, action, &config, json),
         Command::Status {
             config,
             socket,
@@ -158,6 +181,86 @@ fn status(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> ExitCod
     }
 }
 
+fn host(selector: &str, action: nextboot::HostAction, path: &Path, json: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let verb = match action {
+        nextboot::HostAction::Reinstall => "reinstall",
+        nextboot::HostAction::Local => "local",
+        nextboot::HostAction::Show => "show",
+    };
+    let answer = match control::request(
+        &config.control.socket,
+        &format!("host {verb} {selector}"),
+        Duration::from_secs(10),
+    ) {
+        Ok(v) => v,
+        Err(control::ControlError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            // No server: the database is ours to open (a running server holds its lock).
+            let db = match pxe_server::dhcp::leases::open_database(&config.dhcp.lease_db) {
+                Ok(db) => db,
+                Err(e) => {
+                    eprintln!(
+                        "pxe-server host: no server answers on {} and {} cannot be opened: {e}",
+                        config.control.socket.display(),
+                        config.dhcp.lease_db.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            match nextboot::NextBootStore::open(db) {
+                Ok(store) => {
+                    nextboot::host_command(&store, &config.hosts, action, selector, unix_now())
+                }
+                Err(e) => {
+                    eprintln!("pxe-server host: {}: {e}", config.dhcp.lease_db.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("pxe-server host: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{answer}");
+    } else if answer["ok"] == true {
+        if let Some(rows) = answer["hosts"].as_array() {
+            for r in rows {
+                println!(
+                    "{:<24} {:<44} {}",
+                    r["name"].as_str().unwrap_or("-"),
+                    r["key"].as_str().unwrap_or("-"),
+                    r["next_boot"].as_str().unwrap_or("-")
+                );
+            }
+        }
+        if action != nextboot::HostAction::Show {
+            println!("{} changed", answer["changed"]);
+        }
+    }
+    if answer["ok"] == true {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "pxe-server host: {}",
+            answer["error"].as_str().unwrap_or("refused")
+        );
+        ExitCode::FAILURE
+    }
+}
+
 fn serve(
     mut config: Config,
     config_path: PathBuf,
@@ -206,9 +309,29 @@ fn serve(
         threads,
         gso: tftp.gso,
     };
+    // The lease database (full mode): leases and the hosts' next-boot actions share its file.
+    let db = if config.dhcp.enabled && config.dhcp.mode == DhcpMode::Full {
+        Some(
+            pxe_server::dhcp::leases::open_database(&config.dhcp.lease_db).with_context(|| {
+                format!(
+                    "opening the lease database {}",
+                    config.dhcp.lease_db.display()
+                )
+            })?,
+        )
+    } else {
+        None
+    };
+    let next_boot = match &db {
+        Some(db) => Some(Arc::new(
+            nextboot::NextBootStore::open(Arc::clone(db)).context("opening the next-boot table")?,
+        )),
+        None => None,
+    };
     // DHCP: sockets and the lease database are opened here, so a failure stops the start.
     let dhcp = if config.dhcp.enabled {
-        let mut server = DhcpServer::bind(&config).context("starting the DHCP service")?;
+        let mut server =
+            DhcpServer::bind(&config, db.clone()).context("starting the DHCP service")?;
         let dhcp_metrics = server.metrics();
         // The discovery filter: XDP where it attaches, the same policy in userspace elsewhere.
         let (xdp, placements) = XdpFilter::start(&config);
@@ -254,6 +377,7 @@ fn serve(
         threads,
         tftp: Arc::clone(&metrics),
         dhcp: dhcp_control,
+        next_boot,
         socket,
         reloads: 0,
         last_reload: serde_json::Value::Null,
@@ -361,6 +485,8 @@ struct Control {
     threads: usize,
     tftp: Arc<TftpMetrics>,
     dhcp: Option<DhcpControl>,
+    /// The hosts' next-boot actions (with the lease database; absent without one).
+    next_boot: Option<Arc<nextboot::NextBootStore>>,
     socket: ControlSocket,
     reloads: u64,
     last_reload: serde_json::Value,
@@ -474,6 +600,44 @@ impl Control {
         })
     }
 
+    /// Answers one control request.
+    fn handle(&self, request: &str) -> serde_json::Value {
+        let mut words = request.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("status"), None, None) => self.status(),
+            (Some("host"), Some(action), Some(selector)) => {
+                let action = match action.parse::<nextboot::HostAction>() {
+                    Ok(a) => a,
+                    Err(e) => return serde_json::json!({ "ok": false, "error": e }),
+                };
+                match &self.next_boot {
+                    Some(store) => {
+                        let answer = nextboot::host_command(
+                            store,
+                            &self.running.hosts,
+                            action,
+                            selector,
+                            unix_now(),
+                        );
+                        if answer["ok"] == true && answer["changed"].as_u64() > Some(0) {
+                            tracing::info!(%selector, ?action, changed = %answer["changed"],
+                                "next boot changed");
+                        }
+                        answer
+                    }
+                    None => serde_json::json!({
+                        "ok": false,
+                        "error": "this server keeps no host state (it needs the lease \
+                                  database: [dhcp] enabled in full mode)",
+                    }),
+                }
+            }
+            _ => {
+                serde_json::json!({ "ok": false, "error": format!("unknown request {request:?}") })
+            }
+        }
+    }
+
     fn log_metrics(&self) {
         tracing::info!(metrics = %self.tftp.snapshot(), "TFTP metrics");
         if let Some(d) = &self.dhcp {
@@ -518,7 +682,7 @@ fn spawn_control(
                 }
                 control
                     .socket
-                    .serve_pending(|| control.status().to_string());
+                    .serve_pending(|request| control.handle(request).to_string());
                 if Instant::now() >= next {
                     control.log_metrics();
                     next += METRICS_INTERVAL;

@@ -605,3 +605,92 @@ fn proxy_mode_next_to_dnsmasq() {
     assert!(metric(&log, "offers").unwrap_or(0) >= 1, "{log}");
     eprintln!("proxy test took {:?}", t0.elapsed());
 }
+
+/// `pxe-server host SELECTOR reinstall|local|show` against a running server (control socket)
+/// and, with the server stopped, against the database directly; the actions survive restarts.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn host_next_boot_through_the_server_and_offline() {
+    let lan = Lan::new(9, false);
+    std::fs::create_dir_all(lan.dir().join("tftp")).unwrap();
+    let mut config = full_config(lan.net, lan.dir());
+    for i in 1..=4 {
+        config.push_str(&format!(
+            "[[hosts]]\nmac = \"52:54:00:00:09:0{i}\"\nhostname = \"rack1-n0{i}\"\n"
+        ));
+    }
+    config.push_str(
+        "[[hosts]]\nmac = \"52:54:00:00:09:10\"\nhostname = \"login\"\nnext_boot = \"install\"\n",
+    );
+    let mut server = Server::start(&lan.srv, lan.dir(), &config);
+    let server_config = server.config.clone();
+    let host = |args: &[&str]| -> (bool, serde_json::Value, String) {
+        let out = std::process::Command::new(dhcp_common::SERVER_BIN)
+            .arg("host")
+            .args(args)
+            .arg("--config")
+            .arg(&server_config)
+            .arg("--json")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {:?} {err}", out.stdout));
+        (out.status.success(), v, err)
+    };
+    let names = |v: &serde_json::Value| -> Vec<(String, String)> {
+        v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["name"].as_str().unwrap().to_owned(),
+                    h["next_boot"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    // Defaults from the config.
+    let (ok, v, _) = host(&["all", "show"]);
+    assert!(ok, "{v}");
+    assert_eq!(names(&v)[4], ("login".to_owned(), "install".to_owned()));
+    assert!(names(&v)[..4].iter().all(|(_, b)| b == "local"));
+    // Through the running server.
+    let (ok, v, _) = host(&["rack1-*", "reinstall"]);
+    assert!(ok, "{v}");
+    assert_eq!(v["changed"], 4);
+    let (ok, v, _) = host(&["rack1-n02,52-54-00-00-09-10", "local"]);
+    assert!(ok, "{v}");
+    assert_eq!(v["changed"], 2);
+    let (ok, v, err) = host(&["rack9-*", "local"]);
+    assert!(
+        !ok && v["ok"] == false && err.contains("rack9-*"),
+        "{v} {err}"
+    );
+    assert!(server.log().contains("next boot changed"));
+    server.stop();
+    // Offline: the database directly (the server released it).
+    let (ok, v, _) = host(&["rack1-n04", "local"]);
+    assert!(ok, "{v}");
+    assert_eq!(v["changed"], 1);
+    let (ok, v, _) = host(&["all", "show"]);
+    assert!(ok, "{v}");
+    let want = [
+        ("rack1-n01", "install"),
+        ("rack1-n02", "local"),
+        ("rack1-n03", "install"),
+        ("rack1-n04", "local"),
+        ("login", "local"),
+    ];
+    let got = names(&v);
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0.as_str(), g.1.as_str()), w);
+    }
+    // A restarted server sees the same.
+    let server = Server::start(&lan.srv, lan.dir(), &config);
+    let (ok, v2, _) = host(&["all", "show"]);
+    assert!(ok);
+    assert_eq!(names(&v2), got);
+    drop(server);
+}

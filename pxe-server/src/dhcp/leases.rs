@@ -25,8 +25,18 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// Opens (or creates) the database file at `path`, creating its directory. One process may
+/// hold it; a second gets an error naming the lock.
+pub fn open_database(path: &Path) -> Result<Arc<Database>, LeaseError> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| LeaseError::Db(redb::Error::Io(e)))?;
+    }
+    Ok(Arc::new(Database::create(path)?))
+}
 
 use super::wire::{ClientUuid, MacAddr};
 
@@ -254,7 +264,7 @@ fn decode_record(ip: u32, b: &[u8]) -> Option<Lease> {
 
 /// Leases in a redb file, mirrored in memory.
 pub struct RedbLeaseStore {
-    db: Database,
+    db: Arc<Database>,
     mem: MemoryLeaseStore,
     batch: Option<Batch>,
 }
@@ -281,7 +291,11 @@ impl RedbLeaseStore {
     /// decode (a future format) are skipped with a warning; index entries that disagree with
     /// the records are dropped.
     pub fn open(path: &Path) -> Result<Self, LeaseError> {
-        let db = Database::create(path)?;
+        Self::open_shared(Arc::new(Database::create(path)?))
+    }
+
+    /// The same over a database others share (the next-boot table lives in the same file).
+    pub fn open_shared(db: Arc<Database>) -> Result<Self, LeaseError> {
         let txn = db.begin_write()?;
         {
             txn.open_table(LEASES)?;

@@ -181,24 +181,23 @@ impl<S: LeaseStore> std::fmt::Debug for DhcpServer<S> {
 }
 
 impl DhcpServer<ServiceStore> {
-    /// Opens the lease database (full mode) and binds the sockets `config.dhcp` asks for.
-    pub fn bind(config: &Config) -> Result<Self, ServerError> {
+    /// Binds the sockets `config.dhcp` asks for; in full mode the leases live in `db` (the
+    /// lease database the caller opened, see `leases::open_database`).
+    pub fn bind(config: &Config, db: Option<Arc<redb::Database>>) -> Result<Self, ServerError> {
         let d = &config.dhcp;
+        let leases_err = |source| ServerError::Leases {
+            path: d.lease_db.clone(),
+            source,
+        };
         let store = match d.mode {
             DhcpMode::Proxy => ServiceStore::Memory(MemoryLeaseStore::new()),
             DhcpMode::Full => {
-                let leases_err = |source| ServerError::Leases {
-                    path: d.lease_db.clone(),
-                    source,
+                let db = match db {
+                    Some(db) => db,
+                    None => super::leases::open_database(&d.lease_db).map_err(leases_err)?,
                 };
-                if let Some(dir) = d.lease_db.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| ServerError::Socket {
-                        what: format!("creating the lease directory {}", dir.display()),
-                        source: e,
-                    })?;
-                }
                 ServiceStore::Redb(Box::new(
-                    RedbLeaseStore::open(&d.lease_db).map_err(leases_err)?,
+                    RedbLeaseStore::open_shared(db).map_err(leases_err)?,
                 ))
             }
         };
