@@ -35,6 +35,8 @@ pub struct Config {
     pub xdp: XdpConfig,
     /// The local control socket (`pxe-server status`).
     pub control: ControlConfig,
+    /// Install templates and their values.
+    pub install: InstallConfig,
 }
 
 /// Default path of the control socket.
@@ -353,6 +355,25 @@ pub struct HostConfig {
     /// recorded an action for it (see `nextboot`).
     #[serde(default)]
     pub next_boot: crate::nextboot::NextBoot,
+    /// Values for the install templates (`vars.*`), over `[install] vars`.
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub vars: toml::Table,
+}
+
+/// `[install]`: the templates served to installers and iPXE (see `templates`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstallConfig {
+    /// Directory of templates (minijinja); none = only the built-in iPXE scripts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates: Option<PathBuf>,
+    /// How clients reach our HTTP service, e.g. `http://10.0.0.1`; by default the address and
+    /// port each request came to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
+    /// Site-wide template values (`vars.*`); a host's `vars` override them.
+    #[serde(skip_serializing_if = "toml::Table::is_empty")]
+    pub vars: toml::Table,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -477,7 +498,95 @@ impl Config {
             .map_err(|(p, r)| (p.iter().map(|s| s.to_string()).collect(), r))?;
         self.validate_dhcp()?;
         self.validate_xdp()?;
-        self.validate_control()
+        self.validate_control()?;
+        self.validate_cmdlines()
+    }
+
+    /// Every profile's `cmdline` renders for every host (templates see it through the
+    /// context; a bad one is reported at its key).
+    fn validate_cmdlines(&self) -> Result<(), (Vec<String>, String)> {
+        let placeholder = "http://server";
+        let fail = |at: Vec<String>, e: minijinja::Error| {
+            let reason = match e.detail() {
+                Some(d) => format!("template: {}: {d}", e.kind()),
+                None => format!("template: {}", e.kind()),
+            };
+            Err((at, reason))
+        };
+        if let Err(e) = crate::templates::host_context(
+            placeholder,
+            &self.boot,
+            &self.install.vars,
+            None,
+            None,
+            crate::nextboot::NextBoot::Local,
+        ) {
+            return fail(vec!["boot".into(), "cmdline".into()], e);
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Err(e) = crate::templates::host_context(
+                placeholder,
+                &self.boot,
+                &self.install.vars,
+                Some(h),
+                None,
+                h.next_boot,
+            ) {
+                let at = if h.boot.cmdline.is_some() {
+                    vec![format!("hosts[{i}]"), "boot".into(), "cmdline".into()]
+                } else {
+                    vec!["boot".into(), "cmdline".into()]
+                };
+                return fail(at, e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads `[install] templates` and renders each for every host in both next-boot states
+    /// (and the local-boot script for hosts without an entry), so that a template error stops
+    /// the start with its file and line.
+    pub fn load_templates(&self) -> Result<crate::templates::Templates, ConfigError> {
+        let t = crate::templates::Templates::load(self.install.templates.as_deref())
+            .map_err(template_error)?;
+        let mut contexts = Vec::new();
+        let none = crate::templates::host_context(
+            "http://server",
+            &self.boot,
+            &self.install.vars,
+            None,
+            None,
+            crate::nextboot::NextBoot::Local,
+        );
+        // A host without an entry only ever gets the local-boot script.
+        if let Ok(c) = none {
+            t.render(crate::templates::IPXE_LOCAL, &c)
+                .map_err(|mut e| {
+                    e.reason = format!("{} (rendering for hosts without an entry)", e.reason);
+                    e
+                })
+                .map_err(template_error)?;
+        }
+        for h in &self.hosts {
+            for nb in [
+                crate::nextboot::NextBoot::Install,
+                crate::nextboot::NextBoot::Local,
+            ] {
+                if let Ok(c) = crate::templates::host_context(
+                    "http://server",
+                    &self.boot,
+                    &self.install.vars,
+                    Some(h),
+                    None,
+                    nb,
+                ) {
+                    contexts.push((crate::nextboot::host_label(h), c));
+                }
+            }
+        }
+        t.check(contexts.iter().map(|(l, c)| (l.clone(), c)))
+            .map_err(template_error)?;
+        Ok(t)
     }
 
     fn validate_control(&self) -> Result<(), (Vec<String>, String)> {
@@ -667,6 +776,15 @@ impl Config {
     }
 }
 
+fn template_error(e: crate::templates::TemplateError) -> ConfigError {
+    ConfigError {
+        file: e.file,
+        line: e.line,
+        key: "install.templates".to_owned(),
+        reason: e.reason,
+    }
+}
+
 /// 1-based line of a byte offset.
 fn line_at(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
@@ -850,6 +968,49 @@ mod tests {
                 .starts_with(&format!("/etc/pxe.toml:{line}: {key}: ")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cmdline_and_template_errors_are_located() {
+        let f = fixture();
+        assert_err(
+            &format!(
+                "[tftp]\nroot = \"{}\"\n[[hosts]]\nmac = \"52:54:00:00:00:01\"\n\
+                 boot = {{ cmdline = \"ks={{{{ vars.nope }}}}\" }}\n",
+                f.root
+            ),
+            5,
+            "hosts[0].boot.cmdline",
+            "undefined",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ks.cfg"),
+            "ok\n{{ host.hostname | upper }}\n{{ vars.disk }}\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[tftp]\nroot = \"{}\"\n[install]\ntemplates = \"{}\"\n[[hosts]]\nmac = \"52:54:00:00:00:01\"\n\
+             hostname = \"n1\"\nvars = {{ disk = \"sda\" }}\n",
+            f.root,
+            dir.path().display()
+        );
+        let c = Config::parse(&text, Path::new("x")).unwrap();
+        let t = c.load_templates().unwrap();
+        assert!(t.has("ks.cfg"));
+        // A second host without the variable: the template fails for it, at its line.
+        let c = Config::parse(
+            &format!("{text}[[hosts]]\nmac = \"52:54:00:00:00:02\"\nhostname = \"n2\"\n"),
+            Path::new("x"),
+        )
+        .unwrap();
+        let e = c.load_templates().unwrap_err();
+        assert_eq!(
+            (e.file.clone(), e.line),
+            (dir.path().join("ks.cfg"), 3),
+            "{e}"
+        );
+        assert!(e.reason.contains("n2"), "{e}");
     }
 
     #[test]

@@ -8,5 +8,6 @@ pub mod engine;
 pub mod images;
 pub mod metrics;
 pub mod nextboot;
+pub mod templates;
 pub mod tftp;
 pub mod xdp;

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pxe_server::config::{Config, DhcpMode, EngineChoice};
+use pxe_server::config::{Config, ConfigError, DhcpMode, EngineChoice};
 use pxe_server::control::{self, ControlSocket};
 use pxe_server::dhcp::metrics::DhcpMetrics;
 use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
 use pxe_server::metrics::TftpMetrics;
 use pxe_server::nextboot;
+use pxe_server::templates::Templates;
 use pxe_server::tftp::service::TftpService;
 use pxe_server::xdp::{
     Fallback, FallbackCounters, Placement, PolicySet, XdpFilter, format_counters,
@@ -112,14 +113,14 @@ fn main() -> ExitCode {
             engine,
             threads,
         } => {
-            let config = match Config::load(&config_path) {
+            let (config, templates) = match load_all(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match serve(config, config_path, engine, threads) {
+            match serve(config, templates, config_path, engine, threads) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -140,9 +141,17 @@ fn init_tracing() {
         .init();
 }
 
+/// The config file and the templates it names, each checked (a template is rendered for every
+/// host), or the first error with its file and line.
+fn load_all(path: &Path) -> Result<(Config, Arc<Templates>), ConfigError> {
+    let config = Config::load(path)?;
+    let templates = config.load_templates()?;
+    Ok((config, Arc::new(templates)))
+}
+
 fn check(path: &Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
+    match load_all(path) {
+        Ok((config, _)) => {
             print!("{}", config.to_toml());
             ExitCode::SUCCESS
         }
@@ -263,6 +272,7 @@ fn host(selector: &str, action: nextboot::HostAction, path: &Path, json: bool) -
 
 fn serve(
     mut config: Config,
+    templates: Arc<Templates>,
     config_path: PathBuf,
     engine_flag: Option<EngineChoice>,
     threads_flag: Option<usize>,
@@ -378,6 +388,7 @@ fn serve(
         tftp: Arc::clone(&metrics),
         dhcp: dhcp_control,
         next_boot,
+        templates,
         socket,
         reloads: 0,
         last_reload: serde_json::Value::Null,
@@ -487,6 +498,8 @@ struct Control {
     dhcp: Option<DhcpControl>,
     /// The hosts' next-boot actions (with the lease database; absent without one).
     next_boot: Option<Arc<nextboot::NextBootStore>>,
+    /// The install templates in effect (replaced by a reload).
+    templates: Arc<Templates>,
     socket: ControlSocket,
     reloads: u64,
     last_reload: serde_json::Value,
@@ -498,7 +511,7 @@ impl Control {
     fn reload(&mut self) {
         self.reloads += 1;
         let at = unix_now();
-        let mut new = match Config::load(&self.config_path) {
+        let (mut new, templates) = match load_all(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("configuration reload refused, the running one stays: {e}");
@@ -535,7 +548,12 @@ impl Control {
             }
         }
         self.running = Config::clone(&config);
-        tracing::info!(file = %self.config_path.display(), "configuration reloaded");
+        self.templates = templates;
+        tracing::info!(
+            file = %self.config_path.display(),
+            templates = self.templates.names().len(),
+            "configuration reloaded"
+        );
         self.last_reload = serde_json::json!({
             "at_unix": at,
             "ok": error.is_none(),

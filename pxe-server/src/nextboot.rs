@@ -280,6 +280,7 @@ mod tests {
             address: None,
             boot: Default::default(),
             next_boot: NextBoot::Local,
+            vars: toml::Table::new(),
         }
     }
 
@@ -447,6 +448,7 @@ mod command_tests {
                 address: None,
                 boot: Default::default(),
                 next_boot: NextBoot::Local,
+                vars: toml::Table::new(),
             })
             .collect();
         let v = host_command(&store, &hosts, HostAction::Reinstall, "n1,n3", 7);

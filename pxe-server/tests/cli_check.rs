@@ -143,3 +143,39 @@ fn status_reports_a_running_server() {
     assert_eq!(code, 1);
     assert!(err.contains("is the server running?"), "{err}");
 }
+
+/// A template error stops `check` (and `serve`) with exit status 2, naming the template file
+/// and line and the host it failed for.
+#[test]
+fn template_errors_are_refused_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let tpl = dir.path().join("templates");
+    std::fs::create_dir(&tpl).unwrap();
+    std::fs::write(
+        tpl.join("ks.cfg"),
+        "install\nnetwork --hostname={{ host.hostnme }}\n",
+    )
+    .unwrap();
+    let file = dir.path().join("pxe.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[tftp]\nroot = \"{}\"\n[install]\ntemplates = \"{}\"\n[[hosts]]\nmac = \"52:54:00:00:00:01\"\nhostname = \"n1\"\n",
+            dir.path().display(),
+            tpl.display()
+        ),
+    )
+    .unwrap();
+    for cmd in ["check", "serve"] {
+        let (code, _, err) = run(&[cmd, "--config", file.to_str().unwrap()]);
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(
+            err.contains(&format!(
+                "{}:2: install.templates: ",
+                tpl.join("ks.cfg").display()
+            )),
+            "{cmd}: {err}"
+        );
+        assert!(err.contains("undefined") && err.contains("n1"), "{err}");
+    }
+}
