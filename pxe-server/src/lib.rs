@@ -6,6 +6,7 @@ pub mod control;
 pub mod dhcp;
 pub mod engine;
 pub mod images;
+pub mod install;
 pub mod metrics;
 pub mod nextboot;
 pub mod templates;

@@ -214,6 +214,18 @@ const BY_MAC: TableDefinition<&[u8], u32> = TableDefinition::new("leases_by_mac"
 const RECORD_VERSION: u8 = 1;
 const RECORD_LEN: usize = 33;
 
+/// The address bound to `mac` and not yet expired at `now_unix`, read from the database (for
+/// readers outside the DHCP thread, e.g. the install templates). `None` when there is none
+/// or the database cannot be read.
+pub fn bound_address(db: &Database, mac: &MacAddr, now_unix: u64) -> Option<Ipv4Addr> {
+    let read = db.begin_read().ok()?;
+    let ip = read.open_table(BY_MAC).ok()?.get(&mac.0[..]).ok()??.value();
+    let rec = read.open_table(LEASES).ok()?.get(ip).ok()??;
+    let lease = decode_record(ip, rec.value())?;
+    (lease.mac == *mac && lease.state == LeaseState::Bound && lease.expires > now_unix)
+        .then_some(lease.ip)
+}
+
 fn encode_record(l: &Lease) -> [u8; RECORD_LEN] {
     let mut b = [0u8; RECORD_LEN];
     b[0] = RECORD_VERSION;

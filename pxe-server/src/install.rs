@@ -1,0 +1,439 @@
+//! The install routes of the HTTP service, sans-IO: a request (method, path, query) in, a
+//! rendered reply out. The HTTP server calls [`InstallService::handle`] before looking for a
+//! file; `None` means "not an install route".
+//!
+//! - `GET /boot.ipxe?mac=52:54:00:12:34:56` (or `uuid=...`, or both; iPXE fills them with
+//!   `${net0/mac}` and `${uuid}`): the host's iPXE script: `ipxe/install.ipxe` rendered for
+//!   it when its next boot is `install`, else `ipxe/local.ipxe`. A machine with no
+//!   `[[hosts]]` entry gets the local-boot script: nothing unknown is ever reinstalled.
+//! - `GET /install/KEY/NAME`: template NAME rendered for the host KEY (`mac:...`, `uuid:...`
+//!   or a bare MAC), e.g. the kickstart the install command line points to.
+//! - `GET` or `POST /done/KEY`: the installer's callback (from `%post`, `late-command`,
+//!   cloud-init's `phone_home`, ...): the host's next boot becomes `local`, durably, before
+//!   the answer. It can only switch a host to the local disk, never to an install.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::config::{Config, HostConfig};
+use crate::dhcp::wire::{ClientUuid, MacAddr};
+use crate::nextboot::{self, NextBoot, NextBootStore};
+use crate::templates::{self, Templates};
+
+/// What the HTTP layer sends back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
+    }
+}
+
+/// Counters of the install routes (for `pxe-server status`).
+#[derive(Debug, Default)]
+pub struct InstallMetrics {
+    pub scripts_install: std::sync::atomic::AtomicU64,
+    pub scripts_local: std::sync::atomic::AtomicU64,
+    pub templates_rendered: std::sync::atomic::AtomicU64,
+    pub callbacks: std::sync::atomic::AtomicU64,
+    pub unknown_hosts: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+impl InstallMetrics {
+    fn inc(c: &std::sync::atomic::AtomicU64) {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        serde_json::json!({
+            "scripts_install": g(&self.scripts_install),
+            "scripts_local": g(&self.scripts_local),
+            "templates_rendered": g(&self.templates_rendered),
+            "callbacks": g(&self.callbacks),
+            "unknown_hosts": g(&self.unknown_hosts),
+            "errors": g(&self.errors),
+        })
+    }
+}
+
+/// Everything the install routes read: the configuration and templates in effect (a reload
+/// swaps the whole service), the next-boot store, and the lease database for addresses.
+pub struct InstallService {
+    config: Arc<Config>,
+    templates: Arc<Templates>,
+    next_boot: Option<Arc<NextBootStore>>,
+    db: Option<Arc<redb::Database>>,
+    metrics: Arc<InstallMetrics>,
+}
+
+impl InstallService {
+    pub fn new(
+        config: Arc<Config>,
+        templates: Arc<Templates>,
+        next_boot: Option<Arc<NextBootStore>>,
+        db: Option<Arc<redb::Database>>,
+        metrics: Arc<InstallMetrics>,
+    ) -> Self {
+        InstallService {
+            config,
+            templates,
+            next_boot,
+            db,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<InstallMetrics> {
+        &self.metrics
+    }
+
+    /// Answers an install route, or `None` for any other path. `server_url` is what the
+    /// templates get when `[install] server_url` is unset (the scheme, address and port the
+    /// request came to).
+    pub fn handle(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        server_url: &str,
+        now_unix: u64,
+    ) -> Option<Reply> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let reply = match segments.as_slice() {
+            ["boot.ipxe"] => self.only_get(method, || self.script(query, server_url, now_unix)),
+            ["install", key, rest @ ..] if !rest.is_empty() => {
+                let name = rest.join("/");
+                self.only_get(method, || self.template(key, &name, server_url, now_unix))
+            }
+            ["done", key] => {
+                if method == "GET" || method == "POST" {
+                    self.done(key, now_unix)
+                } else {
+                    Reply::text(405, "GET or POST\n")
+                }
+            }
+            _ => return None,
+        };
+        if reply.status >= 400 {
+            InstallMetrics::inc(&self.metrics.errors);
+        }
+        Some(reply)
+    }
+
+    fn only_get(&self, method: &str, f: impl FnOnce() -> Reply) -> Reply {
+        if method == "GET" || method == "HEAD" {
+            f()
+        } else {
+            Reply::text(405, "GET only\n")
+        }
+    }
+
+    fn url<'a>(&'a self, from_request: &'a str) -> &'a str {
+        self.config
+            .install
+            .server_url
+            .as_deref()
+            .unwrap_or(from_request)
+    }
+
+    fn find(&self, mac: Option<MacAddr>, uuid: Option<ClientUuid>) -> Option<&HostConfig> {
+        let hosts = &self.config.hosts;
+        mac.and_then(|m| hosts.iter().find(|h| h.mac == Some(m)))
+            .or_else(|| uuid.and_then(|u| hosts.iter().find(|h| h.uuid == Some(u))))
+    }
+
+    /// A host by its key (`mac:...`, `uuid:...`) or a bare MAC or UUID.
+    fn by_key(&self, key: &str) -> Option<&HostConfig> {
+        let raw = key
+            .strip_prefix("mac:")
+            .or_else(|| key.strip_prefix("uuid:"))
+            .unwrap_or(key);
+        let raw = percent_decode(raw)?;
+        let mac = raw.replace('-', ":").parse::<MacAddr>().ok();
+        let uuid = raw.parse::<ClientUuid>().ok();
+        self.find(mac, uuid)
+    }
+
+    fn action(&self, host: &HostConfig) -> NextBoot {
+        match &self.next_boot {
+            Some(s) => s.action(host),
+            None => host.next_boot,
+        }
+    }
+
+    fn address(&self, host: &HostConfig, now_unix: u64) -> Option<Ipv4Addr> {
+        host.address.or_else(|| {
+            let (db, mac) = (self.db.as_ref()?, host.mac?);
+            crate::dhcp::leases::bound_address(db, &mac, now_unix)
+        })
+    }
+
+    fn render(
+        &self,
+        name: &str,
+        host: Option<&HostConfig>,
+        next: NextBoot,
+        server_url: &str,
+        now_unix: u64,
+    ) -> Reply {
+        let address = host.and_then(|h| self.address(h, now_unix));
+        let ctx = templates::host_context(
+            self.url(server_url),
+            &self.config.boot,
+            &self.config.install.vars,
+            host,
+            address,
+            next,
+        );
+        let rendered = ctx
+            .map_err(|e| e.to_string())
+            .and_then(|c| self.templates.render(name, &c).map_err(|e| e.to_string()));
+        match rendered {
+            Ok(body) => Reply::text(200, body),
+            Err(e) => {
+                // Checked at load for every host; what is left are runtime values (an
+                // address that no template expected to be missing, ...).
+                tracing::warn!(template = name, error = %e, "template rendering failed");
+                Reply::text(500, format!("template {name} failed: {e}\n"))
+            }
+        }
+    }
+
+    fn script(&self, query: Option<&str>, server_url: &str, now_unix: u64) -> Reply {
+        let (mut mac, mut uuid) = (None, None);
+        for pair in query.unwrap_or("").split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let Some(v) = percent_decode(v) else {
+                return Reply::text(400, "bad percent-encoding in the query\n");
+            };
+            match k {
+                "mac" => mac = v.replace('-', ":").parse::<MacAddr>().ok(),
+                "uuid" => uuid = v.parse::<ClientUuid>().ok(),
+                _ => {}
+            }
+        }
+        let host = self.find(mac, uuid);
+        let next = host.map_or(NextBoot::Local, |h| self.action(h));
+        let name = match next {
+            NextBoot::Install => {
+                InstallMetrics::inc(&self.metrics.scripts_install);
+                templates::IPXE_INSTALL
+            }
+            NextBoot::Local => {
+                InstallMetrics::inc(&self.metrics.scripts_local);
+                templates::IPXE_LOCAL
+            }
+        };
+        if host.is_none() {
+            InstallMetrics::inc(&self.metrics.unknown_hosts);
+        }
+        self.render(name, host, next, server_url, now_unix)
+    }
+
+    fn template(&self, key: &str, name: &str, server_url: &str, now_unix: u64) -> Reply {
+        let Some(host) = self.by_key(key) else {
+            InstallMetrics::inc(&self.metrics.unknown_hosts);
+            return Reply::text(404, format!("no [[hosts]] entry {key}\n"));
+        };
+        let Some(name) = percent_decode(name) else {
+            return Reply::text(400, "bad percent-encoding\n");
+        };
+        if !self.templates.has(&name) {
+            return Reply::text(404, format!("no template {name}\n"));
+        }
+        InstallMetrics::inc(&self.metrics.templates_rendered);
+        self.render(&name, Some(host), self.action(host), server_url, now_unix)
+    }
+
+    fn done(&self, key: &str, now_unix: u64) -> Reply {
+        let Some(host) = self.by_key(key) else {
+            InstallMetrics::inc(&self.metrics.unknown_hosts);
+            return Reply::text(404, format!("no [[hosts]] entry {key}\n"));
+        };
+        let Some(store) = &self.next_boot else {
+            return Reply::text(
+                503,
+                "no host state here (it needs the lease database: [dhcp] full mode)\n",
+            );
+        };
+        match store.set(&[host], NextBoot::Local, now_unix) {
+            Ok(changed) => {
+                InstallMetrics::inc(&self.metrics.callbacks);
+                tracing::info!(host = %nextboot::host_label(host), changed,
+                    "installer callback: next boot local");
+                Reply::text(200, "ok: next boot local\n")
+            }
+            Err(e) => {
+                tracing::error!(host = %nextboot::host_label(host), %e,
+                    "installer callback not recorded");
+                Reply::text(500, format!("not recorded: {e}\n"))
+            }
+        }
+    }
+}
+
+/// `%XX` decoding; `None` for a malformed escape or a result that is not UTF-8 or has a NUL.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+                out.push(v);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    let s = String::from_utf8(out).ok()?;
+    (!s.contains('\0')).then_some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const CONFIG: &str = "[tftp]\nroot = \"/\"\n\
+        [boot]\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n\
+        cmdline = \"inst.ks={{ server_url }}/install/{{ host.key }}/ks.cfg\"\n\
+        [[hosts]]\nmac = \"52:54:00:00:00:01\"\nhostname = \"n1\"\nnext_boot = \"install\"\naddress = \"10.0.0.21\"\n\
+        [[hosts]]\nmac = \"52:54:00:00:00:02\"\nhostname = \"n2\"\n\
+        [[hosts]]\nuuid = \"4c4c4544-0031-3510-8047-b4c04f4d3232\"\nhostname = \"n3\"\nnext_boot = \"install\"\n";
+
+    fn service(dir: &Path) -> InstallService {
+        let tpl = dir.join("templates");
+        std::fs::create_dir_all(&tpl).unwrap();
+        std::fs::write(
+            tpl.join("ks.cfg"),
+            "network --hostname={{ host.hostname }} --ip={{ host.address or 'dhcp' }}\n",
+        )
+        .unwrap();
+        let text = format!("{CONFIG}[install]\ntemplates = \"{}\"\n", tpl.display());
+        let config = Config::parse(&text, Path::new("t.toml")).unwrap();
+        let templates = Arc::new(config.load_templates().unwrap());
+        let db = Arc::new(redb::Database::create(dir.join("l.redb")).unwrap());
+        let store = Arc::new(NextBootStore::open(Arc::clone(&db)).unwrap());
+        InstallService::new(
+            Arc::new(config),
+            templates,
+            Some(store),
+            Some(db),
+            Arc::default(),
+        )
+    }
+
+    const URL: &str = "http://10.0.0.1:8080";
+
+    #[test]
+    fn scripts_follow_the_next_boot_and_the_callback_flips_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        let get = |path: &str, q: Option<&str>| s.handle("GET", path, q, URL, 1000).unwrap();
+        let r = get("/boot.ipxe", Some("mac=52%3A54%3A00%3A00%3A00%3A01&uuid="));
+        assert_eq!(r.status, 200);
+        assert!(r.body.contains("kernel http://10.0.0.1:8080/vmlinuz initrd=initrd inst.ks=http://10.0.0.1:8080/install/mac:52:54:00:00:00:01/ks.cfg"), "{}", r.body);
+        // n2 boots locally; an unknown machine too.
+        assert!(
+            get("/boot.ipxe", Some("mac=52:54:00:00:00:02"))
+                .body
+                .contains("sanboot")
+        );
+        assert!(
+            get("/boot.ipxe", Some("mac=02:00:00:00:00:99"))
+                .body
+                .contains("sanboot")
+        );
+        assert!(get("/boot.ipxe", None).body.contains("sanboot"));
+        // n3 by UUID.
+        let r = get(
+            "/boot.ipxe",
+            Some("uuid=4C4C4544-0031-3510-8047-B4C04F4D3232"),
+        );
+        assert!(r.body.contains("kernel "), "{}", r.body);
+        // The kickstart, per host.
+        let r = get("/install/mac:52:54:00:00:00:01/ks.cfg", None);
+        assert_eq!(r.body, "network --hostname=n1 --ip=10.0.0.21\n");
+        let r = get("/install/52-54-00-00-00-02/ks.cfg", None);
+        assert_eq!(r.body, "network --hostname=n2 --ip=dhcp\n");
+        assert_eq!(
+            get("/install/mac:52:54:00:00:00:09/ks.cfg", None).status,
+            404
+        );
+        assert_eq!(
+            get("/install/mac:52:54:00:00:00:01/nope.cfg", None).status,
+            404
+        );
+        // The callback: n1 now boots locally, and it is recorded.
+        let r = s
+            .handle("POST", "/done/mac:52:54:00:00:00:01", None, URL, 1001)
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(
+            get("/boot.ipxe", Some("mac=52:54:00:00:00:01"))
+                .body
+                .contains("sanboot")
+        );
+        assert_eq!(get("/done/mac:02:00:00:00:00:99", None).status, 404);
+        assert_eq!(
+            s.handle("DELETE", "/done/x", None, URL, 1).unwrap().status,
+            405
+        );
+        assert_eq!(
+            s.handle("POST", "/boot.ipxe", None, URL, 1).unwrap().status,
+            405
+        );
+        // Not ours: files.
+        assert_eq!(s.handle("GET", "/vmlinuz", None, URL, 1), None);
+        assert_eq!(s.handle("GET", "/install", None, URL, 1), None);
+        let m = s.metrics().snapshot();
+        assert_eq!(m["callbacks"], 1);
+        assert_eq!(m["scripts_install"], 2);
+        assert!(m["errors"].as_u64().unwrap() >= 4);
+        // The flip survives a new service over the same database (a restart).
+        drop(s);
+        let s = service(dir.path());
+        let r = s
+            .handle("GET", "/boot.ipxe", Some("mac=52:54:00:00:00:01"), URL, 2)
+            .unwrap();
+        assert!(r.body.contains("sanboot"), "{}", r.body);
+    }
+
+    #[test]
+    fn hostile_input_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        for (path, q) in [
+            ("/boot.ipxe", Some("mac=%zz")),
+            ("/install/mac:52:54:00:00:00:01/%2e%2e%2fetc%2fpasswd", None),
+            ("/install/mac:52:54:00:00:00:01/ks.cfg%00", None),
+            ("/install/%ff/ks.cfg", None),
+        ] {
+            let r = s.handle("GET", path, q, URL, 1).unwrap();
+            assert!((400..500).contains(&r.status), "{path}: {r:?}");
+        }
+        assert_eq!(percent_decode("a%41+b"), Some("aA b".into()));
+        assert_eq!(percent_decode("%4"), None);
+    }
+}
