@@ -2,8 +2,9 @@
 //! rendered reply out. The HTTP server calls [`InstallService::handle`] before looking for a
 //! file; `None` means "not an install route".
 //!
-//! - `GET /boot.ipxe?mac=52:54:00:12:34:56` (or `uuid=...`, or both; iPXE fills them with
-//!   `${net0/mac}` and `${uuid}`): the host's iPXE script: `ipxe/install.ipxe` rendered for
+//! - `GET /boot.ipxe`: a one-line script chaining to itself with `?mac=${net0/mac:hexhyp}&
+//!   uuid=${uuid}` (so `[boot] ipxe_script = "http://SERVER/boot.ipxe"` is all DHCP needs).
+//! - `GET /boot.ipxe?mac=52-54-00-12-34-56` (or `uuid=...`, or both): the host's iPXE script: `ipxe/install.ipxe` rendered for
 //!   it when its next boot is `install`, else `ipxe/local.ipxe`. A machine with no
 //!   `[[hosts]]` entry gets the local-boot script: nothing unknown is ever reinstalled.
 //! - `GET /install/KEY/NAME`: template NAME rendered for the host KEY (`mac:...`, `uuid:...`
@@ -211,6 +212,18 @@ impl InstallService {
     }
 
     fn script(&self, query: Option<&str>, server_url: &str, now_unix: u64) -> Reply {
+        let asked = query.unwrap_or("");
+        if !asked.split('&').any(|p| p.starts_with("mac=") || p.starts_with("uuid=")) {
+            // iPXE does not expand settings in a DHCP file name: the plain URL answers with
+            // a script that asks again with the machine's identity filled in.
+            return Reply::text(
+                200,
+                format!(
+                    "#!ipxe\nchain {}/boot.ipxe?mac=${{net0/mac:hexhyp}}&uuid=${{uuid}}\n",
+                    self.url(server_url).trim_end_matches('/')
+                ),
+            );
+        }
         let (mut mac, mut uuid) = (None, None);
         for pair in query.unwrap_or("").split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -365,7 +378,11 @@ mod tests {
                 .body
                 .contains("sanboot")
         );
-        assert!(get("/boot.ipxe", None).body.contains("sanboot"));
+        // No identity: a script that asks again with it.
+        assert_eq!(
+            get("/boot.ipxe", None).body,
+            "#!ipxe\nchain http://10.0.0.1:8080/boot.ipxe?mac=${net0/mac:hexhyp}&uuid=${uuid}\n"
+        );
         // n3 by UUID.
         let r = get(
             "/boot.ipxe",
