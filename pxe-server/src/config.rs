@@ -26,6 +26,8 @@ pub enum EngineChoice {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub tftp: TftpConfig,
+    /// The HTTP boot file service.
+    pub http: HttpConfig,
     pub dhcp: DhcpConfig,
     /// The default boot profile (what a client that matches no `[[hosts]]` entry gets).
     pub boot: BootProfile,
@@ -79,6 +81,10 @@ impl Config {
         if effective.tftp != self.tftp {
             needs_restart.push("tftp");
             effective.tftp = self.tftp.clone();
+        }
+        if effective.http != self.http {
+            needs_restart.push("http");
+            effective.http = self.http.clone();
         }
         if effective.control != self.control {
             needs_restart.push("control");
@@ -424,6 +430,49 @@ impl Default for TftpConfig {
     }
 }
 
+/// `[http]`: the HTTP/1.1 service for boot files (off by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The HTTP service runs.
+    pub enabled: bool,
+    /// TCP addresses it listens on (port 80 by default).
+    pub listen: Vec<SocketAddr>,
+    /// Directory served; unset = `tftp.root` (then both services share each file's snapshot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Runtime worker threads (1..=64).
+    pub threads: usize,
+    /// Open connections at most; beyond it a new connection gets 503 and is closed.
+    pub max_connections: usize,
+    /// A request head must arrive within this many milliseconds of its first byte (of the
+    /// connection, for the first request).
+    pub header_timeout_ms: u64,
+    /// A connection with no traffic either way for this many milliseconds is closed.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 80))],
+            root: None,
+            threads: 2,
+            max_connections: 10_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The directory served: `root`, else `tftp_root`.
+    pub fn root_or<'a>(&'a self, tftp_root: &'a Path) -> &'a Path {
+        self.root.as_deref().unwrap_or(tftp_root)
+    }
+}
+
 /// A config file that cannot be used: `file:line: key: reason`.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: {key}: {reason}")]
@@ -495,6 +544,8 @@ impl Config {
     /// and the reason.
     fn validate(&self) -> Result<(), (Vec<String>, String)> {
         self.validate_tftp()
+            .map_err(|(p, r)| (p.iter().map(|s| s.to_string()).collect(), r))?;
+        self.validate_http()
             .map_err(|(p, r)| (p.iter().map(|s| s.to_string()).collect(), r))?;
         self.validate_dhcp()?;
         self.validate_xdp()?;
@@ -664,6 +715,36 @@ impl Config {
         }
         if t.max_sessions_per_client < 1 {
             return fail("max_sessions_per_client", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), (Vec<&'static str>, String)> {
+        let h = &self.http;
+        let fail = |key: &'static str, reason: String| Err((vec!["http", key], reason));
+        if let Some(root) = &h.root {
+            match std::fs::metadata(root) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return fail("root", format!("{} is not a directory", root.display())),
+                Err(e) => return fail("root", format!("{}: {e}", root.display())),
+            }
+        }
+        if h.listen.is_empty() {
+            return fail("listen", "must name at least one address".into());
+        }
+        if !(1..=64).contains(&h.threads) {
+            return fail("threads", format!("{} is not in 1..=64", h.threads));
+        }
+        if h.max_connections < 1 {
+            return fail("max_connections", "must be at least 1".into());
+        }
+        for (key, ms) in [
+            ("header_timeout_ms", h.header_timeout_ms),
+            ("idle_timeout_ms", h.idle_timeout_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                return fail(key, format!("{ms} is not in 1..=3600000"));
+            }
         }
         Ok(())
     }
@@ -1011,6 +1092,81 @@ mod tests {
             "{e}"
         );
         assert!(e.reason.contains("n2"), "{e}");
+    }
+
+    #[test]
+    fn http_section_defaults_and_errors() {
+        let f = fixture();
+        let r = &f.root;
+        let head = format!("[tftp]\nroot = \"{r}\"\n");
+        let c = Config::parse(&head, Path::new("x")).unwrap();
+        assert_eq!(c.http, HttpConfig::default());
+        assert!(!c.http.enabled);
+        assert_eq!(c.http.listen, vec![SocketAddr::from(([0, 0, 0, 0], 80))]);
+        assert_eq!(c.http.root_or(&c.tftp.root), Path::new(r));
+        assert_eq!(c.http.max_connections, 10_000);
+        let sub = format!("{r}/http");
+        std::fs::create_dir(&sub).unwrap();
+        let c = Config::parse(
+            &format!(
+                "{head}[http]\nenabled = true\nlisten = [\"10.0.0.1:8080\", \"[::1]:80\"]\n\
+                 root = \"{sub}\"\nthreads = 1\nmax_connections = 5\nheader_timeout_ms = 500\n\
+                 idle_timeout_ms = 9000\n"
+            ),
+            Path::new("x"),
+        )
+        .unwrap();
+        assert!(c.http.enabled);
+        assert_eq!(c.http.listen.len(), 2);
+        assert_eq!(c.http.root_or(&c.tftp.root), Path::new(&sub));
+        assert_eq!(
+            (
+                c.http.threads,
+                c.http.max_connections,
+                c.http.header_timeout_ms,
+                c.http.idle_timeout_ms
+            ),
+            (1, 5, 500, 9000)
+        );
+        let again = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
+        assert_eq!(again, c);
+
+        let cases: &[(&str, &str, &str)] = &[
+            ("listen = []", "http.listen", "at least one"),
+            ("threads = 0", "http.threads", "1..=64"),
+            ("max_connections = 0", "http.max_connections", "at least 1"),
+            (
+                "header_timeout_ms = 0",
+                "http.header_timeout_ms",
+                "1..=3600000",
+            ),
+            (
+                "idle_timeout_ms = 3600001",
+                "http.idle_timeout_ms",
+                "1..=3600000",
+            ),
+            (
+                "root = \"/nonexistent/pxe\"",
+                "http.root",
+                "/nonexistent/pxe",
+            ),
+            ("enabled = \"yes\"", "http.enabled", "invalid type"),
+            (
+                "listen = [\"nope\"]",
+                "http.listen[0]",
+                "invalid socket address",
+            ),
+            ("bogus = 1", "http.bogus", "unknown field"),
+        ];
+        for (line, key, why) in cases {
+            assert_err(&format!("{head}[http]\n\n{line}\n"), 5, key, why);
+        }
+        // A changed [http] section needs a restart.
+        let mut new = c.clone();
+        new.http.max_connections = 7;
+        let plan = c.reload_plan(&new);
+        assert_eq!(plan.needs_restart, vec!["http"]);
+        assert_eq!(plan.effective.http, c.http);
     }
 
     #[test]

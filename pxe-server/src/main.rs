@@ -14,6 +14,8 @@ use pxe_server::control::{self, ControlSocket};
 use pxe_server::dhcp::metrics::DhcpMetrics;
 use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
+use pxe_server::http::{HttpMetrics, HttpServer, ImageSource};
+use pxe_server::images::ImageStore;
 use pxe_server::metrics::TftpMetrics;
 use pxe_server::nextboot;
 use pxe_server::templates::Templates;
@@ -290,8 +292,10 @@ fn serve(
     };
 
     let metrics = Arc::new(TftpMetrics::default());
-    let service = TftpService::new(tftp, Arc::clone(&metrics))
-        .with_context(|| format!("opening TFTP root {}", tftp.root.display()))?;
+    let service = Arc::new(
+        TftpService::new(tftp, Arc::clone(&metrics))
+            .with_context(|| format!("opening TFTP root {}", tftp.root.display()))?,
+    );
     let kind = engine::select(tftp.engine)?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -373,6 +377,34 @@ fn serve(
     } else {
         None
     };
+    // HTTP: listening sockets bound here, so a busy port stops the start.
+    let http = if config.http.enabled {
+        let h = &config.http;
+        let images: Arc<dyn ImageSource> = match &h.root {
+            Some(r) if *r != config.tftp.root => Arc::new(
+                ImageStore::new(r.clone())
+                    .with_context(|| format!("opening HTTP root {}", r.display()))?,
+            ),
+            _ => Arc::clone(&service) as Arc<dyn ImageSource>,
+        };
+        let server = HttpServer::bind(Arc::new(config.clone()), images, Arc::default())
+            .context("starting the HTTP service")?;
+        let http_metrics = server.metrics();
+        tracing::info!(
+            listen = ?server.local_addrs()?,
+            root = %h.root_or(&config.tftp.root).display(),
+            threads = h.threads,
+            max_connections = h.max_connections,
+            "HTTP service ready"
+        );
+        Some((spawn_http(server, Arc::clone(&shutdown))?, http_metrics))
+    } else {
+        None
+    };
+    let (http_handle, http_metrics) = match http {
+        Some((h, m)) => (Some(h), Some(m)),
+        None => (None, None),
+    };
     let (dhcp_handle, dhcp_metrics, dhcp_control) = match dhcp {
         Some((h, m, c)) => (Some(h), Some(m), Some(c)),
         None => (None, None, None),
@@ -389,12 +421,13 @@ fn serve(
         dhcp: dhcp_control,
         next_boot,
         templates,
+        http: http_metrics.clone(),
         socket,
         reloads: 0,
         last_reload: serde_json::Value::Null,
     };
     let control = spawn_control(control, Arc::clone(&shutdown), reload)?;
-    let result = engine::run(kind, Arc::new(service), &params, Arc::clone(&shutdown));
+    let result = engine::run(kind, service, &params, Arc::clone(&shutdown));
     shutdown.store(true, Ordering::Relaxed);
     let mut dhcp_result = Ok(());
     // The control thread logs the filter counters and detaches the XDP program as it ends.
@@ -410,8 +443,19 @@ fn serve(
     if let Some(m) = dhcp_metrics {
         tracing::info!(metrics = %m.snapshot(), "DHCP service stopped");
     }
+    let mut http_result = Ok(());
+    if let Some(handle) = http_handle {
+        http_result = match handle.join() {
+            Ok(r) => r.map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow::anyhow!("HTTP thread panicked")),
+        };
+    }
+    if let Some(m) = http_metrics {
+        tracing::info!(metrics = %m.snapshot(), "HTTP service stopped");
+    }
     tracing::info!(metrics = %metrics.snapshot(), "TFTP service stopped");
     result.context("TFTP engine failed")?;
+    http_result.context("HTTP service failed")?;
     dhcp_result.context("DHCP service failed")
 }
 
@@ -432,6 +476,24 @@ fn spawn_dhcp(
             r.map_err(anyhow::Error::from)
         })
         .context("starting the DHCP thread")
+}
+
+/// Runs the HTTP service until `shutdown`; if it fails, it sets `shutdown` (as DHCP does).
+fn spawn_http(
+    server: HttpServer,
+    shutdown: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<std::io::Result<()>>> {
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let r = server.run(&shutdown);
+            if let Err(e) = &r {
+                tracing::error!("HTTP service failed: {e}");
+                shutdown.store(true, Ordering::Relaxed);
+            }
+            r
+        })
+        .context("starting the HTTP thread")
 }
 
 /// SIGINT and SIGTERM set `shutdown` (signal-hook's flag handlers); a second one, once
@@ -500,6 +562,7 @@ struct Control {
     next_boot: Option<Arc<nextboot::NextBootStore>>,
     /// The install templates in effect (replaced by a reload).
     templates: Arc<Templates>,
+    http: Option<Arc<HttpMetrics>>,
     socket: ControlSocket,
     reloads: u64,
     last_reload: serde_json::Value,
@@ -614,6 +677,11 @@ impl Control {
                 "metrics": self.tftp.snapshot(),
             },
             "dhcp": dhcp,
+            "http": self.http.as_ref().map(|m| serde_json::json!({
+                "listen": self.running.http.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "root": self.running.http.root_or(&tftp.root).display().to_string(),
+                "metrics": m.snapshot(),
+            })),
             "filter": filter,
         })
     }
@@ -658,6 +726,9 @@ impl Control {
 
     fn log_metrics(&self) {
         tracing::info!(metrics = %self.tftp.snapshot(), "TFTP metrics");
+        if let Some(m) = &self.http {
+            tracing::info!(metrics = %m.snapshot(), "HTTP metrics");
+        }
         if let Some(d) = &self.dhcp {
             tracing::info!(metrics = %d.metrics.snapshot(), "DHCP metrics");
             d.log_filter();

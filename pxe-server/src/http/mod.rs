@@ -1,0 +1,324 @@
+//! The HTTP/1.1 service: boot files from the same image store as TFTP (hyper on its own tokio
+//! runtime).
+//!
+//! - **Files** come from [`ImageSource`] (the TFTP service's own store when the roots are the
+//!   same, so both protocols share one sealed snapshot per file): a body is a `Bytes` slice of
+//!   the image's mapping, never a copy; hyper writes it with vectored writes.
+//! - **Requests**: `GET` and `HEAD`, one `Range` (206 / 416), keep-alive; other methods get
+//!   405 with `Allow`. Paths are percent-decoded and then checked ([`path`]); the store's
+//!   `RESOLVE_BENEATH` open refuses symlinks leaving the root. See [`router`].
+//! - **Bounds**: a request head is at most [`MAX_HEAD_BYTES`] (hyper answers 431 beyond) and
+//!   [`MAX_HEADERS`] lines; it must arrive within `header_timeout_ms`, and a connection with no
+//!   traffic for `idle_timeout_ms` is closed ([`conn`]). Beyond `max_connections` open
+//!   connections a new one gets a fixed 503 and is closed. Per connection: the read buffer,
+//!   the response head and references to shared image bytes.
+
+pub mod conn;
+pub mod path;
+pub mod range;
+pub mod router;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::config::Config;
+use crate::images::{Image, ImageStore, OpenError};
+use crate::metrics::counters;
+use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, Guarded};
+use router::{Body, State};
+
+/// Largest request head (request line + headers) read; hyper answers 431 beyond it.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header lines in a request head (hyper answers 431 beyond).
+pub const MAX_HEADERS: usize = 64;
+/// Threads of the blocking pool that opens (and on first use snapshots) files.
+const BLOCKING_THREADS: usize = 16;
+/// How often the accept loop looks at the shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// Pause after a failed accept (EMFILE ...), so the loop cannot spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// The answer to a connection beyond `max_connections`.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+
+counters! {
+    HttpMetrics, HttpSnapshot, "HTTP service";
+    /// Connections served.
+    connections_accepted,
+    /// Connections answered 503 and closed because `max_connections` were open.
+    connections_refused,
+    /// Connections open now (a gauge).
+    connections_open,
+    /// Requests handed to the router.
+    requests,
+    /// 2xx other than 206.
+    responses_2xx,
+    responses_206,
+    /// 4xx, including the 400 and 431 hyper sends for unparsable or oversized heads.
+    responses_4xx,
+    responses_5xx,
+    /// Bytes written to client sockets (heads and bodies).
+    bytes_sent,
+    /// `..` in the path (plain or encoded) or a symlink leaving the root: 403.
+    refused_traversal,
+    /// Broken percent-encoding, NUL, backslash, not an origin-form path: 400.
+    refused_bad_path,
+    refused_not_found,
+    /// Directories, devices, FIFOs, unreadable files: 403.
+    refused_access,
+    /// Methods other than GET and HEAD: 405.
+    refused_method,
+    /// 416 answers.
+    ranges_unsatisfiable,
+    /// Connections cut because a request head was not complete in `header_timeout_ms`.
+    header_timeouts,
+    /// Connections closed after `idle_timeout_ms` without traffic.
+    idle_timeouts,
+    /// Request heads over the size or header-count limit (431).
+    headers_too_large,
+    /// Unparsable request heads (400 from hyper).
+    bad_requests,
+    /// Connections that ended with another error (reset by the peer ...).
+    connection_errors,
+    /// Failed accept() calls.
+    accept_errors,
+}
+
+/// Where the HTTP service gets its files.
+pub trait ImageSource: Send + Sync + 'static {
+    fn open_image(&self, name: &[u8]) -> Result<Arc<Image>, OpenError>;
+}
+
+impl ImageSource for ImageStore {
+    fn open_image(&self, name: &[u8]) -> Result<Arc<Image>, OpenError> {
+        self.open(name)
+    }
+}
+
+/// The TFTP service's store: HTTP and TFTP then share each file's snapshot.
+impl ImageSource for crate::tftp::service::TftpService {
+    fn open_image(&self, name: &[u8]) -> Result<Arc<Image>, OpenError> {
+        self.images.open(name)
+    }
+}
+
+/// Limits applied to each connection.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_connections: u64,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// The bound HTTP service, ready to run.
+pub struct HttpServer {
+    listeners: Vec<std::net::TcpListener>,
+    state: Arc<State>,
+    limits: Limits,
+    threads: usize,
+}
+
+impl HttpServer {
+    /// Binds every `[http] listen` address (so a busy port stops the start, before anything
+    /// serves). `images` serves the files (see [`ImageSource`]).
+    pub fn bind(
+        config: Arc<Config>,
+        images: Arc<dyn ImageSource>,
+        metrics: Arc<HttpMetrics>,
+    ) -> io::Result<HttpServer> {
+        let h = &config.http;
+        let mut listeners = Vec::with_capacity(h.listen.len());
+        for addr in &h.listen {
+            listeners.push(
+                listen(*addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("HTTP listen {addr}: {e}")))?,
+            );
+        }
+        let limits = Limits {
+            max_connections: h.max_connections as u64,
+            header_timeout: Duration::from_millis(h.header_timeout_ms),
+            idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+        };
+        let threads = h.threads.max(1);
+        Ok(HttpServer {
+            listeners,
+            state: Arc::new(State {
+                config,
+                images,
+                metrics,
+            }),
+            limits,
+            threads,
+        })
+    }
+
+    /// The bound addresses (with the actual ports when the config said port 0).
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(|l| l.local_addr()).collect()
+    }
+
+    pub fn metrics(&self) -> Arc<HttpMetrics> {
+        Arc::clone(&self.state.metrics)
+    }
+
+    /// Serves until `shutdown` is set, on a tokio runtime of `[http] threads` workers; open
+    /// connections are dropped at the end.
+    pub fn run(self, shutdown: &AtomicBool) -> io::Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.threads)
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_name("http-worker")
+            .enable_all()
+            .build()?;
+        let result = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for l in self.listeners {
+                let listener = tokio::net::TcpListener::from_std(l)?;
+                tasks.push(tokio::spawn(accept_loop(
+                    listener,
+                    Arc::clone(&self.state),
+                    self.limits,
+                )));
+            }
+            while !shutdown.load(Ordering::Relaxed) {
+                tokio::time::sleep(SHUTDOWN_POLL).await;
+            }
+            for t in &tasks {
+                t.abort();
+            }
+            Ok(())
+        });
+        rt.shutdown_timeout(Duration::from_secs(1));
+        result
+    }
+}
+
+/// A non-blocking listening socket with `SO_REUSEADDR` and a deep backlog (boot storms).
+fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Decrements `connections_open` when a connection ends (or its task is dropped).
+struct OpenGuard(Arc<HttpMetrics>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>, limits: Limits) {
+    let m = &state.metrics;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                if m.accept_errors
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(1000)
+                {
+                    tracing::warn!("HTTP accept failed: {e}");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let open = m.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+        let guard = OpenGuard(Arc::clone(m));
+        if open > limits.max_connections {
+            m.connections_refused.fetch_add(1, Ordering::Relaxed);
+            // Best effort, never waits: a full socket buffer just loses the 503.
+            let _ = stream.try_write(BUSY);
+            drop(guard);
+            continue;
+        }
+        m.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(stream, Arc::clone(&state), limits, guard));
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    state: Arc<State>,
+    limits: Limits,
+    _open: OpenGuard,
+) {
+    let m = Arc::clone(&state.metrics);
+    let shared = Arc::new(ConnShared::default());
+    let io = TokioIo::new(Guarded::new(
+        stream,
+        Arc::clone(&shared),
+        Arc::clone(&m),
+        limits.header_timeout,
+        limits.idle_timeout,
+    ));
+    let service = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |req| {
+            shared.head_done.store(true, Ordering::Relaxed);
+            handle(Arc::clone(&state), req)
+        })
+    };
+    let result = http1::Builder::new()
+        .keep_alive(true)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .writev(true)
+        // The deadlines are kept by `Guarded` (see `conn`).
+        .header_read_timeout(None)
+        .serve_connection(io, service)
+        .await;
+    let Err(e) = result else { return };
+    let counter = match shared.expired.load(Ordering::Relaxed) {
+        EXPIRED_HEADER => &m.header_timeouts,
+        EXPIRED_IDLE => &m.idle_timeouts,
+        _ if e.is_parse_too_large() => {
+            router::count_response(&m, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            &m.headers_too_large
+        }
+        _ if e.is_parse() => {
+            router::count_response(&m, StatusCode::BAD_REQUEST);
+            &m.bad_requests
+        }
+        _ => &m.connection_errors,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!("HTTP connection ended: {e}");
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    // The body is never read: dropping it lets hyper discard it or close the connection.
+    let (parts, _body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
+    let metrics = Arc::clone(&state.metrics);
+    match tokio::task::spawn_blocking(move || router::route(&state, &req)).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            tracing::error!("HTTP request handler failed: {e}");
+            router::count_response(&metrics, StatusCode::INTERNAL_SERVER_ERROR);
+            Ok(router::error(StatusCode::INTERNAL_SERVER_ERROR))
+        }
+    }
+}

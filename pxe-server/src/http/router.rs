@@ -1,0 +1,328 @@
+//! Requests to responses. Synchronous (it may snapshot a file), so the server runs it on the
+//! blocking pool; it never reads a request body.
+//!
+//! Only files are served for now. Generated documents (the per-host iPXE script at
+//! `/boot.ipxe`, rendered install templates, the boot-once callback) are meant to be matched in
+//! [`route`] before the file fallback, with [`State::config`] at hand.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::path::{self, PathRefusal};
+use super::range::{self, RangeAnswer};
+use super::{HttpMetrics, ImageSource};
+use crate::config::Config;
+use crate::images::{Image, OpenError};
+
+/// Every response body: one frame, shared bytes (a file is a slice of its image, not a copy).
+pub type Body = Full<Bytes>;
+
+/// What the router works with.
+pub struct State {
+    /// The configuration the server started with (hosts and profiles for generated scripts).
+    pub config: Arc<Config>,
+    pub images: Arc<dyn ImageSource>,
+    pub metrics: Arc<HttpMetrics>,
+}
+
+/// The `Allow` header of a 405.
+const ALLOW: &str = "GET, HEAD";
+
+/// The reason [`crate::images::ImageStore`] gives when the kernel refused a path (through a
+/// symlink) that leaves the root: counted as a traversal, not as a plain access refusal.
+const LEAVES_ROOT: &str = "path leaves the root";
+
+/// Answers one request (its body, if any, is ignored) and counts the response.
+pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
+    let m = &state.metrics;
+    let resp = if req.method() != Method::GET && req.method() != Method::HEAD {
+        add(&m.refused_method, 1);
+        let mut r = error(StatusCode::METHOD_NOT_ALLOWED);
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        r
+    } else {
+        // Generated routes go here, before the files, e.g.
+        //   "/boot.ipxe" => boot_script(state, req),
+        serve_file(state, req)
+    };
+    count_response(m, resp.status());
+    resp
+}
+
+/// Counts a response by its status class.
+pub fn count_response(m: &HttpMetrics, status: StatusCode) {
+    let counter = match status.as_u16() {
+        206 => &m.responses_206,
+        200..=299 => &m.responses_2xx,
+        400..=499 => &m.responses_4xx,
+        500..=599 => &m.responses_5xx,
+        _ => return,
+    };
+    add(counter, 1);
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A short text response for an error status.
+pub fn error(status: StatusCode) -> Response<Body> {
+    let text = match status {
+        StatusCode::BAD_REQUEST => "Bad Request\n",
+        StatusCode::FORBIDDEN => "Forbidden\n",
+        StatusCode::NOT_FOUND => "Not Found\n",
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed\n",
+        StatusCode::RANGE_NOT_SATISFIABLE => "Range Not Satisfiable\n",
+        _ => "Internal Server Error\n",
+    };
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// An image as the owner of a `Bytes`: the mapping lives as long as any slice of it.
+struct ImageBytes(Arc<Image>);
+
+impl AsRef<[u8]> for ImageBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.octets()
+    }
+}
+
+fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
+    let m = &state.metrics;
+    let name = match path::file_name(req.uri().path()) {
+        Ok(name) => name,
+        Err(PathRefusal::BadPath(why)) => {
+            add(&m.refused_bad_path, 1);
+            tracing::debug!(path = req.uri().path(), why, "HTTP request refused");
+            return error(StatusCode::BAD_REQUEST);
+        }
+        Err(PathRefusal::Traversal) => {
+            add(&m.refused_traversal, 1);
+            tracing::debug!(path = req.uri().path(), "HTTP path traversal refused");
+            return error(StatusCode::FORBIDDEN);
+        }
+    };
+    if name.is_empty() {
+        add(&m.refused_not_found, 1);
+        return error(StatusCode::NOT_FOUND);
+    }
+    let image = match state.images.open_image(&name) {
+        Ok(image) => image,
+        Err(OpenError::NotFound) => {
+            add(&m.refused_not_found, 1);
+            return error(StatusCode::NOT_FOUND);
+        }
+        Err(OpenError::AccessViolation(why)) => {
+            let counter = if why == LEAVES_ROOT {
+                &m.refused_traversal
+            } else {
+                &m.refused_access
+            };
+            add(counter, 1);
+            tracing::debug!(path = req.uri().path(), why, "HTTP request refused");
+            return error(StatusCode::FORBIDDEN);
+        }
+        Err(OpenError::Io(e)) => {
+            tracing::warn!(path = req.uri().path(), "HTTP: cannot read the file: {e}");
+            return error(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+    };
+    let len = image.len() as u64;
+    let head = req.method() == Method::HEAD;
+    // Range applies to GET only (RFC 9110 §14.2). With no validator (ETag/Last-Modified) an
+    // If-Range can never match, so it means "send the whole file".
+    let answer = if head || req.headers().contains_key(header::IF_RANGE) {
+        RangeAnswer::Full
+    } else {
+        range::evaluate(
+            req.headers()
+                .get_all(header::RANGE)
+                .iter()
+                .map(HeaderValue::as_bytes),
+            len,
+        )
+    };
+    let (status, start, end) = match answer {
+        RangeAnswer::Full => (StatusCode::OK, 0, len),
+        RangeAnswer::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        RangeAnswer::Unsatisfiable => {
+            add(&m.ranges_unsatisfiable, 1);
+            let mut r = error(StatusCode::RANGE_NOT_SATISFIABLE);
+            if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let body = if head {
+        Bytes::new()
+    } else {
+        // Both bounds are within the image (`start < end <= len`): a zero-copy slice.
+        Bytes::from_owner(ImageBytes(image)).slice(start as usize..end as usize)
+    };
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::try_from(format!("bytes {start}-{}/{len}", end - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::ImageStore;
+    use http_body_util::BodyExt;
+
+    fn state() -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("file"), b"0123456789").unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("escape")).unwrap();
+        std::fs::create_dir(root.join("dir")).unwrap();
+        let state = State {
+            config: Arc::new(Config::default()),
+            images: Arc::new(ImageStore::new(root).unwrap()),
+            metrics: Arc::new(HttpMetrics::default()),
+        };
+        (dir, state)
+    }
+
+    fn get(state: &State, method: Method, uri: &str, headers: &[(&str, &str)]) -> Response<Body> {
+        let mut b = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        route(state, &b.body(()).unwrap())
+    }
+
+    fn body(r: Response<Body>) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(r.into_body().collect())
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
+    fn hdr(r: &Response<Body>, name: header::HeaderName) -> &str {
+        r.headers().get(name).unwrap().to_str().unwrap()
+    }
+
+    #[test]
+    fn get_head_and_ranges() {
+        let (_d, s) = state();
+        let r = get(&s, Method::GET, "/file", &[]);
+        assert_eq!(r.status(), 200);
+        assert_eq!(hdr(&r, header::CONTENT_LENGTH), "10");
+        assert_eq!(hdr(&r, header::ACCEPT_RANGES), "bytes");
+        assert_eq!(body(r), b"0123456789");
+
+        let r = get(&s, Method::HEAD, "/file", &[("range", "bytes=0-1")]);
+        assert_eq!(r.status(), 200);
+        assert_eq!(hdr(&r, header::CONTENT_LENGTH), "10");
+        assert!(body(r).is_empty());
+
+        let r = get(&s, Method::GET, "/file", &[("range", "bytes=2-4")]);
+        assert_eq!(r.status(), 206);
+        assert_eq!(hdr(&r, header::CONTENT_RANGE), "bytes 2-4/10");
+        assert_eq!(hdr(&r, header::CONTENT_LENGTH), "3");
+        assert_eq!(body(r), b"234");
+
+        let r = get(&s, Method::GET, "/file", &[("range", "bytes=-3")]);
+        assert_eq!(hdr(&r, header::CONTENT_RANGE), "bytes 7-9/10");
+        assert_eq!(body(r), b"789");
+
+        let r = get(&s, Method::GET, "/file", &[("range", "bytes=10-")]);
+        assert_eq!(r.status(), 416);
+        assert_eq!(hdr(&r, header::CONTENT_RANGE), "bytes */10");
+
+        // If-Range without validators, and multi-range: the whole file.
+        for h in [
+            [("range", "bytes=2-4"), ("if-range", "\"x\"")],
+            [("range", "bytes=0-1,3-4"), ("x-other", "1")],
+        ] {
+            let r = get(&s, Method::GET, "/file", &h);
+            assert_eq!(r.status(), 200);
+            assert_eq!(body(r), b"0123456789");
+        }
+        let snap = s.metrics.snapshot();
+        assert_eq!(
+            (
+                snap.responses_2xx,
+                snap.responses_206,
+                snap.responses_4xx,
+                snap.ranges_unsatisfiable
+            ),
+            (4, 2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn refusals_are_classified_and_counted() {
+        let (_d, s) = state();
+        let cases: &[(&str, u16)] = &[
+            ("/../secret", 403),
+            ("/%2e%2e/secret", 403),
+            ("/escape", 403),
+            ("/a%00b", 400),
+            ("/a\\b", 400),
+            ("/%zz", 400),
+            ("/missing", 404),
+            ("/", 404),
+            ("/dir", 403),
+        ];
+        for (uri, status) in cases {
+            let r = get(&s, Method::GET, uri, &[]);
+            assert_eq!(r.status(), *status, "{uri}");
+        }
+        let r = get(&s, Method::POST, "/file", &[]);
+        assert_eq!(r.status(), 405);
+        assert_eq!(hdr(&r, header::ALLOW), "GET, HEAD");
+        let m = s.metrics.snapshot();
+        assert_eq!(m.refused_traversal, 3, "{m}");
+        assert_eq!(m.refused_bad_path, 3, "{m}");
+        assert_eq!(m.refused_not_found, 2, "{m}");
+        assert_eq!(m.refused_access, 1, "{m}");
+        assert_eq!(m.refused_method, 1, "{m}");
+        assert_eq!(m.responses_4xx, 10, "{m}");
+    }
+
+    #[test]
+    fn file_bodies_share_the_image() {
+        let (_d, s) = state();
+        let image = s.images.open_image(b"file").unwrap();
+        let r = get(&s, Method::GET, "/file", &[("range", "bytes=1-")]);
+        let data = r.into_body();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt.block_on(data.collect()).unwrap().to_bytes();
+        // The body points into the image's own bytes: no copy was made.
+        assert_eq!(bytes.as_ptr(), image.octets()[1..].as_ptr());
+    }
+}
