@@ -286,22 +286,26 @@ async fn serve_connection(
         .header_read_timeout(None)
         .serve_connection(io, service)
         .await;
-    let Err(e) = result else { return };
-    let counter = match shared.expired.load(Ordering::Relaxed) {
-        EXPIRED_HEADER => &m.header_timeouts,
-        EXPIRED_IDLE => &m.idle_timeouts,
-        _ if e.is_parse_too_large() => {
+    // hyper ends a connection whose deadline expired before any byte of a request with Ok
+    // (it looks like a client closing an idle connection): look at the deadline first.
+    let counter = match (shared.expired.load(Ordering::Relaxed), &result) {
+        (EXPIRED_HEADER, _) => &m.header_timeouts,
+        (EXPIRED_IDLE, _) => &m.idle_timeouts,
+        (_, Ok(())) => return,
+        (_, Err(e)) if e.is_parse_too_large() => {
             router::count_response(&m, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             &m.headers_too_large
         }
-        _ if e.is_parse() => {
+        (_, Err(e)) if e.is_parse() => {
             router::count_response(&m, StatusCode::BAD_REQUEST);
             &m.bad_requests
         }
-        _ => &m.connection_errors,
+        (_, Err(_)) => &m.connection_errors,
     };
     counter.fetch_add(1, Ordering::Relaxed);
-    tracing::debug!("HTTP connection ended: {e}");
+    if let Err(e) = result {
+        tracing::debug!("HTTP connection ended: {e}");
+    }
 }
 
 async fn handle(

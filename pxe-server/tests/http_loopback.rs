@@ -1,0 +1,340 @@
+//! The HTTP service on 127.0.0.1 (no privileges needed), spoken to over raw TCP: the wire
+//! format of GET/HEAD/ranges, keep-alive, oversized heads, the header and idle deadlines,
+//! and `max_connections`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pxe_server::config::Config;
+use pxe_server::http::{HttpMetrics, HttpServer, HttpSnapshot};
+use pxe_server::images::ImageStore;
+
+struct Running {
+    addr: SocketAddr,
+    metrics: Arc<HttpMetrics>,
+    shutdown: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(extra: &str, files: &[(&str, &[u8])]) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        for (name, data) in files {
+            std::fs::write(root.join(name), data).unwrap();
+        }
+        let text = format!(
+            "[tftp]\nroot = {root:?}\n[http]\nenabled = true\nlisten = [\"127.0.0.1:0\"]\nthreads = 1\n{extra}\n"
+        );
+        let config = Arc::new(Config::parse(&text, Path::new("test.toml")).unwrap());
+        let images = Arc::new(ImageStore::new(root).unwrap());
+        let metrics = Arc::new(HttpMetrics::default());
+        let server = HttpServer::bind(config, images, Arc::clone(&metrics)).unwrap();
+        let addr = server.local_addrs().unwrap()[0];
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let shutdown = Arc::clone(&shutdown);
+            move || server.run(&shutdown)
+        });
+        Running {
+            addr,
+            metrics,
+            shutdown,
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    fn snapshot(&self) -> HttpSnapshot {
+        self.metrics.snapshot()
+    }
+
+    /// Waits (bounded) until `f` holds for the counters.
+    fn wait_for(&self, what: &str, f: impl Fn(&HttpSnapshot) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f(&self.snapshot()) {
+            assert!(Instant::now() < deadline, "{what}: {}", self.snapshot());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let r = t.join().expect("http thread panicked");
+            if !std::thread::panicking() {
+                r.expect("http server failed");
+            }
+        }
+    }
+}
+
+/// One parsed response: status, headers (lower-case names), body.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `s`; `head_only` for a HEAD (no body whatever Content-Length says).
+fn read_response(s: &mut TcpStream, head_only: bool) -> Resp {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read head");
+        assert!(n == 1, "connection closed inside a response head: {buf:?}");
+        buf.push(byte[0]);
+        assert!(buf.len() < 64 * 1024);
+    }
+    let text = String::from_utf8(buf).unwrap();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let mut resp = Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if !head_only {
+        let len: usize = resp
+            .header("content-length")
+            .expect("content-length")
+            .parse()
+            .unwrap();
+        resp.body = vec![0; len];
+        s.read_exact(&mut resp.body).expect("read body");
+    }
+    resp
+}
+
+fn request(s: &mut TcpStream, text: &str) {
+    s.write_all(text.as_bytes()).unwrap();
+}
+
+/// True once the peer has closed (EOF or reset), false if it is still open after `within`.
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 256];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn get_head_ranges_and_keep_alive_on_one_connection() {
+    let file = data(100_000);
+    let srv = Running::start("", &[("f.bin", &file), ("empty", b"")]);
+    let mut s = srv.connect();
+    request(&mut s, "GET /f.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    assert_eq!(r.body, file);
+
+    request(&mut s, "HEAD /f.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_response(&mut s, true);
+    assert_eq!(
+        (r.status, r.header("content-length")),
+        (200, Some("100000"))
+    );
+
+    request(
+        &mut s,
+        "GET /f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=-100\r\n\r\n",
+    );
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), Some("bytes 99900-99999/100000"));
+    assert_eq!(r.body, &file[99_900..]);
+
+    request(
+        &mut s,
+        "GET /f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=100000-\r\n\r\n",
+    );
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some("bytes */100000"));
+
+    request(&mut s, "GET /empty HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_response(&mut s, false);
+    assert_eq!((r.status, r.body.len()), (200, 0));
+
+    request(&mut s, "DELETE /f.bin HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_response(&mut s, false);
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+
+    request(
+        &mut s,
+        "GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\nGET /%2e%2e/x HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(read_response(&mut s, false).status, 403);
+    assert_eq!(read_response(&mut s, false).status, 403);
+
+    // Every answer above came on one connection.
+    let m = srv.snapshot();
+    assert_eq!((m.connections_accepted, m.requests), (1, 8), "{m}");
+    assert_eq!(
+        (m.responses_2xx, m.responses_206, m.responses_4xx),
+        (3, 1, 4),
+        "{m}"
+    );
+    assert_eq!(m.refused_traversal, 2, "{m}");
+    assert!(m.bytes_sent > 100_100, "{m}");
+    drop(s);
+    srv.wait_for("connection closed", |m| m.connections_open == 0);
+}
+
+#[test]
+fn oversized_heads_get_431_and_are_counted() {
+    let srv = Running::start("", &[("f", b"x")]);
+    for head in [
+        format!(
+            "GET /f HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(40_000)
+        ),
+        format!(
+            "GET /f HTTP/1.1\r\nHost: x\r\n{}\r\n",
+            (0..100)
+                .map(|i| format!("X-H{i}: v\r\n"))
+                .collect::<String>()
+        ),
+    ] {
+        let mut s = srv.connect();
+        // The server may answer and close before reading everything: ignore write errors.
+        let _ = s.write_all(head.as_bytes());
+        let r = read_response(&mut s, false);
+        assert_eq!(r.status, 431);
+        assert!(closed_within(&mut s, Duration::from_secs(5)));
+    }
+    srv.wait_for("two oversized heads", |m| m.headers_too_large == 2);
+    assert_eq!(srv.snapshot().responses_4xx, 2);
+}
+
+#[test]
+fn slow_heads_are_cut_after_the_header_timeout() {
+    let srv = Running::start(
+        "header_timeout_ms = 600\nidle_timeout_ms = 30000",
+        &[("f", b"x")],
+    );
+    // Silent after connecting.
+    let mut silent = srv.connect();
+    // One byte every 100 ms: progress, but the head never completes in time.
+    let mut slow = srv.connect();
+    let start = Instant::now();
+    for b in b"GET /f HTTP/1.1\r\nHost: x\r\nX-A: 1234567890".iter() {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    assert!(closed_within(&mut slow, Duration::from_secs(5)));
+    assert!(closed_within(&mut silent, Duration::from_secs(5)));
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    srv.wait_for("two header timeouts", |m| m.header_timeouts == 2);
+    // A normal client is served meanwhile and afterwards.
+    let mut ok = srv.connect();
+    request(&mut ok, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut ok, false).body, b"x");
+}
+
+#[test]
+fn keep_alive_connections_wait_for_the_idle_timeout_not_the_header_timeout() {
+    let srv = Running::start(
+        "header_timeout_ms = 300\nidle_timeout_ms = 1500",
+        &[("f", b"x")],
+    );
+    let mut s = srv.connect();
+    request(&mut s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).status, 200);
+    // Idle past the header timeout: still open, and a next request is served.
+    std::thread::sleep(Duration::from_millis(800));
+    request(&mut s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut s, false).status, 200);
+    let start = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    let idle = start.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1300) && idle < Duration::from_secs(4),
+        "{idle:?}"
+    );
+    srv.wait_for("an idle timeout", |m| m.idle_timeouts == 1);
+    assert_eq!(srv.snapshot().header_timeouts, 0);
+}
+
+#[test]
+fn connections_beyond_the_limit_get_503() {
+    let srv = Running::start("max_connections = 2", &[("f", b"x")]);
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    srv.wait_for("two open", |m| m.connections_open == 2);
+    let mut c = srv.connect();
+    let r = read_response(&mut c, true);
+    assert_eq!(r.status, 503);
+    assert!(closed_within(&mut c, Duration::from_secs(5)));
+    srv.wait_for("one refused", |m| m.connections_refused == 1);
+    for s in [&mut a, &mut b] {
+        request(s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(read_response(s, false).status, 200);
+    }
+    drop(a);
+    srv.wait_for("one open", |m| m.connections_open == 1);
+    let mut d = srv.connect();
+    request(&mut d, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut d, false).status, 200);
+    assert_eq!(srv.snapshot().connections_accepted, 3);
+}
+
+#[test]
+fn garbage_gets_400_and_is_counted() {
+    let srv = Running::start("", &[("f", b"x")]);
+    let mut s = srv.connect();
+    request(&mut s, "\x01\x02 garbage \x00\r\n\r\n");
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 400);
+    srv.wait_for("a bad request", |m| m.bad_requests == 1);
+}
