@@ -1,0 +1,427 @@
+//! The real `pxe-server` binary with `[http] enabled` in a network namespace, fetched from by
+//! `curl` (and a python3 slowloris client) in a second namespace over a veth pair.
+//!
+//! Needs root and `ip netns`: the tests are `#[ignore]`d and run by scripts/test.sh. Run as
+//! non-root they fail loudly.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Engine, Server, TestNet, sha256, sha256_file, test_bytes};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Starts the server with HTTP on port 80 of the server address; `http_extra` goes into `[http]`.
+fn start(net: &TestNet, http_extra: &str) -> Server {
+    let extra = format!(
+        "\n[http]\nenabled = true\nlisten = [\"{}:80\"]\n{http_extra}\n",
+        net.server_ip
+    );
+    Server::start(net, Engine::Portable, &extra)
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("http://{}{path}", server.ip)
+}
+
+/// `pxe-server status --json` from the server's control socket.
+fn status(server: &Server) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+        .args(["status", "--json", "--socket"])
+        .arg(server.outside_root().join("control.sock"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running pxe-server status");
+    assert!(
+        out.status.success(),
+        "pxe-server status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status is JSON")
+}
+
+fn http_counter(server: &Server, name: &str) -> u64 {
+    let s = status(server);
+    s["http"]["metrics"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no http.metrics.{name} in the status: {s}"))
+}
+
+/// `curl` in the client namespace writing the body to `out`; returns the HTTP status code.
+fn curl_to(net: &TestNet, out: &Path, args: &[&str]) -> (u16, common::Run) {
+    let out = out.to_str().expect("utf-8 path");
+    let mut argv = vec![
+        "curl",
+        "-sS",
+        "--max-time",
+        "100",
+        "-o",
+        out,
+        "-w",
+        "%{http_code}",
+    ];
+    argv.extend_from_slice(args);
+    let run = net.in_client(&argv, LIMIT);
+    assert!(
+        run.status.is_some(),
+        "curl {args:?} did not finish in time: {run}"
+    );
+    let code = run.stdout.trim().parse().unwrap_or(0);
+    (code, run)
+}
+
+/// GETs `path` and asserts status 200 and an exact body.
+fn get_exact(net: &TestNet, server: &Server, path: &str, want: &str) {
+    let out = server.scratch().join("get.out");
+    let _ = std::fs::remove_file(&out);
+    let (code, run) = curl_to(net, &out, &[&url(server, path)]);
+    assert!(run.success() && code == 200, "GET {path}: {code} {run}");
+    assert_eq!(sha256_file(&out).unwrap(), want, "GET {path}: body differs");
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn curl_files_head_ranges_keep_alive_and_refusals() {
+    let net = TestNet::new();
+    let server = start(&net, "");
+    // Whole files, sha256-exact.
+    let files: Vec<(String, Vec<u8>)> = [0usize, 1, (1 << 20) + 1, 100 << 20]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (format!("size-{n}.bin"), test_bytes(n, 500 + i as u64)))
+        .collect();
+    for (name, data) in &files {
+        let sum = server.put(name, data);
+        get_exact(&net, &server, &format!("/{name}"), &sum);
+    }
+    let (_, mib) = &files[2];
+    let mib_len = mib.len();
+
+    // HEAD: the length, and nothing after the head (read to the close, raw).
+    let script = format!(
+        "import socket\ns = socket.create_connection(('{ip}', 80), timeout=10)\n\
+         s.sendall(b'HEAD /size-{mib_len}.bin HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         data = b''\nwhile True:\n    b = s.recv(65536)\n    if not b:\n        break\n    data += b\n\
+         print(repr(data))\n",
+        ip = server.ip
+    );
+    let run = net.in_client(&["python3", "-c", &script], Duration::from_secs(30));
+    assert!(run.success(), "raw HEAD: {run}");
+    let raw = run.stdout.trim();
+    assert!(raw.starts_with("b'HTTP/1.1 200 OK\\r\\n"), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains(&format!("content-length: {mib_len}\\r\\n")),
+        "{raw}"
+    );
+    assert!(
+        raw.ends_with("\\r\\n\\r\\n'"),
+        "HEAD answer has bytes after its head: {raw}"
+    );
+    // And with curl -I.
+    let run = net.in_client(
+        &[
+            "curl",
+            "-sS",
+            "-I",
+            "--max-time",
+            "10",
+            &url(&server, &format!("/size-{mib_len}.bin")),
+        ],
+        LIMIT,
+    );
+    assert!(run.success(), "{run}");
+    let lower = run.stdout.to_ascii_lowercase();
+    assert!(
+        lower.contains(&format!("content-length: {mib_len}")),
+        "{run}"
+    );
+    assert!(lower.contains("accept-ranges: bytes"), "{run}");
+
+    // Ranges.
+    let path = format!("/size-{mib_len}.bin");
+    let out = server.scratch().join("range.out");
+    for (range, want, content_range) in [
+        ("0-99", &mib[..100], format!("bytes 0-99/{mib_len}")),
+        (
+            "100-",
+            &mib[100..],
+            format!("bytes 100-{}/{mib_len}", mib_len - 1),
+        ),
+        (
+            "-100",
+            &mib[mib_len - 100..],
+            format!("bytes {}-{}/{mib_len}", mib_len - 100, mib_len - 1),
+        ),
+    ] {
+        let headers = server.scratch().join("range.headers");
+        let (code, run) = curl_to(
+            &net,
+            &out,
+            &[
+                "-r",
+                range,
+                "-D",
+                headers.to_str().unwrap(),
+                &url(&server, &path),
+            ],
+        );
+        assert_eq!(code, 206, "range {range}: {run}");
+        assert_eq!(
+            sha256_file(&out).unwrap(),
+            sha256(want),
+            "range {range}: wrong bytes"
+        );
+        let h = std::fs::read_to_string(&headers)
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            h.contains(&format!("content-range: {content_range}")),
+            "range {range}: {h}"
+        );
+    }
+    let (code, run) = curl_to(
+        &net,
+        &out,
+        &["-r", &format!("{mib_len}-"), &url(&server, &path)],
+    );
+    assert_eq!(code, 416, "unsatisfiable range: {run}");
+
+    // Keep-alive: two URLs on one connection.
+    let run = net.in_client(
+        &[
+            "curl",
+            "-v",
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            &url(&server, "/size-1.bin"),
+            &url(&server, &path),
+        ],
+        LIMIT,
+    );
+    assert!(run.success(), "{run}");
+    assert!(
+        run.stderr.contains("Re-using existing connection"),
+        "curl did not reuse the connection: {run}"
+    );
+
+    // Hostile paths: 4xx, counted, never the outside file.
+    std::fs::write(server.outside_root().join("secret"), b"TOP SECRET\n").unwrap();
+    std::os::unix::fs::symlink("../secret", server.root.join("escape")).unwrap();
+    let before = http_counter(&server, "refused_traversal");
+    for (path, want) in [
+        ("/../etc/passwd", 403),
+        ("/%2e%2e/%2e%2e/etc/passwd", 403),
+        ("/../secret", 403),
+        ("/escape", 403),
+        ("/a%00b", 400),
+        ("/missing", 404),
+    ] {
+        let out = server.scratch().join("hostile.out");
+        let (code, run) = curl_to(&net, &out, &["--path-as-is", &url(&server, path)]);
+        assert_eq!(code, want, "{path}: {run}");
+        let body = std::fs::read(&out).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&body).contains("SECRET")
+                && !String::from_utf8_lossy(&body).contains("root:"),
+            "{path} leaked a file"
+        );
+    }
+    let run = net.in_client(
+        &[
+            "curl",
+            "-sS",
+            "-X",
+            "POST",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url(&server, &path),
+        ],
+        LIMIT,
+    );
+    assert_eq!(run.stdout.trim(), "405", "{run}");
+
+    let s = status(&server);
+    let m = &s["http"]["metrics"];
+    assert_eq!(m["refused_traversal"].as_u64().unwrap(), before + 4, "{s}");
+    assert!(m["refused_bad_path"].as_u64().unwrap() >= 1, "{s}");
+    assert!(m["refused_not_found"].as_u64().unwrap() >= 1, "{s}");
+    assert!(m["refused_method"].as_u64().unwrap() >= 1, "{s}");
+    assert!(m["responses_206"].as_u64().unwrap() >= 3, "{s}");
+    assert!(m["ranges_unsatisfiable"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        m["bytes_sent"].as_u64().unwrap() > (100 << 20) + (1 << 20),
+        "{s}"
+    );
+    assert_eq!(
+        s["http"]["listen"][0].as_str().unwrap(),
+        format!("{}:80", server.ip)
+    );
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn two_hundred_concurrent_downloads() {
+    const CLIENTS: usize = 200;
+    let net = TestNet::new();
+    let server = start(&net, "");
+    let sum = server.put("initrd.img", &test_bytes(8 << 20, 77));
+    let dir = server.scratch().join("parallel");
+    std::fs::create_dir_all(&dir).unwrap();
+    let u = url(&server, "/initrd.img");
+    let mut argv: Vec<String> = [
+        "curl",
+        "-sS",
+        "--fail",
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "200",
+        "--max-time",
+        "100",
+    ]
+    .map(String::from)
+    .to_vec();
+    for i in 0..CLIENTS {
+        argv.push("-o".into());
+        argv.push(dir.join(format!("{i}.out")).display().to_string());
+        // A distinct query per URL, so curl cannot treat them as one transfer.
+        argv.push(format!("{u}?client={i}"));
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let run = net.in_client(&argv, LIMIT);
+    assert!(run.success(), "parallel curl: {run}");
+    // sha256sum (C) rather than the test's own sha2, which is slow in a debug build.
+    let outs: Vec<String> = (0..CLIENTS)
+        .map(|i| dir.join(format!("{i}.out")).display().to_string())
+        .collect();
+    let mut argv = vec!["sha256sum"];
+    argv.extend(outs.iter().map(String::as_str));
+    let sums = common::run_bounded(&argv, LIMIT);
+    assert!(sums.success(), "sha256sum: {sums}");
+    let lines: Vec<&str> = sums.stdout.lines().collect();
+    assert_eq!(lines.len(), CLIENTS, "{sums}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("{sum}  ")) && line.ends_with(&outs[i]),
+            "download {i} differs: {line}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = status(&server);
+    let m = &s["http"]["metrics"];
+    eprintln!(
+        "{CLIENTS} x 8 MiB in {:.1?}; http metrics: {m}",
+        run.elapsed
+    );
+    assert!(
+        m["responses_2xx"].as_u64().unwrap() >= CLIENTS as u64,
+        "{s}"
+    );
+    // --parallel-immediate opens a connection per transfer rather than waiting to reuse one.
+    assert!(
+        m["connections_accepted"].as_u64().unwrap() >= 100,
+        "not concurrent: {s}"
+    );
+    assert_eq!(m["responses_5xx"].as_u64().unwrap(), 0, "{s}");
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn slowloris_is_cut_and_huge_headers_are_refused() {
+    let net = TestNet::new();
+    let server = start(&net, "header_timeout_ms = 3000\nidle_timeout_ms = 30000");
+    let sum = server.put("vmlinuz", &test_bytes(300_000, 9));
+    // One header byte per second; prints how long the server kept the connection.
+    let script = format!(
+        "import socket, time\nstart = time.monotonic()\n\
+         s = socket.create_connection(('{ip}', 80), timeout=20)\n\
+         msg = b'GET /vmlinuz HTTP/1.1\\r\\nHost: x\\r\\nX-Slow: ' + b'a' * 100\n\
+         closed = None\n\
+         for b in msg:\n\
+         \x20   try:\n\
+         \x20       s.send(bytes([b]))\n\
+         \x20   except OSError:\n\
+         \x20       closed = 'send'\n\
+         \x20       break\n\
+         \x20   s.settimeout(1.0)\n\
+         \x20   try:\n\
+         \x20       d = s.recv(100)\n\
+         \x20       if not d:\n\
+         \x20           closed = 'eof'\n\
+         \x20           break\n\
+         \x20   except socket.timeout:\n\
+         \x20       pass\n\
+         \x20   except OSError:\n\
+         \x20       closed = 'reset'\n\
+         \x20       break\n\
+         \x20   if time.monotonic() - start > 20:\n\
+         \x20       break\n\
+         print(closed, round(time.monotonic() - start, 2))\n",
+        ip = server.ip
+    );
+    let mut slow = Command::new("ip")
+        .args(["netns", "exec", &net.client_ns, "python3", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    // Meanwhile a normal client is served.
+    std::thread::sleep(Duration::from_millis(1500));
+    get_exact(&net, &server, "/vmlinuz", &sum);
+    let start = Instant::now();
+    let out = loop {
+        if slow.try_wait().expect("wait").is_some() {
+            break slow.wait_with_output().expect("output");
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = slow.kill();
+            panic!("the slowloris client was never cut");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut words = text.split_whitespace();
+    let (how, secs) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let secs: f64 = secs.parse().unwrap_or_else(|_| {
+        panic!(
+            "slowloris client: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    eprintln!("slowloris connection closed ({how}) after {secs} s");
+    assert!(
+        how != "None",
+        "the slowloris connection was not closed: {text}"
+    );
+    assert!(
+        (2.5..6.0).contains(&secs),
+        "cut after {secs} s, header timeout is 3 s ({how})"
+    );
+    assert!(http_counter(&server, "header_timeouts") >= 1);
+    // And still serving.
+    get_exact(&net, &server, "/vmlinuz", &sum);
+
+    // A 40 kB header: 431 (or a closed connection), counted.
+    let big = format!("X-Big: {}", "a".repeat(40_000));
+    let out = server.scratch().join("big.out");
+    let (code, run) = curl_to(&net, &out, &["-H", &big, &url(&server, "/vmlinuz")]);
+    assert!(
+        code == 431 || (code == 0 && !run.success()),
+        "huge header: {code} {run}"
+    );
+    let s = status(&server);
+    assert_eq!(s["http"]["metrics"]["headers_too_large"], 1, "{s}");
+    assert_eq!(s["http"]["metrics"]["header_timeouts"], 1, "{s}");
+}
