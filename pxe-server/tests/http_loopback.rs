@@ -338,3 +338,97 @@ fn garbage_gets_400_and_is_counted() {
     assert_eq!(r.status, 400);
     srv.wait_for("a bad request", |m| m.bad_requests == 1);
 }
+
+/// `pxe-server serve` with `[http] enabled` on loopback: files over HTTP, the `http` section
+/// of the status, a clean stop on SIGTERM; and a busy HTTP port stops the start.
+#[test]
+fn serve_runs_http_until_sigterm() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("f.bin"), data(5000)).unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tftp_port = udp.local_addr().unwrap().port();
+    drop(udp);
+    // Held while the second server tries it, released before the first one binds it.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = tcp.local_addr().unwrap().port();
+    let config = |tftp: u16, ctl: &Path| {
+        format!(
+            "[tftp]\nroot = {root:?}\nlisten = [\"127.0.0.1:{tftp}\"]\nengine = \"portable\"\n\
+             threads = 1\n[http]\nenabled = true\nlisten = [\"127.0.0.1:{http_port}\"]\n\
+             threads = 1\n[control]\nsocket = {ctl:?}\n"
+        )
+    };
+    let busy = dir.path().join("busy.toml");
+    std::fs::write(&busy, config(0, &dir.path().join("busy.sock"))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+        .args(["serve", "--config", busy.to_str().unwrap()])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("HTTP listen 127.0.0.1:{http_port}")),
+        "{err}"
+    );
+    drop(tcp);
+
+    let file = dir.path().join("pxe.toml");
+    std::fs::write(&file, config(tftp_port, &sock)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut s = loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "HTTP never answered: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    request(
+        &mut s,
+        "GET /f.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n",
+    );
+    let r = read_response(&mut s, false);
+    assert_eq!((r.status, &r.body[..]), (206, &data(5000)[10..20]));
+    drop(s);
+
+    let status = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+        .args(["status", "--json", "--socket", sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["http"]["metrics"]["responses_206"], 1, "{v}");
+    assert_eq!(v["http"]["metrics"]["requests"], 1, "{v}");
+    assert_eq!(
+        v["http"]["listen"][0],
+        format!("127.0.0.1:{http_port}"),
+        "{v}"
+    );
+    assert_eq!(v["http"]["root"], root.display().to_string(), "{v}");
+
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(start.elapsed() < Duration::from_secs(5), "slow stop");
+    assert!(log.contains("HTTP service ready"), "{log}");
+    assert!(log.contains("HTTP service stopped"), "{log}");
+    assert!(TcpStream::connect(addr).is_err(), "HTTP still listening");
+}

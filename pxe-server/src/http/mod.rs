@@ -148,6 +148,16 @@ impl HttpServer {
             idle_timeout: Duration::from_millis(h.idle_timeout_ms),
         };
         let threads = h.threads.max(1);
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        if let Some(soft) = nofile.filter(|&n| n < limits.max_connections.saturating_add(64)) {
+            // Connections past the fd limit fail in accept() (counted in accept_errors) rather
+            // than getting the 503; TFTP sessions draw from the same limit.
+            tracing::warn!(
+                max_connections = h.max_connections,
+                rlimit_nofile = soft,
+                "[http] max_connections is not below the open-file limit"
+            );
+        }
         Ok(HttpServer {
             listeners,
             state: Arc::new(State {
