@@ -1,5 +1,5 @@
-//! `pxe-server`: the command line. `serve` runs the TFTP engine and, when `dhcp.enabled`, the
-//! DHCP service in its own thread; `check` validates a config.
+//! `pxe-server`: the command line. `serve` runs the TFTP engine and, when `dhcp.enabled` /
+//! `http.enabled`, the DHCP / HTTP services in their own threads; `check` validates a config.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,7 +45,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve TFTP (and DHCP when `dhcp.enabled`) until SIGINT or SIGTERM.
+    /// Serve TFTP (and DHCP / HTTP when enabled) until SIGINT or SIGTERM.
     Serve {
         /// The TOML configuration file.
         #[arg(long, value_name = "FILE")]
@@ -342,6 +342,30 @@ fn serve(
         )),
         None => None,
     };
+    // HTTP: listening sockets bound here, so a busy port stops the start.
+    let http = if config.http.enabled {
+        let h = &config.http;
+        let images: Arc<dyn ImageSource> = match &h.root {
+            Some(r) if *r != config.tftp.root => Arc::new(
+                ImageStore::new(r.clone())
+                    .with_context(|| format!("opening HTTP root {}", r.display()))?,
+            ),
+            _ => Arc::clone(&service) as Arc<dyn ImageSource>,
+        };
+        let server = HttpServer::bind(Arc::new(config.clone()), images, Arc::default())
+            .context("starting the HTTP service")?;
+        let http_metrics = server.metrics();
+        tracing::info!(
+            listen = ?server.local_addrs()?,
+            root = %h.root_or(&config.tftp.root).display(),
+            threads = h.threads,
+            max_connections = h.max_connections,
+            "HTTP service ready"
+        );
+        Some((server, http_metrics))
+    } else {
+        None
+    };
     // DHCP: sockets and the lease database are opened here, so a failure stops the start.
     let dhcp = if config.dhcp.enabled {
         let mut server =
@@ -377,32 +401,8 @@ fn serve(
     } else {
         None
     };
-    // HTTP: listening sockets bound here, so a busy port stops the start.
-    let http = if config.http.enabled {
-        let h = &config.http;
-        let images: Arc<dyn ImageSource> = match &h.root {
-            Some(r) if *r != config.tftp.root => Arc::new(
-                ImageStore::new(r.clone())
-                    .with_context(|| format!("opening HTTP root {}", r.display()))?,
-            ),
-            _ => Arc::clone(&service) as Arc<dyn ImageSource>,
-        };
-        let server = HttpServer::bind(Arc::new(config.clone()), images, Arc::default())
-            .context("starting the HTTP service")?;
-        let http_metrics = server.metrics();
-        tracing::info!(
-            listen = ?server.local_addrs()?,
-            root = %h.root_or(&config.tftp.root).display(),
-            threads = h.threads,
-            max_connections = h.max_connections,
-            "HTTP service ready"
-        );
-        Some((spawn_http(server, Arc::clone(&shutdown))?, http_metrics))
-    } else {
-        None
-    };
     let (http_handle, http_metrics) = match http {
-        Some((h, m)) => (Some(h), Some(m)),
+        Some((server, m)) => (Some(spawn_http(server, Arc::clone(&shutdown))?), Some(m)),
         None => (None, None),
     };
     let (dhcp_handle, dhcp_metrics, dhcp_control) = match dhcp {
