@@ -68,6 +68,25 @@ impl InstallMetrics {
     }
 }
 
+/// The install service in effect, replaced whole by a configuration reload; the HTTP router
+/// takes the current one for each request.
+#[derive(Default)]
+pub struct InstallSlot(std::sync::RwLock<Option<Arc<InstallService>>>);
+
+impl InstallSlot {
+    pub fn new(service: InstallService) -> Self {
+        InstallSlot(std::sync::RwLock::new(Some(Arc::new(service))))
+    }
+
+    pub fn get(&self) -> Option<Arc<InstallService>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, service: InstallService) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(service));
+    }
+}
+
 /// Everything the install routes read: the configuration and templates in effect (a reload
 /// swaps the whole service), the next-boot store, and the lease database for addresses.
 pub struct InstallService {
@@ -213,7 +232,10 @@ impl InstallService {
 
     fn script(&self, query: Option<&str>, server_url: &str, now_unix: u64) -> Reply {
         let asked = query.unwrap_or("");
-        if !asked.split('&').any(|p| p.starts_with("mac=") || p.starts_with("uuid=")) {
+        if !asked
+            .split('&')
+            .any(|p| p.starts_with("mac=") || p.starts_with("uuid="))
+        {
             // iPXE does not expand settings in a DHCP file name: the plain URL answers with
             // a script that asks again with the machine's identity filled in.
             return Reply::text(

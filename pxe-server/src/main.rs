@@ -16,6 +16,7 @@ use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
 use pxe_server::http::{HttpMetrics, HttpServer, ImageSource};
 use pxe_server::images::ImageStore;
+use pxe_server::install::{InstallMetrics, InstallService, InstallSlot};
 use pxe_server::metrics::TftpMetrics;
 use pxe_server::nextboot;
 use pxe_server::templates::Templates;
@@ -323,8 +324,10 @@ fn serve(
         threads,
         gso: tftp.gso,
     };
-    // The lease database (full mode): leases and the hosts' next-boot actions share its file.
-    let db = if config.dhcp.enabled && config.dhcp.mode == DhcpMode::Full {
+    // The lease database (full mode; or HTTP with [[hosts]], whose next-boot actions live
+    // there): leases and next-boot actions share its file.
+    let full_dhcp = config.dhcp.enabled && config.dhcp.mode == DhcpMode::Full;
+    let db = if full_dhcp || (config.http.enabled && !config.hosts.is_empty()) {
         Some(
             pxe_server::dhcp::leases::open_database(&config.dhcp.lease_db).with_context(|| {
                 format!(
@@ -343,6 +346,8 @@ fn serve(
         None => None,
     };
     // HTTP: listening sockets bound here, so a busy port stops the start.
+    let install_metrics = Arc::new(InstallMetrics::default());
+    let mut install_slot = None;
     let http = if config.http.enabled {
         let h = &config.http;
         let images: Arc<dyn ImageSource> = match &h.root {
@@ -352,7 +357,15 @@ fn serve(
             ),
             _ => Arc::clone(&service) as Arc<dyn ImageSource>,
         };
-        let server = HttpServer::bind(Arc::new(config.clone()), images, Arc::default())
+        let slot = Arc::new(InstallSlot::new(InstallService::new(
+            Arc::new(config.clone()),
+            Arc::clone(&templates),
+            next_boot.clone(),
+            db.clone(),
+            Arc::clone(&install_metrics),
+        )));
+        install_slot = Some(Arc::clone(&slot));
+        let server = HttpServer::bind(Arc::new(config.clone()), images, Arc::default(), Some(slot))
             .context("starting the HTTP service")?;
         let http_metrics = server.metrics();
         tracing::info!(
@@ -422,6 +435,9 @@ fn serve(
         next_boot,
         templates,
         http: http_metrics.clone(),
+        install: install_slot,
+        install_metrics,
+        db,
         socket,
         reloads: 0,
         last_reload: serde_json::Value::Null,
@@ -563,6 +579,11 @@ struct Control {
     /// The install templates in effect (replaced by a reload).
     templates: Arc<Templates>,
     http: Option<Arc<HttpMetrics>>,
+    /// The HTTP install routes (replaced on reload), their counters, and the database they
+    /// read addresses from.
+    install: Option<Arc<InstallSlot>>,
+    install_metrics: Arc<InstallMetrics>,
+    db: Option<Arc<redb::Database>>,
     socket: ControlSocket,
     reloads: u64,
     last_reload: serde_json::Value,
@@ -612,6 +633,15 @@ impl Control {
         }
         self.running = Config::clone(&config);
         self.templates = templates;
+        if let Some(slot) = &self.install {
+            slot.replace(InstallService::new(
+                Arc::clone(&config),
+                Arc::clone(&self.templates),
+                self.next_boot.clone(),
+                self.db.clone(),
+                Arc::clone(&self.install_metrics),
+            ));
+        }
         tracing::info!(
             file = %self.config_path.display(),
             templates = self.templates.names().len(),
@@ -681,6 +711,8 @@ impl Control {
                 "listen": self.running.http.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "root": self.running.http.root_or(&tftp.root).display().to_string(),
                 "metrics": m.snapshot(),
+                "install": self.install_metrics.snapshot(),
+                "templates": self.templates.names(),
             })),
             "filter": filter,
         })

@@ -694,3 +694,95 @@ fn host_next_boot_through_the_server_and_offline() {
     assert_eq!(names(&v2), got);
     drop(server);
 }
+
+/// Install automation over HTTP, with curl as the machines: two hosts get different rendered
+/// kickstarts, `/boot.ipxe` follows each host's next boot, the installer's callback flips a
+/// host to the local disk, the flip survives a restart, and `pxe-server host ... reinstall`
+/// brings the install back.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn install_templates_and_boot_once_reinstall_over_http() {
+    let lan = Lan::new(10, true);
+    let d = lan.dir();
+    std::fs::create_dir_all(d.join("tftp")).unwrap();
+    std::fs::create_dir_all(d.join("templates")).unwrap();
+    std::fs::write(
+        d.join("templates/ks.cfg"),
+        "network --bootproto=dhcp --hostname={{ host.hostname }}\n\
+         {% if vars.role == \"gpu\" %}%packages\ncuda\n%end\n{% endif %}\
+         %post\ncurl -X POST {{ server_url }}/done/{{ host.key }}\n%end\n",
+    )
+    .unwrap();
+    let srv = "10.78.10.1";
+    let config = format!(
+        "{}kernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n\
+         cmdline = \"inst.ks={{{{ server_url }}}}/install/{{{{ host.key }}}}/ks.cfg\"\n\
+         [http]\nenabled = true\nlisten = [\"{srv}:80\"]\n\
+         [install]\ntemplates = \"{}/templates\"\nvars = {{ role = \"cpu\" }}\n\
+         [[hosts]]\nmac = \"52:54:00:00:10:01\"\nhostname = \"gpu1\"\nnext_boot = \"install\"\nvars = {{ role = \"gpu\" }}\n\
+         [[hosts]]\nmac = \"52:54:00:00:10:02\"\nhostname = \"cpu1\"\nnext_boot = \"install\"\n",
+        full_config(lan.net, d),
+        d.display()
+    );
+    let mut server = Server::start(&lan.srv, d, &config);
+    let curl = |args: &[&str]| -> String {
+        let mut cmd = lan.cli.command("curl");
+        cmd.args(["-sS", "--fail", "--max-time", "10"]).args(args);
+        let r = run(cmd, d, "curl", Duration::from_secs(20));
+        assert!(r.status.success(), "curl {args:?}: {}", r.all());
+        r.stdout
+    };
+    let url = |p: &str| format!("http://{srv}{p}");
+    let ks1 = curl(&[&url("/install/mac:52:54:00:00:10:01/ks.cfg")]);
+    let ks2 = curl(&[&url("/install/52-54-00-00-10-02/ks.cfg")]);
+    assert_eq!(
+        ks1,
+        "network --bootproto=dhcp --hostname=gpu1\n%packages\ncuda\n%end\n\
+         %post\ncurl -X POST http://10.78.10.1:80/done/mac:52:54:00:00:10:01\n%end\n"
+    );
+    assert_eq!(
+        ks2,
+        "network --bootproto=dhcp --hostname=cpu1\n\
+         %post\ncurl -X POST http://10.78.10.1:80/done/mac:52:54:00:00:10:02\n%end\n"
+    );
+    // What iPXE is told: the plain URL chains with the identity, which gets the install.
+    let chain = curl(&[&url("/boot.ipxe")]);
+    assert!(
+        chain.contains("boot.ipxe?mac=${net0/mac:hexhyp}"),
+        "{chain}"
+    );
+    let script = |mac: &str| curl(&[&url(&format!("/boot.ipxe?mac={mac}&uuid="))]);
+    let s1 = script("52-54-00-00-10-01");
+    assert!(
+        s1.contains(
+            "kernel http://10.78.10.1:80/vmlinuz initrd=initrd \
+             inst.ks=http://10.78.10.1:80/install/mac:52:54:00:00:10:01/ks.cfg"
+        ),
+        "{s1}"
+    );
+    // The installer's %post callback: gpu1 boots locally from now on, cpu1 still installs.
+    assert!(curl(&["-X", "POST", &url("/done/mac:52:54:00:00:10:01")]).starts_with("ok"));
+    assert!(script("52-54-00-00-10-01").contains("sanboot"));
+    assert!(script("52-54-00-00-10-02").contains("kernel "));
+    // An unknown machine is never installed.
+    assert!(script("52-54-00-00-10-99").contains("sanboot"));
+    let st = server.status();
+    assert_eq!(st["http"]["install"]["callbacks"], 1, "{st:#}");
+    // The flag survives a crash and restart.
+    server.kill9_and_restart();
+    assert!(script("52-54-00-00-10-01").contains("sanboot"));
+    assert!(script("52-54-00-00-10-02").contains("kernel "));
+    // The operator asks for a reinstall of gpu1 again.
+    let out = std::process::Command::new(dhcp_common::SERVER_BIN)
+        .args(["host", "gpu1", "reinstall", "--config"])
+        .arg(&server.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(script("52-54-00-00-10-01").contains("kernel "));
+    server.stop();
+}

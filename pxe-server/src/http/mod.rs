@@ -133,6 +133,7 @@ impl HttpServer {
         config: Arc<Config>,
         images: Arc<dyn ImageSource>,
         metrics: Arc<HttpMetrics>,
+        install: Option<Arc<crate::install::InstallSlot>>,
     ) -> io::Result<HttpServer> {
         let h = &config.http;
         let mut listeners = Vec::with_capacity(h.listen.len());
@@ -164,6 +165,7 @@ impl HttpServer {
                 config,
                 images,
                 metrics,
+                install,
             }),
             limits,
             threads,
@@ -272,6 +274,7 @@ async fn serve_connection(
     _open: OpenGuard,
 ) {
     let m = Arc::clone(&state.metrics);
+    let local = stream.local_addr().ok();
     let shared = Arc::new(ConnShared::default());
     let io = TokioIo::new(Guarded::new(
         stream,
@@ -282,8 +285,11 @@ async fn serve_connection(
     ));
     let service = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| {
+        service_fn(move |mut req| {
             shared.head_done.store(true, Ordering::Relaxed);
+            if let Some(a) = local {
+                req.extensions_mut().insert(router::LocalAddr(a));
+            }
             handle(Arc::clone(&state), req)
         })
     };

@@ -1,9 +1,8 @@
 //! Requests to responses. Synchronous (it may snapshot a file), so the server runs it on the
 //! blocking pool; it never reads a request body.
 //!
-//! Only files are served for now. Generated documents (the per-host iPXE script at
-//! `/boot.ipxe`, rendered install templates, the boot-once callback) are meant to be matched in
-//! [`route`] before the file fallback, with [`State::config`] at hand.
+//! Generated documents come first: the install routes (`/boot.ipxe`, `/install/...`,
+//! `/done/...`, see [`crate::install`]); every other path is a file.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +27,13 @@ pub struct State {
     pub config: Arc<Config>,
     pub images: Arc<dyn ImageSource>,
     pub metrics: Arc<HttpMetrics>,
+    /// The install routes, when the server has them.
+    pub install: Option<Arc<crate::install::InstallSlot>>,
 }
+
+/// The local address a request came to (set by the connection), for `server_url`.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalAddr(pub std::net::SocketAddr);
 
 /// The `Allow` header of a 405.
 const ALLOW: &str = "GET, HEAD";
@@ -40,6 +45,10 @@ const LEAVES_ROOT: &str = "path leaves the root";
 /// Answers one request (its body, if any, is ignored) and counts the response.
 pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
     let m = &state.metrics;
+    if let Some(resp) = install_route(state, req) {
+        count_response(m, resp.status());
+        return resp;
+    }
     let resp = if req.method() != Method::GET && req.method() != Method::HEAD {
         add(&m.refused_method, 1);
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED);
@@ -53,6 +62,36 @@ pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
     };
     count_response(m, resp.status());
     resp
+}
+
+/// An install route's answer, or `None` for a file path.
+fn install_route(state: &State, req: &Request<()>) -> Option<Response<Body>> {
+    let service = state.install.as_ref()?.get()?;
+    let url = match req.extensions().get::<LocalAddr>() {
+        Some(LocalAddr(a)) => format!("http://{a}"),
+        None => "http://localhost".to_owned(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let reply = service.handle(
+        req.method().as_str(),
+        req.uri().path(),
+        req.uri().query(),
+        &url,
+        now,
+    )?;
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = Response::new(Full::new(Bytes::from(reply.body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
+    // Generated per request: never cached by a proxy between us and the machines.
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Some(r)
 }
 
 /// Counts a response by its status class.
@@ -207,6 +246,7 @@ mod tests {
             config: Arc::new(Config::default()),
             images: Arc::new(ImageStore::new(root).unwrap()),
             metrics: Arc::new(HttpMetrics::default()),
+            install: None,
         };
         (dir, state)
     }
