@@ -6,6 +6,7 @@ mod dhcp_storm;
 mod mmsg;
 mod storm;
 mod tftp_client;
+mod udp_limit;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -146,6 +147,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The raw UDP limit of a path (sendmmsg, optionally GSO, same datagram size as TFTP), to
+    /// quote TFTP results as a percentage of it.
+    UdpLimit(udp_limit::Args),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -305,6 +309,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{report}");
             }
         }
+        Cmd::UdpLimit(args) => udp_limit::main(&args)?,
     }
     Ok(())
 }

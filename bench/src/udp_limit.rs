@@ -1,0 +1,859 @@
+//! `pxe-bench udp-limit`: the raw UDP limit of a path, so every TFTP figure can be quoted as a
+//! percentage of it.
+//!
+//! One process. Receiver threads enter `--recv-netns` and bind `--threads` sockets to `--dest`
+//! with SO_REUSEPORT (the kernel spreads the flows over them by hash of the 4-tuple); each drains
+//! its socket with `recvmmsg`, counting datagrams and payload bytes (no UDP_GRO on the socket:
+//! the kernel hands every datagram over separately, `--size` bytes each). Sender threads enter
+//! `--send-netns` and each sends from its own socket (its own ephemeral source port, so the
+//! flows spread over the receivers) `--size`-byte datagrams with `sendmmsg`; with
+//! `--gso-segments K > 0` the socket has UDP_SEGMENT = size and every message carries K
+//! segments (fewer where K x size would not fit in one 64 KiB UDP datagram), which the kernel
+//! splits into `--size`-byte datagrams, the way the TFTP server sends a window.
+//!
+//! CPU time is per thread (CLOCK_THREAD_CPUTIME_ID). On a veth pair the receive softirq of a
+//! datagram usually runs on the sending CPU, inside the sender's system call, so it is counted
+//! in the sender's CPU; the receivers' figure is their own `recvmmsg` work.
+
+use std::ffi::CString;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// `setsockopt(SOL_UDP, UDP_SEGMENT)` (linux/udp.h).
+const UDP_SEGMENT: libc::c_int = 103;
+/// Segments per GSO message that every kernel with UDP_SEGMENT accepts (UDP_MAX_SEGMENTS was 64
+/// before Linux 6.9).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// Largest UDP payload of one GSO message: IP_MAX_MTU (0xFFF0) minus the IPv4 and UDP headers.
+const MAX_GSO_BYTES: usize = 0xFFF0 - 20 - 8;
+/// Largest plain UDP payload over IPv4.
+const MAX_DATAGRAM: usize = 65_507;
+/// Messages per `sendmmsg` / `recvmmsg`.
+const BATCH: usize = 64;
+/// Messages per `sendmmsg` with GSO (each up to 64 KiB: 16 of them is 1 MiB per call).
+const GSO_BATCH: usize = 16;
+/// Receivers stop this long after the last datagram once the senders are done...
+const DRAIN_IDLE: Duration = Duration::from_millis(300);
+/// ...and at the latest this long after the senders are done.
+const DRAIN_MAX: Duration = Duration::from_secs(3);
+
+/// `pxe-bench udp-limit` arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Network namespace of the senders (/var/run/netns/NAME); omitted: the current one.
+    #[arg(long)]
+    pub send_netns: Option<String>,
+    /// Network namespace of the receivers; omitted: the current one.
+    #[arg(long)]
+    pub recv_netns: Option<String>,
+    /// Receivers' address, IPv4 (what the senders send to).
+    #[arg(long)]
+    pub dest: SocketAddrV4,
+    /// UDP payload bytes per datagram (a TFTP DATA datagram of blksize 1468 is 1472).
+    #[arg(long, default_value_t = 1468, value_parser = clap::value_parser!(u16).range(1..=65507))]
+    pub size: u16,
+    /// Segments per message with UDP GSO (UDP_SEGMENT = size); 0 = no GSO.
+    #[arg(long, default_value_t = 64)]
+    pub gso_segments: u16,
+    /// Sender threads, and as many receiver threads (one socket each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration_s: f64,
+    /// Socket receive buffer per receiver, bytes.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub rcvbuf: usize,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How the senders lay out their messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Payload bytes per datagram on the wire.
+    pub size: usize,
+    /// Datagrams per message (1 = no GSO; UDP_SEGMENT is set only when this is above 1 or GSO
+    /// was asked).
+    pub segments: usize,
+    /// Whether UDP_SEGMENT is used.
+    pub gso: bool,
+    /// Messages per `sendmmsg`.
+    pub batch: usize,
+}
+
+impl Layout {
+    /// The layout for `size`-byte datagrams and `asked` segments per message (0 = no GSO), with
+    /// a note when the ask had to be reduced.
+    pub fn new(size: usize, asked: usize) -> (Layout, Option<String>) {
+        if asked == 0 {
+            return (
+                Layout {
+                    size,
+                    segments: 1,
+                    gso: false,
+                    batch: BATCH,
+                },
+                None,
+            );
+        }
+        let fit = (MAX_GSO_BYTES / size.max(1)).clamp(1, MAX_GSO_SEGMENTS);
+        let segments = asked.min(fit);
+        let note = (segments < asked).then(|| {
+            format!(
+                "GSO: {asked} segments of {size} bytes do not fit one UDP message \
+                 (at most {MAX_GSO_SEGMENTS} segments and {MAX_GSO_BYTES} bytes): {segments} per message"
+            )
+        });
+        (
+            Layout {
+                size,
+                segments,
+                gso: true,
+                batch: GSO_BATCH,
+            },
+            note,
+        )
+    }
+
+    /// Without GSO (the fallback when the kernel refuses UDP_SEGMENT).
+    pub fn without_gso(self) -> Layout {
+        Layout::new(self.size, 0).0
+    }
+
+    /// Bytes of one message.
+    pub fn message_bytes(&self) -> usize {
+        self.size * self.segments
+    }
+
+    /// Datagrams on the wire when `bytes` of messages were accepted by the kernel: GSO splits a
+    /// message into ceil(bytes / size) datagrams.
+    pub fn datagrams_of(&self, message_bytes: usize) -> u64 {
+        message_bytes.div_ceil(self.size.max(1)) as u64
+    }
+}
+
+/// Counters of one thread.
+#[derive(Debug, Default, Clone, Copy)]
+struct ThreadCount {
+    datagrams: u64,
+    bytes: u64,
+    cpu: Duration,
+    /// When this thread saw its last datagram (receivers) or stopped sending (senders).
+    last: Option<Instant>,
+}
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Report {
+    pub size: usize,
+    /// Segments per message actually used (0 = no GSO).
+    pub gso_segments: usize,
+    pub gso_segments_asked: usize,
+    pub threads: usize,
+    /// Seconds from the start until the last datagram was received (the senders' time if none).
+    pub seconds: f64,
+    pub send_seconds: f64,
+    pub sent_datagrams: u64,
+    pub received_datagrams: u64,
+    pub loss_percent: f64,
+    /// UDP payload bits received per second, in millions.
+    pub received_mbit_s: f64,
+    pub received_pps: f64,
+    pub sent_mbit_s: f64,
+    /// CPU of all sender (receiver) threads in percent of one core.
+    pub sender_cpu_percent: f64,
+    pub receiver_cpu_percent: f64,
+    /// Datagrams each receiver got (how SO_REUSEPORT spread the flows).
+    pub received_per_thread: Vec<u64>,
+    pub send_errors: u64,
+    pub notes: Vec<String>,
+}
+
+/// Rates from the counts. `seconds` is the receive window, `send_seconds` the send window.
+#[allow(clippy::too_many_arguments)]
+pub fn report(
+    layout: Layout,
+    asked: usize,
+    threads: usize,
+    sent: u64,
+    received_per_thread: Vec<u64>,
+    received_bytes: u64,
+    send_seconds: f64,
+    seconds: f64,
+    sender_cpu: Duration,
+    receiver_cpu: Duration,
+    send_errors: u64,
+    notes: Vec<String>,
+) -> Report {
+    let received: u64 = received_per_thread.iter().sum();
+    let secs = seconds.max(1e-9);
+    let ssecs = send_seconds.max(1e-9);
+    Report {
+        size: layout.size,
+        gso_segments: if layout.gso { layout.segments } else { 0 },
+        gso_segments_asked: asked,
+        threads,
+        seconds,
+        send_seconds,
+        sent_datagrams: sent,
+        received_datagrams: received,
+        loss_percent: if sent == 0 {
+            0.0
+        } else {
+            100.0 * sent.saturating_sub(received) as f64 / sent as f64
+        },
+        received_mbit_s: received_bytes as f64 * 8.0 / secs / 1e6,
+        received_pps: received as f64 / secs,
+        sent_mbit_s: sent as f64 * layout.size as f64 * 8.0 / ssecs / 1e6,
+        sender_cpu_percent: 100.0 * sender_cpu.as_secs_f64() / ssecs,
+        receiver_cpu_percent: 100.0 * receiver_cpu.as_secs_f64() / secs,
+        received_per_thread,
+        send_errors,
+        notes,
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gso = if self.gso_segments > 0 {
+            format!("GSO {} segments/message", self.gso_segments)
+        } else {
+            "no GSO".to_string()
+        };
+        writeln!(
+            f,
+            "udp-limit: {}-byte datagrams, {gso}, {} sender + {} receiver threads",
+            self.size, self.threads, self.threads
+        )?;
+        writeln!(
+            f,
+            "sent {} datagrams in {:.2} s ({:.0} Mbit/s), received {} in {:.2} s (per receiver {:?}), \
+             loss {:.2}%",
+            self.sent_datagrams,
+            self.send_seconds,
+            self.sent_mbit_s,
+            self.received_datagrams,
+            self.seconds,
+            self.received_per_thread,
+            self.loss_percent
+        )?;
+        writeln!(
+            f,
+            "received: {:.0} Mbit/s of UDP payload, {:.0} datagrams/s",
+            self.received_mbit_s, self.received_pps
+        )?;
+        write!(
+            f,
+            "CPU (percent of one core): senders {:.0}%, receivers {:.0}%  send errors {}",
+            self.sender_cpu_percent, self.receiver_cpu_percent, self.send_errors
+        )?;
+        for n in &self.notes {
+            write!(f, "\nnote: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves the calling thread into network namespace `name` (/var/run/netns/NAME). Only this
+/// thread changes namespace; sockets it creates afterwards live there.
+fn enter_netns(name: &str) -> io::Result<()> {
+    let path = if name.contains('/') {
+        name.to_string()
+    } else {
+        format!("/var/run/netns/{name}")
+    };
+    let c = CString::new(path.clone()).map_err(|_| io::Error::other("NUL in netns name"))?;
+    // SAFETY: open(2) with a valid NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("open {path}: {e}")));
+    }
+    // SAFETY: fd is a freshly opened descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: setns(2) on an open namespace descriptor; it affects the calling thread only.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("setns {path}: {e}")));
+    }
+    Ok(())
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into a live local.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
+
+fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn receiver_socket(dest: SocketAddrV4, rcvbuf: usize) -> io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    let v = rcvbuf.min(i32::MAX as usize) as libc::c_int;
+    if set_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v).is_err() {
+        s.set_recv_buffer_size(rcvbuf)?;
+    }
+    // Wake up now and then to see the stop flag.
+    s.set_read_timeout(Some(Duration::from_millis(50)))?;
+    s.bind(&SocketAddr::V4(dest).into())
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {dest}: {e}")))?;
+    Ok(s)
+}
+
+fn sender_socket(dest: SocketAddrV4) -> io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let v = 4 << 20;
+    if set_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v).is_err() {
+        s.set_send_buffer_size(v as usize)?;
+    }
+    // Its own ephemeral port; connected, so sendmmsg needs no address and the route is cached.
+    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).into())?;
+    s.connect(&SocketAddr::V4(dest).into())
+        .map_err(|e| io::Error::new(e.kind(), format!("connect {dest}: {e}")))?;
+    Ok(s)
+}
+
+/// The receive loop: until `stop` is set and the socket has been idle for [`DRAIN_IDLE`], or
+/// [`DRAIN_MAX`] after `stop`.
+fn receive(fd: RawFd, size: usize, stop: &AtomicBool) -> ThreadCount {
+    // One buffer per message, a little larger than the datagrams (a longer one would show as
+    // truncated rather than overflow).
+    let slot = (size + 64).min(MAX_DATAGRAM + 1);
+    let mut bufs = vec![0u8; slot * BATCH];
+    // SAFETY: iovec and mmsghdr are plain data; all-zero is a valid value of both.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (i, chunk) in bufs.chunks_exact_mut(slot).enumerate() {
+        iovs[i].iov_base = chunk.as_mut_ptr().cast();
+        iovs[i].iov_len = slot;
+    }
+    let mut c = ThreadCount::default();
+    let cpu0 = thread_cpu();
+    let mut stopped_at: Option<Instant> = None;
+    let mut last_seen = Instant::now();
+    loop {
+        for i in 0..BATCH {
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+            hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points at its own live iovec, which points into `bufs` (slot
+        // bytes each); all outlive the call. MSG_WAITFORONE: block (SO_RCVTIMEO) for the first.
+        let r = unsafe {
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        let now = Instant::now();
+        if r > 0 {
+            let n = r as usize;
+            c.datagrams += n as u64;
+            c.bytes += hdrs[..n].iter().map(|h| u64::from(h.msg_len)).sum::<u64>();
+            c.last = Some(now);
+            last_seen = now;
+        }
+        if stop.load(Ordering::Relaxed) {
+            let at = *stopped_at.get_or_insert(now);
+            if now.duration_since(last_seen) >= DRAIN_IDLE || now.duration_since(at) >= DRAIN_MAX {
+                break;
+            }
+        }
+    }
+    c.cpu = thread_cpu().saturating_sub(cpu0);
+    c
+}
+
+/// The send loop, until `end`. Returns the counts and the errors (EIO/EINVAL on the first
+/// GSO send mean the kernel refuses UDP_SEGMENT on this path: `Err` then, nothing counted).
+fn send(fd: RawFd, layout: Layout, end: Instant) -> Result<(ThreadCount, u64), io::Error> {
+    let msg = layout.message_bytes();
+    // A TFTP DATA look-alike: opcode 3, block 1, then filler; every segment the same.
+    let mut buf = vec![0x5au8; msg];
+    for seg in buf.chunks_mut(layout.size) {
+        let n = seg.len().min(4);
+        seg[..n].copy_from_slice(&[0, 3, 0, 1][..n]);
+    }
+    let batch = layout.batch;
+    // SAFETY: plain data, all-zero is valid.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: plain data, all-zero is valid.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..batch {
+        // The kernel only reads the payload; every message sends the same buffer.
+        iovs[i].iov_base = buf.as_mut_ptr().cast();
+        iovs[i].iov_len = msg;
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    let mut c = ThreadCount::default();
+    let mut errors = 0u64;
+    let cpu0 = thread_cpu();
+    let mut first = true;
+    while Instant::now() < end {
+        // SAFETY: hdrs[..batch] point at live iovecs over `buf` (msg bytes); connected socket,
+        // so no address.
+        let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), batch as libc::c_uint, 0) };
+        if r > 0 {
+            let n = r as usize;
+            let bytes: usize = hdrs[..n].iter().map(|h| h.msg_len as usize).sum();
+            c.bytes += bytes as u64;
+            c.datagrams += hdrs[..n]
+                .iter()
+                .map(|h| layout.datagrams_of(h.msg_len as usize))
+                .sum::<u64>();
+            first = false;
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE) if first && layout.gso => {
+                return Err(e);
+            }
+            Some(libc::EINTR) => {}
+            Some(libc::ENOBUFS | libc::EAGAIN) => {
+                errors += 1;
+                std::thread::yield_now();
+            }
+            _ => {
+                // Anything else (ECONNREFUSED from an ICMP error, ...): count and go on; the
+                // loop is bounded by `end`.
+                errors += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    c.last = Some(Instant::now());
+    c.cpu = thread_cpu().saturating_sub(cpu0);
+    Ok((c, errors))
+}
+
+/// Runs the measurement.
+pub fn run(a: &Args) -> anyhow::Result<Report> {
+    let threads = usize::from(a.threads.max(1));
+    let size = usize::from(a.size);
+    if size == 0 || size > MAX_DATAGRAM {
+        bail!("--size must be 1..={MAX_DATAGRAM}");
+    }
+    if !(a.duration_s > 0.0 && a.duration_s <= 3600.0) {
+        bail!("--duration-s must be in (0, 3600]");
+    }
+    let asked = usize::from(a.gso_segments);
+    let (mut layout, note) = Layout::new(size, asked);
+    let mut notes: Vec<String> = note.into_iter().collect();
+    let duration = Duration::from_secs_f64(a.duration_s);
+
+    // Receivers first: bound (in their namespace) before anything is sent.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Barrier::new(threads + 1));
+    let mut receivers = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let (ns, dest, rcvbuf) = (a.recv_netns.clone(), a.dest, a.rcvbuf);
+        let (stop, ready) = (stop.clone(), ready.clone());
+        receivers.push(std::thread::spawn(move || -> io::Result<ThreadCount> {
+            let sock = ns
+                .as_deref()
+                .map_or(Ok(()), enter_netns)
+                .and_then(|()| receiver_socket(dest, rcvbuf));
+            ready.wait();
+            let sock = sock?;
+            Ok(receive(sock.as_raw_fd(), size, &stop))
+        }));
+    }
+    ready.wait();
+    let stop_receivers = |stop: &AtomicBool, receivers: Vec<std::thread::JoinHandle<_>>| {
+        stop.store(true, Ordering::Relaxed);
+        receivers
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+            })
+            .collect::<Vec<io::Result<ThreadCount>>>()
+    };
+
+    // Senders: sockets made in their namespace; UDP_SEGMENT tried on the first one.
+    let sockets: Vec<Socket>;
+    {
+        let (ns, dest) = (a.send_netns.clone(), a.dest);
+        let want_gso = layout.gso;
+        let made = std::thread::spawn(move || -> io::Result<(Vec<Socket>, Option<io::Error>)> {
+            if let Some(ns) = &ns {
+                enter_netns(ns)?;
+            }
+            let mut v = Vec::with_capacity(threads);
+            let mut gso_err = None;
+            for _ in 0..threads {
+                let s = sender_socket(dest)?;
+                if want_gso
+                    && gso_err.is_none()
+                    && let Err(e) = set_int(
+                        s.as_raw_fd(),
+                        libc::SOL_UDP,
+                        UDP_SEGMENT,
+                        size as libc::c_int,
+                    )
+                {
+                    gso_err = Some(e);
+                }
+                v.push(s);
+            }
+            Ok((v, gso_err))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("panicked")));
+        match made {
+            Ok((v, gso_err)) => {
+                if let Some(e) = gso_err {
+                    notes.push(format!(
+                        "the kernel refused UDP_SEGMENT ({e}): measured without GSO"
+                    ));
+                    layout = layout.without_gso();
+                }
+                sockets = v;
+            }
+            Err(e) => {
+                let _ = stop_receivers(&stop, receivers);
+                return Err(e).context("sender sockets");
+            }
+        }
+    }
+    // Sockets keep the namespace they were created in, whichever thread uses them.
+    let mut start = Instant::now();
+    let mut sent_results = run_senders(&sockets, layout, start + duration);
+    if layout.gso && sent_results.iter().any(|r| r.is_err()) {
+        // EIO/EINVAL at the first GSO send: the device path cannot segment. Again without.
+        let e = sent_results
+            .iter()
+            .find_map(|r| r.as_ref().err())
+            .map(|e| e.to_string());
+        notes.push(format!(
+            "GSO sends failed ({}): measured without GSO",
+            e.unwrap_or_default()
+        ));
+        layout = layout.without_gso();
+        for s in &sockets {
+            let _ = set_int(s.as_raw_fd(), libc::SOL_UDP, UDP_SEGMENT, 0);
+        }
+        // A sender fails only on its first send, so (almost) nothing was sent: restart the
+        // clock.
+        start = Instant::now();
+        sent_results = run_senders(&sockets, layout, start + duration);
+    }
+    let mut sent = 0u64;
+    let mut send_errors = 0u64;
+    let mut sender_cpu = Duration::ZERO;
+    let mut send_end = start;
+    let mut send_error = None;
+    for r in sent_results {
+        match r {
+            Ok((c, e)) => {
+                sent += c.datagrams;
+                send_errors += e;
+                sender_cpu += c.cpu;
+                send_end = send_end.max(c.last.unwrap_or(start));
+            }
+            Err(e) => send_error = Some(e),
+        }
+    }
+    let results = stop_receivers(&stop, receivers);
+    if let Some(e) = send_error {
+        return Err(e).context("sending");
+    }
+    let mut per_thread = Vec::with_capacity(threads);
+    let mut bytes = 0u64;
+    let mut receiver_cpu = Duration::ZERO;
+    let mut last = None::<Instant>;
+    for r in results {
+        let c = r.context("receiver")?;
+        per_thread.push(c.datagrams);
+        bytes += c.bytes;
+        receiver_cpu += c.cpu;
+        last = last.max(c.last);
+    }
+    let send_seconds = send_end.duration_since(start).as_secs_f64();
+    let seconds = last
+        .map(|l| l.duration_since(start).as_secs_f64())
+        .unwrap_or(send_seconds)
+        .max(send_seconds.min(1e-3));
+    Ok(report(
+        layout,
+        asked,
+        threads,
+        sent,
+        per_thread,
+        bytes,
+        send_seconds,
+        seconds,
+        sender_cpu,
+        receiver_cpu,
+        send_errors,
+        notes,
+    ))
+}
+
+fn run_senders(
+    sockets: &[Socket],
+    layout: Layout,
+    end: Instant,
+) -> Vec<io::Result<(ThreadCount, u64)>> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = sockets
+            .iter()
+            .map(|sock| s.spawn(move || send(sock.as_raw_fd(), layout, end)))
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("panicked")))
+            })
+            .collect()
+    })
+}
+
+/// The subcommand: runs and prints.
+pub fn main(a: &Args) -> anyhow::Result<()> {
+    let r = run(a)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("{r}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: Args,
+    }
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        T::try_parse_from(std::iter::once("t").chain(args.iter().copied())).map(|t| t.a)
+    }
+
+    #[test]
+    fn arguments() {
+        let a = parse(&[
+            "--send-netns",
+            "s",
+            "--recv-netns",
+            "r",
+            "--dest",
+            "10.1.0.2:9000",
+        ])
+        .unwrap();
+        assert_eq!(a.send_netns.as_deref(), Some("s"));
+        assert_eq!(a.recv_netns.as_deref(), Some("r"));
+        assert_eq!(a.dest, "10.1.0.2:9000".parse().unwrap());
+        assert_eq!((a.size, a.gso_segments, a.threads), (1468, 64, 1));
+        assert_eq!(a.duration_s, 5.0);
+        assert!(!a.json);
+        let a = parse(&[
+            "--dest",
+            "10.1.0.2:9",
+            "--size",
+            "1472",
+            "--gso-segments",
+            "0",
+            "--threads",
+            "2",
+            "--duration-s",
+            "0.5",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!((a.size, a.gso_segments, a.threads), (1472, 0, 2));
+        assert!(a.json && a.send_netns.is_none());
+        assert!(parse(&[]).is_err(), "--dest is required");
+        assert!(parse(&["--dest", "10.1.0.2"]).is_err(), "port required");
+        assert!(parse(&["--dest", "10.1.0.2:9", "--size", "0"]).is_err());
+        assert!(parse(&["--dest", "10.1.0.2:9", "--size", "65508"]).is_err());
+        assert!(parse(&["--dest", "10.1.0.2:9", "--threads", "0"]).is_err());
+    }
+
+    #[test]
+    fn gso_layout() {
+        let (l, note) = Layout::new(1472, 0);
+        assert_eq!(
+            (l.segments, l.gso, l.batch, l.message_bytes()),
+            (1, false, BATCH, 1472)
+        );
+        assert!(note.is_none());
+        // 64 x 1472 = 94208 bytes: more than one UDP message holds; 44 x 1472 = 64768 fits.
+        let (l, note) = Layout::new(1472, 64);
+        assert_eq!((l.segments, l.gso, l.message_bytes()), (44, true, 64_768));
+        assert!(l.message_bytes() <= MAX_GSO_BYTES);
+        const { assert!(45 * 1472 > MAX_GSO_BYTES) };
+        assert!(note.unwrap().contains("44 per message"));
+        let (l, note) = Layout::new(512, 64);
+        assert_eq!((l.segments, l.message_bytes()), (64, 32_768));
+        assert!(note.is_none());
+        let (l, _) = Layout::new(100, 200);
+        assert_eq!(l.segments, MAX_GSO_SEGMENTS, "kernel segment cap");
+        let (l, _) = Layout::new(1472, 8);
+        assert_eq!(l.segments, 8);
+        assert_eq!(l.without_gso(), Layout::new(1472, 0).0);
+        // A datagram bigger than a GSO message can hold: one segment, still GSO.
+        let (l, _) = Layout::new(65_507, 4);
+        assert_eq!(l.segments, 1);
+        // Datagrams on the wire per accepted message (the last segment may be short).
+        let (l, _) = Layout::new(1472, 44);
+        assert_eq!(l.datagrams_of(64_768), 44);
+        assert_eq!(l.datagrams_of(1473), 2);
+        assert_eq!(l.datagrams_of(0), 0);
+    }
+
+    #[test]
+    fn rates() {
+        let (l, _) = Layout::new(1472, 0);
+        let r = report(
+            l,
+            0,
+            2,
+            1000,
+            vec![600, 300],
+            900 * 1472,
+            2.0,
+            2.5,
+            Duration::from_millis(1500),
+            Duration::from_millis(500),
+            3,
+            vec![],
+        );
+        assert_eq!(r.received_datagrams, 900);
+        assert!((r.loss_percent - 10.0).abs() < 1e-9);
+        // 900 x 1472 bytes x 8 / 2.5 s = 4.239 Mbit/s; 360 datagrams/s.
+        assert!(
+            (r.received_mbit_s - 4.239_36).abs() < 1e-6,
+            "{}",
+            r.received_mbit_s
+        );
+        assert!((r.received_pps - 360.0).abs() < 1e-9);
+        assert!((r.sent_mbit_s - 1000.0 * 1472.0 * 8.0 / 2.0 / 1e6).abs() < 1e-9);
+        assert!((r.sender_cpu_percent - 75.0).abs() < 1e-9);
+        assert!((r.receiver_cpu_percent - 20.0).abs() < 1e-9);
+        assert_eq!(r.gso_segments, 0);
+        let (g, _) = Layout::new(1472, 64);
+        let r = report(
+            g,
+            64,
+            1,
+            0,
+            vec![0],
+            0,
+            1.0,
+            1.0,
+            Duration::ZERO,
+            Duration::ZERO,
+            0,
+            vec![],
+        );
+        assert_eq!((r.gso_segments, r.gso_segments_asked), (44, 64));
+        assert_eq!(r.loss_percent, 0.0, "nothing sent: no loss, not NaN");
+        // The JSON carries every field of the agreed interface.
+        let v = serde_json::to_value(&r).unwrap();
+        for k in [
+            "size",
+            "gso_segments",
+            "threads",
+            "seconds",
+            "sent_datagrams",
+            "received_datagrams",
+            "loss_percent",
+            "received_mbit_s",
+            "received_pps",
+            "sender_cpu_percent",
+            "receiver_cpu_percent",
+        ] {
+            assert!(v.get(k).is_some(), "{k} missing");
+        }
+    }
+
+    /// The whole measurement on loopback in the current namespace (no root needed), both modes.
+    #[test]
+    fn measures_loopback() {
+        for gso in [0u16, 8] {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let a = parse(&[
+                "--dest",
+                &format!("127.0.0.1:{port}"),
+                "--size",
+                "1472",
+                "--gso-segments",
+                &gso.to_string(),
+                "--threads",
+                "2",
+                "--duration-s",
+                "0.3",
+            ])
+            .unwrap();
+            let r = run(&a).unwrap();
+            assert!(r.sent_datagrams > 0, "{r}");
+            assert!(r.received_datagrams > 0, "{r}");
+            assert!(r.received_datagrams <= r.sent_datagrams, "{r}");
+            assert!(r.received_mbit_s > 0.0 && r.sender_cpu_percent > 0.0, "{r}");
+            assert_eq!(r.received_per_thread.len(), 2);
+            // Every datagram arrived whole: the bytes match the count exactly.
+            assert!(
+                (r.received_mbit_s * 1e6 * r.seconds / 8.0 / 1472.0 - r.received_datagrams as f64)
+                    .abs()
+                    < 1.0,
+                "{r}"
+            );
+            assert!(r.send_seconds >= 0.29 && r.seconds < 5.0, "{r}");
+            if gso > 0 && r.notes.is_empty() {
+                assert_eq!(r.gso_segments, 8);
+            }
+        }
+    }
+}
