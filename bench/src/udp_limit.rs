@@ -486,15 +486,21 @@ pub fn run(a: &Args) -> anyhow::Result<Report> {
     // Receivers first: bound (in their namespace) before anything is sent.
     let stop = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(Barrier::new(threads + 1));
+    let setup_failed = Arc::new(std::sync::Mutex::new(None::<String>));
     let mut receivers = Vec::with_capacity(threads);
     for _ in 0..threads {
         let (ns, dest, rcvbuf) = (a.recv_netns.clone(), a.dest, a.rcvbuf);
-        let (stop, ready) = (stop.clone(), ready.clone());
+        let (stop, ready, failed) = (stop.clone(), ready.clone(), setup_failed.clone());
         receivers.push(std::thread::spawn(move || -> io::Result<ThreadCount> {
             let sock = ns
                 .as_deref()
                 .map_or(Ok(()), enter_netns)
                 .and_then(|()| receiver_socket(dest, rcvbuf));
+            if let Err(e) = &sock
+                && let Ok(mut f) = failed.lock()
+            {
+                f.get_or_insert_with(|| e.to_string());
+            }
             ready.wait();
             let sock = sock?;
             Ok(receive(sock.as_raw_fd(), size, &stop))
@@ -511,6 +517,12 @@ pub fn run(a: &Args) -> anyhow::Result<Report> {
             })
             .collect::<Vec<io::Result<ThreadCount>>>()
     };
+
+    let failed = setup_failed.lock().ok().and_then(|f| f.clone());
+    if let Some(e) = failed {
+        let _ = stop_receivers(&stop, receivers);
+        bail!("receiver sockets: {e}");
+    }
 
     // Senders: sockets made in their namespace; UDP_SEGMENT tried on the first one.
     let sockets: Vec<Socket>;

@@ -1,0 +1,194 @@
+//! `pxe-bench udp-limit` across a veth pair between two network namespaces the test creates
+//! (10.204.0.1 sends, 10.204.0.2 receives): it must measure a non-zero received rate, never
+//! more received than sent, with and without UDP GSO, with one and two threads.
+//!
+//! Root only (scripts/test.sh runs it with PXE_REQUIRE_PRIVILEGED=1). A test that cannot run
+//! (not root, no namespaces) fails loudly; it never passes.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const BENCH_BIN: &str = env!("CARGO_BIN_EXE_pxe-bench");
+
+/// Fails the test, loudly, when something it needs is missing.
+fn cannot_run(why: &str) -> ! {
+    let required = std::env::var("PXE_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    panic!(
+        "\n\n*** THIS TEST CANNOT RUN: {why}. It needs root and network namespaces; run it \
+         through scripts/test.sh as root. It must never pass silently \
+         (PXE_REQUIRE_PRIVILEGED={}). ***\n\n",
+        if required { "1" } else { "unset" }
+    );
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted (after killing what runs in it) on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            cannot_run("not root");
+        }
+        let name = format!(
+            "pxu{}-{}-{tag}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        match Command::new("ip").args(["netns", "add", &name]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => cannot_run(&format!(
+                "ip netns add failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Err(e) => cannot_run(&format!("running ip: {e}")),
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("running ip");
+        assert!(
+            out.status.success(),
+            "ip -n {} {}: {}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn pair() -> (Netns, Netns) {
+    let snd = Netns::new("snd");
+    let rcv = Netns::new("rcv");
+    snd.ip(&[
+        "link", "add", "us", "type", "veth", "peer", "name", "ur", "netns", &rcv.name,
+    ]);
+    snd.ip(&["addr", "add", "10.204.0.1/24", "dev", "us"]);
+    rcv.ip(&["addr", "add", "10.204.0.2/24", "dev", "ur"]);
+    snd.ip(&["link", "set", "us", "up"]);
+    rcv.ip(&["link", "set", "ur", "up"]);
+    (snd, rcv)
+}
+
+/// Runs udp-limit (bounded: killed after 30 s) and returns its JSON report.
+fn udp_limit(snd: &Netns, rcv: &Netns, gso: u16, threads: u16) -> serde_json::Value {
+    let mut child = Command::new(BENCH_BIN)
+        .args([
+            "udp-limit",
+            "--send-netns",
+            &snd.name,
+            "--recv-netns",
+            &rcv.name,
+        ])
+        .args([
+            "--dest",
+            "10.204.0.2:9000",
+            "--size",
+            "1472",
+            "--duration-s",
+            "1",
+        ])
+        .args(["--gso-segments", &gso.to_string()])
+        .args(["--threads", &threads.to_string(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| cannot_run(&format!("spawning pxe-bench: {e}")));
+    let end = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("udp-limit did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "udp-limit failed ({}):\n{text}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("no JSON report ({e}):\n{text}"));
+    eprintln!("gso {gso}, {threads} threads: {r}");
+    r
+}
+
+fn check(r: &serde_json::Value, gso: u64, threads: u64) {
+    let sent = r["sent_datagrams"].as_u64().unwrap();
+    let received = r["received_datagrams"].as_u64().unwrap();
+    assert!(sent > 1000, "{r:#}");
+    assert!(received > 0 && received <= sent, "{r:#}");
+    assert!(r["received_mbit_s"].as_f64().unwrap() > 10.0, "{r:#}");
+    assert!(r["received_pps"].as_f64().unwrap() > 0.0, "{r:#}");
+    let loss = r["loss_percent"].as_f64().unwrap();
+    assert!((0.0..100.0).contains(&loss), "{r:#}");
+    assert!(r["sender_cpu_percent"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert_eq!(r["size"], 1472);
+    assert_eq!(r["threads"], threads);
+    // 44 segments of 1472 bytes is the most one UDP message holds (GSO on a veth is supported).
+    assert_eq!(r["gso_segments"], gso, "{r:#}");
+    assert_eq!(
+        r["received_per_thread"].as_array().unwrap().len() as u64,
+        threads
+    );
+    let secs = r["seconds"].as_f64().unwrap();
+    assert!((0.9..5.0).contains(&secs), "{r:#}");
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn udp_limit_over_veth_with_and_without_gso() {
+    let (snd, rcv) = pair();
+    check(&udp_limit(&snd, &rcv, 0, 1), 0, 1);
+    check(&udp_limit(&snd, &rcv, 64, 1), 44, 1);
+    check(&udp_limit(&snd, &rcv, 64, 2), 44, 2);
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn udp_limit_fails_clearly_without_the_namespace() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        cannot_run("not root");
+    }
+    for side in ["--send-netns", "--recv-netns"] {
+        let t0 = Instant::now();
+        let out = Command::new(BENCH_BIN)
+            .args(["udp-limit", side, "pxu-no-such-namespace"])
+            .args(["--dest", "127.0.0.1:9", "--duration-s", "3"])
+            .output()
+            .unwrap_or_else(|e| cannot_run(&format!("spawning pxe-bench: {e}")));
+        assert!(!out.status.success(), "{side}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("/var/run/netns/pxu-no-such-namespace"),
+            "{side}: {err}"
+        );
+        // Refused at the start, not after the measurement.
+        assert!(t0.elapsed() < Duration::from_secs(2), "{side}");
+    }
+}
