@@ -1,8 +1,10 @@
 //! `pxe-bench udp-limit`: the raw UDP limit of a path, so every TFTP figure can be quoted as a
 //! percentage of it.
 //!
-//! One process. Receiver threads enter `--recv-netns` and bind `--threads` sockets to `--dest`
-//! with SO_REUSEPORT (the kernel spreads the flows over them by hash of the 4-tuple); each drains
+//! One process. Receiver threads enter `--recv-netns` and bind `--threads` sockets (SO_REUSEPORT
+//! set), receiver `i` to port `PORT + i` of `--dest`, sender `i` sending to it, so every flow
+//! has a receiver of its own (one shared port spreads flows by a hash of the 4-tuple, which
+//! often put two flows on one receiver); each drains
 //! its socket with `recvmmsg`, counting datagrams and payload bytes (no UDP_GRO on the socket:
 //! the kernel hands every datagram over separately, `--size` bytes each). Sender threads enter
 //! `--send-netns` and each sends from its own socket (its own ephemeral source port, so the
@@ -54,7 +56,7 @@ pub struct Args {
     /// Network namespace of the receivers; omitted: the current one.
     #[arg(long)]
     pub recv_netns: Option<String>,
-    /// Receivers' address, IPv4 (what the senders send to).
+    /// Receivers' address, IPv4; thread i uses port PORT + i.
     #[arg(long)]
     pub dest: SocketAddrV4,
     /// UDP payload bytes per datagram (a TFTP DATA datagram of blksize 1468 is 1472).
@@ -69,8 +71,10 @@ pub struct Args {
     /// Seconds of sending.
     #[arg(long, default_value_t = 5.0)]
     pub duration_s: f64,
-    /// Socket receive buffer per receiver, bytes.
-    #[arg(long, default_value_t = 4 << 20)]
+    /// Socket receive buffer per receiver, bytes (set with SO_RCVBUFFORCE when root). A GSO
+    /// message lands in the receiver's queue as K datagrams at once: with 4 MiB, 1472-byte
+    /// datagrams and K = 44, half of them overflowed it on a veth here.
+    #[arg(long, default_value_t = 32 << 20)]
     pub rcvbuf: usize,
     /// Print the report as JSON.
     #[arg(long)]
@@ -322,6 +326,13 @@ fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> i
     }
 }
 
+/// Thread `i` (sender and receiver alike) uses port `dest + i`: each flow has its own
+/// receiver. (SO_REUSEPORT on one port spreads flows by a hash of the 4-tuple, which put both
+/// flows of a 2-thread run on one receiver about half the time.)
+fn thread_dest(dest: SocketAddrV4, i: usize) -> SocketAddrV4 {
+    SocketAddrV4::new(*dest.ip(), dest.port().wrapping_add(i as u16))
+}
+
 fn receiver_socket(dest: SocketAddrV4, rcvbuf: usize) -> io::Result<Socket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_port(true)?;
@@ -478,6 +489,9 @@ pub fn run(a: &Args) -> anyhow::Result<Report> {
     if !(a.duration_s > 0.0 && a.duration_s <= 3600.0) {
         bail!("--duration-s must be in (0, 3600]");
     }
+    if usize::from(a.dest.port()) + threads > 65_536 || a.dest.port() == 0 {
+        bail!("--dest port: PORT..PORT+threads-1 must be valid ports");
+    }
     let asked = usize::from(a.gso_segments);
     let (mut layout, note) = Layout::new(size, asked);
     let mut notes: Vec<String> = note.into_iter().collect();
@@ -488,8 +502,8 @@ pub fn run(a: &Args) -> anyhow::Result<Report> {
     let ready = Arc::new(Barrier::new(threads + 1));
     let setup_failed = Arc::new(std::sync::Mutex::new(None::<String>));
     let mut receivers = Vec::with_capacity(threads);
-    for _ in 0..threads {
-        let (ns, dest, rcvbuf) = (a.recv_netns.clone(), a.dest, a.rcvbuf);
+    for i in 0..threads {
+        let (ns, dest, rcvbuf) = (a.recv_netns.clone(), thread_dest(a.dest, i), a.rcvbuf);
         let (stop, ready, failed) = (stop.clone(), ready.clone(), setup_failed.clone());
         receivers.push(std::thread::spawn(move || -> io::Result<ThreadCount> {
             let sock = ns
@@ -535,8 +549,8 @@ pub fn run(a: &Args) -> anyhow::Result<Report> {
             }
             let mut v = Vec::with_capacity(threads);
             let mut gso_err = None;
-            for _ in 0..threads {
-                let s = sender_socket(dest)?;
+            for i in 0..threads {
+                let s = sender_socket(thread_dest(dest, i))?;
                 if want_gso
                     && gso_err.is_none()
                     && let Err(e) = set_int(
@@ -727,6 +741,10 @@ mod tests {
         assert!(parse(&["--dest", "10.1.0.2:9", "--size", "0"]).is_err());
         assert!(parse(&["--dest", "10.1.0.2:9", "--size", "65508"]).is_err());
         assert!(parse(&["--dest", "10.1.0.2:9", "--threads", "0"]).is_err());
+        assert_eq!(thread_dest(a.dest, 1), "10.1.0.2:10".parse().unwrap());
+        let mut high = a.clone();
+        high.dest = "10.1.0.2:65535".parse().unwrap();
+        assert!(run(&high).unwrap_err().to_string().contains("PORT+threads"));
     }
 
     #[test]
@@ -831,11 +849,15 @@ mod tests {
     #[test]
     fn measures_loopback() {
         for gso in [0u16, 8] {
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            // Two free ports in a row (bound and released: a small race, fine for a test).
+            let port = (0..100)
+                .find_map(|_| {
+                    let a = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+                    let p = a.local_addr().ok()?.port();
+                    std::net::UdpSocket::bind(("127.0.0.1", p.checked_add(1)?)).ok()?;
+                    Some(p)
+                })
+                .unwrap();
             let a = parse(&[
                 "--dest",
                 &format!("127.0.0.1:{port}"),
@@ -855,6 +877,7 @@ mod tests {
             assert!(r.received_datagrams <= r.sent_datagrams, "{r}");
             assert!(r.received_mbit_s > 0.0 && r.sender_cpu_percent > 0.0, "{r}");
             assert_eq!(r.received_per_thread.len(), 2);
+            assert!(r.received_per_thread.iter().all(|&n| n > 0), "{r}");
             // Every datagram arrived whole: the bytes match the count exactly.
             assert!(
                 (r.received_mbit_s * 1e6 * r.seconds / 8.0 / 1472.0 - r.received_datagrams as f64)
