@@ -253,7 +253,8 @@ PY
     mbit="${row##*$'\t'}"
     LIMIT_MBIT+=("$mbit")
     LIMIT=$(python3 -c "print(max($LIMIT, $mbit))")
-    echo "${row%%$'\t'*}" >&2
+    cells="${row%%$'\t'*}"
+    echo "${cells/PCT/(of the best)}" >&2
 done
 [ -s "$WORK/limit-${LIMIT_THREADS%% *}.err" ] && cat "$WORK/limit-${LIMIT_THREADS%% *}.err" >&2
 
