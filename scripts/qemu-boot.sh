@@ -17,6 +17,11 @@
 #                           the boot file (ProxyDHCP, needs --dhcp pxe-server). [full]
 #   --dhcp dnsmasq|pxe-server   who answers DHCP with the boot file. TFTP is always pxe-server.
 #                           [pxe-server]
+#   --http                  kernel and initrd over HTTP: pxe-server's [http] service, the VM
+#                           as a [[hosts]] entry with next_boot = "install", iPXE sent
+#                           http://SERVER/boot.ipxe (which renders the install script); after
+#                           the boot, the installer callback is made and the next script
+#                           must be the local-disk one (needs --dhcp pxe-server)
 #   --kvm                   -accel kvm (default TCG: a KVM guest stalled inside iPXE here)
 #   --nic virtio|e1000      the guest NIC [virtio]; e1000 with bios only
 #   --timeout SECS          how long to wait for the marker [180]
@@ -36,7 +41,7 @@ REPO="$(pwd)"
 # shellcheck source=scripts/lib/netns.sh
 source scripts/lib/netns.sh
 
-FIRMWARE=bios MODE=full DHCP=pxe-server ACCEL=tcg NIC=virtio TIMEOUT=180
+FIRMWARE=bios MODE=full DHCP=pxe-server ACCEL=tcg NIC=virtio TIMEOUT=180 HTTP=0
 BIN="${PXE_SERVER_BIN:-}" ASSETS=target/qemu-assets LOGDIR="" QUIET=0 CAPTURE=1
 LOCK_WAIT="${QEMU_BOOT_LOCK_WAIT:-1200}"
 
@@ -48,6 +53,7 @@ while [ $# -gt 0 ]; do
         --mode) MODE="${2:-}"; shift 2 ;;
         --dhcp) DHCP="${2:-}"; shift 2 ;;
         --kvm) ACCEL=kvm; shift ;;
+        --http) HTTP=1; shift ;;
         --nic) NIC="${2:-}"; shift 2 ;;
         --timeout) TIMEOUT="${2:-}"; shift 2 ;;
         --bin) BIN="${2:-}"; shift 2 ;;
@@ -69,6 +75,9 @@ if [ "$FIRMWARE" = uefi ] && [ "$NIC" = e1000 ]; then
     # iPXE, not the firmware's own PXE client, on the wire) it never sees the NIC.
     die "--firmware uefi needs --nic virtio (OVMF has no e1000 driver of its own)"
 fi
+if [ "$HTTP" -eq 1 ] && [ "$DHCP" = dnsmasq ]; then
+    die "--http needs --dhcp pxe-server (its DHCP hands iPXE the HTTP script URL)"
+fi
 if [ "$MODE" = proxy ] && [ "$DHCP" = dnsmasq ]; then
     die "--mode proxy means pxe-server answers as ProxyDHCP next to dnsmasq: use --dhcp pxe-server"
 fi
@@ -87,7 +96,7 @@ if [ "$FIRMWARE" = uefi ]; then
     [ -s "$OVMF_CODE" ] && [ -s "$OVMF_VARS" ] || die "OVMF missing: run scripts/install-deps.sh"
 fi
 
-TAG="$FIRMWARE-$MODE-$DHCP"
+TAG="$FIRMWARE-$MODE-$DHCP$([ "$HTTP" -eq 1 ] && echo -http)"
 LOGDIR="${LOGDIR:-target/qemu-boot/$TAG}"
 
 # One run at a time (the lock is released when the script exits).
@@ -125,6 +134,7 @@ SERIAL="$LOGDIR/serial.log"
 # mode). dhcp ns (proxy mode): 10.77.0.2 = dnsmasq giving addresses only.
 NET=10.77.0
 SRV_IP="$NET.1" DHC_IP="$NET.2"
+if [ "$FIRMWARE" = bios ]; then VM_MAC=52:54:00:77:00:10; else VM_MAC=52:54:00:77:00:20; fi
 P="pq$$"
 NS_SRV="$P-srv" NS_CLI="$P-cli" NS_DHC="$P-dhc"
 PIDS=()
@@ -229,8 +239,28 @@ TOML
 [boot]
 bios = "undionly.kpxe"
 uefi_x64 = "snponly.efi"
-ipxe_script = "boot.ipxe"
 TOML
+        if [ "$HTTP" -eq 1 ]; then
+            # iPXE gets the HTTP script; the install script it renders loads the kernel and
+            # initrd over HTTP (built-in ipxe/install.ipxe), with this command line.
+            cat <<TOML
+ipxe_script = "http://$SRV_IP/boot.ipxe"
+kernel = "vmlinuz"
+initrd = "initrd.img"
+cmdline = "console=ttyS0,115200 panic=-1 pxetest.platform=\${platform} pxetest.via=http"
+
+[http]
+enabled = true
+listen = ["$SRV_IP:80"]
+
+[[hosts]]
+mac = "$VM_MAC"
+hostname = "vm-$FIRMWARE"
+next_boot = "install"
+TOML
+        else
+            echo 'ipxe_script = "boot.ipxe"'
+        fi
     fi
 } > "$CONF"
 "$BIN" check --config "$CONF" > /dev/null 2> "$LOGDIR/pxe-server-check.log" ||
@@ -286,7 +316,7 @@ if [ "$FIRMWARE" = bios ]; then
     # SeaBIOS runs the NIC's iPXE option ROM; with no VGA, SeaBIOS's serial console
     # (etc/sercon-port, 0x3f8 as a little-endian integer, makes it print on COM1 too).
     printf '\xf8\x03' > "$LOGDIR/sercon-port"
-    QEMU+=(-machine pc -vga none -fw_cfg "name=etc/sercon-port,file=$LOGDIR/sercon-port" -device "$NICDEV,netdev=n0,mac=52:54:00:77:00:10,bootindex=0")
+    QEMU+=(-machine pc -vga none -fw_cfg "name=etc/sercon-port,file=$LOGDIR/sercon-port" -device "$NICDEV,netdev=n0,mac=$VM_MAC,bootindex=0")
 else
     # OVMF with its own NIC driver and PXE stack: no option ROM, so the firmware's native PXE
     # client (not iPXE) does the first DHCP and TFTP.
@@ -294,7 +324,7 @@ else
     QEMU+=(-machine q35
         -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE"
         -drive "if=pflash,format=raw,unit=1,file=$LOGDIR/OVMF_VARS.fd"
-        -device "$NICDEV,netdev=n0,mac=52:54:00:77:00:20,romfile=,bootindex=0")
+        -device "$NICDEV,netdev=n0,mac=$VM_MAC,romfile=,bootindex=0")
 fi
 printf '%q ' "${QEMU[@]}" > "$LOGDIR/qemu.cmd"
 echo >> "$LOGDIR/qemu.cmd"
@@ -332,6 +362,30 @@ if [ -n "$TAIL_PID" ]; then
     kill "$TAIL_PID" 2>/dev/null || true
     TAIL_PID=""
     echo
+fi
+
+# With --http: the kernel and initrd came over HTTP, then the installer's callback switches
+# the VM to the local disk (what %post would do), and its next script must say so.
+HTTP_NOTE=""
+if [ "$result" = pass ] && [ "$HTTP" -eq 1 ]; then
+    "$BIN" status --json --socket "$LOGDIR/control.sock" > "$LOGDIR/status.json" 2>&1 || true
+    want=$(( $(stat -c %s "$ASSETS/vmlinuz") + $(stat -c %s "$ASSETS/initrd.img") ))
+    got=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["http"]["metrics"]["bytes_sent"], s["http"]["install"]["scripts_install"])' "$LOGDIR/status.json" 2>/dev/null || echo "0 0")
+    read -r http_bytes scripts <<< "$got"
+    if [ "$http_bytes" -lt "$want" ] || [ "$scripts" -lt 1 ]; then
+        result=http-missing
+    else
+        key="mac:$VM_MAC"
+        ip netns exec "$NS_SRV" curl -sS --fail -X POST "http://$SRV_IP/done/$key" \
+            > "$LOGDIR/callback.txt" 2>&1 || result=http-callback
+        ip netns exec "$NS_SRV" curl -sS --fail "http://$SRV_IP/boot.ipxe?mac=${VM_MAC//:/-}" \
+            > "$LOGDIR/next-script.ipxe" 2>&1 || result=http-callback
+        if [ "$result" = pass ] && grep -q sanboot "$LOGDIR/next-script.ipxe"; then
+            HTTP_NOTE=" (kernel+initrd over HTTP: $http_bytes bytes; after the callback the next script boots the local disk)"
+        else
+            result=http-callback
+        fi
+    fi
 fi
 
 # Stop the guest and the servers (tshark last so it sees everything), then summarise.
@@ -383,11 +437,13 @@ fi
 
 case "$result" in
     pass)
-        echo "PASS $TAG: '$MARKER' on the serial console ${ELAPSED}s after QEMU started"
+        echo "PASS $TAG: '$MARKER' on the serial console ${ELAPSED}s after QEMU started$HTTP_NOTE"
         echo "logs: $LOGDIR"
         exit 0
         ;;
     timeout) fail "no '$MARKER' within ${TIMEOUT}s" ;;
     exited) fail "QEMU exited after ${ELAPSED}s without '$MARKER' (see qemu.log)" ;;
     server-died) fail "pxe-server exited after ${ELAPSED}s (see pxe-server.log)" ;;
+    http-missing) fail "booted, but not over HTTP (status.json: http bytes $http_bytes < $want or no install script)" ;;
+    http-callback) fail "the installer callback did not switch the next boot to local (callback.txt, next-script.ipxe)" ;;
 esac

@@ -118,8 +118,19 @@ fn qemu_boot(args: &[&str]) -> Run {
 
 /// Boots `firmware` with `mode` and `dhcp`, and asserts the guest reached its initrd.
 fn boot(firmware: &str, mode: &str, dhcp: &str) -> Run {
-    let run = qemu_boot(&["--firmware", firmware, "--mode", mode, "--dhcp", dhcp]);
-    let tag = format!("{firmware}-{mode}-{dhcp}");
+    boot_with(firmware, mode, dhcp, &[])
+}
+
+fn boot_with(firmware: &str, mode: &str, dhcp: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["--firmware", firmware, "--mode", mode, "--dhcp", dhcp];
+    args.extend_from_slice(extra);
+    let run = qemu_boot(&args);
+    let http = if extra.contains(&"--http") {
+        "-http"
+    } else {
+        ""
+    };
+    let tag = format!("{firmware}-{mode}-{dhcp}{http}");
     assert!(
         run.success && run.stdout.contains(&format!("PASS {tag}")),
         "{tag} did not boot\nstdout:\n{}\nstderr:\n{}",
@@ -219,4 +230,42 @@ fn netns_qemu_bios_boots_proxy_mode() {
 fn netns_qemu_uefi_boots_proxy_mode() {
     let run = boot("uefi", "proxy", "pxe-server");
     assert_uefi_windowed_transfer(&run.stdout);
+}
+
+// --- kernel and initrd over HTTP, install script by next boot ------------------------------------
+
+/// iPXE gets `http://SERVER/boot.ipxe`, which chains with the VM's MAC to the install script
+/// of its `[[hosts]]` entry (next_boot = "install"); kernel and initrd come over HTTP (none
+/// over TFTP); then the installer callback switches the VM to the local disk, which the next
+/// script shows (checked by the script: "after the callback the next script boots the local
+/// disk").
+fn boot_over_http(firmware: &str) {
+    let run = boot_with(firmware, "full", "pxe-server", &["--http"]);
+    assert!(
+        run.stdout.contains("kernel+initrd over HTTP")
+            && run.stdout.contains("next script boots the local disk"),
+        "{}",
+        run.stdout
+    );
+    for file in ["vmlinuz", "initrd.img"] {
+        assert!(
+            !run.stdout
+                .lines()
+                .any(|l| l.split_whitespace().nth(2) == Some(file)),
+            "{file} went over TFTP:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and QEMU (run by scripts/test.sh)"]
+fn netns_qemu_bios_boots_over_http() {
+    boot_over_http("bios");
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and QEMU (run by scripts/test.sh)"]
+fn netns_qemu_uefi_boots_over_http() {
+    boot_over_http("uefi");
 }
