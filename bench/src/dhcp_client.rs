@@ -232,6 +232,7 @@ pub struct DhcpClient {
     malformed_in_phase: u32,
     failure: Option<Failure>,
     boot_file: Option<Vec<u8>>,
+    next_server: Option<Ipv4Addr>,
     pub ts: Timestamps,
     pub retransmits: u64,
     pub ignored: u64,
@@ -254,6 +255,7 @@ impl DhcpClient {
             malformed_in_phase: 0,
             failure: None,
             boot_file: None,
+            next_server: None,
             ts: Timestamps {
                 started: Some(now),
                 ..Timestamps::default()
@@ -288,6 +290,12 @@ impl DhcpClient {
     /// The boot file name of the final ACK / proxy offer (once done).
     pub fn boot_file(&self) -> Option<&[u8]> {
         self.boot_file.as_deref()
+    }
+
+    /// The TFTP server of the answer that named the boot file (its `siaddr`, else its server
+    /// identifier), once done.
+    pub fn next_server(&self) -> Option<Ipv4Addr> {
+        self.next_server
     }
 
     /// The phase the client is in (meaningful while it runs).
@@ -391,6 +399,7 @@ impl DhcpClient {
                 match boot_file(&msg) {
                     Some(f) => {
                         self.boot_file = Some(f.to_vec());
+                        self.next_server = next_server(&msg);
                         self.finish(now);
                     }
                     None => self.fail(Failure::NoBootFile),
@@ -437,6 +446,7 @@ impl DhcpClient {
                 has_boot_file: file,
             });
             self.boot_file = boot_file(msg).map(<[u8]>::to_vec);
+            self.next_server = next_server(msg);
             taken = true;
         }
         if !taken {
@@ -466,6 +476,7 @@ impl DhcpClient {
             Mode::Full => match boot_file(msg) {
                 Some(f) => {
                     self.boot_file = Some(f.to_vec());
+                    self.next_server = next_server(msg);
                     self.finish(now);
                 }
                 None => self.fail(Failure::NoBootFile),
@@ -493,6 +504,7 @@ impl DhcpClient {
             self.addr = None;
             self.proxy = None;
             self.boot_file = None;
+            self.next_server = None;
             self.enter(State::Selecting);
         }
         Verdict::Accepted
@@ -653,6 +665,15 @@ fn server_id(msg: &Message) -> Option<Ipv4Addr> {
         Some(DhcpOption::ServerIdentifier(ip)) if !ip.is_unspecified() => Some(*ip),
         _ if !msg.siaddr().is_unspecified() => Some(msg.siaddr()),
         _ => None,
+    }
+}
+
+/// Where the boot file is fetched from: `siaddr`, else the server identifier.
+fn next_server(msg: &Message) -> Option<Ipv4Addr> {
+    if msg.siaddr().is_unspecified() {
+        server_id(msg)
+    } else {
+        Some(msg.siaddr())
     }
 }
 

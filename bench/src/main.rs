@@ -1,5 +1,8 @@
 //! pxe-bench: load generator for PXE boot servers (ours or any other).
 
+mod boot_client;
+mod boot_html;
+mod boot_storm;
 mod dhcp_client;
 mod dhcp_flood;
 mod dhcp_storm;
@@ -114,6 +117,86 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Whole-boot simulator: N machines do DHCP, then TFTP of the boot file (with their
+    /// firmware's options), then the kernel and initrd as iPXE would. One thread, one epoll
+    /// loop, one socket per TFTP transfer. Exit status 1 if any client failed.
+    Boot {
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        #[arg(long, value_enum, default_value_t = ModeArg::Full)]
+        mode: ModeArg,
+        /// Architecture mix, weights: bios, uefi (x64), ipxe (BIOS + user class iPXE).
+        #[arg(long, default_value = "bios=50,uefi=40,ipxe=10")]
+        arch_mix: String,
+        /// storm (all at t=0), ramp:N/s (arrival rate grows by N/s each second), rate:N/s.
+        #[arg(long, default_value = "storm")]
+        arrival: String,
+        /// Interface to send and receive on (SO_BINDTODEVICE, every socket).
+        #[arg(long)]
+        interface: Option<String>,
+        /// Where DISCOVERs and REQUESTs go (port 67).
+        #[arg(long, default_value = "255.255.255.255")]
+        dhcp_server: std::net::Ipv4Addr,
+        /// TFTP server (default: the DHCP answer's next-server, else its server identifier).
+        #[arg(long)]
+        tftp_server: Option<std::net::Ipv4Addr>,
+        #[arg(long, default_value_t = 69)]
+        tftp_port: u16,
+        /// No DHCP: TFTP phases only (needs --boot-file and --tftp-server).
+        #[arg(long)]
+        skip_dhcp: bool,
+        /// Boot file to fetch instead of the one the DHCP answer names.
+        #[arg(long)]
+        boot_file: Option<String>,
+        /// Fetched after the boot file (blksize 1432 + tsize, as iPXE does).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Fetched after the kernel (or the boot file).
+        #[arg(long)]
+        initrd: Option<String>,
+        /// windowsize asked in every TFTP phase instead of the firmware's (0: none).
+        #[arg(long)]
+        windowsize: Option<u16>,
+        /// Every fetched file is compared byte-exact with DIR/NAME; a mismatch is a failure.
+        #[arg(long)]
+        verify_dir: Option<PathBuf>,
+        /// First TFTP source address: client i binds this + (i mod --source-count) (the
+        /// addresses must be on the interface). Default: the wildcard address.
+        #[arg(long)]
+        source_base: Option<std::net::Ipv4Addr>,
+        #[arg(long, default_value_t = 1)]
+        source_count: u32,
+        /// Multiplies the PXE DHCP retransmission timeouts (4, 8, 16, 32 s).
+        #[arg(long, default_value_t = 1.0)]
+        timeout_scale: f64,
+        /// TFTP retransmission timeout of each client, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        tftp_timeout_ms: u64,
+        /// TFTP retransmissions without progress before a client gives up.
+        #[arg(long, default_value_t = 6)]
+        tftp_retries: u32,
+        /// Unfinished clients are counted as failed after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        deadline_s: u64,
+        /// MAC of client 0; client i has this + i.
+        #[arg(long, default_value = "02:42:00:00:00:00")]
+        mac_base: String,
+        /// Seed of the transaction ids (default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Local port of the shared DHCP client socket.
+        #[arg(long, default_value_t = 68)]
+        client_port: u16,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Also write a self-contained HTML report (storm curve, latency curves, table).
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// No live progress display (it is also off when stderr is not a terminal).
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// A flood of DHCPDISCOVERs (for the XDP filter's benchmark).
     DhcpFlood {
         /// non-pxe: dhclient-like DISCOVERs from --macs MACs; same-mac: one PXE ROM's DISCOVERs.
@@ -164,9 +247,105 @@ enum FloodKindArg {
     SameMac,
 }
 
+fn seed_or_clock(seed: Option<u64>) -> u64 {
+    seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id())
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Boot {
+            clients,
+            mode,
+            arch_mix,
+            arrival,
+            interface,
+            dhcp_server,
+            tftp_server,
+            tftp_port,
+            skip_dhcp,
+            boot_file,
+            kernel,
+            initrd,
+            windowsize,
+            verify_dir,
+            source_base,
+            source_count,
+            timeout_scale,
+            tftp_timeout_ms,
+            tftp_retries,
+            deadline_s,
+            mac_base,
+            seed,
+            client_port,
+            json,
+            html,
+            no_progress,
+        } => {
+            if skip_dhcp && (boot_file.is_none() || tftp_server.is_none()) {
+                anyhow::bail!("--skip-dhcp needs --boot-file and --tftp-server");
+            }
+            if let Some(dir) = &verify_dir
+                && !dir.is_dir()
+            {
+                anyhow::bail!("--verify-dir {}: not a directory", dir.display());
+            }
+            let sources: Vec<std::net::Ipv4Addr> = match source_base {
+                Some(base) => (0..source_count.max(1))
+                    .map(|i| std::net::Ipv4Addr::from(u32::from(base).wrapping_add(i)))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let params = boot_storm::BootParams {
+                clients,
+                mode: match mode {
+                    ModeArg::Full => dhcp_client::Mode::Full,
+                    ModeArg::Proxy => dhcp_client::Mode::Proxy,
+                },
+                arch_mix: dhcp_storm::parse_arch_mix(&arch_mix)?,
+                mac_base: dhcp_storm::parse_mac(&mac_base)?,
+                arrival: dhcp_storm::Arrival::parse(&arrival)?,
+                interface,
+                dhcp_server,
+                plan: boot_client::BootPlan {
+                    skip_dhcp,
+                    boot_file,
+                    kernel,
+                    initrd,
+                    tftp_server,
+                    tftp_port,
+                    windowsize,
+                    tftp_timeout: Duration::from_millis(tftp_timeout_ms.max(1)),
+                    tftp_retries,
+                },
+                timeout_scale,
+                deadline: Duration::from_secs(deadline_s),
+                seed: seed_or_clock(seed),
+                client_port,
+                verify_dir,
+                sources,
+                progress: !no_progress,
+            };
+            let report = boot_storm::run(&params)?;
+            if let Some(path) = &html {
+                let command = std::env::args().collect::<Vec<_>>().join(" ");
+                std::fs::write(path, boot_html::render(&report, &command))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            if report.failed > 0 {
+                std::process::exit(1);
+            }
+        }
         Cmd::TftpStorm {
             server,
             port,
@@ -240,12 +419,7 @@ fn main() -> anyhow::Result<()> {
             client_port,
             json,
         } => {
-            let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-                    ^ u64::from(std::process::id())
-            });
+            let seed = seed_or_clock(seed);
             let params = dhcp_storm::StormParams {
                 clients,
                 mode: match mode {

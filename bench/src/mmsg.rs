@@ -224,12 +224,19 @@ impl RecvBatch {
 
     /// Receives what is queued without blocking; `Ok(0)` when nothing is.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_up_to(fd, BATCH)
+    }
+
+    /// Like [`recv`](Self::recv), at most `max` (1..=[`BATCH`]) datagrams: a socket that holds
+    /// a few datagrams at a time costs less to set up for.
+    pub fn recv_up_to(&mut self, fd: RawFd, max: usize) -> io::Result<usize> {
+        let max = max.clamp(1, BATCH);
         self.n = 0;
         let mut addrs: [MaybeUninit<libc::sockaddr_in>; BATCH] = [MaybeUninit::zeroed(); BATCH];
         let mut iovs: [MaybeUninit<libc::iovec>; BATCH] = [MaybeUninit::uninit(); BATCH];
         // SAFETY: mmsghdr is plain data; all-zero is a valid value.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..BATCH {
+        for i in 0..max {
             iovs[i].write(libc::iovec {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: RECV_BUF,
@@ -239,13 +246,13 @@ impl RecvBatch {
             hdrs[i].msg_hdr.msg_iov = iovs[i].as_mut_ptr();
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
-        // SAFETY: every header points at a live buffer of RECV_BUF bytes and a sockaddr_in of
-        // the stated length; all outlive the call.
+        // SAFETY: the first `max` headers point at live buffers of RECV_BUF bytes and
+        // sockaddr_ins of the stated length; all outlive the call.
         let r = unsafe {
             libc::recvmmsg(
                 fd,
                 hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
+                max as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )

@@ -116,8 +116,12 @@ async fn one_client(p: &StormParams, index: usize, start: Instant) -> ClientResu
     let sock = UdpSocket::bind(bind)
         .await
         .map_err(|e| (format!("socket: {}", e.kind()), 0, 0))?;
-    let expected = p.expected.as_deref();
-    let mut client = TftpClient::new(p.file.as_bytes(), expected, p.options.clone(), start);
+    let mut client = TftpClient::new(
+        p.file.as_bytes(),
+        p.expected.clone(),
+        p.options.clone(),
+        start,
+    );
     let mut out = vec![0u8; 1024];
     let mut inb = vec![0u8; 65536];
     let give_up = tokio::time::Instant::from_std(start + p.deadline);
@@ -166,6 +170,7 @@ async fn one_client(p: &StormParams, index: usize, start: Instant) -> ClientResu
         Some(Failure::ServerError(code, _)) => Err((format!("server error {code}"), bytes, rt)),
         Some(Failure::TimedOut) => Err(("timed out".into(), bytes, rt)),
         Some(Failure::Corrupt(_)) => Err(("corrupt".into(), bytes, rt)),
+        Some(Failure::ShortFile(_)) => Err(("short file".into(), bytes, rt)),
         Some(Failure::Protocol(_)) => Err(("protocol".into(), bytes, rt)),
     }
 }

@@ -4,6 +4,7 @@
 //!
 //! The simulator drives many of these over real sockets; time is passed in.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pxe_server::tftp::packet::{self, Mode, Packet, RequestKind, RequestOptions};
@@ -27,8 +28,11 @@ pub enum Failure {
     ServerError(u16, String),
     /// No progress after `max_retries` retransmissions.
     TimedOut,
-    /// Bytes differ from the expected file, or the size differs.
+    /// A block differs from the expected file (or runs past its end).
     Corrupt(String),
+    /// The transfer ended with fewer (or more) bytes than the expected file or the announced
+    /// tsize.
+    ShortFile(String),
     /// A packet the protocol does not allow at this point.
     Protocol(String),
 }
@@ -43,9 +47,9 @@ enum State {
     Failed,
 }
 
-pub struct TftpClient<'a> {
-    filename: &'a [u8],
-    expected: Option<&'a [u8]>,
+pub struct TftpClient {
+    filename: Box<[u8]>,
+    expected: Option<Arc<[u8]>>,
     opts: ClientOptions,
     state: State,
     /// Negotiated values (512 / 1 without an OACK).
@@ -83,15 +87,15 @@ pub enum Dest {
     Transfer(u16),
 }
 
-impl<'a> TftpClient<'a> {
+impl TftpClient {
     pub fn new(
-        filename: &'a [u8],
-        expected: Option<&'a [u8]>,
+        filename: &[u8],
+        expected: Option<Arc<[u8]>>,
         opts: ClientOptions,
         now: Instant,
     ) -> Self {
         Self {
-            filename,
+            filename: filename.into(),
             expected,
             deadline: now + opts.timeout,
             opts,
@@ -143,7 +147,7 @@ impl<'a> TftpClient<'a> {
                 };
                 let len = packet::emit_request(
                     RequestKind::Read,
-                    self.filename,
+                    &self.filename,
                     Mode::Octet,
                     &options,
                     buf,
@@ -177,10 +181,10 @@ impl<'a> TftpClient<'a> {
                 self.blksize = usize::from(o.blksize.unwrap_or(512));
                 self.windowsize = u64::from(o.windowsize.unwrap_or(1));
                 self.tsize = o.tsize;
-                if let (Some(t), Some(exp)) = (o.tsize, self.expected)
+                if let (Some(t), Some(exp)) = (o.tsize, self.expected.as_deref())
                     && t != exp.len() as u64
                 {
-                    return self.fail(Failure::Corrupt(format!(
+                    return self.fail(Failure::ShortFile(format!(
                         "tsize {t} but the file has {} bytes",
                         exp.len()
                     )));
@@ -222,7 +226,7 @@ impl<'a> TftpClient<'a> {
                 self.blksize
             )));
         }
-        if let Some(exp) = self.expected {
+        if let Some(exp) = self.expected.as_deref() {
             let start = self.received_bytes as usize;
             let end = start + payload.len();
             if exp.get(start..end) != Some(payload) {
@@ -239,13 +243,21 @@ impl<'a> TftpClient<'a> {
             self.since_ack = 0;
         }
         if last {
-            if let Some(exp) = self.expected
+            if let Some(exp) = self.expected.as_deref()
                 && self.received_bytes != exp.len() as u64
             {
-                return self.fail(Failure::Corrupt(format!(
+                return self.fail(Failure::ShortFile(format!(
                     "received {} bytes, expected {}",
                     self.received_bytes,
                     exp.len()
+                )));
+            }
+            if let Some(t) = self.tsize
+                && self.received_bytes != t
+            {
+                return self.fail(Failure::ShortFile(format!(
+                    "received {} bytes, tsize was {t}",
+                    self.received_bytes
                 )));
             }
             self.state = State::Done;

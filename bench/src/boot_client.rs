@@ -1,0 +1,951 @@
+//! One simulated machine's whole network boot as a sans-IO state machine: the firmware's DHCP
+//! (a [`DhcpClient`]), then TFTP of the boot file with the options that firmware asks, then, if
+//! configured, the kernel and the initrd as the loaded iPXE fetches them (each a
+//! [`TftpClient`]). Datagrams and the time go in; datagrams (with where they go) and the next
+//! deadline come out. The driver (`boot_storm`) owns the sockets: it opens a fresh one for every
+//! TFTP transfer (a real client's TID) when [`BootClient::awaiting_transfer`] names a file, and
+//! hands the expected contents (for byte-exact verification) to
+//! [`BootClient::start_transfer`].
+//!
+//! Call pattern after any input (`handle_*`, `start_transfer`): drain
+//! [`BootClient::poll_transmit`] until it returns `None` (phase changes happen there, after the
+//! last ACK of a transfer has been handed out), then look at `awaiting_transfer`.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dhcp_client::{self, Arch, ClientConfig, DhcpClient, Verdict};
+use crate::tftp_client::{self, ClientOptions, TftpClient};
+
+/// The phases of a boot, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    Dhcp,
+    BootFile,
+    Kernel,
+    Initrd,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [Step::Dhcp, Step::BootFile, Step::Kernel, Step::Initrd];
+
+    /// The phase's key in reports and failure causes.
+    pub fn key(self) -> &'static str {
+        match self {
+            Step::Dhcp => "dhcp",
+            Step::BootFile => "boot_file",
+            Step::Kernel => "kernel",
+            Step::Initrd => "initrd",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What every client of a run does (shared by all of them).
+#[derive(Debug, Clone)]
+pub struct BootPlan {
+    /// Start with TFTP (`boot_file` and `tftp_server` must be set).
+    pub skip_dhcp: bool,
+    /// Fetch this instead of the boot file the DHCP answer names.
+    pub boot_file: Option<String>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    /// TFTP server instead of the DHCP answer's next-server.
+    pub tftp_server: Option<Ipv4Addr>,
+    pub tftp_port: u16,
+    /// Overrides the windowsize asked in every TFTP phase (0: ask none).
+    pub windowsize: Option<u16>,
+    /// The client's TFTP retransmission timeout and the retries without progress before it
+    /// gives up.
+    pub tftp_timeout: Duration,
+    pub tftp_retries: u32,
+}
+
+/// The TFTP options a client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TftpAsk {
+    pub blksize: Option<u16>,
+    pub windowsize: Option<u16>,
+    pub tsize: bool,
+}
+
+/// What the firmware (boot file) or the loaded iPXE (kernel, initrd) asks for, as real ones do:
+/// a BIOS PXE ROM and iPXE blksize 1432 + tsize; OVMF's UEFI PXE blksize 1468 + windowsize 4 +
+/// tsize. `windowsize` overrides the window in every phase (0: none asked).
+pub fn firmware_options(arch: Arch, step: Step, windowsize: Option<u16>) -> TftpAsk {
+    let mut ask = match (arch, step) {
+        (Arch::UefiX64, Step::BootFile) => TftpAsk {
+            blksize: Some(1468),
+            windowsize: Some(4),
+            tsize: true,
+        },
+        _ => TftpAsk {
+            blksize: Some(1432),
+            windowsize: None,
+            tsize: true,
+        },
+    };
+    if let Some(w) = windowsize {
+        ask.windowsize = (w > 0).then_some(w);
+    }
+    ask
+}
+
+/// Why a boot failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFailure {
+    Dhcp(dhcp_client::Failure),
+    /// The DHCP answer named no usable TFTP server and none was configured.
+    NoTftpServer,
+    /// The boot file is a URL (iPXE script over HTTP): not something TFTP can fetch.
+    NotTftp(Step),
+    TftpTimeout(Step),
+    TftpError(u16, Step),
+    VerifyMismatch(Step),
+    ShortFile(Step),
+    TftpProtocol(Step),
+    /// Something on this side (a socket that could not be opened, a file missing from the
+    /// verify directory): the short name given by the driver.
+    Local(String, Step),
+}
+
+impl BootFailure {
+    /// A short stable name, the key of the report's failure table.
+    pub fn cause(&self) -> String {
+        match self {
+            BootFailure::Dhcp(f) => format!("dhcp-{}", f.cause()),
+            BootFailure::NoTftpServer => "no-tftp-server".into(),
+            BootFailure::NotTftp(s) => format!("not-tftp-{}", s.key()),
+            BootFailure::TftpTimeout(s) => format!("tftp-timeout-{}", s.key()),
+            BootFailure::TftpError(c, s) => format!("tftp-error-{c}-{}", s.key()),
+            BootFailure::VerifyMismatch(s) => format!("verify-mismatch-{}", s.key()),
+            BootFailure::ShortFile(s) => format!("short-file-{}", s.key()),
+            BootFailure::TftpProtocol(s) => format!("tftp-protocol-{}", s.key()),
+            BootFailure::Local(what, s) => format!("{what}-{}", s.key()),
+        }
+    }
+}
+
+/// Where a produced datagram goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// On the shared DHCP socket.
+    Dhcp(dhcp_client::Dest),
+    /// On this client's socket of the current TFTP transfer.
+    Tftp(SocketAddrV4),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Dhcp,
+    /// The next TFTP transfer waits for the driver's `start_transfer`.
+    Awaiting,
+    Transferring,
+    Done,
+    Failed,
+}
+
+pub struct BootClient {
+    plan: Arc<BootPlan>,
+    arch: Arch,
+    state: State,
+    step: Step,
+    dhcp: Option<DhcpClient>,
+    tftp: Option<TftpClient>,
+    server: Option<Ipv4Addr>,
+    boot_file: Option<String>,
+    started: Instant,
+    step_started: Instant,
+    /// When the current transfer received its last block.
+    step_done: Option<Instant>,
+    durations: [Option<Duration>; 4],
+    finished_at: Option<Instant>,
+    failure: Option<BootFailure>,
+    /// Payload bytes of finished transfers.
+    bytes_done: u64,
+    dhcp_retransmits: u64,
+    tftp_retransmits_done: u64,
+}
+
+impl BootClient {
+    /// A client that starts now: its first DISCOVER (or, with `skip_dhcp`, its first RRQ once
+    /// the driver starts the transfer). `dhcp` is its DHCP identity (unused with `skip_dhcp`).
+    pub fn new(plan: Arc<BootPlan>, arch: Arch, dhcp: ClientConfig, now: Instant) -> Self {
+        let mut c = Self {
+            arch,
+            state: State::Dhcp,
+            step: Step::Dhcp,
+            dhcp: None,
+            tftp: None,
+            server: None,
+            boot_file: None,
+            started: now,
+            step_started: now,
+            step_done: None,
+            durations: [None; 4],
+            finished_at: None,
+            failure: None,
+            bytes_done: 0,
+            dhcp_retransmits: 0,
+            tftp_retransmits_done: 0,
+            plan,
+        };
+        if c.plan.skip_dhcp {
+            c.server = c.plan.tftp_server;
+            c.next_transfer(Step::BootFile, c.plan.boot_file.clone(), now);
+        } else {
+            c.dhcp = Some(DhcpClient::new(dhcp, now));
+        }
+        c
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// The phase the client is in (or ended in).
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Done | State::Failed)
+    }
+
+    pub fn failure(&self) -> Option<&BootFailure> {
+        self.failure.as_ref()
+    }
+
+    /// The TFTP server (known after DHCP).
+    #[cfg(test)]
+    pub fn tftp_server(&self) -> Option<Ipv4Addr> {
+        self.server
+    }
+
+    /// The boot file name the client fetches (known after DHCP).
+    pub fn boot_file(&self) -> Option<&str> {
+        self.boot_file.as_deref()
+    }
+
+    /// How long each finished phase took (DHCP: first DISCOVER to the final ACK; TFTP: first
+    /// RRQ to the last block).
+    pub fn duration(&self, step: Step) -> Option<Duration> {
+        self.durations[step.index()]
+    }
+
+    /// Start to the end of the last phase, once done.
+    pub fn total(&self) -> Option<Duration> {
+        self.finished_at.map(|t| t - self.started)
+    }
+
+    pub fn finished_at(&self) -> Option<Instant> {
+        self.finished_at
+    }
+
+    /// Payload bytes received so far (all transfers, including the current one).
+    pub fn bytes(&self) -> u64 {
+        self.bytes_done + self.tftp.as_ref().map_or(0, TftpClient::received_bytes)
+    }
+
+    pub fn dhcp_retransmits(&self) -> u64 {
+        self.dhcp_retransmits + self.dhcp.as_ref().map_or(0, |d| d.retransmits)
+    }
+
+    pub fn tftp_retransmits(&self) -> u64 {
+        self.tftp_retransmits_done + self.tftp.as_ref().map_or(0, |t| t.retransmits)
+    }
+
+    /// DHCP replies the client ignored or could not decode.
+    pub fn dhcp_ignored_malformed(&self) -> (u64, u64) {
+        self.dhcp
+            .as_ref()
+            .map_or((0, 0), |d| (d.ignored, d.malformed))
+    }
+
+    /// While a transfer runs, the driver keeps its socket open.
+    pub fn in_transfer(&self) -> bool {
+        self.state == State::Transferring
+    }
+
+    /// The phase and file name of the transfer waiting for [`start_transfer`](Self::start_transfer).
+    pub fn awaiting_transfer(&self) -> Option<(Step, &str)> {
+        if self.state != State::Awaiting {
+            return None;
+        }
+        let name = match self.step {
+            Step::BootFile => self.boot_file.as_deref(),
+            Step::Kernel => self.plan.kernel.as_deref(),
+            Step::Initrd => self.plan.initrd.as_deref(),
+            Step::Dhcp => None,
+        };
+        name.map(|n| (self.step, n))
+    }
+
+    /// The TFTP options this client asks in the current (or next) transfer.
+    pub fn tftp_ask(&self) -> TftpAsk {
+        firmware_options(self.arch, self.step, self.plan.windowsize)
+    }
+
+    /// Starts the awaited transfer (its RRQ goes out at the next poll). `expected`: the file's
+    /// contents, every block is compared with them.
+    pub fn start_transfer(&mut self, now: Instant, expected: Option<Arc<[u8]>>) {
+        let Some((_, name)) = self.awaiting_transfer() else {
+            return;
+        };
+        let name = name.as_bytes().to_vec();
+        let ask = self.tftp_ask();
+        let opts = ClientOptions {
+            blksize: ask.blksize,
+            windowsize: ask.windowsize,
+            tsize: ask.tsize,
+            timeout: self.plan.tftp_timeout,
+            max_retries: self.plan.tftp_retries,
+        };
+        self.tftp = Some(TftpClient::new(&name, expected, opts, now));
+        self.step_started = now;
+        self.step_done = None;
+        self.state = State::Transferring;
+    }
+
+    /// The driver could not do its part of the current phase (`what`: a short cause such as
+    /// `socket-EMFILE` or `verify-file-missing`).
+    pub fn fail_local(&mut self, what: &str) {
+        if !self.is_finished() {
+            self.end_transfer();
+            self.fail(BootFailure::Local(what.into(), self.step));
+        }
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Dhcp => self.dhcp.as_ref().and_then(DhcpClient::deadline),
+            State::Transferring => self.tftp.as_ref().and_then(TftpClient::deadline),
+            _ => None,
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Dhcp => {
+                if let Some(d) = &mut self.dhcp {
+                    d.handle_timeout(now);
+                }
+            }
+            State::Transferring => {
+                if let Some(t) = &mut self.tftp {
+                    t.handle_timeout(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A datagram on the shared DHCP socket(s) with this client's xid.
+    pub fn handle_dhcp(&mut self, now: Instant, bytes: &[u8]) -> Verdict {
+        match &mut self.dhcp {
+            Some(d) => d.handle_datagram(now, bytes),
+            None => Verdict::Ignored,
+        }
+    }
+
+    /// A datagram on this client's TFTP socket, from `from`. Datagrams from anyone but the
+    /// TFTP server are dropped (returns false).
+    pub fn handle_tftp(&mut self, now: Instant, from: SocketAddrV4, bytes: &[u8]) -> bool {
+        if self.state != State::Transferring || Some(*from.ip()) != self.server {
+            return false;
+        }
+        let Some(t) = &mut self.tftp else {
+            return false;
+        };
+        t.handle_datagram(now, from.port(), bytes);
+        if t.is_done() && self.step_done.is_none() {
+            self.step_done = Some(now);
+        }
+        true
+    }
+
+    /// The next datagram to send, encoded into `buf`; moves to the next phase when the current
+    /// one has finished and has nothing left to send.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        match self.state {
+            State::Dhcp => {
+                let d = self.dhcp.as_mut()?;
+                if let Some(dest) = d.poll_transmit(now, buf) {
+                    return Some(Transmit::Dhcp(dest));
+                }
+                if d.is_finished() {
+                    self.after_dhcp(now);
+                }
+                None
+            }
+            State::Transferring => {
+                let server = self.server?;
+                let t = self.tftp.as_mut()?;
+                buf.resize(1024, 0);
+                if let Some((dest, len)) = t.poll_transmit(buf) {
+                    buf.truncate(len);
+                    let port = match dest {
+                        tftp_client::Dest::Listener => self.plan.tftp_port,
+                        tftp_client::Dest::Transfer(p) => p,
+                    };
+                    return Some(Transmit::Tftp(SocketAddrV4::new(server, port)));
+                }
+                buf.clear();
+                if t.finished() {
+                    self.after_transfer(now);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn after_dhcp(&mut self, now: Instant) {
+        let Some(d) = &self.dhcp else { return };
+        if let Some(f) = d.failure() {
+            let f = BootFailure::Dhcp(f.clone());
+            return self.fail(f);
+        }
+        let t = d.ts;
+        let end = t.ack_got.unwrap_or(now);
+        let begin = t.discover_sent.or(t.started).unwrap_or(self.started);
+        self.durations[Step::Dhcp.index()] = Some(end.saturating_duration_since(begin));
+        self.server = self.plan.tftp_server.or(d.next_server());
+        let offered = d
+            .boot_file()
+            .map(|f| String::from_utf8_lossy(f).into_owned());
+        let file = self.plan.boot_file.clone().or(offered);
+        if self.server.is_none() {
+            return self.fail(BootFailure::NoTftpServer);
+        }
+        self.next_transfer(Step::BootFile, file, end);
+    }
+
+    /// Sets up the transfer of `step` (`file` its name), or finishes if there is none.
+    fn next_transfer(&mut self, step: Step, file: Option<String>, now: Instant) {
+        self.step = step;
+        self.step_started = now;
+        match step {
+            Step::BootFile => {
+                let Some(file) = file else {
+                    return self.fail(BootFailure::Dhcp(dhcp_client::Failure::NoBootFile));
+                };
+                if self.server.is_none() {
+                    return self.fail(BootFailure::NoTftpServer);
+                }
+                let url = file.contains("://");
+                self.boot_file = Some(file);
+                if url {
+                    return self.fail(BootFailure::NotTftp(step));
+                }
+            }
+            Step::Kernel | Step::Initrd | Step::Dhcp => {}
+        }
+        self.state = State::Awaiting;
+    }
+
+    fn after_transfer(&mut self, now: Instant) {
+        let Some(t) = self.tftp.take() else { return };
+        self.bytes_done += t.received_bytes();
+        self.tftp_retransmits_done += t.retransmits;
+        if let Some(f) = t.failure() {
+            let step = self.step;
+            let f = match f {
+                tftp_client::Failure::ServerError(code, _) => BootFailure::TftpError(*code, step),
+                tftp_client::Failure::TimedOut => BootFailure::TftpTimeout(step),
+                tftp_client::Failure::Corrupt(_) => BootFailure::VerifyMismatch(step),
+                tftp_client::Failure::ShortFile(_) => BootFailure::ShortFile(step),
+                tftp_client::Failure::Protocol(_) => BootFailure::TftpProtocol(step),
+            };
+            return self.fail(f);
+        }
+        let end = self.step_done.unwrap_or(now);
+        self.durations[self.step.index()] = Some(end.saturating_duration_since(self.step_started));
+        let next = match self.step {
+            Step::BootFile if self.plan.kernel.is_some() => Some(Step::Kernel),
+            Step::BootFile | Step::Kernel if self.plan.initrd.is_some() => Some(Step::Initrd),
+            _ => None,
+        };
+        match next {
+            Some(step) => self.next_transfer(step, None, end),
+            None => {
+                self.state = State::Done;
+                self.finished_at = Some(end);
+            }
+        }
+    }
+
+    fn end_transfer(&mut self) {
+        if let Some(t) = self.tftp.take() {
+            self.bytes_done += t.received_bytes();
+            self.tftp_retransmits_done += t.retransmits;
+        }
+    }
+
+    fn fail(&mut self, f: BootFailure) {
+        self.failure = Some(f);
+        self.state = State::Failed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
+    use dhcproto::{Decodable, Decoder, Encodable};
+    use pxe_server::tftp::packet::{self, AcceptedOptions, Packet};
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 7];
+    const XID: u32 = 0x1234_5678;
+    const SRV: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+    const NEXT: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 5);
+    const IP: Ipv4Addr = Ipv4Addr::new(10, 9, 1, 1);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn plan() -> BootPlan {
+        BootPlan {
+            skip_dhcp: false,
+            boot_file: None,
+            kernel: None,
+            initrd: None,
+            tftp_server: None,
+            tftp_port: 69,
+            windowsize: None,
+            tftp_timeout: ms(100),
+            tftp_retries: 3,
+        }
+    }
+
+    fn client(plan: BootPlan, arch: Arch, t0: Instant) -> BootClient {
+        let cfg = ClientConfig {
+            mac: MAC,
+            uuid: [1; 16],
+            arch,
+            mode: dhcp_client::Mode::Full,
+            xid: XID,
+            timeouts: ClientConfig::pxe_timeouts(0.001),
+        };
+        BootClient::new(Arc::new(plan), arch, cfg, t0)
+    }
+
+    fn reply(kind: MessageType, siaddr: Ipv4Addr, file: &str) -> Vec<u8> {
+        let u = Ipv4Addr::UNSPECIFIED;
+        let mut m = Message::new_with_id(XID, u, IP, siaddr, u, &MAC);
+        m.set_opcode(Opcode::BootReply);
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        m.opts_mut().insert(DhcpOption::ServerIdentifier(SRV));
+        if !file.is_empty() {
+            m.set_fname_str(file);
+        }
+        m.to_vec().unwrap()
+    }
+
+    /// All datagrams pending now.
+    fn drain(c: &mut BootClient, now: Instant) -> Vec<(Transmit, Vec<u8>)> {
+        let mut out = vec![];
+        let mut buf = Vec::new();
+        while let Some(t) = c.poll_transmit(now, &mut buf) {
+            out.push((t, buf.clone()));
+        }
+        out
+    }
+
+    /// Runs DHCP to the ACK; the boot file (and next-server `siaddr`) come from it.
+    fn do_dhcp(c: &mut BootClient, t: Instant, siaddr: Ipv4Addr, file: &str) {
+        let d = drain(c, t);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, Transmit::Dhcp(dhcp_client::Dest::Server));
+        let m = Message::decode(&mut Decoder::new(&d[0].1)).unwrap();
+        assert_eq!(m.opts().msg_type(), Some(MessageType::Discover));
+        assert_eq!(
+            c.handle_dhcp(t, &reply(MessageType::Offer, siaddr, "")),
+            Verdict::Accepted
+        );
+        let r = drain(c, t);
+        assert_eq!(r.len(), 1);
+        c.handle_dhcp(t + ms(1), &reply(MessageType::Ack, siaddr, file));
+        assert!(drain(c, t + ms(1)).is_empty());
+    }
+
+    /// Parses the single RRQ pending and returns its options.
+    fn rrq(c: &mut BootClient, now: Instant) -> (SocketAddrV4, String, packet::RequestOptions) {
+        let d = drain(c, now);
+        assert_eq!(d.len(), 1, "one RRQ");
+        let Transmit::Tftp(to) = d[0].0 else {
+            panic!("not TFTP: {:?}", d[0].0)
+        };
+        let Ok(Packet::Request(r)) = packet::parse(&d[0].1) else {
+            panic!("not a request")
+        };
+        (
+            to,
+            String::from_utf8(r.filename.to_vec()).unwrap(),
+            r.options,
+        )
+    }
+
+    fn oack(o: AcceptedOptions) -> Vec<u8> {
+        let mut b = vec![0u8; 600];
+        let n = packet::emit_oack(&o, &mut b);
+        b.truncate(n);
+        b
+    }
+
+    fn data(block: u16, payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; payload.len() + 4];
+        let n = packet::emit_data(block, payload, &mut b).unwrap();
+        b.truncate(n);
+        b
+    }
+
+    /// Serves `file` to the client as a server would (OACK with what was asked, then the
+    /// blocks, window by window); returns the ACK block numbers seen. `corrupt`: block whose
+    /// first byte is flipped.
+    fn serve(
+        c: &mut BootClient,
+        now: Instant,
+        server: Ipv4Addr,
+        file: &[u8],
+        opts: packet::RequestOptions,
+        corrupt: Option<u16>,
+    ) -> Vec<u16> {
+        let from = SocketAddrV4::new(server, 40000);
+        let blk = usize::from(opts.blksize.unwrap_or(512));
+        let win = usize::from(opts.windowsize.unwrap_or(1));
+        let accepted = AcceptedOptions {
+            blksize: opts.blksize,
+            tsize: opts.tsize.map(|_| file.len() as u64),
+            timeout: None,
+            windowsize: opts.windowsize,
+        };
+        assert!(c.handle_tftp(now, from, &oack(accepted)));
+        let mut acks = vec![];
+        let ack = |c: &mut BootClient, acks: &mut Vec<u16>| {
+            for (t, b) in drain(c, now) {
+                assert_eq!(t, Transmit::Tftp(from), "ACKs go to the transfer port");
+                if let Ok(Packet::Ack { block }) = packet::parse(&b) {
+                    acks.push(block);
+                }
+            }
+        };
+        ack(c, &mut acks);
+        let blocks = file.len() / blk + 1;
+        for (k, chunk) in (0..blocks).map(|k| (k, &file[k * blk..((k + 1) * blk).min(file.len())]))
+        {
+            let block = (k + 1) as u16;
+            let mut payload = chunk.to_vec();
+            if corrupt == Some(block) {
+                payload[0] ^= 0xff;
+            }
+            c.handle_tftp(now, from, &data(block, &payload));
+            if (k + 1) % win == 0 || k + 1 == blocks {
+                ack(c, &mut acks);
+            }
+            if c.is_finished() {
+                break;
+            }
+        }
+        ack(c, &mut acks);
+        acks
+    }
+
+    fn file(n: usize, seed: u8) -> Arc<[u8]> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn firmware_options_per_arch_and_phase() {
+        let bios = firmware_options(Arch::Bios, Step::BootFile, None);
+        assert_eq!(
+            bios,
+            TftpAsk {
+                blksize: Some(1432),
+                windowsize: None,
+                tsize: true
+            }
+        );
+        assert_eq!(firmware_options(Arch::Ipxe, Step::BootFile, None), bios);
+        let uefi = firmware_options(Arch::UefiX64, Step::BootFile, None);
+        assert_eq!(
+            uefi,
+            TftpAsk {
+                blksize: Some(1468),
+                windowsize: Some(4),
+                tsize: true
+            }
+        );
+        // The kernel and initrd are fetched by iPXE, whatever the firmware.
+        for arch in [Arch::Bios, Arch::UefiX64, Arch::Ipxe] {
+            for step in [Step::Kernel, Step::Initrd] {
+                assert_eq!(firmware_options(arch, step, None), bios);
+            }
+        }
+        // --windowsize overrides every phase; 0 asks none.
+        assert_eq!(
+            firmware_options(Arch::Bios, Step::Kernel, Some(16)).windowsize,
+            Some(16)
+        );
+        assert_eq!(
+            firmware_options(Arch::UefiX64, Step::BootFile, Some(0)).windowsize,
+            None
+        );
+    }
+
+    #[test]
+    fn full_boot_uefi_dhcp_then_three_files_byte_exact() {
+        let t0 = Instant::now();
+        let mut p = plan();
+        p.kernel = Some("vmlinuz".into());
+        p.initrd = Some("initrd.img".into());
+        let mut c = client(p, Arch::UefiX64, t0);
+        assert_eq!(c.step(), Step::Dhcp);
+        do_dhcp(&mut c, t0, NEXT, "snponly.efi");
+        assert_eq!(c.tftp_server(), Some(NEXT), "siaddr is the TFTP server");
+        assert_eq!(c.duration(Step::Dhcp), Some(ms(1)));
+
+        let files = [
+            (Step::BootFile, "snponly.efi", file(5000, 1), Some(4)),
+            (Step::Kernel, "vmlinuz", file(20_000, 2), None),
+            (Step::Initrd, "initrd.img", file(1432 * 3, 3), None),
+        ];
+        let mut now = t0 + ms(1);
+        for (step, name, contents, window) in files {
+            assert_eq!(c.awaiting_transfer(), Some((step, name)));
+            assert!(
+                drain(&mut c, now).is_empty(),
+                "nothing before the driver starts it"
+            );
+            now += ms(2);
+            c.start_transfer(now, Some(contents.clone()));
+            assert!(c.in_transfer());
+            let (to, got, opts) = rrq(&mut c, now);
+            assert_eq!(to, SocketAddrV4::new(NEXT, 69));
+            assert_eq!(got, name);
+            let blk = if step == Step::BootFile { 1468 } else { 1432 };
+            assert_eq!(opts.blksize, Some(blk), "{step:?}");
+            assert_eq!(opts.windowsize, window, "{step:?}");
+            assert_eq!(opts.tsize, Some(0));
+            now += ms(3);
+            let acks = serve(&mut c, now, NEXT, &contents, opts, None);
+            assert_eq!(acks[0], 0, "ACK 0 answers the OACK");
+            let blocks = (contents.len() / usize::from(blk) + 1) as u16;
+            assert_eq!(*acks.last().unwrap(), blocks, "the last block is ACKed");
+            if let Some(w) = window {
+                // One ACK per window.
+                assert_eq!(acks.len(), 1 + usize::from(blocks).div_ceil(usize::from(w)));
+            }
+            assert_eq!(c.duration(step), Some(ms(3)), "{step:?}");
+            assert!(!c.in_transfer());
+        }
+        assert!(c.is_done(), "{:?}", c.failure());
+        assert_eq!(c.total(), Some(now - t0));
+        assert_eq!(c.bytes(), 5000 + 20_000 + 1432 * 3);
+        assert_eq!(c.tftp_retransmits(), 0);
+        assert!(c.deadline().is_none());
+    }
+
+    #[test]
+    fn bios_without_kernel_is_done_after_the_boot_file_and_tftp_server_override() {
+        let t0 = Instant::now();
+        let mut p = plan();
+        p.tftp_server = Some(Ipv4Addr::new(10, 9, 0, 9));
+        p.windowsize = Some(8);
+        let mut c = client(p, Arch::Bios, t0);
+        do_dhcp(&mut c, t0, NEXT, "undionly.kpxe");
+        assert_eq!(c.tftp_server(), Some(Ipv4Addr::new(10, 9, 0, 9)));
+        c.start_transfer(t0, None);
+        let (to, name, opts) = rrq(&mut c, t0);
+        assert_eq!(*to.ip(), Ipv4Addr::new(10, 9, 0, 9));
+        assert_eq!(name, "undionly.kpxe");
+        assert_eq!((opts.blksize, opts.windowsize), (Some(1432), Some(8)));
+        // A datagram from another host is not the server's.
+        let stray = SocketAddrV4::new(NEXT, 40000);
+        assert!(!c.handle_tftp(t0, stray, &data(1, b"x")));
+        serve(
+            &mut c,
+            t0,
+            Ipv4Addr::new(10, 9, 0, 9),
+            &file(3000, 0),
+            opts,
+            None,
+        );
+        assert!(c.is_done());
+        assert_eq!(c.duration(Step::Kernel), None);
+    }
+
+    #[test]
+    fn without_siaddr_the_server_identifier_is_the_tftp_server() {
+        let t0 = Instant::now();
+        let mut c = client(plan(), Arch::Ipxe, t0);
+        do_dhcp(&mut c, t0, Ipv4Addr::UNSPECIFIED, "boot.ipxe");
+        assert_eq!(c.tftp_server(), Some(SRV));
+        assert_eq!(c.awaiting_transfer(), Some((Step::BootFile, "boot.ipxe")));
+    }
+
+    #[test]
+    fn skip_dhcp_starts_with_the_boot_file() {
+        let t0 = Instant::now();
+        let mut p = plan();
+        p.skip_dhcp = true;
+        p.boot_file = Some("pxelinux.0".into());
+        p.tftp_server = Some(SRV);
+        let mut c = client(p, Arch::Bios, t0);
+        assert_eq!(c.awaiting_transfer(), Some((Step::BootFile, "pxelinux.0")));
+        assert_eq!(c.duration(Step::Dhcp), None);
+        c.start_transfer(t0, None);
+        let (to, _, _) = rrq(&mut c, t0);
+        assert_eq!(to, SocketAddrV4::new(SRV, 69));
+    }
+
+    #[test]
+    fn corrupted_block_is_a_verify_mismatch() {
+        let t0 = Instant::now();
+        let mut c = client(plan(), Arch::Bios, t0);
+        do_dhcp(&mut c, t0, NEXT, "undionly.kpxe");
+        let f = file(10_000, 9);
+        c.start_transfer(t0, Some(f.clone()));
+        let (_, _, opts) = rrq(&mut c, t0);
+        serve(&mut c, t0, NEXT, &f, opts, Some(3));
+        assert!(c.is_finished() && !c.is_done());
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("verify-mismatch-boot_file")
+        );
+        assert!(!c.in_transfer(), "the driver closes the socket");
+    }
+
+    #[test]
+    fn short_file_and_server_error_and_timeout() {
+        let t0 = Instant::now();
+        // The server sends fewer bytes than the verify copy has.
+        let mut c = client(plan(), Arch::Bios, t0);
+        do_dhcp(&mut c, t0, NEXT, "a");
+        let f = file(4000, 0);
+        c.start_transfer(t0, Some(f.clone()));
+        let (_, _, mut opts) = rrq(&mut c, t0);
+        opts.tsize = None;
+        serve(&mut c, t0, NEXT, &f[..2000], opts, None);
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("short-file-boot_file")
+        );
+
+        // ERROR 1 (file not found) on the kernel.
+        let mut p = plan();
+        p.kernel = Some("vmlinuz".into());
+        let mut c = client(p, Arch::Bios, t0);
+        do_dhcp(&mut c, t0, NEXT, "a");
+        c.start_transfer(t0, None);
+        let (_, _, opts) = rrq(&mut c, t0);
+        serve(&mut c, t0, NEXT, b"tiny", opts, None);
+        assert_eq!(c.awaiting_transfer(), Some((Step::Kernel, "vmlinuz")));
+        c.start_transfer(t0, None);
+        rrq(&mut c, t0);
+        let mut err = vec![0u8; 64];
+        let n = packet::emit_error_bytes(1, b"not found", &mut err);
+        c.handle_tftp(t0, SocketAddrV4::new(NEXT, 40001), &err[..n]);
+        assert!(drain(&mut c, t0).is_empty());
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("tftp-error-1-kernel")
+        );
+        assert_eq!(c.bytes(), 4);
+
+        // A silent server: the RRQ is retransmitted, then the client gives up.
+        let mut c = client(plan(), Arch::UefiX64, t0);
+        do_dhcp(&mut c, t0, NEXT, "a");
+        c.start_transfer(t0, None);
+        rrq(&mut c, t0);
+        let mut rrqs = 1;
+        while let Some(dl) = c.deadline() {
+            c.handle_timeout(dl);
+            rrqs += drain(&mut c, dl).len();
+        }
+        assert_eq!(rrqs, 4, "the RRQ and 3 retransmissions");
+        assert_eq!(c.tftp_retransmits(), 3);
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("tftp-timeout-boot_file")
+        );
+    }
+
+    #[test]
+    fn dhcp_failure_and_url_boot_file() {
+        let t0 = Instant::now();
+        let mut c = client(plan(), Arch::Bios, t0);
+        drain(&mut c, t0);
+        while let Some(dl) = c.deadline() {
+            c.handle_timeout(dl);
+            drain(&mut c, dl);
+        }
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("dhcp-timeout-discover")
+        );
+        assert_eq!(c.dhcp_retransmits(), 3);
+        assert_eq!(c.step(), Step::Dhcp);
+
+        let mut c = client(plan(), Arch::Ipxe, t0);
+        do_dhcp(&mut c, t0, NEXT, "http://10.9.0.1/boot.ipxe");
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("not-tftp-boot_file")
+        );
+
+        // A local failure (the driver could not open a socket) names the phase.
+        let mut c = client(plan(), Arch::Ipxe, t0);
+        do_dhcp(&mut c, t0, NEXT, "x");
+        c.fail_local("socket-EMFILE");
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("socket-EMFILE-boot_file")
+        );
+    }
+
+    #[test]
+    fn lost_block_in_a_window_is_re_acked_and_refetched() {
+        let t0 = Instant::now();
+        let mut c = client(plan(), Arch::UefiX64, t0);
+        do_dhcp(&mut c, t0, NEXT, "snponly.efi");
+        let f = file(1468 * 6 + 10, 4);
+        c.start_transfer(t0, Some(f.clone()));
+        let (_, _, opts) = rrq(&mut c, t0);
+        let from = SocketAddrV4::new(NEXT, 40000);
+        let accepted = AcceptedOptions {
+            blksize: opts.blksize,
+            tsize: Some(f.len() as u64),
+            timeout: None,
+            windowsize: opts.windowsize,
+        };
+        c.handle_tftp(t0, from, &oack(accepted));
+        drain(&mut c, t0);
+        let blk = |k: usize| data(k as u16, &f[(k - 1) * 1468..(k * 1468).min(f.len())]);
+        // Window 1..4 with block 2 lost.
+        c.handle_tftp(t0, from, &blk(1));
+        c.handle_tftp(t0, from, &blk(3));
+        let d = drain(&mut c, t0);
+        assert_eq!(d.len(), 1);
+        assert_eq!(packet::parse(&d[0].1), Ok(Packet::Ack { block: 1 }));
+        c.handle_tftp(t0, from, &blk(4));
+        // The server restarts from 2.
+        for k in 2..=7 {
+            c.handle_tftp(t0 + ms(1), from, &blk(k));
+        }
+        drain(&mut c, t0 + ms(1));
+        assert!(c.is_done(), "{:?}", c.failure());
+        assert_eq!(c.bytes(), f.len() as u64);
+    }
+}

@@ -1,0 +1,982 @@
+//! `pxe-bench boot`: thousands of simulated machines network-booting at once (DHCP, then TFTP
+//! of the boot file, the kernel and the initrd), from one thread.
+//!
+//! I/O design: one epoll loop over every socket, one timer heap, no thread or task per client.
+//! DHCP from all clients shares one socket on port 68 (plus one for ProxyDHCP's port 4011),
+//! sent with `sendmmsg` and received with `recvmmsg`, demultiplexed by xid. Each TFTP transfer
+//! gets a socket of its own (a real client's TID: servers key transfers by address and port),
+//! bound to the client's source address, opened when the transfer starts and closed when it
+//! ends; a readable one is drained with `recvmmsg`. The per-client logic is the sans-IO
+//! [`BootClient`]; this file only moves bytes, keeps time and counts.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::io::{self, IsTerminal};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::boot_client::{BootClient, BootPlan, Step, Transmit};
+use crate::dhcp_client::{self, Arch, ClientConfig, Dest, Mode, Verdict};
+use crate::dhcp_storm::{self, ArchCount, Arrival, Latency, Rng};
+use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch, SocketOptions};
+
+#[derive(Debug, Clone)]
+pub struct BootParams {
+    pub clients: usize,
+    pub mode: Mode,
+    pub arch_mix: Vec<(Arch, u32)>,
+    pub mac_base: [u8; 6],
+    pub arrival: Arrival,
+    pub interface: Option<String>,
+    /// Where DISCOVERs and REQUESTs go (port 67).
+    pub dhcp_server: Ipv4Addr,
+    pub plan: BootPlan,
+    /// Multiplies the PXE DHCP retransmission timeouts (4, 8, 16, 32 s).
+    pub timeout_scale: f64,
+    /// Unfinished clients are counted as failed after this long.
+    pub deadline: Duration,
+    pub seed: u64,
+    /// Port of the shared DHCP client socket (68 for real servers).
+    pub client_port: u16,
+    pub verify_dir: Option<PathBuf>,
+    /// TFTP source addresses, client i uses `sources[i % len]`; empty: the wildcard.
+    pub sources: Vec<Ipv4Addr>,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Retransmits {
+    pub dhcp: u64,
+    pub tftp: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Phases {
+    pub dhcp: Latency,
+    pub boot_file: Latency,
+    pub kernel: Latency,
+    pub initrd: Latency,
+    pub total: Latency,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Packets {
+    pub dhcp_sent: u64,
+    pub dhcp_received: u64,
+    pub tftp_sent: u64,
+    pub tftp_received: u64,
+}
+
+/// Data behind the HTML report's charts (not in the JSON).
+#[derive(Debug, Clone, Default)]
+pub struct Curves {
+    /// Seconds from the start at which each successful client finished, sorted.
+    pub completions: Vec<f64>,
+    /// Seconds at which each failed client failed, sorted.
+    pub failures: Vec<f64>,
+    /// Per phase (and "total"): (quantile, µs) points.
+    pub quantiles: Vec<(&'static str, Vec<(f64, u64)>)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootReport {
+    pub clients: usize,
+    pub ok: u64,
+    pub failed: u64,
+    pub failures: BTreeMap<String, u64>,
+    pub retransmits: Retransmits,
+    pub phases: Phases,
+    /// From the start until the last successful client finished.
+    pub last_finished_s: f64,
+    pub wall_s: f64,
+    /// TFTP payload bytes received (all clients, failed ones included).
+    pub bytes: u64,
+    /// `bytes` over the wall time, in Mbit/s.
+    pub goodput_mbit_s: f64,
+    pub cpu_user_s: f64,
+    pub cpu_system_s: f64,
+    /// Simulator CPU time over wall time (100 = one core busy).
+    pub cpu_percent: f64,
+    pub mode: &'static str,
+    pub skip_dhcp: bool,
+    pub arrival: String,
+    pub per_arch: BTreeMap<&'static str, ArchCount>,
+    pub packets: Packets,
+    pub send_errors: ErrorCounts,
+    pub recv_errors: ErrorCounts,
+    pub dhcp_replies_unknown_xid: u64,
+    pub dhcp_replies_ignored: u64,
+    pub dhcp_replies_malformed: u64,
+    /// Datagrams on a TFTP socket from a host other than the TFTP server.
+    pub tftp_stray: u64,
+    /// Most TFTP sockets open at once.
+    pub max_open_sockets: usize,
+    pub fd_limit: u64,
+    #[serde(skip)]
+    pub curves: Curves,
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard one; returns the new soft limit.
+pub fn raise_nofile() -> io::Result<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the live struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r.rlim_cur < r.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: r.rlim_max,
+            rlim_max: r.rlim_max,
+        };
+        // SAFETY: setrlimit reads the live struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+            r.rlim_cur = r.rlim_max;
+        }
+    }
+    Ok(r.rlim_cur)
+}
+
+/// A level-triggered epoll instance.
+struct Epoll {
+    fd: OwnedFd,
+    events: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    fn new(capacity: usize) -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 has no memory preconditions.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Epoll {
+            // SAFETY: `fd` is a new descriptor that nothing else owns.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity],
+        })
+    }
+
+    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: both descriptors are open; `ev` is a live epoll_event.
+        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Waits up to `timeout` (rounded up to whole milliseconds); returns the ready tokens'
+    /// count (read them with [`token`](Self::token)).
+    fn wait(&mut self, timeout: Duration) -> usize {
+        let ms = timeout.as_micros().div_ceil(1000).min(60_000) as libc::c_int;
+        // SAFETY: `events` holds `len` writable epoll_events.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                ms,
+            )
+        };
+        n.max(0) as usize
+    }
+
+    fn token(&self, k: usize) -> u64 {
+        self.events[k].u64
+    }
+}
+
+const TOKEN_DHCP: u64 = u64::MAX;
+const TOKEN_PROXY: u64 = u64::MAX - 1;
+
+/// Where a client stands, for the progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Waiting,
+    In(Step),
+    Done,
+    Failed,
+}
+
+impl Stage {
+    fn index(self) -> usize {
+        match self {
+            Stage::Waiting => 0,
+            Stage::In(s) => 1 + s.index(),
+            Stage::Done => 5,
+            Stage::Failed => 6,
+        }
+    }
+
+    fn of(c: &BootClient) -> Stage {
+        if c.is_done() {
+            Stage::Done
+        } else if c.is_finished() {
+            Stage::Failed
+        } else {
+            Stage::In(c.step())
+        }
+    }
+}
+
+/// Expected file contents by name, read once from the verify directory.
+struct Files {
+    dir: Option<PathBuf>,
+    cache: HashMap<String, Option<Arc<[u8]>>>,
+}
+
+impl Files {
+    /// `Ok(None)`: not verifying. `Err`: the file is not in the verify directory.
+    fn get(&mut self, name: &str) -> Result<Option<Arc<[u8]>>, ()> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        if let Some(v) = self.cache.get(name) {
+            return v.clone().map(Some).ok_or(());
+        }
+        let rel = Path::new(name.trim_start_matches('/'));
+        let safe = rel.components().all(|c| matches!(c, Component::Normal(_)));
+        let v = safe
+            .then(|| std::fs::read(dir.join(rel)).ok())
+            .flatten()
+            .map(Arc::<[u8]>::from);
+        self.cache.insert(name.to_owned(), v.clone());
+        v.map(Some).ok_or(())
+    }
+}
+
+struct Tally {
+    hists: [Histogram<u64>; 5],
+    ok: u64,
+    failures: BTreeMap<String, u64>,
+    per_arch: BTreeMap<&'static str, ArchCount>,
+    completions: Vec<f64>,
+    failure_times: Vec<f64>,
+    last_finished: Duration,
+}
+
+/// The loop's state (everything but the receive buffers).
+struct Sim {
+    start: Instant,
+    clients: Vec<Option<BootClient>>,
+    stage: Vec<Stage>,
+    stage_counts: [usize; 7],
+    socks: Vec<Option<Socket>>,
+    open_socks: usize,
+    max_open: usize,
+    armed: Vec<Option<Instant>>,
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    dhcp_fd: RawFd,
+    proxy_fd: Option<RawFd>,
+    dhcp_server: SocketAddrV4,
+    out: SendBatch,
+    out_proxy: SendBatch,
+    buf: Vec<u8>,
+    files: Files,
+    sources: Vec<Ipv4Addr>,
+    interface: Option<String>,
+    epoll: Epoll,
+    finished: usize,
+    recorded: Vec<bool>,
+    tally: Tally,
+    packets: Packets,
+    send_errors: ErrorCounts,
+    recv_errors: ErrorCounts,
+    bytes: u64,
+    retransmits: Retransmits,
+    unknown_xid: u64,
+    stray: u64,
+}
+
+impl Sim {
+    fn set_stage(&mut self, i: usize, s: Stage) {
+        let old = self.stage[i];
+        if old != s {
+            self.stage_counts[old.index()] -= 1;
+            self.stage_counts[s.index()] += 1;
+            self.stage[i] = s;
+        }
+    }
+
+    /// A fresh socket for client `i`'s next transfer, watched by epoll.
+    fn open_socket(&mut self, i: usize) -> io::Result<()> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::DGRAM.nonblocking().cloexec(),
+            Some(Protocol::UDP),
+        )?;
+        if let Some(dev) = &self.interface {
+            s.bind_device(Some(dev.as_bytes()))?;
+        }
+        let src = match self.sources.len() {
+            0 => Ipv4Addr::UNSPECIFIED,
+            n => self.sources[i % n],
+        };
+        s.bind(&SocketAddrV4::new(src, 0).into())?;
+        self.epoll.add(s.as_raw_fd(), i as u64)?;
+        if self.socks[i].replace(s).is_none() {
+            self.open_socks += 1;
+            self.max_open = self.max_open.max(self.open_socks);
+        }
+        Ok(())
+    }
+
+    fn close_socket(&mut self, i: usize) {
+        // Closing the only descriptor also removes it from the epoll set.
+        if self.socks[i].take().is_some() {
+            self.open_socks -= 1;
+        }
+    }
+
+    fn flush_dhcp(&mut self) {
+        self.packets.dhcp_sent += self.out.flush(self.dhcp_fd, &mut self.send_errors);
+        if let Some(pfd) = self.proxy_fd {
+            self.packets.dhcp_sent += self.out_proxy.flush(pfd, &mut self.send_errors);
+        }
+    }
+
+    /// After any event of client `i`: send what it has, start its next transfer, re-arm its
+    /// timer, count it if it finished.
+    fn drive(&mut self, i: usize, now: Instant) {
+        let Some(mut c) = self.clients[i].take() else {
+            return;
+        };
+        let (b0, d0, t0) = (c.bytes(), c.dhcp_retransmits(), c.tftp_retransmits());
+        loop {
+            while let Some(t) = c.poll_transmit(now, &mut self.buf) {
+                match t {
+                    Transmit::Dhcp(Dest::Server) => {
+                        if self.out.is_full() {
+                            self.flush_dhcp();
+                        }
+                        std::mem::swap(self.out.slot(), &mut self.buf);
+                        self.out.commit(self.dhcp_server);
+                    }
+                    Transmit::Dhcp(Dest::Proxy(ip)) => {
+                        if self.out_proxy.is_full() {
+                            self.flush_dhcp();
+                        }
+                        std::mem::swap(self.out_proxy.slot(), &mut self.buf);
+                        self.out_proxy.commit(SocketAddrV4::new(ip, 4011));
+                    }
+                    Transmit::Tftp(to) => match &self.socks[i] {
+                        Some(s) => match s.send_to(&self.buf, &SockAddr::from(to)) {
+                            Ok(_) => self.packets.tftp_sent += 1,
+                            Err(e) => {
+                                let name = mmsg::errno_name(e.raw_os_error().unwrap_or(0));
+                                *self.send_errors.entry(name).or_default() += 1;
+                            }
+                        },
+                        None => *self.send_errors.entry("no-socket".into()).or_default() += 1,
+                    },
+                }
+            }
+            if !c.in_transfer() {
+                self.close_socket(i);
+            }
+            let Some((_, name)) = c.awaiting_transfer() else {
+                break;
+            };
+            let expected = match self.files.get(name) {
+                Ok(e) => e,
+                Err(()) => {
+                    c.fail_local("verify-file-missing");
+                    continue;
+                }
+            };
+            match self.open_socket(i) {
+                Ok(()) => c.start_transfer(now, expected),
+                Err(e) => {
+                    let what =
+                        format!("socket-{}", mmsg::errno_name(e.raw_os_error().unwrap_or(0)));
+                    c.fail_local(&what);
+                }
+            }
+        }
+        self.bytes += c.bytes() - b0;
+        self.retransmits.dhcp += c.dhcp_retransmits() - d0;
+        self.retransmits.tftp += c.tftp_retransmits() - t0;
+        self.set_stage(i, Stage::of(&c));
+        if c.is_finished() {
+            if !self.recorded[i] {
+                self.recorded[i] = true;
+                self.finished += 1;
+                self.record(&c, None);
+            }
+        } else if let Some(dl) = c.deadline()
+            && self.armed[i] != Some(dl)
+        {
+            self.armed[i] = Some(dl);
+            self.timers.push(Reverse((dl, i as u32)));
+        }
+        self.clients[i] = Some(c);
+    }
+
+    fn record(&mut self, c: &BootClient, cause: Option<String>) {
+        let t = &mut self.tally;
+        let arch = t.per_arch.entry(c.arch().name()).or_default();
+        arch.clients += 1;
+        let at = Instant::now().saturating_duration_since(self.start);
+        let cause = match (cause, c.failure()) {
+            (Some(cause), _) => cause,
+            (None, Some(f)) => f.cause(),
+            (None, None) => {
+                arch.ok += 1;
+                t.ok += 1;
+                if let Some(f) = c.boot_file() {
+                    *arch.boot_files.entry(f.to_owned()).or_default() += 1;
+                }
+                for step in Step::ALL {
+                    if let Some(d) = c.duration(step) {
+                        let _ = t.hists[step.index()].record((d.as_micros() as u64).max(1));
+                    }
+                }
+                if let Some(d) = c.total() {
+                    let _ = t.hists[4].record((d.as_micros() as u64).max(1));
+                }
+                let end = c
+                    .finished_at()
+                    .map_or(at, |f| f.saturating_duration_since(self.start));
+                t.last_finished = t.last_finished.max(end);
+                t.completions.push(end.as_secs_f64());
+                return;
+            }
+        };
+        t.failure_times.push(at.as_secs_f64());
+        *t.failures.entry(cause).or_default() += 1;
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.0} kB", b / 1e3)
+    }
+}
+
+pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
+    if p.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    if p.clients >= u32::MAX as usize / 2 {
+        bail!("--clients is too large");
+    }
+    // One socket per concurrent TFTP transfer (at most one per client) plus our own.
+    let fd_limit = raise_nofile().context("getrlimit(RLIMIT_NOFILE)")?;
+    let need = p.clients as u64 + 64;
+    if need > fd_limit {
+        bail!(
+            "--clients {} needs up to {need} open files (one TFTP socket per client at once), \
+             but RLIMIT_NOFILE allows {fd_limit} (soft raised to hard): use fewer clients, or \
+             run several processes",
+            p.clients
+        );
+    }
+    let epoll = Epoll::new(512).context("epoll_create1")?;
+    let (dhcp_sock, proxy_sock) = if p.plan.skip_dhcp {
+        (None, None)
+    } else {
+        let sock = mmsg::udp_socket(&SocketOptions {
+            bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.client_port),
+            interface: p.interface.clone(),
+            rcvbuf: 32 << 20,
+            sndbuf: 8 << 20,
+        })
+        .context("the shared DHCP client socket")?;
+        epoll.add(sock.as_raw_fd(), TOKEN_DHCP)?;
+        let proxy = match p.mode {
+            Mode::Proxy => {
+                let s = mmsg::udp_socket(&SocketOptions {
+                    bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                    interface: p.interface.clone(),
+                    rcvbuf: 16 << 20,
+                    sndbuf: 4 << 20,
+                })
+                .context("the port-4011 request socket")?;
+                epoll.add(s.as_raw_fd(), TOKEN_PROXY)?;
+                Some(s)
+            }
+            Mode::Full => None,
+        };
+        (Some(sock), proxy)
+    };
+
+    // Client identities now, state machines at their arrival.
+    let archs = dhcp_storm::assign_archs(&p.arch_mix, p.clients);
+    let timeouts = ClientConfig::pxe_timeouts(p.timeout_scale);
+    let mut rng = Rng(p.seed | 1);
+    let mut by_xid: HashMap<u32, u32> = HashMap::with_capacity(p.clients * 2);
+    let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(p.clients);
+    for (i, &arch) in archs.iter().enumerate() {
+        let xid = loop {
+            let x = (rng.next() >> 32) as u32;
+            if x != 0 && !by_xid.contains_key(&x) {
+                break x;
+            }
+        };
+        by_xid.insert(xid, i as u32);
+        let mac = dhcp_storm::mac_add(p.mac_base, i as u64);
+        let mut uuid = [0u8; 16];
+        uuid[..8].copy_from_slice(&rng.next().to_le_bytes());
+        uuid[8..10].copy_from_slice(&(i as u16).to_be_bytes());
+        uuid[10..].copy_from_slice(&mac);
+        configs.push(Some(ClientConfig {
+            mac,
+            uuid,
+            arch,
+            mode: p.mode,
+            xid,
+            timeouts: timeouts.clone(),
+        }));
+    }
+    let plan = Arc::new(p.plan.clone());
+    let hist = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3);
+    let mut stage_counts = [0usize; 7];
+    stage_counts[0] = p.clients;
+    let mut sim = Sim {
+        start: Instant::now(),
+        clients: (0..p.clients).map(|_| None).collect(),
+        stage: vec![Stage::Waiting; p.clients],
+        stage_counts,
+        socks: (0..p.clients).map(|_| None).collect(),
+        open_socks: 0,
+        max_open: 0,
+        armed: vec![None; p.clients],
+        timers: BinaryHeap::with_capacity(p.clients),
+        dhcp_fd: dhcp_sock.as_ref().map_or(-1, |s| s.as_raw_fd()),
+        proxy_fd: proxy_sock.as_ref().map(|s| s.as_raw_fd()),
+        dhcp_server: SocketAddrV4::new(p.dhcp_server, 67),
+        out: SendBatch::new(),
+        out_proxy: SendBatch::new(),
+        buf: Vec::with_capacity(1500),
+        files: Files {
+            dir: p.verify_dir.clone(),
+            cache: HashMap::new(),
+        },
+        sources: p.sources.clone(),
+        interface: p.interface.clone(),
+        epoll,
+        finished: 0,
+        recorded: vec![false; p.clients],
+        tally: Tally {
+            hists: [hist()?, hist()?, hist()?, hist()?, hist()?],
+            ok: 0,
+            failures: BTreeMap::new(),
+            per_arch: BTreeMap::new(),
+            completions: Vec::with_capacity(p.clients),
+            failure_times: Vec::new(),
+            last_finished: Duration::ZERO,
+        },
+        packets: Packets::default(),
+        send_errors: ErrorCounts::new(),
+        recv_errors: ErrorCounts::new(),
+        bytes: 0,
+        retransmits: Retransmits::default(),
+        unknown_xid: 0,
+        stray: 0,
+    };
+    let mut inb = RecvBatch::new();
+
+    let progress = (p.progress && io::stderr().is_terminal()).then(|| {
+        let pb = indicatif::ProgressBar::with_draw_target(
+            Some(p.clients as u64),
+            indicatif::ProgressDrawTarget::stderr_with_hz(5),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:24}] {pos}/{len} finished | {msg}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb
+    });
+    let tick = Duration::from_millis(200);
+
+    let cpu0 = mmsg::cpu_time();
+    let start = Instant::now();
+    sim.start = start;
+    let give_up = start + p.deadline;
+    let mut next_arrival = 0usize;
+    let mut next_tick = start;
+    let mut last_bytes = (start, 0u64);
+
+    while sim.finished < p.clients {
+        let now = Instant::now();
+        if now >= give_up {
+            break;
+        }
+        // Arrivals.
+        while next_arrival < p.clients && start + p.arrival.offset(next_arrival) <= now {
+            let i = next_arrival;
+            next_arrival += 1;
+            if let Some(cfg) = configs[i].take() {
+                sim.clients[i] = Some(BootClient::new(Arc::clone(&plan), cfg.arch, cfg, now));
+                sim.set_stage(
+                    i,
+                    Stage::In(if p.plan.skip_dhcp {
+                        Step::BootFile
+                    } else {
+                        Step::Dhcp
+                    }),
+                );
+                sim.drive(i, now);
+            }
+        }
+        // Timers.
+        while let Some(&Reverse((at, i))) = sim.timers.peek() {
+            if at > now {
+                break;
+            }
+            sim.timers.pop();
+            let i = i as usize;
+            if sim.armed[i] != Some(at) {
+                continue; // stale
+            }
+            sim.armed[i] = None;
+            if let Some(c) = sim.clients[i].as_mut() {
+                c.handle_timeout(now);
+            }
+            sim.drive(i, now);
+        }
+        sim.flush_dhcp();
+        if sim.finished >= p.clients {
+            break;
+        }
+
+        // Wait for datagrams until the next timer, arrival or progress tick.
+        let mut wake = give_up;
+        if let Some(&Reverse((at, _))) = sim.timers.peek() {
+            wake = wake.min(at);
+        }
+        if next_arrival < p.clients {
+            wake = wake.min(start + p.arrival.offset(next_arrival));
+        }
+        if progress.is_some() {
+            wake = wake.min(next_tick);
+        }
+        let n = sim
+            .epoll
+            .wait(wake.saturating_duration_since(Instant::now()));
+        for k in 0..n {
+            let token = sim.epoll.token(k);
+            if token == TOKEN_DHCP || token == TOKEN_PROXY {
+                let fd = if token == TOKEN_DHCP {
+                    sim.dhcp_fd
+                } else {
+                    sim.proxy_fd.unwrap_or(-1)
+                };
+                for _round in 0..64 {
+                    if let Err(e) = inb.recv(fd) {
+                        let name = mmsg::errno_name(e.raw_os_error().unwrap_or(0));
+                        *sim.recv_errors.entry(name).or_default() += 1;
+                        break;
+                    }
+                    let got = inb.len();
+                    let now = Instant::now();
+                    for j in 0..got {
+                        let (bytes, _from) = inb.datagram(j);
+                        sim.packets.dhcp_received += 1;
+                        let idx = dhcp_client::peek_xid(bytes).and_then(|x| by_xid.get(&x));
+                        let Some(&i) = idx else {
+                            sim.unknown_xid += 1;
+                            continue;
+                        };
+                        let i = i as usize;
+                        let accepted = match sim.clients[i].as_mut() {
+                            Some(c) => c.handle_dhcp(now, bytes) == Verdict::Accepted,
+                            None => {
+                                sim.unknown_xid += 1;
+                                false
+                            }
+                        };
+                        if accepted {
+                            sim.drive(i, now);
+                        }
+                    }
+                    sim.flush_dhcp();
+                    if got < mmsg::BATCH {
+                        break;
+                    }
+                }
+                continue;
+            }
+            let i = token as usize;
+            // The socket may have been closed by an earlier event of this batch.
+            let Some(fd) = sim
+                .socks
+                .get(i)
+                .and_then(|s| s.as_ref())
+                .map(|s| s.as_raw_fd())
+            else {
+                continue;
+            };
+            for _round in 0..8 {
+                let got = match inb.recv_up_to(fd, 16) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let name = mmsg::errno_name(e.raw_os_error().unwrap_or(0));
+                        *sim.recv_errors.entry(name).or_default() += 1;
+                        break;
+                    }
+                };
+                let now = Instant::now();
+                if let Some(c) = sim.clients[i].as_mut() {
+                    for j in 0..got {
+                        let (bytes, from) = inb.datagram(j);
+                        sim.packets.tftp_received += 1;
+                        if !c.handle_tftp(now, from, bytes) {
+                            sim.stray += 1;
+                        }
+                    }
+                }
+                sim.drive(i, now);
+                // Drained, or the transfer ended and its socket is gone.
+                if got < 16 || sim.socks[i].as_ref().map(|s| s.as_raw_fd()) != Some(fd) {
+                    break;
+                }
+            }
+        }
+        sim.flush_dhcp();
+
+        if let Some(pb) = &progress {
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + tick;
+                let c = &sim.stage_counts;
+                let secs = now.duration_since(last_bytes.0).as_secs_f64().max(1e-3);
+                let rate = (sim.bytes - last_bytes.1) as f64 * 8.0 / secs / 1e6;
+                last_bytes = (now, sim.bytes);
+                pb.set_position(sim.finished as u64);
+                pb.set_message(format!(
+                    "wait {} dhcp {} boot {} kernel {} initrd {} | ok {} failed {} | {} {:.0} Mbit/s | rtx dhcp {} tftp {}",
+                    c[0],
+                    c[1],
+                    c[2],
+                    c[3],
+                    c[4],
+                    c[5],
+                    c[6],
+                    human_bytes(sim.bytes),
+                    rate,
+                    sim.retransmits.dhcp,
+                    sim.retransmits.tftp,
+                ));
+            }
+        }
+    }
+    let wall = start.elapsed();
+    let cpu1 = mmsg::cpu_time();
+    if let Some(pb) = &progress {
+        pb.set_position(sim.finished as u64);
+        pb.finish();
+    }
+
+    // Whatever has not finished by the deadline.
+    for i in 0..p.clients {
+        if sim.recorded[i] {
+            continue;
+        }
+        match sim.clients[i].take() {
+            Some(c) => {
+                let cause = format!("deadline-{}", c.step().key());
+                sim.record(&c, Some(cause));
+                sim.clients[i] = Some(c);
+            }
+            None => {
+                *sim.tally
+                    .failures
+                    .entry("deadline-not-started".into())
+                    .or_default() += 1;
+                if let Some(cfg) = &configs[i] {
+                    sim.tally
+                        .per_arch
+                        .entry(cfg.arch.name())
+                        .or_default()
+                        .clients += 1;
+                }
+            }
+        }
+    }
+    let (mut ignored, mut malformed) = (0, 0);
+    for c in sim.clients.iter().flatten() {
+        let (i, m) = c.dhcp_ignored_malformed();
+        ignored += i;
+        malformed += m;
+    }
+
+    let t = &mut sim.tally;
+    t.completions.sort_by(f64::total_cmp);
+    t.failure_times.sort_by(f64::total_cmp);
+    let names = ["dhcp", "boot_file", "kernel", "initrd", "total"];
+    let quantiles = names
+        .iter()
+        .zip(&t.hists)
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(&name, h)| (name, quantile_points(h)))
+        .collect();
+    let user = cpu1.0.saturating_sub(cpu0.0).as_secs_f64();
+    let system = cpu1.1.saturating_sub(cpu0.1).as_secs_f64();
+    let wall_s = wall.as_secs_f64();
+    Ok(BootReport {
+        clients: p.clients,
+        ok: t.ok,
+        failed: p.clients as u64 - t.ok,
+        failures: std::mem::take(&mut t.failures),
+        retransmits: sim.retransmits.clone(),
+        phases: Phases {
+            dhcp: Latency::of(&t.hists[0]),
+            boot_file: Latency::of(&t.hists[1]),
+            kernel: Latency::of(&t.hists[2]),
+            initrd: Latency::of(&t.hists[3]),
+            total: Latency::of(&t.hists[4]),
+        },
+        last_finished_s: t.last_finished.as_secs_f64(),
+        wall_s,
+        bytes: sim.bytes,
+        goodput_mbit_s: sim.bytes as f64 * 8.0 / wall_s.max(1e-9) / 1e6,
+        cpu_user_s: user,
+        cpu_system_s: system,
+        cpu_percent: 100.0 * (user + system) / wall_s.max(1e-9),
+        mode: match p.mode {
+            Mode::Full => "full",
+            Mode::Proxy => "proxy",
+        },
+        skip_dhcp: p.plan.skip_dhcp,
+        arrival: format!("{:?}", p.arrival),
+        per_arch: std::mem::take(&mut t.per_arch),
+        packets: sim.packets.clone(),
+        send_errors: sim.send_errors.clone(),
+        recv_errors: sim.recv_errors.clone(),
+        dhcp_replies_unknown_xid: sim.unknown_xid,
+        dhcp_replies_ignored: ignored,
+        dhcp_replies_malformed: malformed,
+        tftp_stray: sim.stray,
+        max_open_sockets: sim.max_open,
+        fd_limit,
+        curves: Curves {
+            completions: std::mem::take(&mut t.completions),
+            failures: std::mem::take(&mut t.failure_times),
+            quantiles,
+        },
+    })
+}
+
+/// (quantile, µs) points from p0 to p99.99 and the max, denser in the tail.
+fn quantile_points(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    let mut pts = Vec::new();
+    // x = -log10(1 - q): 0 (p0) .. 4 (p99.99), 10 points per decade of nines.
+    for k in 0..=40 {
+        let q = 1.0 - 10f64.powf(-f64::from(k) / 10.0);
+        pts.push((q, h.value_at_quantile(q)));
+    }
+    pts
+}
+
+impl std::fmt::Display for BootReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "boot storm ({}{}, arrival {}): clients {}  ok {}  failed {}",
+            self.mode,
+            if self.skip_dhcp { ", TFTP only" } else { "" },
+            self.arrival,
+            self.clients,
+            self.ok,
+            self.failed
+        )?;
+        for (cause, n) in &self.failures {
+            writeln!(f, "  failure {cause}: {n}")?;
+        }
+        for (arch, c) in &self.per_arch {
+            write!(f, "  {arch}: {} clients, {} ok", c.clients, c.ok)?;
+            for (file, n) in &c.boot_files {
+                write!(f, "  [{file}: {n}]")?;
+            }
+            writeln!(f)?;
+        }
+        writeln!(f, "latency (ms):")?;
+        let ms = |us: u64| us as f64 / 1000.0;
+        for (name, l) in [
+            ("dhcp", &self.phases.dhcp),
+            ("boot_file", &self.phases.boot_file),
+            ("kernel", &self.phases.kernel),
+            ("initrd", &self.phases.initrd),
+            ("total", &self.phases.total),
+        ] {
+            if l.count == 0 {
+                continue;
+            }
+            writeln!(
+                f,
+                "  {name:<10} n {:>6}  p50 {:>9.1}  p90 {:>9.1}  p99 {:>9.1}  p99.9 {:>9.1}  max {:>9.1}",
+                l.count,
+                ms(l.p50_us),
+                ms(l.p90_us),
+                ms(l.p99_us),
+                ms(l.p999_us),
+                ms(l.max_us)
+            )?;
+        }
+        writeln!(
+            f,
+            "last client booted at {:.3} s  wall {:.3} s  received {} ({} bytes)  goodput {:.1} Mbit/s",
+            self.last_finished_s,
+            self.wall_s,
+            human_bytes(self.bytes),
+            self.bytes,
+            self.goodput_mbit_s
+        )?;
+        writeln!(
+            f,
+            "retransmits: dhcp {}  tftp {}   packets: dhcp {}/{} tftp {}/{} (sent/received)  max open sockets {}",
+            self.retransmits.dhcp,
+            self.retransmits.tftp,
+            self.packets.dhcp_sent,
+            self.packets.dhcp_received,
+            self.packets.tftp_sent,
+            self.packets.tftp_received,
+            self.max_open_sockets
+        )?;
+        if !self.send_errors.is_empty() || !self.recv_errors.is_empty() {
+            writeln!(
+                f,
+                "send errors {:?}  receive errors {:?}",
+                self.send_errors, self.recv_errors
+            )?;
+        }
+        if self.dhcp_replies_unknown_xid + self.dhcp_replies_malformed + self.tftp_stray > 0 {
+            writeln!(
+                f,
+                "dhcp replies: unknown xid {}  ignored {}  malformed {}; stray tftp {}",
+                self.dhcp_replies_unknown_xid,
+                self.dhcp_replies_ignored,
+                self.dhcp_replies_malformed,
+                self.tftp_stray
+            )?;
+        }
+        write!(
+            f,
+            "simulator CPU: user {:.3} s  system {:.3} s  ({:.1}% of one core over the run)",
+            self.cpu_user_s, self.cpu_system_s, self.cpu_percent
+        )
+    }
+}

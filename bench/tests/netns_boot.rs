@@ -1,0 +1,578 @@
+//! `pxe-bench boot` (the whole-boot simulator) against real servers in network namespaces the
+//! tests create: a storm of 50 clients of mixed architectures (DHCP, boot file, 1 MiB kernel,
+//! 3 MiB initrd, each from its own source address) must complete byte-exact against pxe-server
+//! (full mode) and against dnsmasq (DHCP + TFTP); a server path that drops packets must show up
+//! as retransmissions, and a server that corrupts a block as failures with exit status 1.
+//!
+//! Root only (scripts/test.sh runs them with PXE_REQUIRE_PRIVILEGED=1). A test that cannot run
+//! (not root, no namespaces, no server binary, no dnsmasq, no nft, no python3) fails loudly; it
+//! never passes.
+//!
+//! The pxe-server binary is this workspace's `target/debug/pxe-server` (built by
+//! `cargo nextest run --workspace`, or `cargo build -p pxe-server`), or `$PXE_SERVER_BIN`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const BENCH_BIN: &str = env!("CARGO_BIN_EXE_pxe-bench");
+const CLIENTS: u64 = 50;
+
+/// Fails the test, loudly, when something it needs is missing.
+fn cannot_run(why: &str) -> ! {
+    let required = std::env::var("PXE_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    panic!(
+        "\n\n*** THIS TEST CANNOT RUN: {why}. It needs root, network namespaces, dnsmasq and a \
+         built pxe-server; run it through scripts/test.sh as root. It must never pass silently \
+         (PXE_REQUIRE_PRIVILEGED={}). ***\n\n",
+        if required { "1" } else { "unset" }
+    );
+}
+
+fn server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PXE_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    // Next to our own binary first (same profile), then debug.
+    let own = Path::new(BENCH_BIN).with_file_name("pxe-server");
+    for p in [own, target.join("debug/pxe-server")] {
+        if p.is_file() {
+            return p;
+        }
+    }
+    cannot_run("no pxe-server binary (cargo build -p pxe-server, or set PXE_SERVER_BIN)");
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        cannot_run("not root");
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted (after killing what runs in it) on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        require_root();
+        let name = format!(
+            "pxb{}-{}-{tag}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        match Command::new("ip").args(["netns", "add", &name]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => cannot_run(&format!(
+                "ip netns add failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Err(e) => cannot_run(&format!("running ip: {e}")),
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("running ip");
+        assert!(
+            out.status.success(),
+            "ip -n {} {}: {}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: kill(2) on a pid listed in our own test namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    a.ip(&[
+        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+    ]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+}
+
+/// A background process, killed and reaped on drop; stderr goes to a file.
+struct Proc {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, dir: &Path, tag: &str) -> Proc {
+        let stderr = dir.join(format!("{tag}.err"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join(format!("{tag}.out"))).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| cannot_run(&format!("spawning {cmd:?}: {e}")));
+        Proc { child, stderr }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits (at most 15 s) until the log contains `what`.
+    fn wait_for(&mut self, what: &str) {
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if self.log().contains(what) {
+                return;
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("process exited ({s}) before {what:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {what:?} within 15 s:\n{}", self.log());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The served files: name and size (random contents, seeded by the name).
+const FILES: [(&str, usize); 5] = [
+    ("undionly.kpxe", 64 * 1024 + 123),
+    ("snponly.efi", 160 * 1024 + 7),
+    ("boot.ipxe", 900),
+    ("vmlinuz", 1 << 20),
+    ("initrd.img", 3 << 20),
+];
+
+fn write_files(root: &Path) {
+    std::fs::create_dir_all(root).unwrap();
+    for (k, (name, size)) in FILES.iter().enumerate() {
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ (k as u64 + 1);
+        let mut v = Vec::with_capacity(*size + 8);
+        while v.len() < *size {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.truncate(*size);
+        std::fs::write(root.join(name), v).unwrap();
+    }
+}
+
+fn size_of_file(name: &str) -> u64 {
+    FILES.iter().find(|f| f.0 == name).unwrap().1 as u64
+}
+
+/// Server namespace (`bs` 10.204.0.1/16) and client namespace (`bc` 10.204.0.2/16 plus one
+/// address per client from 10.204.1.1) on a veth.
+fn pair() -> (Netns, Netns) {
+    let srv = Netns::new("srv");
+    let cli = Netns::new("cli");
+    veth(&srv, "bs", &cli, "bc");
+    srv.ip(&["addr", "add", "10.204.0.1/16", "dev", "bs"]);
+    cli.ip(&["addr", "add", "10.204.0.2/16", "dev", "bc"]);
+    let batch: String = (1..=CLIENTS)
+        .map(|i| format!("addr add 10.204.1.{i}/16 dev bc\n"))
+        .collect();
+    let mut child = Command::new("ip")
+        .args(["-n", &cli.name, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ip -batch");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(batch.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "adding client addresses");
+    (srv, cli)
+}
+
+/// Runs `pxe-bench boot` in `ns` with `args` (bounded) and returns its exit status and JSON
+/// report.
+fn boot(ns: &Netns, args: &[&str]) -> (std::process::ExitStatus, serde_json::Value) {
+    let mut cmd = ns.command(BENCH_BIN);
+    cmd.args(["boot", "--clients", &CLIENTS.to_string()])
+        .args(["--source-base", "10.204.1.1", "--source-count"])
+        .arg(CLIENTS.to_string())
+        .args([
+            "--interface",
+            "bc",
+            "--deadline-s",
+            "60",
+            "--json",
+            "--no-progress",
+        ])
+        .args(args);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| cannot_run(&format!("spawning pxe-bench: {e}")));
+    let end = Instant::now() + Duration::from_secs(100);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pxe-bench boot did not finish within 100 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&stdout);
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}), status {status}:\n{text}\n{}",
+            String::from_utf8_lossy(&stderr)
+        )
+    });
+    eprintln!("boot storm ({args:?}): {report}");
+    (status, report)
+}
+
+/// Every client booted: DHCP, boot file, kernel and initrd, byte-exact (--verify-dir), and
+/// the bytes add up.
+fn check_complete(status: std::process::ExitStatus, r: &serde_json::Value, boot: &[(&str, &str)]) {
+    assert!(status.success(), "exit status {status}: {r:#}");
+    assert_eq!(r["ok"], CLIENTS, "{r:#}");
+    assert_eq!(r["failed"], 0, "{r:#}");
+    for phase in ["dhcp", "boot_file", "kernel", "initrd", "total"] {
+        assert_eq!(r["phases"][phase]["count"], CLIENTS, "{phase}: {r:#}");
+        assert!(
+            r["phases"][phase]["p50_us"].as_u64().unwrap() > 0,
+            "{phase}"
+        );
+    }
+    let mut expected = 0;
+    let mut total = 0;
+    for (arch, file) in boot {
+        let a = &r["per_arch"][arch];
+        let n = a["ok"].as_u64().unwrap_or(0);
+        assert!(n > 0, "no {arch} client: {r:#}");
+        assert_eq!(a["boot_files"][file], n, "{arch} boot files: {r:#}");
+        expected += n * (size_of_file(file) + size_of_file("vmlinuz") + size_of_file("initrd.img"));
+        total += n;
+    }
+    assert_eq!(total, CLIENTS);
+    assert_eq!(r["bytes"], expected, "payload bytes: {r:#}");
+    assert!(r["last_finished_s"].as_f64().unwrap() > 0.0);
+    assert!(r["goodput_mbit_s"].as_f64().unwrap() > 0.0);
+    assert!(r["cpu_percent"].as_f64().is_some());
+}
+
+const BOOT_FILES: [(&str, &str); 3] = [
+    ("bios", "undionly.kpxe"),
+    ("uefi", "snponly.efi"),
+    ("ipxe", "boot.ipxe"),
+];
+
+fn start_pxe_server(ns: &Netns, dir: &Path) -> Proc {
+    let root = dir.join("tftp");
+    write_files(&root);
+    let config = format!(
+        "[tftp]\nroot = \"{r}\"\nlisten = [\"10.204.0.1:69\"]\nthreads = 1\n\
+         [dhcp]\nenabled = true\nmode = \"full\"\ninterfaces = [\"bs\"]\n\
+         lease_db = \"{d}/leases.redb\"\n\
+         [[dhcp.subnets]]\nsubnet = \"10.204.0.0/16\"\nrange_start = \"10.204.2.0\"\n\
+         range_end = \"10.204.4.255\"\nrouter = \"10.204.0.1\"\n\
+         [boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\nipxe_script = \"boot.ipxe\"\n",
+        r = root.display(),
+        d = dir.display()
+    );
+    let path = dir.join("pxe.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = ns.command(server_bin().to_str().unwrap());
+    cmd.args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let mut p = Proc::spawn(cmd, dir, "pxe-server");
+    p.wait_for("DHCP service ready");
+    p
+}
+
+fn full_storm_args(root: &Path) -> Vec<String> {
+    vec![
+        "--kernel".into(),
+        "vmlinuz".into(),
+        "--initrd".into(),
+        "initrd.img".into(),
+        "--verify-dir".into(),
+        root.display().to_string(),
+        "--timeout-scale".into(),
+        "0.25".into(),
+        "--mac-base".into(),
+        "02:42:00:05:00:00".into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn storm_50_clients_pxe_server_byte_exact() {
+    let (srv, cli) = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_pxe_server(&srv, dir.path());
+    let args = full_storm_args(&dir.path().join("tftp"));
+    let (status, r) = boot(&cli, &strs(&args));
+    check_complete(status, &r, &BOOT_FILES);
+    drop(server);
+}
+
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn storm_50_clients_dnsmasq_dhcp_and_tftp_byte_exact() {
+    let (srv, cli) = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("tftp");
+    write_files(&root);
+    let mut cmd = srv.command("dnsmasq");
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--user=root",
+        "--bind-interfaces",
+        "--interface=bs",
+        "--no-ping",
+        "--dhcp-lease-max=10000",
+        "--dhcp-range=10.204.2.0,10.204.4.255,255.255.0.0,1h",
+        "--enable-tftp",
+        "--tftp-max=1000",
+        "--dhcp-match=set:efi64,option:client-arch,7",
+        "--dhcp-userclass=set:ipxe,iPXE",
+        "--dhcp-boot=tag:!efi64,tag:!ipxe,undionly.kpxe",
+        "--dhcp-boot=tag:efi64,snponly.efi",
+        "--dhcp-boot=tag:ipxe,boot.ipxe",
+    ])
+    .arg(format!("--tftp-root={}", root.display()))
+    .arg(format!(
+        "--dhcp-leasefile={}",
+        d.join("dnsmasq.leases").display()
+    ))
+    .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()));
+    let mut dnsmasq = Proc::spawn(cmd, d, "dnsmasq");
+    dnsmasq.wait_for("TFTP root is");
+    let mut args = full_storm_args(&root);
+    args[9] = "02:42:00:06:00:00".into();
+    let (status, r) = boot(&cli, &strs(&args));
+    check_complete(status, &r, &BOOT_FILES);
+    drop(dnsmasq);
+}
+
+/// nftables in the server namespace drops one UDP datagram in 20 leaving the TFTP server (not
+/// DHCP): every client still boots byte-exact, and the losses show up as TFTP retransmissions.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn dropped_packets_show_up_as_retransmissions() {
+    let (srv, cli) = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_pxe_server(&srv, dir.path());
+    let rules = "table inet lossy {\n chain out {\n  type filter hook output priority 0;\n  \
+                 udp sport != 67 numgen random mod 20 == 0 counter drop\n }\n}\n";
+    let path = dir.path().join("lossy.nft");
+    std::fs::write(&path, rules).unwrap();
+    match srv
+        .command("nft")
+        .args(["-f", path.to_str().unwrap()])
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => cannot_run(&format!("nft -f: {}", String::from_utf8_lossy(&o.stderr))),
+        Err(e) => cannot_run(&format!("running nft: {e}")),
+    }
+    let mut args = full_storm_args(&dir.path().join("tftp"));
+    args[9] = "02:42:00:07:00:00".into();
+    // Short client timeouts keep the test quick; the deadline covers the retries.
+    args.extend([
+        "--tftp-timeout-ms".into(),
+        "300".into(),
+        "--tftp-retries".into(),
+        "12".into(),
+    ]);
+    let (status, r) = boot(&cli, &strs(&args));
+    let out = srv
+        .command("nft")
+        .args(["list", "table", "inet", "lossy"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{listing}");
+    assert!(
+        !listing.contains("packets 0 "),
+        "nft dropped nothing: {listing}"
+    );
+    check_complete(status, &r, &BOOT_FILES);
+    assert!(
+        r["retransmits"]["tftp"].as_u64().unwrap() > 0,
+        "losses must show up as TFTP retransmissions: {r:#}"
+    );
+    drop(server);
+}
+
+/// A TFTP server (a tiny Python one) that flips a byte of block 3 of every transfer: every
+/// client fails with verify-mismatch-boot_file, and the exit status is 1. A second run against
+/// it asks for a file it answers with ERROR 1: tftp-error-1-boot_file.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn corrupting_server_is_reported_as_failures() {
+    let (srv, cli) = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("tftp");
+    write_files(&root);
+    let script = d.join("bad_tftp.py");
+    std::fs::write(&script, BAD_TFTP).unwrap();
+    let mut cmd = srv.command("python3");
+    cmd.arg(&script).arg(&root).arg("10.204.0.1");
+    let mut server = Proc::spawn(cmd, d, "bad-tftp");
+    server.wait_for("serving");
+    let root_s = root.display().to_string();
+    let base = [
+        "--skip-dhcp",
+        "--tftp-server",
+        "10.204.0.1",
+        "--verify-dir",
+        &root_s,
+        "--tftp-timeout-ms",
+        "300",
+        "--tftp-retries",
+        "3",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--boot-file", "undionly.kpxe"]);
+    let (status, r) = boot(&cli, &args);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "failures must give exit status 1: {r:#}"
+    );
+    assert_eq!(r["ok"], 0, "{r:#}");
+    assert_eq!(r["failed"], CLIENTS, "{r:#}");
+    assert_eq!(r["failures"]["verify-mismatch-boot_file"], CLIENTS, "{r:#}");
+    assert_eq!(r["phases"]["total"]["count"], 0, "{r:#}");
+
+    let mut args = base.to_vec();
+    args.extend(["--boot-file", "missing.bin"]);
+    let (status, r) = boot(&cli, &args);
+    assert_eq!(status.code(), Some(1), "{r:#}");
+    assert_eq!(r["failures"]["tftp-error-1-boot_file"], CLIENTS, "{r:#}");
+    drop(server);
+}
+
+/// A deliberately broken TFTP server: OACK with what was asked (blksize, tsize, windowsize),
+/// then the file with the first byte of block 3 flipped; ERROR 1 for a missing file. One thread,
+/// one socket per transfer, bounded lifetime (120 s).
+const BAD_TFTP: &str = r#"
+import os, select, socket, struct, sys, time
+root, addr = sys.argv[1], sys.argv[2]
+ls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+ls.bind((addr, 69))
+print("serving", file=sys.stderr, flush=True)
+xfers = {}  # socket -> dict
+end = time.time() + 120
+def opts(parts):
+    o = {}
+    for i in range(0, len(parts) - 1, 2):
+        o[parts[i].decode().lower()] = parts[i + 1].decode()
+    return o
+def send_window(x):
+    blk, win = x["blksize"], x["win"]
+    for b in range(x["acked"] + 1, min(x["acked"] + win, x["nblocks"]) + 1):
+        data = bytearray(x["data"][(b - 1) * blk:b * blk])
+        if b == 3 and data:
+            data[0] ^= 0xff
+        x["sock"].sendto(struct.pack("!HH", 3, b & 0xffff) + bytes(data), x["peer"])
+while time.time() < end:
+    r, _, _ = select.select([ls] + list(xfers), [], [], 1.0)
+    for s in r:
+        pkt, peer = s.recvfrom(2048)
+        if s is ls:
+            if len(pkt) < 4 or struct.unpack("!H", pkt[:2])[0] != 1:
+                continue
+            parts = pkt[2:].split(b"\0")
+            name, o = parts[0].decode(), opts(parts[2:])
+            path = os.path.join(root, name)
+            t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            t.bind((addr, 0))
+            if not os.path.isfile(path):
+                t.sendto(struct.pack("!HH", 5, 1) + b"not found\0", peer)
+                t.close()
+                continue
+            data = open(path, "rb").read()
+            blk = int(o.get("blksize", 512))
+            x = {"sock": t, "peer": peer, "data": data, "blksize": blk,
+                 "win": int(o.get("windowsize", 1)), "acked": 0,
+                 "nblocks": len(data) // blk + 1}
+            oack = b""
+            for k in ("blksize", "tsize", "windowsize"):
+                if k in o:
+                    v = str(len(data)) if k == "tsize" else o[k]
+                    oack += k.encode() + b"\0" + v.encode() + b"\0"
+            xfers[t] = x
+            t.sendto(struct.pack("!H", 6) + oack, peer)
+        else:
+            x = xfers[s]
+            if len(pkt) < 4 or struct.unpack("!H", pkt[:2])[0] != 4:
+                continue
+            blk = struct.unpack("!H", pkt[2:4])[0]
+            if blk < x["acked"] & 0xffff and blk + 65536 - (x["acked"] & 0xffff) < 1000:
+                blk += 65536
+            x["acked"] = (x["acked"] & ~0xffff) | blk
+            if x["acked"] >= x["nblocks"]:
+                s.close()
+                del xfers[s]
+            else:
+                send_window(x)
+"#;
