@@ -300,6 +300,8 @@ struct Sim {
     recv_errors: ErrorCounts,
     bytes: u64,
     retransmits: Retransmits,
+    /// Per client: (bytes, DHCP retransmits, TFTP retransmits) already added to the totals.
+    counted: Vec<(u64, u64, u64)>,
     unknown_xid: u64,
     stray: u64,
 }
@@ -357,7 +359,6 @@ impl Sim {
         let Some(mut c) = self.clients[i].take() else {
             return;
         };
-        let (b0, d0, t0) = (c.bytes(), c.dhcp_retransmits(), c.tftp_retransmits());
         loop {
             while let Some(t) = c.poll_transmit(now, &mut self.buf) {
                 match t {
@@ -409,9 +410,11 @@ impl Sim {
                 }
             }
         }
-        self.bytes += c.bytes() - b0;
-        self.retransmits.dhcp += c.dhcp_retransmits() - d0;
-        self.retransmits.tftp += c.tftp_retransmits() - t0;
+        let now_counts = (c.bytes(), c.dhcp_retransmits(), c.tftp_retransmits());
+        let before = std::mem::replace(&mut self.counted[i], now_counts);
+        self.bytes += now_counts.0.saturating_sub(before.0);
+        self.retransmits.dhcp += now_counts.1.saturating_sub(before.1);
+        self.retransmits.tftp += now_counts.2.saturating_sub(before.2);
         self.set_stage(i, Stage::of(&c));
         if c.is_finished() {
             if !self.recorded[i] {
@@ -592,6 +595,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         recv_errors: ErrorCounts::new(),
         bytes: 0,
         retransmits: Retransmits::default(),
+        counted: vec![(0, 0, 0); p.clients],
         unknown_xid: 0,
         stray: 0,
     };
