@@ -795,7 +795,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     }
 
     // Whatever has not finished by the deadline.
-    for i in 0..p.clients {
+    for (i, cfg) in configs.iter().enumerate() {
         if sim.recorded[i] {
             continue;
         }
@@ -810,7 +810,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
                     .failures
                     .entry("deadline-not-started".into())
                     .or_default() += 1;
-                if let Some(cfg) = &configs[i] {
+                if let Some(cfg) = cfg {
                     sim.tally
                         .per_arch
                         .entry(cfg.arch.name())
