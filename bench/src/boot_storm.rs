@@ -495,6 +495,21 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             p.clients
         );
     }
+    // The server answers every source address through its neighbour (ARP) table, whose size
+    // limit is global: past gc_thresh3 entries the kernel drops its packets ("neighbor table
+    // overflow"), which would show up here as TFTP timeouts that are not the server's doing.
+    if let Some(max) = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        && p.sources.len().min(p.clients) > max
+    {
+        eprintln!(
+            "warning: {} TFTP source addresses but net.ipv4.neigh.default.gc_thresh3 is {max}: \
+             the server's neighbour table will overflow and drop packets; raise \
+             net.ipv4.neigh.default.gc_thresh1/2/3 (global sysctls) above the address count",
+            p.sources.len().min(p.clients)
+        );
+    }
     let epoll = Epoll::new(512).context("epoll_create1")?;
     let (dhcp_sock, proxy_sock) = if p.plan.skip_dhcp {
         (None, None)
@@ -865,7 +880,11 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             Mode::Proxy => "proxy",
         },
         skip_dhcp: p.plan.skip_dhcp,
-        arrival: format!("{:?}", p.arrival),
+        arrival: match p.arrival {
+            Arrival::Storm => "storm".into(),
+            Arrival::Ramp(n) => format!("ramp:{n}/s"),
+            Arrival::Rate(n) => format!("rate:{n}/s"),
+        },
         per_arch: std::mem::take(&mut t.per_arch),
         packets: sim.packets.clone(),
         send_errors: sim.send_errors.clone(),
