@@ -324,7 +324,8 @@ fn start_pxe_server(ns: &Netns, dir: &Path) -> Proc {
          lease_db = \"{d}/leases.redb\"\n\
          [[dhcp.subnets]]\nsubnet = \"10.204.0.0/16\"\nrange_start = \"10.204.2.0\"\n\
          range_end = \"10.204.4.255\"\nrouter = \"10.204.0.1\"\n\
-         [boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\nipxe_script = \"boot.ipxe\"\n",
+         [boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\nipxe_script = \"boot.ipxe\"\n\
+         [control]\nsocket = \"{d}/control.sock\"\n",
         r = root.display(),
         d = dir.display()
     );
