@@ -124,7 +124,11 @@ for n in $CLIENTS; do [ "$n" -gt "$MAX_CLIENTS" ] && MAX_CLIENTS=$n; done
 SOURCE_BASE=$(netns_client_addrs "$P" "$NET" "$MAX_CLIENTS")
 # Let a thousand clients' sockets queue a window each (as compare-tftp.sh). These sysctls are
 # global (not per namespace); the previous values are restored on exit.
-SYSCTLS=(net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=1048576)
+# The neighbour table must hold one entry per client address (the default gc_thresh3 of
+# 1024 overflows above that and clients fail for a reason that is neither server's).
+SYSCTLS=(net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=1048576
+    net.ipv4.neigh.default.gc_thresh1=16384 net.ipv4.neigh.default.gc_thresh2=32768
+    net.ipv4.neigh.default.gc_thresh3=65536)
 for kv in "${SYSCTLS[@]}"; do
     SAVED_SYSCTLS+=("${kv%%=*}=$(sysctl -n "${kv%%=*}")")
 done
