@@ -6,76 +6,11 @@
 //! (not root, no namespaces) fails loudly; it never passes.
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-const BENCH_BIN: &str = env!("CARGO_BIN_EXE_pxe-bench");
+mod common;
 
-/// Fails the test, loudly, when something it needs is missing.
-fn cannot_run(why: &str) -> ! {
-    let required = std::env::var("PXE_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
-    panic!(
-        "\n\n*** THIS TEST CANNOT RUN: {why}. It needs root and network namespaces; run it \
-         through scripts/test.sh as root. It must never pass silently \
-         (PXE_REQUIRE_PRIVILEGED={}). ***\n\n",
-        if required { "1" } else { "unset" }
-    );
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace, deleted (after killing what runs in it) on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            cannot_run("not root");
-        }
-        let name = format!(
-            "pxu{}-{}-{tag}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        match Command::new("ip").args(["netns", "add", &name]).output() {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => cannot_run(&format!(
-                "ip netns add failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            )),
-            Err(e) => cannot_run(&format!("running ip: {e}")),
-        }
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("running ip");
-        assert!(
-            out.status.success(),
-            "ip -n {} {}: {}",
-            self.name,
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
+use common::*;
 
 fn pair() -> (Netns, Netns) {
     let snd = Netns::new("snd");

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dhcp_common::{Netns, Proc, Ran, Server, metric, run, veth, wait_until};
+use dhcp_common::{Netns, Proc, Ran, Server, metric, perfdhcp_block, run, veth, wait_until};
 use pxe_server::dhcp::leases::{LeaseState, LeaseStore, RedbLeaseStore};
 use pxe_server::dhcp::wire::MacAddr;
 
@@ -269,28 +269,6 @@ fn full_mode_nmap_broadcast_dhcp_discover_lists_our_offer() {
     let log = server.stop();
     assert_eq!(metric(&log, "offers"), Some(1), "{log}");
     eprintln!("nmap test took {:?}", t0.elapsed());
-}
-
-/// The counts of one perfdhcp statistics block ("DISCOVER-OFFER" or "REQUEST-ACK").
-fn perfdhcp_block(out: &str, name: &str) -> (u64, u64, u64) {
-    let start = out
-        .find(&format!("Statistics for: {name}"))
-        .unwrap_or_else(|| panic!("no {name} statistics in:\n{out}"));
-    let block = &out[start..];
-    let get = |key: &str| -> u64 {
-        block
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in:\n{block}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (
-        get("sent packets:"),
-        get("received packets:"),
-        get("drops:"),
-    )
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use dhcp_common::{Netns, Proc, Server, require_root, run, veth, wait_until};
+use dhcp_common::{Netns, Proc, Server, perfdhcp_block, require_root, run, veth, wait_until};
 use pxe_ebpf::{COUNTER_COUNT, Counter, POLICY_DROP_NON_PXE, POLICY_RATE_LIMIT, Policy};
 use pxe_server::config::XdpChoice;
 use pxe_server::xdp::{Placement, PolicySet, XdpFilter};
@@ -670,29 +670,6 @@ fn real_clients_under_flood(mode: &str, net: u8) {
         "interfaces with XDP are not judged twice: {s:#}"
     );
     server.stop();
-}
-
-/// The counts of one perfdhcp statistics block ("DISCOVER-OFFER" or "REQUEST-ACK"): sent,
-/// received, drops.
-fn perfdhcp_block(out: &str, name: &str) -> (u64, u64, u64) {
-    let start = out
-        .find(&format!("Statistics for: {name}"))
-        .unwrap_or_else(|| panic!("no {name} statistics in:\n{out}"));
-    let block = &out[start..];
-    let get = |key: &str| -> u64 {
-        block
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in:\n{block}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    (
-        get("sent packets:"),
-        get("received packets:"),
-        get("drops:"),
-    )
 }
 
 #[test]

@@ -355,3 +355,25 @@ pub fn metric(log: &str, key: &str) -> Option<u64> {
         .find_map(|w| w.strip_prefix(&pat))
         .and_then(|v| v.parse().ok())
 }
+
+/// The counts of one perfdhcp statistics block ("DISCOVER-OFFER" or "REQUEST-ACK").
+pub fn perfdhcp_block(out: &str, name: &str) -> (u64, u64, u64) {
+    let start = out
+        .find(&format!("Statistics for: {name}"))
+        .unwrap_or_else(|| panic!("no {name} statistics in:\n{out}"));
+    let block = &out[start..];
+    let get = |key: &str| -> u64 {
+        block
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in:\n{block}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    (
+        get("sent packets:"),
+        get("received packets:"),
+        get("drops:"),
+    )
+}

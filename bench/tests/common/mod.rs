@@ -1,0 +1,169 @@
+//! What the bench crate's namespace tests share: loud refusal when they cannot run, the
+//! pxe-server binary, network namespaces and veth pairs that clean up after themselves, and
+//! background processes killed on drop.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BENCH_BIN: &str = env!("CARGO_BIN_EXE_pxe-bench");
+
+/// Fails the test, loudly, when something it needs is missing.
+pub fn cannot_run(why: &str) -> ! {
+    let required = std::env::var("PXE_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1");
+    panic!(
+        "\n\n*** THIS TEST CANNOT RUN: {why}. It needs root, network namespaces, dnsmasq and a \
+         built pxe-server; run it through scripts/test.sh as root. It must never pass silently \
+         (PXE_REQUIRE_PRIVILEGED={}). ***\n\n",
+        if required { "1" } else { "unset" }
+    );
+}
+
+pub fn server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PXE_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    // Next to our own binary first (same profile), then debug.
+    let own = Path::new(BENCH_BIN).with_file_name("pxe-server");
+    for p in [own, target.join("debug/pxe-server")] {
+        if p.is_file() {
+            return p;
+        }
+    }
+    cannot_run("no pxe-server binary (cargo build -p pxe-server, or set PXE_SERVER_BIN)");
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        cannot_run("not root");
+    }
+}
+
+pub static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace, deleted (after killing what runs in it) on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        require_root();
+        let name = format!(
+            "pxb{}-{}-{tag}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        match Command::new("ip").args(["netns", "add", &name]).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => cannot_run(&format!(
+                "ip netns add failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            )),
+            Err(e) => cannot_run(&format!("running ip: {e}")),
+        }
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("running ip");
+        assert!(
+            out.status.success(),
+            "ip -n {} {}: {}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: kill(2) on a pid listed in our own test namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
+    a.ip(&[
+        "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+    ]);
+    a.ip(&["link", "set", a_if, "up"]);
+    b.ip(&["link", "set", b_if, "up"]);
+}
+
+/// A background process, killed and reaped on drop; stderr goes to a file.
+pub struct Proc {
+    pub child: Child,
+    pub stderr: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(mut cmd: Command, dir: &Path, tag: &str) -> Proc {
+        let stderr = dir.join(format!("{tag}.err"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join(format!("{tag}.out"))).unwrap())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| cannot_run(&format!("spawning {cmd:?}: {e}")));
+        Proc { child, stderr }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Waits (at most 15 s) until the log contains `what`.
+    pub fn wait_for(&mut self, what: &str) {
+        let end = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < end {
+            if self.log().contains(what) {
+                return;
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("process exited ({s}) before {what:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {what:?} within 15 s:\n{}", self.log());
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
