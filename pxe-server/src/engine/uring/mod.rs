@@ -628,6 +628,12 @@ impl Worker {
             return;
         }
         let li = i / LISTENER_DEPTH;
+        if res == -libc::EAGAIN || res == -libc::EINTR {
+            // Several receives are armed per listener: when one datagram wakes them all, the
+            // ones that lose the race find the queue empty. Nothing failed: arm again.
+            self.arm_listener(i);
+            return;
+        }
         if res < 0 {
             let l = &mut self.listeners[li];
             l.errors += 1;
