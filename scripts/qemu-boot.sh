@@ -96,7 +96,8 @@ if [ "$FIRMWARE" = uefi ]; then
     [ -s "$OVMF_CODE" ] && [ -s "$OVMF_VARS" ] || die "OVMF missing: run scripts/install-deps.sh"
 fi
 
-TAG="$FIRMWARE-$MODE-$DHCP$([ "$HTTP" -eq 1 ] && echo -http)"
+TAG="$FIRMWARE-$MODE-$DHCP"
+[ "$HTTP" -eq 1 ] && TAG="$TAG-http"
 LOGDIR="${LOGDIR:-target/qemu-boot/$TAG}"
 
 # One run at a time (the lock is released when the script exits).
