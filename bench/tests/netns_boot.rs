@@ -12,8 +12,8 @@
 //! `cargo nextest run --workspace`, or `cargo build -p pxe-server`), or `$PXE_SERVER_BIN`.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 mod common;
 
@@ -92,32 +92,7 @@ fn boot(ns: &Netns, args: &[&str]) -> (std::process::ExitStatus, serde_json::Val
             "--no-progress",
         ])
         .args(args);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| cannot_run(&format!("spawning pxe-bench: {e}")));
-    let end = Instant::now() + Duration::from_secs(100);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pxe-bench boot did not finish within 100 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&stdout);
-    let report: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "no JSON report ({e}), status {status}:\n{text}\n{}",
-            String::from_utf8_lossy(&stderr)
-        )
-    });
+    let (status, report) = run_json(cmd, "pxe-bench boot", Duration::from_secs(100));
     eprintln!("boot storm ({args:?}): {report}");
     (status, report)
 }

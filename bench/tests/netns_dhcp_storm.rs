@@ -10,8 +10,7 @@
 //! `cargo nextest run --workspace`, or `cargo build -p pxe-server`), or `$PXE_SERVER_BIN`.
 
 use std::path::Path;
-use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
@@ -37,32 +36,7 @@ fn storm(ns: &Netns, iface: &str, mode: &str, mac_base: &str) -> serde_json::Val
         "60",
         "--json",
     ]);
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| cannot_run(&format!("spawning pxe-bench: {e}")));
-    let end = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("dhcp-storm did not finish within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&stdout);
-    let report: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "no JSON report ({e}), status {status}:\n{text}\n{}",
-            String::from_utf8_lossy(&stderr)
-        )
-    });
+    let (status, report) = run_json(cmd, "dhcp-storm", Duration::from_secs(90));
     eprintln!("{mode} storm: {report}");
     assert!(status.success(), "dhcp-storm failed ({status}): {report:#}");
     report

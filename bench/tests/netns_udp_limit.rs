@@ -5,7 +5,7 @@
 //! Root only (scripts/test.sh runs it with PXE_REQUIRE_PRIVILEGED=1). A test that cannot run
 //! (not root, no namespaces) fails loudly; it never passes.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
@@ -27,47 +27,26 @@ fn pair() -> (Netns, Netns) {
 
 /// Runs udp-limit (bounded: killed after 30 s) and returns its JSON report.
 fn udp_limit(snd: &Netns, rcv: &Netns, gso: u16, threads: u16) -> serde_json::Value {
-    let mut child = Command::new(BENCH_BIN)
-        .args([
-            "udp-limit",
-            "--send-netns",
-            &snd.name,
-            "--recv-netns",
-            &rcv.name,
-        ])
-        .args([
-            "--dest",
-            "10.204.0.2:9000",
-            "--size",
-            "1472",
-            "--duration-s",
-            "1",
-        ])
-        .args(["--gso-segments", &gso.to_string()])
-        .args(["--threads", &threads.to_string(), "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| cannot_run(&format!("spawning pxe-bench: {e}")));
-    let end = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("udp-limit did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "udp-limit failed ({}):\n{text}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("no JSON report ({e}):\n{text}"));
+    let mut cmd = Command::new(BENCH_BIN);
+    cmd.args([
+        "udp-limit",
+        "--send-netns",
+        &snd.name,
+        "--recv-netns",
+        &rcv.name,
+    ])
+    .args([
+        "--dest",
+        "10.204.0.2:9000",
+        "--size",
+        "1472",
+        "--duration-s",
+        "1",
+    ])
+    .args(["--gso-segments", &gso.to_string()])
+    .args(["--threads", &threads.to_string(), "--json"]);
+    let (status, r) = run_json(cmd, "udp-limit", Duration::from_secs(30));
+    assert!(status.success(), "udp-limit failed ({status}): {r:#}");
     eprintln!("gso {gso}, {threads} threads: {r}");
     r
 }

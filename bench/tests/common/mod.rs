@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -166,4 +166,37 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `cmd` (a pxe-bench subcommand with `--json`), killing it and failing the test if it
+/// has not finished within `limit`; returns its exit status and its JSON report (a missing or
+/// unparsable report fails the test, with both output streams).
+pub fn run_json(mut cmd: Command, what: &str, limit: Duration) -> (ExitStatus, serde_json::Value) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| cannot_run(&format!("spawning {what}: {e}")));
+    let end = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&stdout);
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{what}: no JSON report ({e}), status {status}:\n{text}\n{}",
+            String::from_utf8_lossy(&stderr)
+        )
+    });
+    (status, report)
 }
