@@ -247,6 +247,23 @@ enum FloodKindArg {
     SameMac,
 }
 
+/// Prints a report (JSON with `--json`, else its text form); exits with status 1 when `failed`.
+fn print_report<R: serde::Serialize + std::fmt::Display>(
+    report: &R,
+    json: bool,
+    failed: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{report}");
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn seed_or_clock(seed: Option<u64>) -> u64 {
     seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -337,14 +354,7 @@ fn main() -> anyhow::Result<()> {
                 std::fs::write(path, boot_html::render(&report, &command))
                     .with_context(|| format!("writing {}", path.display()))?;
             }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            if report.failed > 0 {
-                std::process::exit(1);
-            }
+            print_report(&report, json, report.failed > 0)?;
         }
         Cmd::TftpStorm {
             server,
@@ -396,14 +406,7 @@ fn main() -> anyhow::Result<()> {
                 rt.worker_threads(threads);
             }
             let report = rt.enable_all().build()?.block_on(storm::run(params))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            if report.failed > 0 {
-                std::process::exit(1);
-            }
+            print_report(&report, json, report.failed > 0)?;
         }
         Cmd::DhcpStorm {
             clients,
@@ -437,14 +440,7 @@ fn main() -> anyhow::Result<()> {
                 client_port,
             };
             let report = dhcp_storm::run(&params)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            if report.failed > 0 {
-                std::process::exit(1);
-            }
+            print_report(&report, json, report.failed > 0)?;
         }
         Cmd::DhcpFlood {
             kind,
@@ -477,11 +473,7 @@ fn main() -> anyhow::Result<()> {
                 mac: dhcp_storm::parse_mac(&mac)?,
             };
             let report = dhcp_flood::run(&params)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
+            print_report(&report, json, false)?;
         }
         Cmd::UdpLimit(args) => udp_limit::main(&args)?,
     }
