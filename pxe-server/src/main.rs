@@ -201,14 +201,9 @@ fn host(selector: &str, action: nextboot::HostAction, path: &Path, json: bool) -
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let verb = match action {
-        nextboot::HostAction::Reinstall => "reinstall",
-        nextboot::HostAction::Local => "local",
-        nextboot::HostAction::Show => "show",
-    };
     let answer = match control::request(
         &config.control.socket,
-        &format!("host {verb} {selector}"),
+        &format!("host {} {selector}", action.name()),
         Duration::from_secs(10),
     ) {
         Ok(v) => v,

@@ -366,17 +366,26 @@ pub enum HostAction {
     Show,
 }
 
+impl HostAction {
+    const ALL: [HostAction; 3] = [HostAction::Reinstall, HostAction::Local, HostAction::Show];
+
+    /// The word on the command line and in control requests.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostAction::Reinstall => "reinstall",
+            HostAction::Local => "local",
+            HostAction::Show => "show",
+        }
+    }
+}
+
 impl std::str::FromStr for HostAction {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "reinstall" => Ok(HostAction::Reinstall),
-            "local" => Ok(HostAction::Local),
-            "show" => Ok(HostAction::Show),
-            other => Err(format!(
-                "unknown host action {other:?} (reinstall, local, show)"
-            )),
-        }
+        HostAction::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("unknown host action {s:?} (reinstall, local, show)"))
     }
 }
 
