@@ -6,8 +6,11 @@
 //! sent with `sendmmsg` and received with `recvmmsg`, demultiplexed by xid. Each TFTP transfer
 //! gets a socket of its own (a real client's TID: servers key transfers by address and port),
 //! bound to the client's source address, opened when the transfer starts and closed when it
-//! ends; a readable one is drained with `recvmmsg`. The per-client logic is the sans-IO
-//! [`BootClient`]; this file only moves bytes, keeps time and counts.
+//! ends; a readable one is drained with `recvmmsg`. TFTP sockets receive with UDP GRO (unless
+//! `gro` is off): a window the server sent as one GSO burst stays one receive, split back into
+//! its datagrams here, so a windowed transfer costs the simulator one receive per window rather
+//! than one per block. The per-client logic is the sans-IO [`BootClient`]; this file only moves
+//! bytes, keeps time and counts.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -50,6 +53,8 @@ pub struct BootParams {
     /// TFTP source addresses, client i uses `sources[i % len]`; empty: the wildcard.
     pub sources: Vec<Ipv4Addr>,
     pub progress: bool,
+    /// TFTP sockets receive with UDP GRO: a window the server sent with GSO is one receive.
+    pub gro: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -73,6 +78,9 @@ pub struct Packets {
     pub dhcp_received: u64,
     pub tftp_sent: u64,
     pub tftp_received: u64,
+    /// Messages the TFTP sockets received: with GRO one message may carry a whole window, so
+    /// `tftp_received / tftp_receives` is the datagrams per receive.
+    pub tftp_receives: u64,
 }
 
 /// Data behind the HTML report's charts (not in the JSON).
@@ -120,6 +128,8 @@ pub struct BootReport {
     /// Most TFTP sockets open at once.
     pub max_open_sockets: usize,
     pub fd_limit: u64,
+    /// The TFTP sockets received with UDP GRO.
+    pub gro: bool,
     #[serde(skip)]
     pub curves: Curves,
 }
@@ -304,6 +314,7 @@ struct Sim {
     counted: Vec<(u64, u64, u64)>,
     unknown_xid: u64,
     stray: u64,
+    gro: bool,
 }
 
 impl Sim {
@@ -331,6 +342,9 @@ impl Sim {
             n => self.sources[i % n],
         };
         s.bind(&SocketAddrV4::new(src, 0).into())?;
+        if self.gro {
+            mmsg::enable_gro(s.as_raw_fd())?;
+        }
         self.epoll.add(s.as_raw_fd(), i as u64)?;
         if self.socks[i].replace(s).is_none() {
             self.open_socks += 1;
@@ -423,8 +437,11 @@ impl Sim {
                 self.record(&c, None);
             }
         } else if let Some(dl) = c.deadline()
-            && self.armed[i] != Some(dl)
+            && self.armed[i].is_none_or(|at| dl < at)
         {
+            // One live heap entry per client, never later than its deadline: a deadline that
+            // moves later (every TFTP block moves it) keeps the earlier entry, which re-arms
+            // itself when it fires early, instead of one push per block.
             self.armed[i] = Some(dl);
             self.timers.push(Reverse((dl, i as u32)));
         }
@@ -613,8 +630,14 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         counted: vec![(0, 0, 0); p.clients],
         unknown_xid: 0,
         stray: 0,
+        gro: p.gro,
     };
     let mut inb = RecvBatch::new();
+    let mut gro_in = if p.gro {
+        Some(mmsg::GroBatch::new())
+    } else {
+        None
+    };
 
     let progress = (p.progress && io::stderr().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::with_draw_target(
@@ -672,7 +695,15 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             }
             sim.armed[i] = None;
             if let Some(c) = sim.clients[i].as_mut() {
-                c.handle_timeout(now);
+                match c.deadline() {
+                    // Fired early: the deadline moved on since this entry was pushed.
+                    Some(dl) if dl > now => {
+                        sim.armed[i] = Some(dl);
+                        sim.timers.push(Reverse((dl, i as u32)));
+                        continue;
+                    }
+                    _ => c.handle_timeout(now),
+                }
             }
             sim.drive(i, now);
         }
@@ -749,7 +780,11 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
                 continue;
             };
             for _round in 0..8 {
-                let got = match inb.recv_up_to(fd, 16) {
+                let got = match &mut gro_in {
+                    Some(g) => g.recv(fd),
+                    None => inb.recv_up_to(fd, 16),
+                };
+                let got = match got {
                     Ok(n) => n,
                     Err(e) => {
                         let name = mmsg::errno_name(e.raw_os_error().unwrap_or(0));
@@ -758,18 +793,36 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
                     }
                 };
                 let now = Instant::now();
+                sim.packets.tftp_receives += got as u64;
                 if let Some(c) = sim.clients[i].as_mut() {
                     for j in 0..got {
-                        let (bytes, from) = inb.datagram(j);
-                        sim.packets.tftp_received += 1;
-                        if !c.handle_tftp(now, from, bytes) {
-                            sim.stray += 1;
+                        match &gro_in {
+                            Some(g) => {
+                                let (segs, from) = g.segments(j);
+                                for bytes in segs {
+                                    sim.packets.tftp_received += 1;
+                                    if !c.handle_tftp(now, from, bytes) {
+                                        sim.stray += 1;
+                                    }
+                                }
+                            }
+                            None => {
+                                let (bytes, from) = inb.datagram(j);
+                                sim.packets.tftp_received += 1;
+                                if !c.handle_tftp(now, from, bytes) {
+                                    sim.stray += 1;
+                                }
+                            }
                         }
                     }
                 }
                 sim.drive(i, now);
+                let full = match &gro_in {
+                    Some(_) => mmsg::GRO_BATCH,
+                    None => 16,
+                };
                 // Drained, or the transfer ended and its socket is gone.
-                if got < 16 || sim.socks[i].as_ref().map(|s| s.as_raw_fd()) != Some(fd) {
+                if got < full || sim.socks[i].as_ref().map(|s| s.as_raw_fd()) != Some(fd) {
                     break;
                 }
             }
@@ -852,6 +905,12 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         .filter(|(_, h)| !h.is_empty())
         .map(|(&name, h)| (name, quantile_points(h)))
         .collect();
+    if let Some(g) = &gro_in
+        && g.truncated() > 0
+    {
+        sim.recv_errors
+            .insert("gro-truncated".into(), g.truncated());
+    }
     let user = cpu1.0.saturating_sub(cpu0.0).as_secs_f64();
     let system = cpu1.1.saturating_sub(cpu0.1).as_secs_f64();
     let wall_s = wall.as_secs_f64();
@@ -895,6 +954,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         tftp_stray: sim.stray,
         max_open_sockets: sim.max_open,
         fd_limit,
+        gro: p.gro,
         curves: Curves {
             completions: std::mem::take(&mut t.completions),
             failures: std::mem::take(&mut t.failure_times),
@@ -970,13 +1030,15 @@ impl std::fmt::Display for BootReport {
         )?;
         writeln!(
             f,
-            "retransmits: dhcp {}  tftp {}   packets: dhcp {}/{} tftp {}/{} (sent/received)  max open sockets {}",
+            "retransmits: dhcp {}  tftp {}   packets: dhcp {}/{} tftp {}/{} (sent/received, {:.1} per receive{})  max open sockets {}",
             self.retransmits.dhcp,
             self.retransmits.tftp,
             self.packets.dhcp_sent,
             self.packets.dhcp_received,
             self.packets.tftp_sent,
             self.packets.tftp_received,
+            self.packets.tftp_received as f64 / self.packets.tftp_receives.max(1) as f64,
+            if self.gro { ", GRO" } else { "" },
             self.max_open_sockets
         )?;
         if !self.send_errors.is_empty() || !self.recv_errors.is_empty() {

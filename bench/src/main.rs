@@ -196,6 +196,10 @@ enum Cmd {
         /// No live progress display (it is also off when stderr is not a terminal).
         #[arg(long)]
         no_progress: bool,
+        /// Receive TFTP one datagram at a time (no UDP GRO): a window sent with GSO then costs
+        /// one receive per block, as without offloads.
+        #[arg(long)]
+        no_gro: bool,
     },
     /// A flood of DHCPDISCOVERs (for the XDP filter's benchmark).
     DhcpFlood {
@@ -303,6 +307,7 @@ fn main() -> anyhow::Result<()> {
             json,
             html,
             no_progress,
+            no_gro,
         } => {
             if skip_dhcp && (boot_file.is_none() || tftp_server.is_none()) {
                 anyhow::bail!("--skip-dhcp needs --boot-file and --tftp-server");
@@ -347,6 +352,7 @@ fn main() -> anyhow::Result<()> {
                 verify_dir,
                 sources,
                 progress: !no_progress,
+                gro: !no_gro,
             };
             let report = boot_storm::run(&params)?;
             if let Some(path) = &html {

@@ -188,6 +188,41 @@ fn storm_50_clients_pxe_server_byte_exact() {
     drop(server);
 }
 
+/// pxe-server sends a TFTP window as one UDP GSO burst; the simulator's GRO sockets take each
+/// burst as one receive and split it back into blocks (byte-exact). With `--no-gro` every
+/// block is a receive of its own.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn windows_arrive_as_one_receive_with_gro() {
+    let (srv, cli) = pair();
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_pxe_server(&srv, dir.path());
+    let mut per_receive = vec![];
+    for gro in [true, false] {
+        let mut args = full_storm_args(&dir.path().join("tftp"));
+        args.extend(["--windowsize".into(), "16".into()]);
+        if !gro {
+            args.push("--no-gro".into());
+        }
+        let (status, r) = boot(&cli, &strs(&args));
+        check_complete(status, &r, &BOOT_FILES);
+        assert_eq!(r["gro"], gro, "{r:#}");
+        let p = &r["packets"];
+        let received = p["tftp_received"].as_u64().unwrap();
+        let receives = p["tftp_receives"].as_u64().unwrap();
+        assert!(receives > 0 && received >= receives, "{p}");
+        per_receive.push(received as f64 / receives as f64);
+    }
+    // 4 MiB per client in blocks of 1432/1468 bytes and windows of 16: most receives carry a
+    // whole window with GRO; without it, one datagram each.
+    assert!(
+        per_receive[0] > 4.0,
+        "datagrams per receive with GRO: {per_receive:?}"
+    );
+    assert_eq!(per_receive[1], 1.0, "without GRO: {per_receive:?}");
+    drop(server);
+}
+
 #[test]
 #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
 fn storm_50_clients_dnsmasq_dhcp_and_tftp_byte_exact() {
