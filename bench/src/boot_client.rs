@@ -263,6 +263,11 @@ impl BootClient {
         self.tftp_retransmits_done + self.tftp.as_ref().map_or(0, |t| t.retransmits)
     }
 
+    /// DHCP NAKs the client obeyed, and the fresh DISCOVERs it sent after them.
+    pub fn dhcp_naks_restarts(&self) -> (u64, u64) {
+        self.dhcp.as_ref().map_or((0, 0), |d| (d.naks, d.restarts))
+    }
+
     /// DHCP replies the client ignored or could not decode.
     pub fn dhcp_ignored_malformed(&self) -> (u64, u64) {
         self.dhcp
@@ -913,6 +918,47 @@ mod tests {
             c.failure().map(BootFailure::cause).as_deref(),
             Some("socket-EMFILE-boot_file")
         );
+    }
+
+    #[test]
+    fn a_nak_restarts_dhcp_and_the_boot_goes_on() {
+        let t0 = Instant::now();
+        let mut c = client(plan(), Arch::Bios, t0);
+        drain(&mut c, t0);
+        c.handle_dhcp(t0, &reply(MessageType::Offer, NEXT, ""));
+        drain(&mut c, t0);
+        c.handle_dhcp(t0 + ms(1), &reply(MessageType::Nak, NEXT, ""));
+        assert!(drain(&mut c, t0 + ms(1)).is_empty(), "back-off first");
+        assert_eq!(c.step(), Step::Dhcp);
+        let dl = c.deadline().unwrap();
+        c.handle_timeout(dl);
+        let d = drain(&mut c, dl);
+        assert_eq!(d.len(), 1);
+        let m = Message::decode(&mut Decoder::new(&d[0].1)).unwrap();
+        assert_eq!(m.opts().msg_type(), Some(MessageType::Discover));
+        let xid = m.xid();
+        assert_ne!(xid, XID);
+        let with_xid = |kind, file| {
+            let mut m = Message::decode(&mut Decoder::new(&reply(kind, NEXT, file))).unwrap();
+            m.set_xid(xid);
+            m.to_vec().unwrap()
+        };
+        // The old transaction's answers are ignored.
+        assert_eq!(
+            c.handle_dhcp(dl, &reply(MessageType::Offer, NEXT, "")),
+            Verdict::Ignored
+        );
+        c.handle_dhcp(dl, &with_xid(MessageType::Offer, ""));
+        assert_eq!(drain(&mut c, dl).len(), 1, "the REQUEST");
+        c.handle_dhcp(dl + ms(1), &with_xid(MessageType::Ack, "undionly.kpxe"));
+        assert!(drain(&mut c, dl + ms(1)).is_empty());
+        assert_eq!(
+            c.awaiting_transfer(),
+            Some((Step::BootFile, "undionly.kpxe"))
+        );
+        assert_eq!(c.dhcp_naks_restarts(), (1, 1));
+        // DHCP time runs from the first DISCOVER to the final ACK.
+        assert_eq!(c.duration(Step::Dhcp), Some(dl + ms(1) - t0));
     }
 
     #[test]

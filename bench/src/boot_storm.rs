@@ -3,7 +3,8 @@
 //!
 //! I/O design: one epoll loop over every socket, one timer heap, no thread or task per client.
 //! DHCP from all clients shares one socket on port 68 (plus one for ProxyDHCP's port 4011),
-//! sent with `sendmmsg` and received with `recvmmsg`, demultiplexed by xid. Each TFTP transfer
+//! sent with `sendmmsg` and received with `recvmmsg`, demultiplexed by chaddr (a client's xid
+//! changes when a NAK restarts it; the client checks the xid itself). Each TFTP transfer
 //! gets a socket of its own (a real client's TID: servers key transfers by address and port),
 //! bound to the client's source address, opened when the transfer starts and closed when it
 //! ends; a readable one is drained with `recvmmsg`. TFTP sockets receive with UDP GRO (unless
@@ -13,7 +14,7 @@
 //! bytes, keeps time and counts.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::io::{self, IsTerminal};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -120,7 +121,12 @@ pub struct BootReport {
     pub packets: Packets,
     pub send_errors: ErrorCounts,
     pub recv_errors: ErrorCounts,
-    pub dhcp_replies_unknown_xid: u64,
+    /// DHCP NAKs the clients obeyed (each restarts the client at DISCOVER after a back-off).
+    pub dhcp_naks: u64,
+    /// Fresh DISCOVERs after a NAK.
+    pub dhcp_restarts: u64,
+    /// DHCP replies whose chaddr is no client's.
+    pub dhcp_replies_unknown_client: u64,
     pub dhcp_replies_ignored: u64,
     pub dhcp_replies_malformed: u64,
     /// Datagrams on a TFTP socket from a host other than the TFTP server.
@@ -279,6 +285,8 @@ struct Tally {
     completions: Vec<f64>,
     failure_times: Vec<f64>,
     last_finished: Duration,
+    dhcp_naks: u64,
+    dhcp_restarts: u64,
 }
 
 /// The loop's state (everything but the receive buffers).
@@ -312,7 +320,7 @@ struct Sim {
     retransmits: Retransmits,
     /// Per client: (bytes, DHCP retransmits, TFTP retransmits) already added to the totals.
     counted: Vec<(u64, u64, u64)>,
-    unknown_xid: u64,
+    unknown_client: u64,
     stray: u64,
     gro: bool,
 }
@@ -450,6 +458,9 @@ impl Sim {
 
     fn record(&mut self, c: &BootClient, cause: Option<String>) {
         let t = &mut self.tally;
+        let (naks, restarts) = c.dhcp_naks_restarts();
+        t.dhcp_naks += naks;
+        t.dhcp_restarts += restarts;
         let arch = t.per_arch.entry(c.arch().name()).or_default();
         arch.clients += 1;
         let at = Instant::now().saturating_duration_since(self.start);
@@ -560,16 +571,16 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     let archs = dhcp_storm::assign_archs(&p.arch_mix, p.clients);
     let timeouts = ClientConfig::pxe_timeouts(p.timeout_scale);
     let mut rng = Rng(p.seed | 1);
-    let mut by_xid: HashMap<u32, u32> = HashMap::with_capacity(p.clients * 2);
+    let mut xids: HashSet<u32> = HashSet::with_capacity(p.clients * 2);
     let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(p.clients);
     for (i, &arch) in archs.iter().enumerate() {
         let xid = loop {
             let x = (rng.next() >> 32) as u32;
-            if x != 0 && !by_xid.contains_key(&x) {
+            if x != 0 && !xids.contains(&x) {
                 break x;
             }
         };
-        by_xid.insert(xid, i as u32);
+        xids.insert(xid);
         let mac = dhcp_storm::mac_add(p.mac_base, i as u64);
         let mut uuid = [0u8; 16];
         uuid[..8].copy_from_slice(&rng.next().to_le_bytes());
@@ -621,6 +632,8 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             completions: Vec::with_capacity(p.clients),
             failure_times: Vec::new(),
             last_finished: Duration::ZERO,
+            dhcp_naks: 0,
+            dhcp_restarts: 0,
         },
         packets: Packets::default(),
         send_errors: ErrorCounts::new(),
@@ -628,7 +641,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         bytes: 0,
         retransmits: Retransmits::default(),
         counted: vec![(0, 0, 0); p.clients],
-        unknown_xid: 0,
+        unknown_client: 0,
         stray: 0,
         gro: p.gro,
     };
@@ -745,16 +758,16 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
                     for j in 0..got {
                         let (bytes, _from) = inb.datagram(j);
                         sim.packets.dhcp_received += 1;
-                        let idx = dhcp_client::peek_xid(bytes).and_then(|x| by_xid.get(&x));
-                        let Some(&i) = idx else {
-                            sim.unknown_xid += 1;
+                        let idx = dhcp_client::peek_chaddr(bytes)
+                            .and_then(|m| dhcp_storm::mac_index(p.mac_base, m, p.clients));
+                        let Some(i) = idx else {
+                            sim.unknown_client += 1;
                             continue;
                         };
-                        let i = i as usize;
                         let accepted = match sim.clients[i].as_mut() {
                             Some(c) => c.handle_dhcp(now, bytes) == Verdict::Accepted,
                             None => {
-                                sim.unknown_xid += 1;
+                                sim.unknown_client += 1;
                                 false
                             }
                         };
@@ -948,7 +961,9 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         packets: sim.packets.clone(),
         send_errors: sim.send_errors.clone(),
         recv_errors: sim.recv_errors.clone(),
-        dhcp_replies_unknown_xid: sim.unknown_xid,
+        dhcp_naks: t.dhcp_naks,
+        dhcp_restarts: t.dhcp_restarts,
+        dhcp_replies_unknown_client: sim.unknown_client,
         dhcp_replies_ignored: ignored,
         dhcp_replies_malformed: malformed,
         tftp_stray: sim.stray,
@@ -1048,11 +1063,18 @@ impl std::fmt::Display for BootReport {
                 self.send_errors, self.recv_errors
             )?;
         }
-        if self.dhcp_replies_unknown_xid + self.dhcp_replies_malformed + self.tftp_stray > 0 {
+        if !self.skip_dhcp {
             writeln!(
                 f,
-                "dhcp replies: unknown xid {}  ignored {}  malformed {}; stray tftp {}",
-                self.dhcp_replies_unknown_xid,
+                "dhcp NAKs {}  restarts after a NAK {}",
+                self.dhcp_naks, self.dhcp_restarts
+            )?;
+        }
+        if self.dhcp_replies_unknown_client + self.dhcp_replies_malformed + self.tftp_stray > 0 {
+            writeln!(
+                f,
+                "dhcp replies: for no client {}  ignored {}  malformed {}; stray tftp {}",
+                self.dhcp_replies_unknown_client,
                 self.dhcp_replies_ignored,
                 self.dhcp_replies_malformed,
                 self.tftp_stray

@@ -13,11 +13,20 @@
 //!
 //! Retransmission follows the PXE spec: a phase's message is sent up to four times, waiting
 //! 4, 8, 16 and 32 s (scalable, so tests run in milliseconds); after the last wait the client
-//! gives up. A NAK restarts from DISCOVER (the xid is kept, so the driver's demultiplexing map
-//! stays valid); more than [`MAX_NAKS`] NAKs is a failure.
+//! gives up.
 //!
-//! Replies are matched by op (BOOTREPLY), xid and chaddr; anything else is ignored and counted,
-//! bytes that do not decode are counted as malformed. Nothing from the network can panic.
+//! A NAK (RFC 2131 3.1 and 4.4: the client "restarts the configuration process") ends the
+//! transaction: after a short random back-off (an eighth to half of the first timeout, 0.5-2 s
+//! at PXE scale, so clients NAKed together do not come back in lock-step) the client sends a
+//! fresh DISCOVER with a new xid and starts collecting offers again, as many times as it takes.
+//! Restarts do not extend the client's time: once NAKed, every wait ends at the latest at the
+//! overall DHCP deadline (the first DISCOVER plus the sum of the timeouts, 60 s at PXE scale),
+//! and a client still without a lease then gives up with [`Failure::TimeoutAfterNaks`].
+//!
+//! Replies are matched by op (BOOTREPLY), the current xid and chaddr; anything else (answers
+//! to an abandoned xid included) is ignored and counted, bytes that do not decode are counted
+//! as malformed. Nothing from the network can panic. The xid changes on a restart, so drivers
+//! demultiplex by chaddr (see [`peek_chaddr`]), not by xid.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -32,9 +41,6 @@ pub const PXE_TIMEOUTS: [Duration; 4] = [
     Duration::from_secs(16),
     Duration::from_secs(32),
 ];
-
-/// NAKs tolerated before the client reports a NAK loop.
-pub const MAX_NAKS: u32 = 3;
 
 /// Firmware pads its requests to the BOOTP minimum.
 const MIN_REQUEST_LEN: usize = v4::MIN_PACKET_SIZE;
@@ -99,7 +105,8 @@ pub struct ClientConfig {
     pub uuid: [u8; 16],
     pub arch: Arch,
     pub mode: Mode,
-    /// Transaction id, unique per client (the driver demultiplexes by it).
+    /// Transaction id of the first DISCOVER (a restart after a NAK draws a new one). Also seeds
+    /// the client's back-off and xid generator.
     pub xid: u32,
     /// Wait after the 1st, 2nd, ... transmission of a phase's message; the client gives up after
     /// the last one.
@@ -155,8 +162,10 @@ pub enum Failure {
     /// Proxy mode: offers came, but never both an address and a ProxyDHCP offer.
     NoProxyOffer,
     NoAddressOffer,
-    /// More than [`MAX_NAKS`] NAKs.
-    NakLoop,
+    /// NAKed (and restarted) `naks` times, and still no lease at the overall DHCP deadline.
+    TimeoutAfterNaks {
+        naks: u64,
+    },
     /// The final ACK carries no boot file name.
     NoBootFile,
 }
@@ -169,7 +178,7 @@ impl Failure {
             Failure::Malformed(p) => format!("malformed-reply-{}", p.name()),
             Failure::NoProxyOffer => "no-proxy-offer".into(),
             Failure::NoAddressOffer => "no-address-offer".into(),
-            Failure::NakLoop => "nak-loop".into(),
+            Failure::TimeoutAfterNaks { .. } => "timeout-after-naks".into(),
             Failure::NoBootFile => "no-boot-file".into(),
         }
     }
@@ -189,6 +198,8 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// NAKed: waiting out the back-off before a fresh DISCOVER.
+    BackOff,
     Selecting,
     Requesting,
     ProxyRequesting,
@@ -221,6 +232,12 @@ pub struct Timestamps {
 
 pub struct DhcpClient {
     cfg: ClientConfig,
+    /// The transaction id in use (a new one after every NAK).
+    xid: u32,
+    /// xorshift64 state: back-offs and new xids.
+    rng: u64,
+    /// The first DISCOVER plus the sum of the timeouts: after a NAK, no wait goes past it.
+    overall: Option<Instant>,
     state: State,
     /// Transmissions of the current phase's message so far.
     sends: usize,
@@ -228,7 +245,6 @@ pub struct DhcpClient {
     deadline: Option<Instant>,
     addr: Option<AddrOffer>,
     proxy: Option<ProxyOffer>,
-    naks: u32,
     malformed_in_phase: u32,
     failure: Option<Failure>,
     boot_file: Option<Vec<u8>>,
@@ -237,13 +253,23 @@ pub struct DhcpClient {
     pub retransmits: u64,
     pub ignored: u64,
     pub malformed: u64,
+    /// NAKs obeyed (each ends the transaction).
+    pub naks: u64,
+    /// Fresh DISCOVERs after a NAK's back-off (one fewer than `naks` when the last NAK left no
+    /// time for another try).
+    pub restarts: u64,
 }
 
 impl DhcpClient {
     /// A client that sends its first DISCOVER at the next [`poll_transmit`](Self::poll_transmit).
     pub fn new(cfg: ClientConfig, now: Instant) -> Self {
         assert!(!cfg.timeouts.is_empty(), "at least one timeout");
+        let mac = cfg.mac.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
+        let seed = (u64::from(cfg.xid) << 32 | u64::from(cfg.xid)) ^ mac ^ 0x9e37_79b9_7f4a_7c15;
         Self {
+            xid: cfg.xid,
+            rng: seed.max(1),
+            overall: None,
             cfg,
             state: State::Selecting,
             sends: 0,
@@ -251,7 +277,6 @@ impl DhcpClient {
             deadline: None,
             addr: None,
             proxy: None,
-            naks: 0,
             malformed_in_phase: 0,
             failure: None,
             boot_file: None,
@@ -263,7 +288,15 @@ impl DhcpClient {
             retransmits: 0,
             ignored: 0,
             malformed: 0,
+            naks: 0,
+            restarts: 0,
         }
+    }
+
+    /// The transaction id of the current exchange.
+    #[cfg(test)]
+    pub fn xid(&self) -> u32 {
+        self.xid
     }
 
     pub fn arch(&self) -> Arch {
@@ -301,7 +334,7 @@ impl DhcpClient {
     /// The phase the client is in (meaningful while it runs).
     pub fn phase(&self) -> Phase {
         match self.state {
-            State::Selecting | State::Done | State::Failed => Phase::Discover,
+            State::BackOff | State::Selecting | State::Done | State::Failed => Phase::Discover,
             State::Requesting => Phase::Request,
             State::ProxyRequesting => Phase::ProxyRequest,
         }
@@ -325,10 +358,12 @@ impl DhcpClient {
         self.pending = false;
         let wait = self.cfg.timeouts[self.sends.min(self.cfg.timeouts.len() - 1)];
         self.sends += 1;
-        self.deadline = Some(now + wait);
+        self.deadline = Some(self.cap(now + wait));
         let dest = match self.state {
             State::Selecting => {
                 self.ts.discover_sent.get_or_insert(now);
+                let total: Duration = self.cfg.timeouts.iter().sum();
+                self.overall.get_or_insert(now + total);
                 self.encode(now, MessageType::Discover, out);
                 Dest::Server
             }
@@ -343,17 +378,27 @@ impl DhcpClient {
                 self.encode(now, MessageType::Request, out);
                 Dest::Proxy(self.proxy.map_or(Ipv4Addr::UNSPECIFIED, |p| p.server))
             }
-            State::Done | State::Failed => return None,
+            State::BackOff | State::Done | State::Failed => return None,
         };
         Some(dest)
     }
 
-    /// The deadline passed: retransmit, or give up after the last wait.
+    /// The deadline passed: retransmit, restart after a NAK's back-off, or give up after the
+    /// last wait (after a NAK: at the overall DHCP deadline).
     pub fn handle_timeout(&mut self, now: Instant) {
         let Some(deadline) = self.deadline else {
             return;
         };
         if self.is_finished() || self.pending || now < deadline {
+            return;
+        }
+        if self.naks > 0 && self.overall.is_some_and(|o| now >= o) {
+            self.fail(Failure::TimeoutAfterNaks { naks: self.naks });
+            return;
+        }
+        if self.state == State::BackOff {
+            self.restarts += 1;
+            self.enter(State::Selecting);
             return;
         }
         if self.sends >= self.cfg.timeouts.len() {
@@ -379,7 +424,7 @@ impl DhcpClient {
             return Verdict::Malformed;
         };
         if msg.opcode() != Opcode::BootReply
-            || msg.xid() != self.cfg.xid
+            || msg.xid() != self.xid
             || msg.chaddr().get(..6) != Some(&self.cfg.mac[..])
         {
             self.ignored += 1;
@@ -407,9 +452,9 @@ impl DhcpClient {
                 Verdict::Accepted
             }
             (State::Requesting, MessageType::Nak) if self.is_from_dhcp_server(&msg) => {
-                self.on_nak()
+                self.on_nak(now)
             }
-            (State::ProxyRequesting, MessageType::Nak) => self.on_nak(),
+            (State::ProxyRequesting, MessageType::Nak) => self.on_nak(now),
             _ => Verdict::Ignored,
         };
         if verdict == Verdict::Ignored {
@@ -496,18 +541,55 @@ impl DhcpClient {
         Verdict::Accepted
     }
 
-    fn on_nak(&mut self) -> Verdict {
+    /// The transaction is over: forget the offers, draw a new xid (answers to the old one are
+    /// ignored from now on) and wait a random back-off before the fresh DISCOVER.
+    fn on_nak(&mut self, now: Instant) -> Verdict {
         self.naks += 1;
-        if self.naks > MAX_NAKS {
-            self.fail(Failure::NakLoop);
-        } else {
-            self.addr = None;
-            self.proxy = None;
-            self.boot_file = None;
-            self.next_server = None;
-            self.enter(State::Selecting);
-        }
+        self.addr = None;
+        self.proxy = None;
+        self.boot_file = None;
+        self.next_server = None;
+        self.xid = self.new_xid();
+        self.state = State::BackOff;
+        self.sends = 0;
+        self.pending = false;
+        self.malformed_in_phase = 0;
+        let first = self.cfg.timeouts[0];
+        let backoff = first / 8 + (first * 3 / 8).mul_f64(self.uniform());
+        self.deadline = Some(self.cap(now + backoff));
         Verdict::Accepted
+    }
+
+    /// Once NAKed, no wait goes past the overall DHCP deadline.
+    fn cap(&self, at: Instant) -> Instant {
+        match self.overall {
+            Some(o) if self.naks > 0 => at.min(o),
+            _ => at,
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next_random() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A random xid, never 0 and never the current one.
+    fn new_xid(&mut self) -> u32 {
+        let x = (self.next_random() >> 32) as u32;
+        if x == 0 || x == self.xid {
+            self.xid.wrapping_add(1).max(1)
+        } else {
+            x
+        }
     }
 
     /// An ACK/NAK in the Requesting state must come from the server whose offer we took (no
@@ -556,7 +638,7 @@ impl DhcpClient {
             _ => Ipv4Addr::UNSPECIFIED,
         };
         let u = Ipv4Addr::UNSPECIFIED;
-        let mut m = Message::new_with_id(self.cfg.xid, ciaddr, u, u, u, &self.cfg.mac);
+        let mut m = Message::new_with_id(self.xid, ciaddr, u, u, u, &self.cfg.mac);
         let secs = self
             .ts
             .started
@@ -654,10 +736,10 @@ pub fn decode_reply(bytes: &[u8]) -> Option<Message> {
     Message::decode(&mut Decoder::new(&clean)).ok()
 }
 
-/// The xid of a datagram, for demultiplexing before decoding.
-pub fn peek_xid(bytes: &[u8]) -> Option<u32> {
-    let b = bytes.get(4..8)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+/// The client hardware address (the first six bytes of `chaddr`) of a datagram, for
+/// demultiplexing before decoding: unlike the xid it stays the same for a client's lifetime.
+pub fn peek_chaddr(bytes: &[u8]) -> Option<[u8; 6]> {
+    bytes.get(28..34)?.try_into().ok()
 }
 
 fn server_id(msg: &Message) -> Option<Ipv4Addr> {
@@ -951,24 +1033,33 @@ mod tests {
         assert_eq!(c.retransmits, 1 + 3);
     }
 
-    #[test]
-    fn nak_restarts_from_discover_then_nak_loop() {
-        let t0 = Instant::now();
-        let mut c = client(Mode::Full, Arch::Bios, t0);
-        for round in 0..=MAX_NAKS {
-            let (_, d, _) = tx(&mut c, t0);
-            assert_eq!(d.opts().msg_type(), Some(MessageType::Discover), "{round}");
-            c.handle_datagram(t0, &offer().bytes());
-            tx(&mut c, t0);
-            let nak = Reply::new(MessageType::Nak, Ipv4Addr::UNSPECIFIED).server(SRV);
-            assert_eq!(c.handle_datagram(t0, &nak.bytes()), Verdict::Accepted);
-        }
-        assert_eq!(c.failure(), Some(&Failure::NakLoop));
-        assert_eq!(c.failure().unwrap().cause(), "nak-loop");
+    fn nak() -> Reply {
+        Reply::new(MessageType::Nak, Ipv4Addr::UNSPECIFIED).server(SRV)
+    }
+
+    /// DISCOVER → OFFER → REQUEST → NAK at `now`, all with the client's current xid; returns
+    /// the xid that was NAKed.
+    fn offer_request_nak(c: &mut DhcpClient, now: Instant) -> u32 {
+        let xid = c.xid();
+        let (_, d, _) = tx(c, now);
+        assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
+        assert_eq!(d.xid(), xid);
+        assert_eq!(
+            c.handle_datagram(now, &offer().xid(xid).bytes()),
+            Verdict::Accepted
+        );
+        let (_, r, _) = tx(c, now);
+        assert_eq!(r.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(r.xid(), xid);
+        assert_eq!(
+            c.handle_datagram(now, &nak().xid(xid).bytes()),
+            Verdict::Accepted
+        );
+        xid
     }
 
     #[test]
-    fn nak_once_then_success() {
+    fn nak_restarts_at_discover_with_a_new_xid_after_a_back_off() {
         let t0 = Instant::now();
         let mut c = client(Mode::Full, Arch::Bios, t0);
         tx(&mut c, t0);
@@ -977,19 +1068,197 @@ mod tests {
         // A NAK from another server is not ours to obey.
         let other = Reply::new(MessageType::Nak, Ipv4Addr::UNSPECIFIED).server(PROXY);
         assert_eq!(c.handle_datagram(t0, &other.bytes()), Verdict::Ignored);
-        let nak = Reply::new(MessageType::Nak, Ipv4Addr::UNSPECIFIED).server(SRV);
-        c.handle_datagram(t0, &nak.bytes());
-        let (_, d, _) = tx(&mut c, t0 + ms(1));
+        assert_eq!(c.naks, 0);
+        let t1 = t0 + ms(1);
+        assert_eq!(c.handle_datagram(t1, &nak().bytes()), Verdict::Accepted);
+        assert_eq!((c.naks, c.restarts), (1, 0));
+        assert!(!c.is_finished());
+        // Not at once: the back-off (an eighth to half of the first 4 ms timeout) runs first.
+        assert!(c.poll_transmit(t1, &mut Vec::new()).is_none());
+        let dl = c.deadline().expect("the back-off timer");
+        assert!(
+            dl >= t1 + Duration::from_micros(500) && dl <= t1 + ms(2),
+            "back-off {:?}",
+            dl - t1
+        );
+        c.handle_timeout(dl - Duration::from_micros(1));
+        assert!(c.poll_transmit(dl, &mut Vec::new()).is_none());
+        // Replies to the abandoned transaction, even a fitting ACK, change nothing.
+        let late_ack = Reply::new(MessageType::Ack, IP).server(SRV).file("x");
+        assert_eq!(c.handle_datagram(t1, &late_ack.bytes()), Verdict::Ignored);
+        assert_eq!(c.handle_datagram(t1, &offer().bytes()), Verdict::Ignored);
+        c.handle_timeout(dl);
+        assert_eq!(c.restarts, 1);
+        let new_xid = c.xid();
+        assert_ne!(new_xid, XID);
+        assert_ne!(new_xid, 0);
+        let (dest, d, _) = tx(&mut c, dl);
+        assert_eq!(dest, Dest::Server);
         assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
-        assert_eq!(d.xid(), XID);
-        c.handle_datagram(t0 + ms(2), &offer().bytes());
-        tx(&mut c, t0 + ms(2));
-        let ack = Reply::new(MessageType::Ack, IP).server(SRV).file("x");
-        c.handle_datagram(t0 + ms(3), &ack.bytes());
+        assert_eq!(d.xid(), new_xid);
+        assert!(opt(&d, 50).is_none() && opt(&d, 54).is_none());
+        // A fresh retransmission schedule for the new DISCOVER.
+        assert_eq!(c.deadline(), Some(dl + ms(4)));
+        // Stale answers to the old xid are ignored in the new transaction too.
+        assert_eq!(c.handle_datagram(dl, &offer().bytes()), Verdict::Ignored);
+        assert_eq!(c.handle_datagram(dl, &late_ack.bytes()), Verdict::Ignored);
+        assert!(c.poll_transmit(dl, &mut Vec::new()).is_none());
+        assert_eq!(c.ignored, 5);
+        // An offer to the new xid leads to a REQUEST and a bound lease.
+        let t2 = dl + ms(1);
+        let other_ip = Ipv4Addr::new(10, 0, 0, 101);
+        let offer2 = Reply::new(MessageType::Offer, other_ip)
+            .server(SRV)
+            .xid(new_xid);
+        assert_eq!(c.handle_datagram(t2, &offer2.bytes()), Verdict::Accepted);
+        let (_, r, _) = tx(&mut c, t2);
+        assert_eq!(r.xid(), new_xid);
+        assert_eq!(opt(&r, 50), Some(&DhcpOption::RequestedIpAddress(other_ip)));
+        let ack = Reply::new(MessageType::Ack, other_ip)
+            .server(SRV)
+            .file("pxelinux.0")
+            .xid(new_xid);
+        assert_eq!(
+            c.handle_datagram(t2 + ms(1), &ack.bytes()),
+            Verdict::Accepted
+        );
         assert!(c.is_done());
+        assert_eq!(c.address(), Some(other_ip));
+        assert_eq!(c.boot_file(), Some(&b"pxelinux.0"[..]));
+        assert_eq!((c.naks, c.restarts, c.retransmits), (1, 1, 0));
         // The whole-DHCP time runs from the first DISCOVER.
         assert_eq!(c.ts.discover_sent, Some(t0));
-        assert_eq!(c.ts.request_sent, Some(t0 + ms(2)));
+        assert_eq!(c.ts.request_sent, Some(t2));
+        assert_eq!(c.ts.ack_got, Some(t2 + ms(1)));
+    }
+
+    #[test]
+    fn nak_after_nak_until_the_overall_deadline() {
+        let t0 = Instant::now();
+        let mut c = client(Mode::Full, Arch::Bios, t0);
+        let mut now = t0;
+        let mut xids = std::collections::HashSet::new();
+        let mut backoffs = vec![];
+        for _ in 0..1000 {
+            assert!(xids.insert(offer_request_nak(&mut c, now)), "xid reused");
+            let dl = c.deadline().expect("a timer while running");
+            backoffs.push(dl - now);
+            now = dl;
+            c.handle_timeout(now);
+            if c.is_finished() {
+                break;
+            }
+        }
+        // 4 + 8 + 16 + 32 ms after the first DISCOVER, not a NAK count, ends it.
+        assert_eq!(now - t0, ms(60));
+        let naks = c.naks;
+        assert_eq!(c.failure(), Some(&Failure::TimeoutAfterNaks { naks }));
+        assert_eq!(c.failure().unwrap().cause(), "timeout-after-naks");
+        assert!(naks > 20, "{naks} NAKs in 60 ms of 0.5..2 ms back-offs");
+        assert_eq!(c.restarts, naks - 1, "the last NAK left no time");
+        assert_eq!(xids.len() as u64, naks);
+        assert_eq!(c.retransmits, 0);
+        assert_eq!(c.deadline(), None);
+        assert!(c.poll_transmit(now, &mut Vec::new()).is_none());
+        // Randomized: within bounds (the last one cut short by the deadline), not all equal.
+        let (last, full) = backoffs.split_last().unwrap();
+        assert!(*last <= ms(2));
+        for b in full {
+            assert!(*b >= Duration::from_micros(500) && *b <= ms(2), "{b:?}");
+        }
+        assert!(full.iter().any(|b| b != &full[0]), "{full:?}");
+    }
+
+    #[test]
+    fn clients_nak_ed_together_do_not_restart_in_lock_step() {
+        let t0 = Instant::now();
+        let deadlines: Vec<Instant> = (0..8u8)
+            .map(|k| {
+                let mut c = DhcpClient::new(
+                    ClientConfig {
+                        mac: [2, 0, 0, 0, 0, k],
+                        uuid: [k; 16],
+                        arch: Arch::Bios,
+                        mode: Mode::Full,
+                        xid: 0x1000 + u32::from(k),
+                        timeouts: ClientConfig::pxe_timeouts(1.0),
+                    },
+                    t0,
+                );
+                let xid = c.xid();
+                let mut u = Vec::new();
+                c.poll_transmit(t0, &mut u);
+                let mac = [2, 0, 0, 0, 0, k];
+                c.handle_datagram(t0, &offer().xid(xid).chaddr(mac).bytes());
+                c.poll_transmit(t0, &mut u);
+                let n = nak().xid(xid).chaddr(mac);
+                assert_eq!(c.handle_datagram(t0, &n.bytes()), Verdict::Accepted);
+                c.deadline().unwrap()
+            })
+            .collect();
+        for d in &deadlines {
+            // 0.5 .. 2 s at PXE scale.
+            assert!(*d >= t0 + ms(500) && *d <= t0 + ms(2000), "{:?}", *d - t0);
+        }
+        let distinct: std::collections::HashSet<_> = deadlines.iter().collect();
+        assert!(distinct.len() >= 6, "back-offs {deadlines:?}");
+    }
+
+    #[test]
+    fn silent_server_after_a_nak_times_out_at_the_overall_deadline() {
+        let t0 = Instant::now();
+        let mut c = client(Mode::Full, Arch::Bios, t0);
+        offer_request_nak(&mut c, t0);
+        let mut discovers = 0;
+        while let Some(dl) = c.deadline() {
+            c.handle_timeout(dl);
+            let mut out = Vec::new();
+            if c.poll_transmit(dl, &mut out).is_some() {
+                discovers += 1;
+            }
+            assert!(dl <= t0 + ms(60), "no wait past the overall deadline");
+            if c.is_finished() {
+                assert_eq!(dl, t0 + ms(60));
+            }
+        }
+        // Restarted after 0.5..2 ms: DISCOVERs 4, 8 and 16 ms apart, then the 32 ms wait is
+        // cut short at 60 ms.
+        assert_eq!(discovers, 4);
+        assert_eq!(c.retransmits, 3);
+        assert_eq!(c.failure(), Some(&Failure::TimeoutAfterNaks { naks: 1 }));
+        assert_eq!(c.restarts, 1);
+    }
+
+    #[test]
+    fn proxy_nak_from_the_boot_server_restarts_too() {
+        let t0 = Instant::now();
+        let mut c = client(Mode::Proxy, Arch::Bios, t0);
+        tx(&mut c, t0);
+        c.handle_datagram(t0, &offer().bytes());
+        let proxy_offer = Reply::new(MessageType::Offer, Ipv4Addr::UNSPECIFIED)
+            .server(PROXY)
+            .pxe();
+        c.handle_datagram(t0, &proxy_offer.bytes());
+        tx(&mut c, t0);
+        c.handle_datagram(t0, &Reply::new(MessageType::Ack, IP).server(SRV).bytes());
+        let (dest, _, _) = tx(&mut c, t0);
+        assert_eq!(dest, Dest::Proxy(PROXY));
+        let pnak = Reply::new(MessageType::Nak, Ipv4Addr::UNSPECIFIED).server(PROXY);
+        assert_eq!(c.handle_datagram(t0, &pnak.bytes()), Verdict::Accepted);
+        let dl = c.deadline().unwrap();
+        c.handle_timeout(dl);
+        let (dest, d, _) = tx(&mut c, dl);
+        assert_eq!(dest, Dest::Server);
+        assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
+        assert_ne!(d.xid(), XID);
+        // Both offers are needed again.
+        c.handle_datagram(dl, &offer().xid(d.xid()).bytes());
+        assert!(c.poll_transmit(dl, &mut Vec::new()).is_none());
+        c.handle_datagram(dl, &proxy_offer.xid(d.xid()).bytes());
+        let (dest, r, _) = tx(&mut c, dl);
+        assert_eq!(dest, Dest::Server);
+        assert_eq!(r.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!((c.naks, c.restarts), (1, 1));
     }
 
     #[test]
@@ -1166,7 +1435,7 @@ mod tests {
         );
         assert_eq!(Arch::parse("uefi"), Some(Arch::UefiX64));
         assert_eq!(Arch::parse("arm"), None);
-        assert_eq!(peek_xid(&offer().bytes()), Some(XID));
-        assert_eq!(peek_xid(&[1, 2, 3]), None);
+        assert_eq!(peek_chaddr(&offer().bytes()), Some(MAC));
+        assert_eq!(peek_chaddr(&offer().bytes()[..33]), None);
     }
 }

@@ -3,12 +3,12 @@
 //! All clients share one UDP socket bound to 0.0.0.0:68 (the DHCP client port; the server's
 //! broadcast answers reach it) and, in proxy mode, one socket on an ephemeral port for the
 //! REQUESTs to the boot server's port 4011. Datagrams go out and come in with
-//! `sendmmsg`/`recvmmsg` in batches of 64; replies are demultiplexed by xid (unique per client)
-//! through a hash map; retransmission timers live in one binary heap (lazy deletion), not one
-//! task per client.
+//! `sendmmsg`/`recvmmsg` in batches of 64; replies are demultiplexed by chaddr (client i has
+//! MAC `mac_base + i`; its xid changes when a NAK restarts it, so the client itself checks the
+//! xid); retransmission timers live in one binary heap (lazy deletion), not one task per client.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -121,6 +121,13 @@ pub fn mac_add(base: [u8; 6], i: u64) -> [u8; 6] {
     [out[2], out[3], out[4], out[5], out[6], out[7]]
 }
 
+/// The `i` with `mac_add(base, i) == mac` and `i < n`: which client a reply is for.
+pub fn mac_index(base: [u8; 6], mac: [u8; 6], n: usize) -> Option<usize> {
+    let v = |m: [u8; 6]| m.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
+    let i = v(mac).wrapping_sub(v(base)) & 0xffff_ffff_ffff;
+    usize::try_from(i).ok().filter(|&i| i < n)
+}
+
 #[derive(Debug, Clone)]
 pub struct StormParams {
     pub clients: usize,
@@ -186,8 +193,12 @@ pub struct StormReport {
     pub packets_sent: u64,
     pub packets_received: u64,
     pub send_errors: ErrorCounts,
-    /// Replies whose xid is no client's.
-    pub replies_unknown_xid: u64,
+    /// Replies whose chaddr is no client's.
+    pub replies_unknown_client: u64,
+    /// NAKs the clients obeyed (each restarts the client at DISCOVER after a back-off).
+    pub naks: u64,
+    /// Fresh DISCOVERs after a NAK.
+    pub restarts: u64,
     /// Successful clients given an address another successful client also got.
     pub duplicate_addresses: u64,
     /// Replies a client ignored (wrong chaddr, second offer, late duplicate, ...).
@@ -220,6 +231,8 @@ struct Tally {
     per_arch: BTreeMap<&'static str, ArchCount>,
     last_finished: Duration,
     retransmits: u64,
+    naks: u64,
+    restarts: u64,
     ignored: u64,
     malformed: u64,
     addresses: HashSet<Ipv4Addr>,
@@ -229,6 +242,8 @@ struct Tally {
 impl Tally {
     fn record(&mut self, c: &DhcpClient, start: Instant, cause: Option<String>) {
         self.retransmits += c.retransmits;
+        self.naks += c.naks;
+        self.restarts += c.restarts;
         let arch = self.per_arch.entry(c.arch().name()).or_default();
         arch.clients += 1;
         let cause = match (cause, c.failure()) {
@@ -314,16 +329,16 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     let archs = assign_archs(&p.arch_mix, p.clients);
     let timeouts = ClientConfig::pxe_timeouts(p.timeout_scale);
     let mut rng = Rng(p.seed | 1);
-    let mut by_xid: HashMap<u32, u32> = HashMap::with_capacity(p.clients * 2);
+    let mut xids: HashSet<u32> = HashSet::with_capacity(p.clients * 2);
     let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(p.clients);
     for (i, &arch) in archs.iter().enumerate() {
         let xid = loop {
             let x = (rng.next() >> 32) as u32;
-            if x != 0 && !by_xid.contains_key(&x) {
+            if x != 0 && !xids.contains(&x) {
                 break x;
             }
         };
-        by_xid.insert(xid, i as u32);
+        xids.insert(xid);
         let mac = mac_add(p.mac_base, i as u64);
         let mut uuid = [0u8; 16];
         uuid[..8].copy_from_slice(&rng.next().to_le_bytes());
@@ -350,7 +365,7 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     let mut send_errors = ErrorCounts::new();
     let mut sent = 0u64;
     let mut received = 0u64;
-    let mut unknown_xid = 0u64;
+    let mut unknown_client = 0u64;
     let hist = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3);
     let mut tally = Tally {
         d2o: hist()?,
@@ -361,6 +376,8 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
         per_arch: BTreeMap::new(),
         last_finished: Duration::ZERO,
         retransmits: 0,
+        naks: 0,
+        restarts: 0,
         ignored: 0,
         malformed: 0,
         addresses: HashSet::with_capacity(p.clients),
@@ -460,19 +477,19 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
                 for k in 0..n {
                     let (bytes, _from) = inb.datagram(k);
                     received += 1;
-                    let idx = dhcp_client::peek_xid(bytes).and_then(|x| by_xid.get(&x).copied());
+                    let idx = dhcp_client::peek_chaddr(bytes)
+                        .and_then(|m| mac_index(p.mac_base, m, p.clients));
                     let Some(i) = idx else {
-                        unknown_xid += 1;
+                        unknown_client += 1;
                         continue;
                     };
-                    let i = i as usize;
                     match clients[i].as_mut() {
                         Some(c) => {
                             if c.handle_datagram(now, bytes) == Verdict::Accepted {
                                 drive!(i, now);
                             }
                         }
-                        None => unknown_xid += 1,
+                        None => unknown_client += 1,
                     }
                 }
             }
@@ -543,7 +560,9 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
         packets_sent: sent,
         packets_received: received,
         send_errors,
-        replies_unknown_xid: unknown_xid,
+        replies_unknown_client: unknown_client,
+        naks: tally.naks,
+        restarts: tally.restarts,
         duplicate_addresses: tally.duplicates,
         replies_ignored: tally.ignored,
         replies_malformed: tally.malformed,
@@ -591,8 +610,13 @@ impl std::fmt::Display for StormReport {
         )?;
         writeln!(
             f,
-            "replies: unknown xid {}  ignored {}  malformed {}",
-            self.replies_unknown_xid, self.replies_ignored, self.replies_malformed
+            "NAKs {}  restarts after a NAK {}",
+            self.naks, self.restarts
+        )?;
+        writeln!(
+            f,
+            "replies: for no client {}  ignored {}  malformed {}",
+            self.replies_unknown_client, self.replies_ignored, self.replies_malformed
         )?;
         let row = |f: &mut std::fmt::Formatter<'_>, name: &str, l: &Latency| {
             writeln!(
@@ -662,6 +686,18 @@ mod tests {
         assert_eq!(mac_add(base, 1), [0x52, 0x54, 0, 1, 0, 0]);
         assert_eq!(mac_add(base, 0), base);
         assert!(parse_mac("52:54:00").is_err());
+        for k in [0u64, 1, 2, 999] {
+            assert_eq!(mac_index(base, mac_add(base, k), 1000), Some(k as usize));
+        }
+        assert_eq!(mac_index(base, mac_add(base, 1000), 1000), None);
+        assert_eq!(
+            mac_index(base, mac_add(base, u64::MAX), 1000),
+            None,
+            "below the base"
+        );
+        // Across the 48-bit wrap.
+        let top = parse_mac("ff:ff:ff:ff:ff:fe").unwrap();
+        assert_eq!(mac_index(top, mac_add(top, 3), 10), Some(3));
         assert!(parse_mac("52:54:00:00:00:zz").is_err());
     }
 }
