@@ -1,7 +1,8 @@
 //! `pxe-bench dhcp-storm` against real DHCP servers in network namespaces the tests create:
 //! pxe-server in full mode, dnsmasq in full mode, and pxe-server in proxy mode next to dnsmasq
 //! (addresses only). Each storm of 200 simulated ROMs must complete, every client with the boot
-//! file of its architecture and an address of its own.
+//! file of its architecture and an address of its own; a NAK (dnsmasq's "address in use" under a
+//! storm) only restarts a client, as it does firmware.
 //!
 //! Root only (scripts/test.sh runs them with PXE_REQUIRE_PRIVILEGED=1). A test that cannot run
 //! (not root, no namespaces, no server binary, no dnsmasq) fails loudly; it never passes.
@@ -49,6 +50,8 @@ fn check(report: &serde_json::Value, boot: &[(&str, &str)]) {
     assert_eq!(report["duplicate_addresses"], 0, "{report:#}");
     assert_eq!(report["replies_malformed"], 0, "{report:#}");
     assert_eq!(report["dhcp_total"]["count"], CLIENTS, "{report:#}");
+    // Every client got its lease in the end, so every NAK was followed by a fresh DISCOVER.
+    assert_eq!(report["naks"], report["restarts"], "{report:#}");
     assert!(report["packets_received"].as_u64().unwrap() >= 2 * CLIENTS);
     let mut total = 0;
     for (arch, file) in boot {
@@ -81,40 +84,21 @@ fn pxe_server_config(dir: &Path, mode: &str, pool: bool) -> String {
     c
 }
 
-fn start_pxe_server(ns: &Netns, dir: &Path, config: &str) -> Proc {
+/// pxe-server with a `dir/tftp` root.
+fn pxe_server(ns: &Netns, dir: &Path, config: &str) -> Proc {
     std::fs::create_dir_all(dir.join("tftp")).unwrap();
-    let path = dir.join("pxe.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = ns.command(server_bin().to_str().unwrap());
-    cmd.args(["serve", "--config", path.to_str().unwrap()])
-        .env("RUST_LOG", "info");
-    let mut p = Proc::spawn(cmd, dir, "pxe-server");
-    p.wait_for("DHCP service ready");
-    p
+    start_pxe_server(ns, dir, config)
 }
 
-fn start_dnsmasq(ns: &Netns, dir: &Path, iface: &str, extra: &[&str]) -> Proc {
-    let mut cmd = ns.command("dnsmasq");
-    cmd.args([
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--user=root",
-        "--bind-interfaces",
-        "--no-ping",
-        "--dhcp-lease-max=10000",
+/// dnsmasq handing out 10.203.1.0 - 10.203.4.255 on `iface`, plus `extra`.
+fn dnsmasq(ns: &Netns, dir: &Path, iface: &str, extra: &[&str]) -> Proc {
+    let iface = format!("--interface={iface}");
+    let mut args = vec![
+        iface.as_str(),
         "--dhcp-range=10.203.1.0,10.203.4.255,255.255.0.0,1h",
-    ])
-    .arg(format!("--interface={iface}"))
-    .arg(format!(
-        "--dhcp-leasefile={}",
-        dir.join("dnsmasq.leases").display()
-    ))
-    .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
-    .args(extra);
-    let mut p = Proc::spawn(cmd, dir, "dnsmasq");
-    p.wait_for("DHCP, IP range");
-    p
+    ];
+    args.extend_from_slice(extra);
+    start_dnsmasq(ns, dir, &args)
 }
 
 /// Server namespace (`ds` 10.203.0.1/16) and client namespace (`dc`, no address) on a veth.
@@ -131,7 +115,7 @@ fn pair() -> (Netns, Netns) {
 fn storm_200_clients_full_mode_pxe_server() {
     let (srv, cli) = pair();
     let dir = tempfile::tempdir().unwrap();
-    let server = start_pxe_server(
+    let server = pxe_server(
         &srv,
         dir.path(),
         &pxe_server_config(dir.path(), "full", true),
@@ -153,7 +137,7 @@ fn storm_200_clients_full_mode_pxe_server() {
 fn storm_200_clients_full_mode_dnsmasq() {
     let (srv, cli) = pair();
     let dir = tempfile::tempdir().unwrap();
-    let dnsmasq = start_dnsmasq(
+    let dnsmasq = dnsmasq(
         &srv,
         dir.path(),
         "ds",
@@ -183,24 +167,19 @@ fn storm_200_clients_full_mode_dnsmasq() {
 #[test]
 #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
 fn storm_200_clients_proxy_mode_pxe_server_next_to_dnsmasq() {
-    let sw = Netns::new("sw");
-    let srv = Netns::new("srv");
-    let dns = Netns::new("dnsm");
-    let cli = Netns::new("cli");
-    sw.ip(&["link", "add", "br0", "type", "bridge"]);
-    sw.ip(&["link", "set", "br0", "up"]);
-    for (ns, inner, outer) in [(&srv, "ds", "bs"), (&dns, "dd", "bd"), (&cli, "dc", "bc")] {
-        veth(ns, inner, &sw, outer);
-        sw.ip(&["link", "set", outer, "master", "br0"]);
-    }
-    srv.ip(&["addr", "add", "10.203.0.1/16", "dev", "ds"]);
-    dns.ip(&["addr", "add", "10.203.0.3/16", "dev", "dd"]);
-    cli.ip(&["addr", "add", "10.203.0.2/16", "dev", "dc"]);
+    let net = lan(&[
+        ("srv", "ds", Some("10.203.0.1/16")),
+        ("dnsm", "dd", Some("10.203.0.3/16")),
+        ("cli", "dc", Some("10.203.0.2/16")),
+    ]);
+    let [srv, dns, cli] = &net.hosts[..] else {
+        unreachable!()
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let dnsmasq = start_dnsmasq(&dns, d, "dd", &[]);
-    let server = start_pxe_server(&srv, d, &pxe_server_config(d, "proxy", false));
-    let report = storm(&cli, "dc", "proxy", "02:42:00:03:00:00");
+    let dnsmasq = dnsmasq(dns, d, "dd", &[]);
+    let server = pxe_server(srv, d, &pxe_server_config(d, "proxy", false));
+    let report = storm(cli, "dc", "proxy", "02:42:00:03:00:00");
     check(
         &report,
         &[

@@ -1,9 +1,12 @@
 //! What the bench crate's namespace tests share: loud refusal when they cannot run, the
-//! pxe-server binary, network namespaces and veth pairs that clean up after themselves, and
-//! background processes killed on drop.
+//! pxe-server binary, network namespaces, veth pairs and bridged segments that clean up after
+//! themselves, background processes (pxe-server, dnsmasq) killed on drop, and the bounded run
+//! of a pxe-bench subcommand.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::fs::File;
+use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -89,6 +92,29 @@ impl Netns {
         );
     }
 
+    /// Adds `n` addresses `first`, `first + 1`, ... (prefix length `prefix`) to `dev`, in one
+    /// `ip -batch`.
+    pub fn add_addresses(&self, dev: &str, first: Ipv4Addr, n: u32, prefix: u8) {
+        let batch: String = (0..n)
+            .map(|i| {
+                let a = Ipv4Addr::from(u32::from(first) + i);
+                format!("addr add {a}/{prefix} dev {dev}\n")
+            })
+            .collect();
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("ip -batch");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(batch.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "adding {n} addresses");
+    }
+
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name, program]);
@@ -121,6 +147,76 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     ]);
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);
+}
+
+/// Hosts on one Ethernet segment: a bridge in a namespace of its own, each host joined to it by
+/// a veth. Everything is deleted on drop.
+pub struct Lan {
+    pub hosts: Vec<Netns>,
+    _switch: Netns,
+}
+
+/// A [`Lan`] of `hosts`: (namespace tag, the host's interface name, its address/prefix if any).
+pub fn lan(hosts: &[(&str, &str, Option<&str>)]) -> Lan {
+    let sw = Netns::new("sw");
+    sw.ip(&["link", "add", "br0", "type", "bridge"]);
+    sw.ip(&["link", "set", "br0", "up"]);
+    let hosts = hosts
+        .iter()
+        .enumerate()
+        .map(|(k, &(tag, iface, addr))| {
+            let ns = Netns::new(tag);
+            let port = format!("port{k}");
+            veth(&ns, iface, &sw, &port);
+            sw.ip(&["link", "set", &port, "master", "br0"]);
+            if let Some(a) = addr {
+                ns.ip(&["addr", "add", a, "dev", iface]);
+            }
+            ns
+        })
+        .collect();
+    Lan { hosts, _switch: sw }
+}
+
+/// Starts pxe-server with `config` (written to `dir/pxe.toml`) in `ns`, and waits until its
+/// DHCP service is up.
+pub fn start_pxe_server(ns: &Netns, dir: &Path, config: &str) -> Proc {
+    let path = dir.join("pxe.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = ns.command(server_bin().to_str().unwrap());
+    cmd.args(["serve", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let mut p = Proc::spawn(cmd, dir, "pxe-server");
+    p.wait_for("DHCP service ready");
+    p
+}
+
+/// Starts dnsmasq in `ns` (foreground, no DNS, no config file, no ping before offering, lease
+/// and pid files in `dir`) with `args` (at least `--interface` and a `--dhcp-range`), and
+/// waits until its DHCP service (and TFTP, with `--enable-tftp`) is up.
+pub fn start_dnsmasq(ns: &Netns, dir: &Path, args: &[&str]) -> Proc {
+    let mut cmd = ns.command("dnsmasq");
+    cmd.args([
+        "--no-daemon",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--user=root",
+        "--bind-interfaces",
+        "--no-ping",
+        "--dhcp-lease-max=10000",
+    ])
+    .arg(format!(
+        "--dhcp-leasefile={}",
+        dir.join("dnsmasq.leases").display()
+    ))
+    .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+    .args(args);
+    let mut p = Proc::spawn(cmd, dir, "dnsmasq");
+    p.wait_for("DHCP, IP range");
+    if args.contains(&"--enable-tftp") {
+        p.wait_for("TFTP root is");
+    }
+    p
 }
 
 /// A background process, killed and reaped on drop; stderr goes to a file.
