@@ -243,9 +243,9 @@ fn storm_50_clients_pxe_server_byte_exact() {
 #[test]
 #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
 fn windows_arrive_as_one_receive_with_gro() {
-    let (srv, cli) = pair();
+    let (srv, cli) = pair(CLIENTS);
     let dir = tempfile::tempdir().unwrap();
-    let server = start_pxe_server(&srv, dir.path());
+    let server = pxe_server(&srv, dir.path(), true);
     let mut per_receive = vec![];
     for gro in [true, false] {
         let mut args = full_storm_args(&dir.path().join("tftp"));
