@@ -1021,6 +1021,68 @@ impl TftpConfig {
 mod tests {
     use super::*;
 
+    const SAMPLE: &str = include_str!("../../config/pxe-server.toml");
+
+    #[test]
+    fn the_sample_config_shows_the_defaults() {
+        let c = Config::parse(SAMPLE, Path::new("config/pxe-server.toml")).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    /// The sample's commented examples (`# key = value` and table headers) form a valid file
+    /// once uncommented, and each lands where it says.
+    #[test]
+    fn the_sample_config_examples_are_valid() {
+        let mut text = String::new();
+        for line in SAMPLE.lines() {
+            let ex = line.strip_prefix("# ").filter(|l| {
+                l.starts_with('[') && l.ends_with(']')
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        !k.is_empty()
+                            && k.chars()
+                                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    })
+            });
+            match ex {
+                Some(l) => text.push_str(l),
+                // The empty pool list gives way to the [[dhcp.subnets]] example.
+                None if line == "subnets = []" => {}
+                None => text.push_str(line),
+            }
+            text.push('\n');
+        }
+        // The HTTP root must exist.
+        let f = fixture();
+        let text = text.replace("\"/srv/http\"", &format!("{:?}", f.root));
+        let c = match Config::parse(&text, Path::new("uncommented.toml")) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}\n{text}"),
+        };
+        assert_eq!(c.dhcp.subnets.len(), 1);
+        assert_eq!(c.dhcp.server_ip, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(
+            c.boot.uefi_http.as_deref(),
+            Some("http://10.0.0.1/ipxe.efi")
+        );
+        assert_eq!(c.boot.arm64.as_deref(), Some("ipxe-arm64.efi"));
+        assert!(
+            c.boot
+                .cmdline
+                .as_deref()
+                .unwrap()
+                .contains("{{ host.key }}")
+        );
+        assert_eq!(c.http.root, Some(PathBuf::from(&f.root)));
+        assert_eq!(c.install.server_url.as_deref(), Some("http://10.0.0.1"));
+        assert_eq!(c.install.vars.len(), 2);
+        assert_eq!(c.hosts.len(), 1);
+        let h = &c.hosts[0];
+        assert_eq!(h.hostname.as_deref(), Some("node01"));
+        assert!(h.uuid.is_some() && h.mac.is_some());
+        assert_eq!(h.next_boot, crate::nextboot::NextBoot::Install);
+        assert_eq!(h.boot.kernel.as_deref(), Some("vmlinuz-6.1"));
+    }
+
     struct Fixture {
         _dir: tempfile::TempDir,
         root: String,
