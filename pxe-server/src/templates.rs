@@ -331,6 +331,89 @@ mod tests {
         }
     }
 
+    /// The example templates shipped in config/templates render for a host with every
+    /// optional value and for one with none (strict mode: a typo would fail here), and each
+    /// ends its install by calling back the host's own /done URL.
+    #[test]
+    fn shipped_example_templates_render_with_and_without_values() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/templates");
+        let t = Templates::load(Some(&dir)).unwrap();
+        for name in ["ks.cfg", "preseed.cfg", "user-data", "meta-data"] {
+            assert!(t.has(name), "{name} missing from {}", dir.display());
+        }
+        let full = host(
+            "gpu7",
+            "52:54:00:00:00:07",
+            "role = \"gpu\"\ntimezone = \"Europe/Paris\"\nssh_key = \"ssh-ed25519 AAAA k\"\n\
+             root_password_hash = \"$6$x$y\"\npassword_hash = \"$6$x$z\"\nmirror = \"10.0.0.5\"",
+        );
+        let mut bare = host("n8", "52:54:00:00:00:08", "");
+        bare.hostname = None;
+        let site = toml::Table::new();
+        for (h, rich) in [(&full, true), (&bare, false)] {
+            let ctx = host_context(
+                "http://10.0.0.1",
+                &profile(),
+                &site,
+                Some(h),
+                None,
+                NextBoot::Install,
+            )
+            .unwrap();
+            let done = format!("http://10.0.0.1/done/mac:{}", h.mac.unwrap());
+            let ks = t.render("ks.cfg", &ctx).unwrap();
+            let post = &ks[ks.find("%post").expect("a %post section")..];
+            assert!(
+                post.contains(&format!("curl -fsS --retry 5 -X POST {done}\n%end")),
+                "{ks}"
+            );
+            let preseed = t.render("preseed.cfg", &ctx).unwrap();
+            let late: Vec<&str> = preseed
+                .lines()
+                .filter(|l| l.starts_with("d-i preseed/late_command"))
+                .collect();
+            assert_eq!(late.len(), 1, "{preseed}");
+            assert!(
+                late[0].ends_with(&format!("wget -q -O /dev/null {done}")),
+                "{preseed}"
+            );
+            let user_data = t.render("user-data", &ctx).unwrap();
+            assert!(user_data.starts_with("#cloud-config\n# "), "{user_data}");
+            assert!(user_data.contains(&format!("    - curl -fsS --retry 5 -X POST {done}\n")));
+            let meta = t.render("meta-data", &ctx).unwrap();
+            assert!(meta.starts_with(&format!("instance-id: mac:{}\n", h.mac.unwrap())));
+            if rich {
+                assert!(ks.contains("timezone Europe/Paris --utc\n"), "{ks}");
+                assert!(ks.contains("--hostname=gpu7\n"), "{ks}");
+                assert!(ks.contains("rootpw --iscrypted $6$x$y\n"), "{ks}");
+                assert!(
+                    ks.contains("sshkey --username=root \"ssh-ed25519 AAAA k\"\n"),
+                    "{ks}"
+                );
+                assert!(ks.contains("\npciutils\n"), "{ks}");
+                assert!(preseed.contains("hostname string 10.0.0.5\n"), "{preseed}");
+                assert!(preseed.contains("authorized_keys;"), "{preseed}");
+                assert!(preseed.contains(
+                    "make-user boolean false\nd-i passwd/root-password-crypted password $6$x$y\n"
+                ));
+                assert!(user_data.contains("    hostname: gpu7\n"), "{user_data}");
+                assert!(user_data.contains("      - \"ssh-ed25519 AAAA k\"\n"));
+                assert!(meta.ends_with("local-hostname: gpu7\n"), "{meta}");
+            } else {
+                assert!(ks.contains("timezone UTC --utc\n"), "{ks}");
+                assert!(ks.contains("--activate\nrootpw --lock\n"), "{ks}");
+                assert!(!ks.contains("sshkey") && !ks.contains("pciutils"), "{ks}");
+                assert!(
+                    preseed.contains("passwd/root-login boolean false\n"),
+                    "{preseed}"
+                );
+                assert!(!preseed.contains("make-user boolean false"), "{preseed}");
+                assert!(user_data.contains("    hostname: ubuntu\n"), "{user_data}");
+                assert!(!user_data.contains("authorized-keys"), "{user_data}");
+            }
+        }
+    }
+
     #[test]
     fn per_host_rendering_and_builtins() {
         let dir = tempfile::tempdir().unwrap();
