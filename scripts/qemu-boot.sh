@@ -7,6 +7,7 @@
 #   sudo scripts/qemu-boot.sh                       # SeaBIOS + iPXE ROM, dnsmasq DHCP
 #   sudo scripts/qemu-boot.sh --firmware uefi       # OVMF native PXE -> snponly.efi -> kernel
 #   sudo scripts/qemu-boot.sh --dhcp pxe-server --mode proxy
+#   sudo scripts/qemu-boot.sh --uefi-http            # OVMF UEFI HTTP boot -> snponly.efi
 #
 # Options:
 #   --firmware bios|uefi    bios: SeaBIOS with QEMU's iPXE option ROM (it asks DHCP, gets the
@@ -22,6 +23,14 @@
 #                           http://SERVER/boot.ipxe (which renders the install script); after
 #                           the boot, the installer callback is made and the next script
 #                           must be the local-disk one (needs --dhcp pxe-server)
+#   --uefi-http             UEFI HTTP boot instead of PXE (implies --firmware uefi, needs
+#                           --dhcp pxe-server): OVMF's PXE client is switched off (fw_cfg
+#                           opt/org.tianocore/IPv4PXESupport and IPv6PXESupport = no), so its
+#                           HTTP boot client asks DHCP with option 60 HTTPClient, gets the URL
+#                           http://SERVER/snponly.efi ([boot] uefi_http) and loads it from
+#                           pxe-server's [http] service; snponly.efi (iPXE) goes on as usual.
+#                           Checked: the firmware's GET in the capture, HTTP bytes in
+#                           `pxe-server status`, no TFTP transfer of snponly.efi
 #   --kvm                   -accel kvm (default TCG: a KVM guest stalled inside iPXE here)
 #   --nic virtio|e1000      the guest NIC [virtio]; e1000 with bios only
 #   --timeout SECS          how long to wait for the marker [180]
@@ -41,7 +50,8 @@ REPO="$(pwd)"
 # shellcheck source=scripts/lib/netns.sh
 source scripts/lib/netns.sh
 
-FIRMWARE=bios MODE=full DHCP=pxe-server ACCEL=tcg NIC=virtio TIMEOUT=180 HTTP=0
+FIRMWARE=bios MODE=full DHCP=pxe-server ACCEL=tcg NIC=virtio TIMEOUT=180 HTTP=0 UEFI_HTTP=0
+FIRMWARE_SET=0
 BIN="${PXE_SERVER_BIN:-}" ASSETS=target/qemu-assets LOGDIR="" QUIET=0 CAPTURE=1
 LOCK_WAIT="${QEMU_BOOT_LOCK_WAIT:-1200}"
 
@@ -49,11 +59,12 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 die() { echo "qemu-boot: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --firmware) FIRMWARE="${2:-}"; shift 2 ;;
+        --firmware) FIRMWARE="${2:-}"; FIRMWARE_SET=1; shift 2 ;;
         --mode) MODE="${2:-}"; shift 2 ;;
         --dhcp) DHCP="${2:-}"; shift 2 ;;
         --kvm) ACCEL=kvm; shift ;;
         --http) HTTP=1; shift ;;
+        --uefi-http) UEFI_HTTP=1; shift ;;
         --nic) NIC="${2:-}"; shift 2 ;;
         --timeout) TIMEOUT="${2:-}"; shift 2 ;;
         --bin) BIN="${2:-}"; shift 2 ;;
@@ -66,6 +77,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$FIRMWARE" in bios | uefi) ;; *) die "--firmware must be bios or uefi" ;; esac
+if [ "$UEFI_HTTP" -eq 1 ]; then
+    [ "$FIRMWARE" = uefi ] || [ "$FIRMWARE_SET" -eq 0 ] || die "--uefi-http is a UEFI boot: --firmware uefi"
+    FIRMWARE=uefi
+    [ "$DHCP" = pxe-server ] || die "--uefi-http needs --dhcp pxe-server (it answers HTTPClient with the URL)"
+fi
 case "$MODE" in full | proxy) ;; *) die "--mode must be full or proxy" ;; esac
 case "$DHCP" in dnsmasq | pxe-server) ;; *) die "--dhcp must be dnsmasq or pxe-server" ;; esac
 case "$NIC" in virtio) NICDEV=virtio-net-pci ;; e1000) NICDEV=e1000 ;; *) die "--nic: virtio or e1000" ;; esac
@@ -97,6 +113,7 @@ if [ "$FIRMWARE" = uefi ]; then
 fi
 
 TAG="$FIRMWARE-$MODE-$DHCP"
+if [ "$UEFI_HTTP" -eq 1 ]; then TAG="$TAG-uefihttp"; fi
 [ "$HTTP" -eq 1 ] && TAG="$TAG-http"
 LOGDIR="${LOGDIR:-target/qemu-boot/$TAG}"
 
@@ -188,7 +205,10 @@ PCAP="$LOGDIR/capture.pcapng"
 if [ "$CAPTURE" -eq 1 ]; then
     # Every UDP datagram except TFTP DATA (opcode 3 in the first two payload bytes; DHCP
     # starts with op 1 or 2): requests, option acknowledgements, ACKs and errors are kept.
-    ip netns exec "$NS_SRV" tshark -q -n -i s0 -f 'udp and not udp[8:2] = 3' -w "$PCAP" \
+    # With --uefi-http also what clients send to TCP port 80 (requests and ACKs, no file data).
+    FILTER='udp and not udp[8:2] = 3'
+    [ "$UEFI_HTTP" -eq 0 ] || FILTER="($FILTER) or (tcp dst port 80)"
+    ip netns exec "$NS_SRV" tshark -q -n -i s0 -f "$FILTER" -w "$PCAP" \
         > "$LOGDIR/tshark.log" 2>&1 &
     PIDS+=($!)
     for _ in $(seq 1 100); do
@@ -241,6 +261,10 @@ TOML
 bios = "undionly.kpxe"
 uefi_x64 = "snponly.efi"
 TOML
+        # UEFI HTTP boot (option 93 arch 16): the firmware gets a URL, not a TFTP file name.
+        if [ "$UEFI_HTTP" -eq 1 ]; then
+            echo "uefi_http = \"http://$SRV_IP/snponly.efi\""
+        fi
         if [ "$HTTP" -eq 1 ]; then
             # iPXE gets the HTTP script; the install script it renders loads the kernel and
             # initrd over HTTP (built-in ipxe/install.ipxe), with this command line.
@@ -261,6 +285,14 @@ next_boot = "install"
 TOML
         else
             echo 'ipxe_script = "boot.ipxe"'
+            if [ "$UEFI_HTTP" -eq 1 ]; then
+                cat <<TOML
+
+[http]
+enabled = true
+listen = ["$SRV_IP:80"]
+TOML
+            fi
         fi
     fi
 } > "$CONF"
@@ -326,6 +358,14 @@ else
         -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE"
         -drive "if=pflash,format=raw,unit=1,file=$LOGDIR/OVMF_VARS.fd"
         -device "$NICDEV,netdev=n0,mac=$VM_MAC,romfile=,bootindex=0")
+    if [ "$UEFI_HTTP" -eq 1 ]; then
+        # OVMF makes PXEv4, PXEv6, HTTPv4 and HTTPv6 boot options for the NIC and tries them in
+        # that order. Its PXE driver reads these fw_cfg switches at start (PxeBcPcdProducerLib):
+        # with both off there are no PXE options, so the first network option is HTTP boot,
+        # without waiting for PXE's DHCP to time out first.
+        QEMU+=(-fw_cfg name=opt/org.tianocore/IPv4PXESupport,string=no
+            -fw_cfg name=opt/org.tianocore/IPv6PXESupport,string=no)
+    fi
 fi
 printf '%q ' "${QEMU[@]}" > "$LOGDIR/qemu.cmd"
 echo >> "$LOGDIR/qemu.cmd"
@@ -368,8 +408,22 @@ fi
 # With --http: the kernel and initrd came over HTTP, then the installer's callback switches
 # the VM to the local disk (what %post would do), and its next script must say so.
 HTTP_NOTE=""
-if [ "$result" = pass ] && [ "$HTTP" -eq 1 ]; then
+if [ "$result" = pass ] && [ $((HTTP + UEFI_HTTP)) -gt 0 ]; then
     "$BIN" status --json --socket "$LOGDIR/control.sock" > "$LOGDIR/status.json" 2>&1 || true
+fi
+# With --uefi-http: the firmware's first stage (snponly.efi) came from the HTTP service (the
+# capture is checked below: the firmware's own GET, and no TFTP read of the file).
+if [ "$result" = pass ] && [ "$UEFI_HTTP" -eq 1 ]; then
+    efi_size=$(stat -c %s "$ASSETS/snponly.efi")
+    got=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]))["http"]["metrics"]; print(m["bytes_sent"], m["responses_2xx"])' "$LOGDIR/status.json" 2>/dev/null || echo "0 0")
+    read -r uefi_http_bytes uefi_http_2xx <<< "$got"
+    if [ "$uefi_http_2xx" -lt 1 ] || [ "$uefi_http_bytes" -lt "$efi_size" ]; then
+        result=uefi-http-missing
+    else
+        HTTP_NOTE=" (UEFI HTTP boot: snponly.efi over HTTP, $uefi_http_bytes HTTP bytes sent)"
+    fi
+fi
+if [ "$result" = pass ] && [ "$HTTP" -eq 1 ]; then
     want=$(( $(stat -c %s "$ASSETS/vmlinuz") + $(stat -c %s "$ASSETS/initrd.img") ))
     got=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["http"]["metrics"]["bytes_sent"], s["http"]["install"]["scripts_install"])' "$LOGDIR/status.json" 2>/dev/null || echo "0 0")
     read -r http_bytes scripts <<< "$got"
@@ -382,7 +436,7 @@ if [ "$result" = pass ] && [ "$HTTP" -eq 1 ]; then
         ip netns exec "$NS_SRV" curl -sS --fail "http://$SRV_IP/boot.ipxe?mac=${VM_MAC//:/-}" \
             > "$LOGDIR/next-script.ipxe" 2>&1 || result=http-callback
         if [ "$result" = pass ] && grep -q sanboot "$LOGDIR/next-script.ipxe"; then
-            HTTP_NOTE=" (kernel+initrd over HTTP: $http_bytes bytes; after the callback the next script boots the local disk)"
+            HTTP_NOTE="$HTTP_NOTE (kernel+initrd over HTTP: $http_bytes bytes; after the callback the next script boots the local disk)"
         else
             result=http-callback
         fi
@@ -431,9 +485,27 @@ if [ "$CAPTURE" -eq 1 ]; then
                     printf "%8.3f %s %s asked:%s granted:%s acks:%d last-block:%d %s\n", t[i],
                         cli[i], file[i], asked[i], granted[i], acks[i], last[i], note[i] }' |
             head -n 60
+        if [ "$UEFI_HTTP" -eq 1 ]; then
+            echo "== HTTP requests (time, client, method, URI, User-Agent)"
+            tshark -n -r "$PCAP" -Y http.request -T fields -E separator='|' \
+                -e frame.time_relative -e ip.src -e http.request.method -e http.request.uri \
+                -e http.user_agent 2>/dev/null |
+                awk -F'|' '{ printf "%8.3f %s %s %s %s\n", $1, $2, $3, $4, ($5 == "" ? "-" : $5) }' |
+                head -n 40
+        fi
     } > "$LOGDIR/summary.txt" 2>&1 || true
     echo "---- network summary ($LOGDIR/summary.txt)"
     cat "$LOGDIR/summary.txt"
+    if [ "$result" = pass ] && [ "$UEFI_HTTP" -eq 1 ]; then
+        # The firmware's HTTP boot client (User-Agent UefiHttpBoot/...) fetched the file, and
+        # no TFTP read request asked for it.
+        if ! awk '$3 == "GET" && $4 == "/snponly.efi" && $5 ~ /^UefiHttpBoot/' \
+            "$LOGDIR/summary.txt" | grep -q .; then
+            result=uefi-http-capture
+        elif awk '$3 == "snponly.efi"' "$LOGDIR/summary.txt" | grep -q .; then
+            result=uefi-http-tftp
+        fi
+    fi
 fi
 
 case "$result" in
@@ -446,5 +518,8 @@ case "$result" in
     exited) fail "QEMU exited after ${ELAPSED}s without '$MARKER' (see qemu.log)" ;;
     server-died) fail "pxe-server exited after ${ELAPSED}s (see pxe-server.log)" ;;
     http-missing) fail "booted, but not over HTTP (status.json: http bytes $http_bytes < $want or no install script)" ;;
+    uefi-http-missing) fail "booted, but pxe-server's HTTP service did not send snponly.efi (status.json: $uefi_http_bytes bytes, $uefi_http_2xx 2xx)" ;;
+    uefi-http-capture) fail "booted, but the capture shows no GET /snponly.efi from the firmware (UefiHttpBoot) (summary.txt)" ;;
+    uefi-http-tftp) fail "booted, but snponly.efi was (also) read over TFTP (summary.txt)" ;;
     http-callback) fail "the installer callback did not switch the next boot to local (callback.txt, next-script.ipxe)" ;;
 esac

@@ -1,7 +1,7 @@
 //! Real firmware network boots in QEMU, through `scripts/qemu-boot.sh`: SeaBIOS with QEMU's
-//! iPXE option ROM, and OVMF with its own UEFI PXE client, on a tap device in a client network
-//! namespace; pxe-server (the binary this crate builds) serves TFTP from a server namespace and,
-//! with `--dhcp pxe-server`, DHCP as well. Each boot must reach the guest's initrd, which prints
+//! iPXE option ROM, and OVMF with its own UEFI PXE client or its UEFI HTTP boot client, on a
+//! tap device in a client network namespace; pxe-server (the binary this crate builds) serves
+//! TFTP (and HTTP) from a server namespace and, with `--dhcp pxe-server`, DHCP as well. Each boot must reach the guest's initrd, which prints
 //! `PXE-BOOT-OK bios|uefi` on the serial console.
 //!
 //! Root only (namespaces, tap devices); run by `scripts/test.sh`. The script serialises the
@@ -125,12 +125,17 @@ fn boot_with(firmware: &str, mode: &str, dhcp: &str, extra: &[&str]) -> Run {
     let mut args = vec!["--firmware", firmware, "--mode", mode, "--dhcp", dhcp];
     args.extend_from_slice(extra);
     let run = qemu_boot(&args);
+    let uefi_http = if extra.contains(&"--uefi-http") {
+        "-uefihttp"
+    } else {
+        ""
+    };
     let http = if extra.contains(&"--http") {
         "-http"
     } else {
         ""
     };
-    let tag = format!("{firmware}-{mode}-{dhcp}{http}");
+    let tag = format!("{firmware}-{mode}-{dhcp}{uefi_http}{http}");
     assert!(
         run.success && run.stdout.contains(&format!("PASS {tag}")),
         "{tag} did not boot\nstdout:\n{}\nstderr:\n{}",
@@ -268,4 +273,60 @@ fn netns_qemu_bios_boots_over_http() {
 #[ignore = "needs root, network namespaces and QEMU (run by scripts/test.sh)"]
 fn netns_qemu_uefi_boots_over_http() {
     boot_over_http("uefi");
+}
+
+// --- UEFI HTTP boot: the firmware's first stage over HTTP ----------------------------------------
+
+/// OVMF with its PXE driver switched off (fw_cfg `opt/org.tianocore/IPv4PXESupport` and
+/// `IPv6PXESupport` = no) boots its next network option, UEFI HTTP boot: its DHCP asks with
+/// option 60 `HTTPClient:Arch:00016` and option 93 = 16, pxe-server answers option 60
+/// `HTTPClient` and the URL of `[boot] uefi_http`, and the firmware's HTTP client (User-Agent
+/// `UefiHttpBoot`) fetches snponly.efi from pxe-server's HTTP service; iPXE then gets its
+/// script, kernel and initrd as in the other UEFI boots.
+fn boot_uefi_http(mode: &str) {
+    let run = boot_with("uefi", mode, "pxe-server", &["--uefi-http"]);
+    let out = &run.stdout;
+    // The script checked `pxe-server status` (HTTP bytes >= snponly.efi, a 2xx answer).
+    assert!(out.contains("snponly.efi over HTTP"), "{out}");
+    // pxe-server's answer to the firmware: option 60 HTTPClient and the URL.
+    assert!(
+        out.lines().any(|l| l.contains(" OFFER ")
+            && l.contains("file=http://10.77.0.1/snponly.efi")
+            && l.trim_end().ends_with(" HTTPClient")),
+        "no HTTPClient offer with the URL:\n{out}"
+    );
+    // The firmware's own request, in the capture.
+    assert!(
+        out.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.len() == 5
+                && w[2] == "GET"
+                && w[3] == "/snponly.efi"
+                && w[4].starts_with("UefiHttpBoot/")
+        }),
+        "no GET /snponly.efi by the firmware's HTTP boot client:\n{out}"
+    );
+    // Not over TFTP, while iPXE's own files were.
+    assert!(
+        !out.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some("snponly.efi")),
+        "snponly.efi went over TFTP:\n{out}"
+    );
+    for file in ["boot.ipxe", "vmlinuz", "initrd.img"] {
+        tftp_transfer(out, file);
+    }
+}
+
+#[test]
+#[ignore = "needs root, network namespaces and QEMU (run by scripts/test.sh)"]
+fn netns_qemu_uefi_http_boot_full_mode() {
+    boot_uefi_http("full");
+}
+
+/// dnsmasq gives the address, pxe-server's ProxyDHCP answer the URL (edk2 pairs a
+/// "DHCP only" offer with a proxy offer carrying an IP-address URI).
+#[test]
+#[ignore = "needs root, network namespaces and QEMU (run by scripts/test.sh)"]
+fn netns_qemu_uefi_http_boot_proxy_mode() {
+    boot_uefi_http("proxy");
 }
