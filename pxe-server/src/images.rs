@@ -63,6 +63,18 @@ pub enum OpenError {
 pub struct Image {
     data: ImageData,
     netascii: OnceLock<Box<[u8]>>,
+    version: Option<ImageVersion>,
+}
+
+/// The file version a snapshot holds, known when the file did not change while it was copied:
+/// the bytes of two images with the same version are the same (HTTP's validators, `ETag` and
+/// `Last-Modified`, come from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageVersion {
+    pub ino: u64,
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
 }
 
 enum ImageData {
@@ -78,7 +90,19 @@ impl Image {
         Image {
             data: ImageData::Owned(bytes.into()),
             netascii: OnceLock::new(),
+            version: None,
         }
+    }
+
+    /// `self` marked as the bytes of file version `version`.
+    pub fn with_version(mut self, version: ImageVersion) -> Image {
+        self.version = Some(version);
+        self
+    }
+
+    /// The file version these bytes are, if known (see [`ImageVersion`]).
+    pub fn version(&self) -> Option<ImageVersion> {
+        self.version
     }
 
     /// An image over a read-only map that nothing can shrink (see the module docs).
@@ -86,6 +110,7 @@ impl Image {
         Image {
             data: ImageData::Mapped(map),
             netascii: OnceLock::new(),
+            version: None,
         }
     }
 
@@ -216,7 +241,14 @@ impl ImageStore {
                 return Ok(Arc::clone(&c.image));
             }
             let (image, stable) = snapshot_stable(&file, identity)?;
-            let image = Arc::new(image);
+            let image = Arc::new(match stable {
+                Some(id) => image.with_version(ImageVersion {
+                    ino: id.ino,
+                    size: id.size,
+                    mtime_ns: id.mtime_ns,
+                }),
+                None => image,
+            });
             match stable {
                 Some(identity) => {
                     *cached = Some(Cached {
@@ -658,8 +690,15 @@ mod tests {
         assert_eq!(new.octets(), b"version two, longer");
         assert_eq!(old.octets(), b"version one");
         assert!(!Arc::ptr_eq(&old, &new));
+        // Each snapshot knows the file version it holds (HTTP's ETag comes from it).
+        let (vo, vn) = (old.version().unwrap(), new.version().unwrap());
+        assert_eq!((vo.size, vn.size), (11, 19));
+        assert_ne!(vo.ino, vn.ino);
+        let meta = fs::metadata(root.join("initrd")).unwrap();
+        assert_eq!(vn.ino, meta.ino());
         // Unchanged file: the cached snapshot is reused.
         assert!(Arc::ptr_eq(&new, &store.open(b"initrd").unwrap()));
+        assert!(Image::from_bytes(vec![1]).version().is_none());
     }
 
     #[test]
