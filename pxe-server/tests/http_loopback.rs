@@ -225,6 +225,93 @@ fn get_head_ranges_and_keep_alive_on_one_connection() {
     srv.wait_for("connection closed", |m| m.connections_open == 0);
 }
 
+/// ETag / Last-Modified on the wire, 304 without a body (the next response on the same
+/// connection parses), If-Range honoured or not, and a replaced file with a new tag.
+#[test]
+fn validators_and_conditional_requests_on_one_connection() {
+    let file = data(20_000);
+    let srv = Running::start("", &[("ipxe.efi", &file)]);
+    let mut s = srv.connect();
+    request(&mut s, "HEAD /ipxe.efi HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_response(&mut s, true);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/efi"));
+    let etag = r.header("etag").expect("ETag").to_owned();
+    let modified = r.header("last-modified").expect("Last-Modified").to_owned();
+    assert!(etag.starts_with('"') && !etag.starts_with("W/"), "{etag}");
+
+    let conditional = [
+        format!("If-None-Match: {etag}"),
+        format!("If-None-Match: \"nope\", W/{etag}"),
+        format!("If-Modified-Since: {modified}"),
+    ];
+    for h in &conditional {
+        request(
+            &mut s,
+            &format!("GET /ipxe.efi HTTP/1.1\r\nHost: x\r\n{h}\r\n\r\n"),
+        );
+        let r = read_response(&mut s, true);
+        assert_eq!(r.status, 304, "{h}");
+        assert_eq!(r.header("etag"), Some(etag.as_str()), "{h}");
+        assert_eq!(r.header("content-length"), None, "{h}");
+    }
+    // A 304 to HEAD as well.
+    request(
+        &mut s,
+        &format!("HEAD /ipxe.efi HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n"),
+    );
+    assert_eq!(read_response(&mut s, true).status, 304);
+
+    // If-Range: the current tag gets the range, another one the whole file.
+    request(
+        &mut s,
+        &format!(
+            "GET /ipxe.efi HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\nIf-Range: {etag}\r\n\r\n"
+        ),
+    );
+    let r = read_response(&mut s, false);
+    assert_eq!((r.status, &r.body[..]), (206, &file[100..200]));
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    request(
+        &mut s,
+        "GET /ipxe.efi HTTP/1.1\r\nHost: x\r\nRange: bytes=100-199\r\nIf-Range: \"old\"\r\n\r\n",
+    );
+    let r = read_response(&mut s, false);
+    assert_eq!((r.status, r.body.len()), (200, file.len()));
+    assert_eq!(r.body, file);
+
+    // The file replaced by rename: the old tag now gets the new bytes, under a new tag.
+    let root = srv._dir.path().join("root");
+    let newer = data(7_000);
+    std::fs::write(root.join("ipxe.efi.tmp"), &newer).unwrap();
+    std::fs::rename(root.join("ipxe.efi.tmp"), root.join("ipxe.efi")).unwrap();
+    request(
+        &mut s,
+        &format!("GET /ipxe.efi HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n"),
+    );
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, newer);
+    assert_ne!(r.header("etag"), Some(etag.as_str()));
+    // ...and If-Range with the old tag the whole new file, not a piece of it.
+    request(
+        &mut s,
+        &format!(
+            "GET /ipxe.efi HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\nIf-Range: {etag}\r\n\r\n"
+        ),
+    );
+    let r = read_response(&mut s, false);
+    assert_eq!((r.status, r.body.len()), (200, newer.len()));
+
+    let m = srv.snapshot();
+    assert_eq!(m.connections_accepted, 1, "{m}");
+    assert_eq!(
+        (m.responses_304, m.responses_206, m.responses_2xx),
+        (4, 1, 4),
+        "{m}"
+    );
+}
+
 #[test]
 fn oversized_heads_get_431_and_are_counted() {
     let srv = Running::start("", &[("f", b"x")]);

@@ -5,7 +5,9 @@
 //!   same, so both protocols share one sealed snapshot per file): a body is a `Bytes` slice of
 //!   the image's mapping, never a copy; hyper writes it with vectored writes.
 //! - **Requests**: `GET` and `HEAD`, one `Range` (206 / 416), keep-alive; other methods get
-//!   405 with `Allow`. Paths are percent-decoded and then checked ([`path`]); the store's
+//!   405 with `Allow`. Files carry a strong `ETag` and `Last-Modified` from their snapshot's
+//!   version; `If-None-Match` / `If-Modified-Since` give 304, `If-Range` is honoured
+//!   ([`conditional`]). Paths are percent-decoded and then checked ([`path`]); the store's
 //!   `RESOLVE_BENEATH` open refuses symlinks leaving the root. See [`router`].
 //! - **Bounds**: a request head is at most [`MAX_HEAD_BYTES`] (hyper answers 431 beyond) and
 //!   [`MAX_HEADERS`] lines; it must arrive within `header_timeout_ms`, and a connection with no
@@ -13,6 +15,7 @@
 //!   connections a new one gets a fixed 503 and is closed. Per connection: the read buffer,
 //!   the response head and references to shared image bytes.
 
+pub mod conditional;
 pub mod conn;
 pub mod path;
 pub mod range;
@@ -62,6 +65,8 @@ counters! {
     /// 2xx other than 206.
     responses_2xx,
     responses_206,
+    /// 304 Not Modified (a conditional GET or HEAD whose validator still matches).
+    responses_304,
     /// 4xx, including the 400 and 431 hyper sends for unparsable or oversized heads.
     responses_4xx,
     responses_5xx,

@@ -12,6 +12,7 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::conditional::{self, Validators};
 use super::path::{self, PathRefusal};
 use super::range::{self, RangeAnswer};
 use super::{HttpMetrics, ImageSource};
@@ -98,6 +99,7 @@ fn install_route(state: &State, req: &Request<()>) -> Option<Response<Body>> {
 pub fn count_response(m: &HttpMetrics, status: StatusCode) {
     let counter = match status.as_u16() {
         206 => &m.responses_206,
+        304 => &m.responses_304,
         200..=299 => &m.responses_2xx,
         400..=499 => &m.responses_4xx,
         500..=599 => &m.responses_5xx,
@@ -180,19 +182,33 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
     };
     let len = image.len() as u64;
     let head = req.method() == Method::HEAD;
-    // Range applies to GET only (RFC 9110 §14.2). With no validator (ETag/Last-Modified) an
-    // If-Range can never match, so it means "send the whole file".
-    let answer = if head || req.headers().contains_key(header::IF_RANGE) {
-        RangeAnswer::Full
-    } else {
-        range::evaluate(
-            req.headers()
-                .get_all(header::RANGE)
-                .iter()
-                .map(HeaderValue::as_bytes),
-            len,
-        )
+    let validators = image
+        .version()
+        .map(|v| Validators::of(&v, std::time::SystemTime::now()));
+    let lines = |name: header::HeaderName| {
+        req.headers()
+            .get_all(name)
+            .into_iter()
+            .map(HeaderValue::as_bytes)
     };
+    if conditional::not_modified(
+        validators.as_ref(),
+        lines(header::IF_NONE_MATCH),
+        lines(header::IF_MODIFIED_SINCE),
+    ) {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        add_validators(r.headers_mut(), validators.as_ref());
+        return r;
+    }
+    // Range applies to GET only (RFC 9110 §14.2), and under an If-Range only while the file
+    // is still the version the client names (else the whole file, 200).
+    let answer =
+        if head || !conditional::if_range_holds(validators.as_ref(), lines(header::IF_RANGE)) {
+            RangeAnswer::Full
+        } else {
+            range::evaluate(lines(header::RANGE), len)
+        };
     let (status, start, end) = match answer {
         RangeAnswer::Full => (StatusCode::OK, 0, len),
         RangeAnswer::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
@@ -216,9 +232,10 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
+        HeaderValue::from_static(content_type(&name)),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    add_validators(h, validators.as_ref());
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if status == StatusCode::PARTIAL_CONTENT
         && let Ok(v) = HeaderValue::try_from(format!("bytes {start}-{}/{len}", end - 1))
@@ -226,6 +243,31 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
         h.insert(header::CONTENT_RANGE, v);
     }
     r
+}
+
+/// `ETag` and `Last-Modified`, when the image's version is known.
+fn add_validators(h: &mut header::HeaderMap, v: Option<&Validators>) {
+    let Some(v) = v else { return };
+    if let Ok(tag) = HeaderValue::try_from(v.etag()) {
+        h.insert(header::ETAG, tag);
+    }
+    if let Some(date) = v
+        .last_modified()
+        .and_then(|d| HeaderValue::try_from(d).ok())
+    {
+        h.insert(header::LAST_MODIFIED, date);
+    }
+}
+
+/// `application/efi` for EFI programs (what UEFI HTTP boot looks for first, before it falls
+/// back to the URL's extension), else plain bytes.
+fn content_type(name: &[u8]) -> &'static str {
+    let efi = name.len() >= 4 && name[name.len() - 4..].eq_ignore_ascii_case(b".efi");
+    if efi {
+        "application/efi"
+    } else {
+        "application/octet-stream"
+    }
 }
 
 #[cfg(test)]
@@ -320,6 +362,97 @@ mod tests {
             ),
             (4, 2, 1, 1)
         );
+    }
+
+    #[test]
+    fn validators_and_conditional_requests() {
+        let (d, s) = state();
+        let r = get(&s, Method::GET, "/file", &[]);
+        assert_eq!(r.status(), 200);
+        let etag = hdr(&r, header::ETAG).to_owned();
+        let modified = hdr(&r, header::LAST_MODIFIED).to_owned();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+        assert!(modified.ends_with(" GMT"), "{modified}");
+        // The same validators on HEAD and on a 206.
+        for (method, range) in [(Method::HEAD, None), (Method::GET, Some("bytes=1-2"))] {
+            let h: Vec<_> = range.map(|v| ("range", v)).into_iter().collect();
+            let r = get(&s, method, "/file", &h);
+            assert_eq!(hdr(&r, header::ETAG), etag);
+            assert_eq!(hdr(&r, header::LAST_MODIFIED), modified);
+        }
+
+        // A matching If-None-Match or a not-older If-Modified-Since: 304, no body.
+        let listed = format!("\"zz\", W/{etag}");
+        for (method, name, value) in [
+            (Method::GET, "if-none-match", etag.as_str()),
+            (Method::HEAD, "if-none-match", listed.as_str()),
+            (Method::GET, "if-modified-since", modified.as_str()),
+        ] {
+            let r = get(&s, method, "/file", &[(name, value)]);
+            assert_eq!(r.status(), 304, "{name}: {value}");
+            assert_eq!(hdr(&r, header::ETAG), etag);
+            assert!(r.headers().get(header::CONTENT_LENGTH).is_none());
+            assert!(body(r).is_empty());
+        }
+        // Another tag: the file, even with a matching If-Modified-Since (If-None-Match wins).
+        let r = get(
+            &s,
+            Method::GET,
+            "/file",
+            &[
+                ("if-none-match", "\"old\""),
+                ("if-modified-since", &modified),
+            ],
+        );
+        assert_eq!(r.status(), 200);
+        assert_eq!(body(r), b"0123456789");
+        let r = get(
+            &s,
+            Method::GET,
+            "/file",
+            &[("if-modified-since", "Thu, 01 Jan 1970 00:00:01 GMT")],
+        );
+        assert_eq!(r.status(), 200);
+
+        // If-Range with the current tag: the range; with another tag: the whole file.
+        let r = get(
+            &s,
+            Method::GET,
+            "/file",
+            &[("range", "bytes=2-4"), ("if-range", &etag)],
+        );
+        assert_eq!(r.status(), 206);
+        assert_eq!(body(r), b"234");
+        let r = get(
+            &s,
+            Method::GET,
+            "/file",
+            &[("range", "bytes=2-4"), ("if-range", "\"old\"")],
+        );
+        assert_eq!(r.status(), 200);
+        assert_eq!(body(r), b"0123456789");
+
+        // Replaced by rename: a new tag, and the old one no longer gives 304.
+        let root = d.path().join("root");
+        std::fs::write(root.join("file.new"), b"new content").unwrap();
+        std::fs::rename(root.join("file.new"), root.join("file")).unwrap();
+        let r = get(&s, Method::GET, "/file", &[("if-none-match", &etag)]);
+        assert_eq!(r.status(), 200);
+        assert_ne!(hdr(&r, header::ETAG), etag);
+        assert_eq!(body(r), b"new content");
+
+        let m = s.metrics.snapshot();
+        assert_eq!((m.responses_304, m.responses_206), (3, 2), "{m}");
+    }
+
+    #[test]
+    fn efi_programs_are_application_efi() {
+        let (d, s) = state();
+        std::fs::write(d.path().join("root/ipxe.EFI"), b"MZ").unwrap();
+        let r = get(&s, Method::GET, "/ipxe.EFI", &[]);
+        assert_eq!(hdr(&r, header::CONTENT_TYPE), "application/efi");
+        let r = get(&s, Method::GET, "/file", &[]);
+        assert_eq!(hdr(&r, header::CONTENT_TYPE), "application/octet-stream");
     }
 
     #[test]
