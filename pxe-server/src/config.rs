@@ -443,7 +443,9 @@ pub struct HttpConfig {
     pub root: Option<PathBuf>,
     /// Runtime worker threads (1..=64).
     pub threads: usize,
-    /// Open connections at most; beyond it a new connection gets 503 and is closed.
+    /// Open connections at most; beyond it a new connection gets 503 and is closed. Lowered at
+    /// start, with a warning, when it does not fit the open-file limit next to
+    /// `tftp.max_sessions` (see `http::fit_fd_limit`).
     pub max_connections: usize,
     /// A request head must arrive within this many milliseconds of its first byte (of the
     /// connection, for the first request).

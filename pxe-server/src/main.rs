@@ -367,7 +367,7 @@ fn serve(
             listen = ?server.local_addrs()?,
             root = %h.root_or(&config.tftp.root).display(),
             threads = h.threads,
-            max_connections = h.max_connections,
+            max_connections = server.max_connections(),
             "HTTP service ready"
         );
         Some((server, http_metrics))

@@ -519,3 +519,109 @@ fn serve_runs_http_until_sigterm() {
     assert!(log.contains("HTTP service stopped"), "{log}");
     assert!(TcpStream::connect(addr).is_err(), "HTTP still listening");
 }
+
+/// `serve` under a small open-file limit (started through `prlimit --nofile=64:400`): the soft
+/// limit is raised to the hard one, and `max_connections = 1000` is lowered, with a warning, to
+/// what TFTP's 100 sessions and the 256 reserved descriptors leave (400 - 256 - 100 = 44): the
+/// 45th open connection gets the 503 instead of a failed accept().
+#[test]
+fn serve_fits_max_connections_to_the_open_file_limit() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("f"), b"x").unwrap();
+    let sock = dir.path().join("ctl.sock");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tftp_port = udp.local_addr().unwrap().port();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http_port = tcp.local_addr().unwrap().port();
+    drop((udp, tcp));
+    let file = dir.path().join("pxe.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[tftp]\nroot = {root:?}\nlisten = [\"127.0.0.1:{tftp_port}\"]\nengine = \"portable\"\n\
+             threads = 1\nmax_sessions = 100\n[http]\nenabled = true\n\
+             listen = [\"127.0.0.1:{http_port}\"]\nthreads = 1\nmax_connections = 1000\n\
+             [control]\nsocket = {sock:?}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("prlimit")
+        .arg("--nofile=64:400")
+        .arg(env!("CARGO_BIN_EXE_pxe-server"))
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("prlimit (util-linux)");
+    let status = || -> Option<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+            .args(["status", "--json", "--socket", sock.to_str().unwrap()])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        if let Some(v) = status() {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never answered status"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(v["http"]["metrics"]["connections_limit"], 44, "{v}");
+    // prlimit exec'd the server: its soft limit went from 64 to the hard 400.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>()[3..5],
+        ["400", "400"],
+        "{line}"
+    );
+
+    let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let mut open: Vec<TcpStream> = (0..44).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = status().expect("status");
+        if v["http"]["metrics"]["connections_open"] == 44 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "44 connections not open: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut extra = TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_response(&mut extra, true).status, 503);
+    // The ones within the limit are served.
+    let s = &mut open[43];
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    request(s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(s, false).body, b"x");
+    drop(open);
+
+    // SAFETY: kill(2) on the child this test started (prlimit exec'd the server in place).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("max_connections lowered to fit the open-file limit")
+            && log.contains("effective=44"),
+        "{log}"
+    );
+}

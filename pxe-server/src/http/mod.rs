@@ -14,6 +14,12 @@
 //!   traffic for `idle_timeout_ms` is closed ([`conn`]). Beyond `max_connections` open
 //!   connections a new one gets a fixed 503 and is closed. Per connection: the read buffer,
 //!   the response head and references to shared image bytes.
+//! - **Open files**: each connection is a descriptor, and so is each TFTP transfer. At start the
+//!   soft `RLIMIT_NOFILE` is raised to the hard limit; if `max_connections` does not fit next
+//!   to TFTP's `max_sessions` and [`RESERVED_FDS`], it is lowered with a warning
+//!   ([`fit_fd_limit`]), so a storm meets the 503 rather than failing `accept()` (EMFILE). The
+//!   limit belongs to the serving process (systemd's `LimitNOFILE`, a container's ulimit), not
+//!   to the config file, so `check` does not refuse a config for it.
 
 pub mod conditional;
 pub mod conn;
@@ -36,6 +42,7 @@ use hyper_util::rt::TokioIo;
 use crate::config::Config;
 use crate::images::{Image, ImageStore, OpenError};
 use crate::metrics::counters;
+use crate::tftp::service::RESERVED_FDS;
 use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, Guarded};
 use router::{Body, State};
 
@@ -60,6 +67,9 @@ counters! {
     connections_refused,
     /// Connections open now (a gauge).
     connections_open,
+    /// The `max_connections` in force: the configured one, or less to fit the open-file limit
+    /// (a setting, not a count).
+    connections_limit,
     /// Requests handed to the router.
     requests,
     /// 2xx other than 206.
@@ -148,22 +158,45 @@ impl HttpServer {
                     .map_err(|e| io::Error::new(e.kind(), format!("HTTP listen {addr}: {e}")))?,
             );
         }
+        let soft = crate::tftp::service::raise_nofile_limit();
+        let fit = fit_fd_limit(
+            h.max_connections as u64,
+            config.tftp.max_sessions as u64,
+            soft,
+        );
+        match fit {
+            FdFit::Fits(_) => {}
+            FdFit::Lowered { to, tftp_sessions } => tracing::warn!(
+                configured = h.max_connections,
+                effective = to,
+                rlimit_nofile = soft,
+                tftp_sessions,
+                reserved = RESERVED_FDS,
+                "[http] max_connections lowered to fit the open-file limit (one descriptor per \
+                 connection, next to one per TFTP transfer); raise the hard limit \
+                 (LimitNOFILE=) or lower max_connections or tftp.max_sessions"
+            ),
+            FdFit::Shared { to, tftp_sessions } => tracing::warn!(
+                configured = h.max_connections,
+                effective = to,
+                rlimit_nofile = soft,
+                tftp_sessions,
+                reserved = RESERVED_FDS,
+                "[http] max_connections lowered to a quarter of the open-file limit; with TFTP \
+                 at its max_sessions as well the process can run out of descriptors (failed \
+                 accepts and TFTP requests); raise the hard limit (LimitNOFILE=) or lower \
+                 tftp.max_sessions"
+            ),
+        }
         let limits = Limits {
-            max_connections: h.max_connections as u64,
+            max_connections: fit.connections(),
             header_timeout: Duration::from_millis(h.header_timeout_ms),
             idle_timeout: Duration::from_millis(h.idle_timeout_ms),
         };
+        metrics
+            .connections_limit
+            .store(limits.max_connections, Ordering::Relaxed);
         let threads = h.threads.max(1);
-        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-        if let Some(soft) = nofile.filter(|&n| n < limits.max_connections.saturating_add(64)) {
-            // Connections past the fd limit fail in accept() (counted in accept_errors) rather
-            // than getting the 503; TFTP sessions draw from the same limit.
-            tracing::warn!(
-                max_connections = h.max_connections,
-                rlimit_nofile = soft,
-                "[http] max_connections is not below the open-file limit"
-            );
-        }
         Ok(HttpServer {
             listeners,
             state: Arc::new(State {
@@ -175,6 +208,11 @@ impl HttpServer {
             limits,
             threads,
         })
+    }
+
+    /// The `max_connections` in force (see [`fit_fd_limit`]).
+    pub fn max_connections(&self) -> u64 {
+        self.limits.max_connections
     }
 
     /// The bound addresses (with the actual ports when the config said port 0).
@@ -215,6 +253,54 @@ impl HttpServer {
         });
         rt.shutdown_timeout(Duration::from_secs(1));
         result
+    }
+}
+
+/// How `max_connections` fits the open-file limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdFit {
+    /// As configured (or no limit).
+    Fits(u64),
+    /// Lowered to what is left after TFTP's sessions and [`RESERVED_FDS`].
+    Lowered { to: u64, tftp_sessions: u64 },
+    /// Almost nothing was left after TFTP's sessions: HTTP keeps a quarter of the limit (minus
+    /// the reserve), and the two together can exceed it at full load.
+    Shared { to: u64, tftp_sessions: u64 },
+}
+
+impl FdFit {
+    pub fn connections(self) -> u64 {
+        match self {
+            FdFit::Fits(n) | FdFit::Lowered { to: n, .. } | FdFit::Shared { to: n, .. } => n,
+        }
+    }
+}
+
+/// Fits `configured` connections into the soft open-file limit `soft` (`None` = unlimited),
+/// next to [`RESERVED_FDS`] descriptors (listeners, DHCP sockets, the lease database, the
+/// control socket, files being snapshotted) and TFTP's sessions (one socket each; TFTP clamps
+/// its `max_sessions` to the limit minus the reserve, as it is done here).
+pub fn fit_fd_limit(configured: u64, tftp_max_sessions: u64, soft: Option<u64>) -> FdFit {
+    let Some(soft) = soft else {
+        return FdFit::Fits(configured);
+    };
+    let usable = soft.saturating_sub(RESERVED_FDS);
+    let tftp_sessions = tftp_max_sessions.min(usable);
+    let left = usable - tftp_sessions;
+    if configured <= left {
+        return FdFit::Fits(configured);
+    }
+    let floor = (usable / 4).max(1);
+    if left >= floor {
+        FdFit::Lowered {
+            to: left,
+            tftp_sessions,
+        }
+    } else {
+        FdFit::Shared {
+            to: configured.min(floor),
+            tftp_sessions,
+        }
     }
 }
 
@@ -345,5 +431,73 @@ async fn handle(
             router::count_response(&metrics, StatusCode::INTERNAL_SERVER_ERROR);
             Ok(router::error(StatusCode::INTERNAL_SERVER_ERROR))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_connections_fits_the_open_file_limit() {
+        // No limit, or room for everything: as configured.
+        assert_eq!(fit_fd_limit(10_000, 10_000, None), FdFit::Fits(10_000));
+        assert_eq!(
+            fit_fd_limit(10_000, 10_000, Some(20_256)),
+            FdFit::Fits(10_000)
+        );
+        // This machine's hard limit (20000) with both defaults: HTTP gets what TFTP leaves.
+        assert_eq!(
+            fit_fd_limit(10_000, 10_000, Some(20_000)),
+            FdFit::Lowered {
+                to: 9_744,
+                tftp_sessions: 10_000
+            }
+        );
+        assert_eq!(
+            fit_fd_limit(1_000, 100, Some(400)),
+            FdFit::Lowered {
+                to: 44,
+                tftp_sessions: 100
+            }
+        );
+        // TFTP takes (nearly) everything: HTTP keeps a quarter of the usable descriptors.
+        assert_eq!(
+            fit_fd_limit(10_000, 10_000, Some(1_024)),
+            FdFit::Shared {
+                to: 192,
+                tftp_sessions: 768
+            }
+        );
+        assert_eq!(
+            fit_fd_limit(100, 10_000, Some(1_024)),
+            FdFit::Shared {
+                to: 100,
+                tftp_sessions: 768
+            }
+        );
+        // A limit below the reserve: one connection, never zero.
+        assert_eq!(fit_fd_limit(10, 10, Some(100)).connections(), 1);
+    }
+
+    #[test]
+    fn bind_raises_the_soft_limit_and_records_the_limit_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[tftp]\nroot = {:?}\n[http]\nenabled = true\nlisten = [\"127.0.0.1:0\"]\n\
+             max_connections = 7\n",
+            dir.path()
+        );
+        let config = Arc::new(Config::parse(&text, std::path::Path::new("t.toml")).unwrap());
+        let images = Arc::new(ImageStore::new(dir.path().to_path_buf()).unwrap());
+        let server = HttpServer::bind(config, images, Arc::default(), None).unwrap();
+        let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        assert_eq!(
+            lim.current, lim.maximum,
+            "soft limit not raised to the hard one"
+        );
+        let want = fit_fd_limit(7, 10_000, lim.current).connections();
+        assert_eq!(server.max_connections(), want);
+        assert_eq!(server.metrics().snapshot().connections_limit, want);
     }
 }

@@ -255,7 +255,7 @@ fn malformed_request_error(e: ParseError) -> (ErrorCode, &'static str) {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit if it is lower; returns the soft limit
 /// now in force (`None` = unlimited).
-fn raise_nofile_limit() -> Option<u64> {
+pub(crate) fn raise_nofile_limit() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let lim = getrlimit(Resource::Nofile);
     if lim.current != lim.maximum {
