@@ -213,6 +213,42 @@ fn curl_files_head_ranges_keep_alive_and_refusals() {
         "curl did not reuse the connection: {run}"
     );
 
+    // Caching validators as curl uses them: --etag-save / --etag-compare (If-None-Match), and
+    // -R (the local copy gets Last-Modified as its mtime) then -z FILE (If-Modified-Since).
+    let etag_file = server.scratch().join("etag");
+    let copy = server.scratch().join("copy.out");
+    let (code, run) = curl_to(
+        &net,
+        &copy,
+        &[
+            "-R",
+            "--etag-save",
+            etag_file.to_str().unwrap(),
+            &url(&server, &path),
+        ],
+    );
+    assert_eq!(code, 200, "{run}");
+    let etag = std::fs::read_to_string(&etag_file).unwrap();
+    assert!(etag.trim().starts_with('"'), "no ETag saved: {etag:?}");
+    let before_304 = http_counter(&server, "responses_304");
+    let again = server.scratch().join("again.out");
+    for args in [
+        vec!["--etag-compare", etag_file.to_str().unwrap()],
+        vec!["-z", copy.to_str().unwrap()],
+    ] {
+        let _ = std::fs::remove_file(&again);
+        let mut a = args.clone();
+        let u = url(&server, &path);
+        a.push(&u);
+        let (code, run) = curl_to(&net, &again, &a);
+        assert_eq!(code, 304, "{args:?}: {run}");
+        assert_eq!(std::fs::metadata(&again).map_or(0, |m| m.len()), 0);
+    }
+    let (code, run) = curl_to(&net, &again, &["-z", "1 Jan 2000", &url(&server, &path)]);
+    assert_eq!(code, 200, "{run}");
+    assert_eq!(sha256_file(&again).unwrap(), sha256(mib));
+    assert_eq!(http_counter(&server, "responses_304"), before_304 + 2);
+
     // Hostile paths: 4xx, counted, never the outside file.
     std::fs::write(server.outside_root().join("secret"), b"TOP SECRET\n").unwrap();
     std::os::unix::fs::symlink("../secret", server.root.join("escape")).unwrap();
