@@ -244,8 +244,10 @@ fn netns_qemu_uefi_boots_proxy_mode() {
 /// over TFTP); then the installer callback switches the VM to the local disk, which the next
 /// script shows (checked by the script: "after the callback the next script boots the local
 /// disk").
-fn boot_over_http(firmware: &str) {
-    let run = boot_with(firmware, "full", "pxe-server", &["--http"]);
+fn boot_over_http(firmware: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["--http"];
+    args.extend_from_slice(extra);
+    let run = boot_with(firmware, "full", "pxe-server", &args);
     assert!(
         run.stdout.contains("kernel+initrd over HTTP")
             && run.stdout.contains("next script boots the local disk"),
@@ -261,18 +263,48 @@ fn boot_over_http(firmware: &str) {
             run.stdout
         );
     }
+    run
 }
 
 #[test]
 #[ignore = "needs root, network namespaces and QEMU (run by scripts/test.sh)"]
 fn netns_qemu_bios_boots_over_http() {
-    boot_over_http("bios");
+    boot_over_http("bios", &[]);
 }
 
 #[test]
 #[ignore = "needs root, network namespaces and QEMU (run by scripts/test.sh)"]
 fn netns_qemu_uefi_boots_over_http() {
-    boot_over_http("uefi");
+    boot_over_http("uefi", &[]);
+}
+
+/// Nothing over TFTP at all: UEFI HTTP boot loads snponly.efi over HTTP, iPXE gets
+/// `http://SERVER/boot.ipxe`, the install script, kernel and initrd over HTTP, then the
+/// callback switches the VM to its local disk.
+#[test]
+#[ignore = "needs root, network namespaces and QEMU (run by scripts/test.sh)"]
+fn netns_qemu_uefi_http_boot_then_install_all_over_http() {
+    let run = boot_over_http("uefi", &["--uefi-http"]);
+    let out = &run.stdout;
+    assert!(out.contains("snponly.efi over HTTP"), "{out}");
+    let tftp: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("== TFTP transfers"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("=="))
+        .collect();
+    assert!(
+        tftp.is_empty(),
+        "TFTP transfers in an all-HTTP boot: {tftp:?}\n{out}"
+    );
+    for uri in ["/snponly.efi", "/boot.ipxe", "/vmlinuz", "/initrd.img"] {
+        assert!(
+            out.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("GET")
+                    && l.split_whitespace().nth(3) == Some(uri)),
+            "no GET {uri}:\n{out}"
+        );
+    }
 }
 
 // --- UEFI HTTP boot: the firmware's first stage over HTTP ----------------------------------------
