@@ -6,6 +6,7 @@ mod boot_storm;
 mod dhcp_client;
 mod dhcp_flood;
 mod dhcp_storm;
+mod http_client;
 mod mmsg;
 mod storm;
 mod tftp_client;
