@@ -7,6 +7,11 @@
 //! hands the expected contents (for byte-exact verification) to
 //! [`BootClient::start_transfer`].
 //!
+//! With an HTTP base in the plan, the kernel and the initrd come over HTTP/1.1 instead (one
+//! keep-alive connection, an [`HttpConn`]): the driver connects when
+//! [`BootClient::poll_http_connect`] names the server, writes [`BootClient::http_output`], and
+//! feeds the socket's bytes, end or error to the `handle_http_*` methods.
+//!
 //! Call pattern after any input (`handle_*`, `start_transfer`): drain
 //! [`BootClient::poll_transmit`] until it returns `None` (phase changes happen there, after the
 //! last ACK of a transfer has been handed out), then look at `awaiting_transfer`.
@@ -16,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dhcp_client::{self, Arch, ClientConfig, DhcpClient, Verdict};
+use crate::http_client::{HttpBase, HttpConn, HttpFailure};
 use crate::tftp_client::{self, ClientOptions, TftpClient};
 
 /// The phases of a boot, in order.
@@ -63,6 +69,36 @@ pub struct BootPlan {
     /// gives up.
     pub tftp_timeout: Duration,
     pub tftp_retries: u32,
+    /// Kernel and initrd over HTTP from here (TFTP when None).
+    pub http: Option<Arc<HttpBase>>,
+    /// HTTP connect timeout, and the longest silence while a request is in flight.
+    pub http_timeout: Duration,
+}
+
+impl BootPlan {
+    /// The phase is fetched over HTTP.
+    pub fn uses_http(&self, step: Step) -> bool {
+        self.http.is_some() && matches!(step, Step::Kernel | Step::Initrd)
+    }
+
+    /// How the phase is done, for the report: "dhcp", "tftp" or "http".
+    pub fn transport(&self, step: Step) -> &'static str {
+        match step {
+            Step::Dhcp => "dhcp",
+            s if self.uses_http(s) => "http",
+            _ => "tftp",
+        }
+    }
+
+    /// The phase after `step` (None: the boot is complete).
+    pub fn step_after(&self, step: Step) -> Option<Step> {
+        match step {
+            Step::Dhcp => Some(Step::BootFile),
+            Step::BootFile if self.kernel.is_some() => Some(Step::Kernel),
+            Step::BootFile | Step::Kernel if self.initrd.is_some() => Some(Step::Initrd),
+            _ => None,
+        }
+    }
 }
 
 /// The TFTP options a client asks for.
@@ -108,6 +144,8 @@ pub enum BootFailure {
     VerifyMismatch(Step),
     ShortFile(Step),
     TftpProtocol(Step),
+    /// An HTTP fetch failed (connect refused/timeout, reset, status, short body, …).
+    Http(HttpFailure, Step),
     /// Something on this side (a socket that could not be opened, a file missing from the
     /// verify directory): the short name given by the driver.
     Local(String, Step),
@@ -125,6 +163,7 @@ impl BootFailure {
             BootFailure::VerifyMismatch(s) => format!("verify-mismatch-{}", s.key()),
             BootFailure::ShortFile(s) => format!("short-file-{}", s.key()),
             BootFailure::TftpProtocol(s) => format!("tftp-protocol-{}", s.key()),
+            BootFailure::Http(f, s) => format!("http-{}-{}", f.cause(), s.key()),
             BootFailure::Local(what, s) => format!("{what}-{}", s.key()),
         }
     }
@@ -145,6 +184,8 @@ enum State {
     /// The next TFTP transfer waits for the driver's `start_transfer`.
     Awaiting,
     Transferring,
+    /// An HTTP fetch runs.
+    Http,
     Done,
     Failed,
 }
@@ -156,6 +197,8 @@ pub struct BootClient {
     step: Step,
     dhcp: Option<DhcpClient>,
     tftp: Option<TftpClient>,
+    /// The HTTP connection (kept from the kernel to the initrd).
+    http: Option<HttpConn>,
     server: Option<Ipv4Addr>,
     boot_file: Option<String>,
     started: Instant,
@@ -181,6 +224,7 @@ impl BootClient {
             step: Step::Dhcp,
             dhcp: None,
             tftp: None,
+            http: None,
             server: None,
             boot_file: None,
             started: now,
@@ -196,7 +240,11 @@ impl BootClient {
         };
         if c.plan.skip_dhcp {
             c.server = c.plan.tftp_server;
-            c.next_transfer(Step::BootFile, c.plan.boot_file.clone(), now);
+            match (&c.plan.boot_file, c.plan.step_after(Step::BootFile)) {
+                // No boot file: straight to the kernel or the initrd.
+                (None, Some(step)) => c.next_transfer(step, None, now),
+                _ => c.next_transfer(Step::BootFile, c.plan.boot_file.clone(), now),
+            }
         } else {
             c.dhcp = Some(DhcpClient::new(dhcp, now));
         }
@@ -252,7 +300,9 @@ impl BootClient {
 
     /// Payload bytes received so far (all transfers, including the current one).
     pub fn bytes(&self) -> u64 {
-        self.bytes_done + self.tftp.as_ref().map_or(0, TftpClient::received_bytes)
+        self.bytes_done
+            + self.tftp.as_ref().map_or(0, TftpClient::received_bytes)
+            + self.http.as_ref().map_or(0, HttpConn::received)
     }
 
     pub fn dhcp_retransmits(&self) -> u64 {
@@ -294,6 +344,11 @@ impl BootClient {
         name.map(|n| (self.step, n))
     }
 
+    /// The awaited (or current) phase goes over HTTP: `start_transfer` needs no TFTP socket.
+    pub fn uses_http(&self) -> bool {
+        self.plan.uses_http(self.step)
+    }
+
     /// The TFTP options this client asks in the current (or next) transfer.
     pub fn tftp_ask(&self) -> TftpAsk {
         firmware_options(self.arch, self.step, self.plan.windowsize)
@@ -305,6 +360,19 @@ impl BootClient {
         let Some((_, name)) = self.awaiting_transfer() else {
             return;
         };
+        if self.uses_http() {
+            let name = name.to_owned();
+            let Some(base) = self.plan.http.clone() else {
+                return;
+            };
+            let timeout = self.plan.http_timeout;
+            self.http
+                .get_or_insert_with(|| HttpConn::new(base, timeout, now))
+                .get(now, &name, expected);
+            self.step_started = now;
+            self.state = State::Http;
+            return;
+        }
         let name = name.as_bytes().to_vec();
         let ask = self.tftp_ask();
         let opts = ClientOptions {
@@ -333,6 +401,7 @@ impl BootClient {
         match self.state {
             State::Dhcp => self.dhcp.as_ref().and_then(DhcpClient::deadline),
             State::Transferring => self.tftp.as_ref().and_then(TftpClient::deadline),
+            State::Http => self.http.as_ref().and_then(HttpConn::deadline),
             _ => None,
         }
     }
@@ -348,6 +417,12 @@ impl BootClient {
                 if let Some(t) = &mut self.tftp {
                     t.handle_timeout(now);
                 }
+            }
+            State::Http => {
+                if let Some(h) = &mut self.http {
+                    h.handle_timeout(now);
+                }
+                self.after_http(now);
             }
             _ => {}
         }
@@ -375,6 +450,62 @@ impl BootClient {
             self.step_done = Some(now);
         }
         true
+    }
+
+    /// Where to connect the HTTP socket (once per connection the fetch needs).
+    pub fn poll_http_connect(&mut self) -> Option<SocketAddrV4> {
+        self.http.as_mut().and_then(HttpConn::poll_connect)
+    }
+
+    /// The driver keeps the HTTP socket open while this is true and closes it when not.
+    pub fn http_wants_socket(&self) -> bool {
+        self.http.as_ref().is_some_and(HttpConn::wants_socket)
+    }
+
+    /// The HTTP socket's connect is in progress.
+    pub fn http_connecting(&self) -> bool {
+        self.http.as_ref().is_some_and(HttpConn::is_connecting)
+    }
+
+    /// Request bytes to write on the HTTP socket.
+    pub fn http_output(&self) -> &[u8] {
+        self.http.as_ref().map_or(&[], HttpConn::output)
+    }
+
+    pub fn http_wrote(&mut self, now: Instant, n: usize) {
+        if let Some(h) = &mut self.http {
+            h.wrote(now, n);
+        }
+    }
+
+    pub fn handle_http_connected(&mut self, now: Instant) {
+        if let Some(h) = &mut self.http {
+            h.handle_connected(now);
+        }
+    }
+
+    /// Bytes read from the HTTP socket.
+    pub fn handle_http_data(&mut self, now: Instant, data: &[u8]) {
+        if let Some(h) = &mut self.http {
+            h.handle_data(now, data);
+        }
+        self.after_http(now);
+    }
+
+    /// The server closed the HTTP connection.
+    pub fn handle_http_eof(&mut self, now: Instant) {
+        if let Some(h) = &mut self.http {
+            h.handle_eof(now);
+        }
+        self.after_http(now);
+    }
+
+    /// The HTTP socket failed.
+    pub fn handle_http_error(&mut self, now: Instant, f: HttpFailure) {
+        if let Some(h) = &mut self.http {
+            h.handle_io_error(now, f);
+        }
+        self.after_http(now);
     }
 
     /// The next datagram to send, encoded into `buf`; moves to the next phase when the current
@@ -452,6 +583,9 @@ impl BootClient {
                     return self.fail(BootFailure::NotTftp(step));
                 }
             }
+            Step::Kernel | Step::Initrd if !self.plan.uses_http(step) && self.server.is_none() => {
+                return self.fail(BootFailure::NoTftpServer);
+            }
             Step::Kernel | Step::Initrd | Step::Dhcp => {}
         }
         self.state = State::Awaiting;
@@ -472,18 +606,38 @@ impl BootClient {
             };
             return self.fail(f);
         }
-        let end = self.step_done.unwrap_or(now);
-        self.durations[self.step.index()] = Some(end.saturating_duration_since(self.step_started));
-        let next = match self.step {
-            Step::BootFile if self.plan.kernel.is_some() => Some(Step::Kernel),
-            Step::BootFile | Step::Kernel if self.plan.initrd.is_some() => Some(Step::Initrd),
-            _ => None,
+        self.complete_step(self.step_done.unwrap_or(now));
+    }
+
+    /// The HTTP fetch's outcome, once it has one.
+    fn after_http(&mut self, now: Instant) {
+        if self.state != State::Http {
+            return;
+        }
+        let Some((outcome, done_at, received)) =
+            self.http.as_mut().and_then(HttpConn::take_outcome)
+        else {
+            return;
         };
-        match next {
+        self.bytes_done += received;
+        let step = self.step;
+        match outcome {
+            Ok(()) => self.complete_step(done_at.unwrap_or(now)),
+            Err(HttpFailure::Mismatch(_)) => self.fail(BootFailure::VerifyMismatch(step)),
+            Err(HttpFailure::Length { .. }) => self.fail(BootFailure::ShortFile(step)),
+            Err(f) => self.fail(BootFailure::Http(f, step)),
+        }
+    }
+
+    /// The current phase ended well at `end`: on to the next one, or done.
+    fn complete_step(&mut self, end: Instant) {
+        self.durations[self.step.index()] = Some(end.saturating_duration_since(self.step_started));
+        match self.plan.step_after(self.step) {
             Some(step) => self.next_transfer(step, None, end),
             None => {
                 self.state = State::Done;
                 self.finished_at = Some(end);
+                self.http = None;
             }
         }
     }
@@ -496,6 +650,9 @@ impl BootClient {
     }
 
     fn fail(&mut self, f: BootFailure) {
+        if let Some(h) = self.http.take() {
+            self.bytes_done += h.received();
+        }
         self.failure = Some(f);
         self.state = State::Failed;
     }
@@ -529,6 +686,8 @@ mod tests {
             windowsize: None,
             tftp_timeout: ms(100),
             tftp_retries: 3,
+            http: None,
+            http_timeout: ms(500),
         }
     }
 
@@ -993,5 +1152,180 @@ mod tests {
         drain(&mut c, t0 + ms(1));
         assert!(c.is_done(), "{:?}", c.failure());
         assert_eq!(c.bytes(), f.len() as u64);
+    }
+
+    fn http_plan() -> BootPlan {
+        let mut p = plan();
+        p.kernel = Some("vmlinuz".into());
+        p.initrd = Some("initrd.img".into());
+        p.http = Some(Arc::new(
+            crate::http_client::HttpBase::parse("http://10.9.0.5:8080/boot/").unwrap(),
+        ));
+        p
+    }
+
+    fn http_response(body: &[u8]) -> Vec<u8> {
+        let mut v =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// Starts the awaited HTTP phase and plays a server: connect, read the request, answer
+    /// `wire` in pieces. Returns the request line.
+    fn serve_http(c: &mut BootClient, now: Instant, expected: Arc<[u8]>, wire: &[u8]) -> String {
+        assert!(c.uses_http());
+        c.start_transfer(now, Some(expected));
+        assert!(!c.in_transfer(), "no TFTP socket for an HTTP phase");
+        assert!(drain(c, now).is_empty(), "no datagrams");
+        if let Some(to) = c.poll_http_connect() {
+            assert_eq!(to, "10.9.0.5:8080".parse().unwrap());
+            assert!(c.http_connecting());
+            c.handle_http_connected(now);
+        }
+        assert!(c.http_wants_socket());
+        let req = String::from_utf8(c.http_output().to_vec()).unwrap();
+        let n = req.len();
+        c.http_wrote(now, n);
+        assert!(c.http_output().is_empty());
+        for piece in wire.chunks(1000) {
+            c.handle_http_data(now + ms(5), piece);
+        }
+        req.lines().next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn dhcp_tftp_boot_file_then_kernel_and_initrd_over_one_http_connection() {
+        let t0 = Instant::now();
+        let mut c = client(http_plan(), Arch::Bios, t0);
+        do_dhcp(&mut c, t0, NEXT, "undionly.kpxe");
+        let boot = file(3000, 1);
+        c.start_transfer(t0, Some(boot.clone()));
+        let (_, name, opts) = rrq(&mut c, t0);
+        assert_eq!(name, "undionly.kpxe");
+        serve(&mut c, t0, NEXT, &boot, opts, None);
+        assert_eq!(c.awaiting_transfer(), Some((Step::Kernel, "vmlinuz")));
+        assert!(!c.http_wants_socket());
+
+        let kernel = file(50_000, 2);
+        let line = serve_http(&mut c, t0 + ms(1), kernel.clone(), &http_response(&kernel));
+        assert_eq!(line, "GET /boot/vmlinuz HTTP/1.1");
+        assert_eq!(c.duration(Step::Kernel), Some(ms(5)));
+        assert_eq!(c.awaiting_transfer(), Some((Step::Initrd, "initrd.img")));
+        assert!(c.http_wants_socket(), "kept open for the initrd");
+        let initrd = file(7000, 3);
+        let line = serve_http(&mut c, t0 + ms(10), initrd.clone(), &http_response(&initrd));
+        assert_eq!(line, "GET /boot/initrd.img HTTP/1.1");
+        assert!(c.is_done(), "{:?}", c.failure());
+        assert_eq!(c.duration(Step::Initrd), Some(ms(5)));
+        assert_eq!(c.total(), Some(ms(15)));
+        assert_eq!(c.bytes(), 3000 + 50_000 + 7000);
+        assert!(!c.http_wants_socket(), "closed when done");
+        assert!(c.deadline().is_none());
+    }
+
+    #[test]
+    fn skip_dhcp_without_boot_file_is_http_only() {
+        let t0 = Instant::now();
+        let mut p = http_plan();
+        p.skip_dhcp = true;
+        p.kernel = None;
+        let mut c = client(p, Arch::Bios, t0);
+        assert_eq!(c.awaiting_transfer(), Some((Step::Initrd, "initrd.img")));
+        let initrd = file(2000, 4);
+        serve_http(&mut c, t0, initrd.clone(), &http_response(&initrd));
+        assert!(c.is_done(), "{:?}", c.failure());
+        assert_eq!(c.duration(Step::BootFile), None);
+        assert_eq!(c.bytes(), 2000);
+
+        // TFTP-only kernel + initrd without a boot file needs a TFTP server.
+        let mut p = plan();
+        p.skip_dhcp = true;
+        p.kernel = Some("vmlinuz".into());
+        p.tftp_server = Some(SRV);
+        let mut c = client(p.clone(), Arch::Bios, t0);
+        assert_eq!(c.awaiting_transfer(), Some((Step::Kernel, "vmlinuz")));
+        assert!(!c.uses_http());
+        c.start_transfer(t0, None);
+        let (to, name, _) = rrq(&mut c, t0);
+        assert_eq!((to, name.as_str()), (SocketAddrV4::new(SRV, 69), "vmlinuz"));
+        p.tftp_server = None;
+        let c = client(p, Arch::Bios, t0);
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("no-tftp-server")
+        );
+    }
+
+    #[test]
+    fn http_failures_are_named_by_cause_and_phase() {
+        let t0 = Instant::now();
+        let mut p = http_plan();
+        p.skip_dhcp = true;
+        let k = file(4000, 5);
+        let cases: Vec<(Vec<u8>, bool, &str)> = vec![
+            (
+                b"HTTP/1.1 404 Not Found\r\n\r\n".to_vec(),
+                false,
+                "http-status-404-kernel",
+            ),
+            (
+                {
+                    let mut w = http_response(&k);
+                    w.truncate(w.len() - 100);
+                    w
+                },
+                true,
+                "http-short-body-kernel",
+            ),
+            (
+                {
+                    let mut w = http_response(&k);
+                    let n = w.len();
+                    w[n - 10] ^= 0x55;
+                    w
+                },
+                false,
+                "verify-mismatch-kernel",
+            ),
+            (http_response(&k[..3000]), false, "short-file-kernel"),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: br\r\n\r\n".to_vec(),
+                false,
+                "http-unsupported-encoding-kernel",
+            ),
+        ];
+        for (wire, eof, cause) in cases {
+            let mut c = client(p.clone(), Arch::Bios, t0);
+            serve_http(&mut c, t0, k.clone(), &wire);
+            if eof {
+                c.handle_http_eof(t0 + ms(6));
+            }
+            assert_eq!(c.failure().map(BootFailure::cause).as_deref(), Some(cause));
+            assert!(!c.http_wants_socket(), "{cause}: the socket is closed");
+        }
+        // Refused connect; silent server (idle timeout, from the client's own timer).
+        let mut c = client(p.clone(), Arch::Bios, t0);
+        c.start_transfer(t0, None);
+        c.poll_http_connect().unwrap();
+        c.handle_http_error(t0, HttpFailure::Refused);
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("http-refused-kernel")
+        );
+        let mut c = client(p, Arch::Bios, t0);
+        c.start_transfer(t0, None);
+        c.poll_http_connect().unwrap();
+        c.handle_http_connected(t0);
+        let mut timers = 0;
+        while let Some(dl) = c.deadline() {
+            timers += 1;
+            assert!(timers < 10);
+            c.handle_timeout(dl);
+        }
+        assert_eq!(
+            c.failure().map(BootFailure::cause).as_deref(),
+            Some("http-timeout-kernel")
+        );
     }
 }

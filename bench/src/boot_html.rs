@@ -241,6 +241,7 @@ pub fn render(r: &BootReport, command: &str) -> String {
         h,
         "<table><tr><th class=l>clients</th><td>{}</td></tr><tr><th class=l>ok</th><td>{}</td></tr>\
          <tr><th class=l>failed</th><td{}>{}</td></tr><tr><th class=l>mode / arrival</th><td>{} / {}</td></tr>\
+         <tr><th class=l>phases (transport)</th><td>{}</td></tr>\
          <tr><th class=l>last client booted (s)</th><td>{:.3}</td></tr><tr><th class=l>wall (s)</th><td>{:.3}</td></tr>\
          <tr><th class=l>payload received</th><td>{} bytes</td></tr><tr><th class=l>goodput (Mbit/s)</th><td>{:.1}</td></tr>\
          <tr><th class=l>retransmits dhcp / tftp</th><td>{} / {}</td></tr>\
@@ -251,6 +252,12 @@ pub fn render(r: &BootReport, command: &str) -> String {
         r.failed,
         r.mode,
         esc(&r.arrival),
+        esc(&r
+            .transports
+            .iter()
+            .map(|(phase, how)| format!("{phase} {how}"))
+            .collect::<Vec<_>>()
+            .join(", ")),
         r.last_finished_s,
         r.wall_s,
         r.bytes,

@@ -1,5 +1,6 @@
 //! `pxe-bench boot`: thousands of simulated machines network-booting at once (DHCP, then TFTP
-//! of the boot file, the kernel and the initrd), from one thread.
+//! of the boot file, the kernel and the initrd, or the kernel and initrd over HTTP), from one
+//! thread.
 //!
 //! I/O design: one epoll loop over every socket, one timer heap, no thread or task per client.
 //! DHCP from all clients shares one socket on port 68 (plus one for ProxyDHCP's port 4011),
@@ -10,12 +11,15 @@
 //! ends; a readable one is drained with `recvmmsg`. TFTP sockets receive with UDP GRO (unless
 //! `gro` is off): a window the server sent as one GSO burst stays one receive, split back into
 //! its datagrams here, so a windowed transfer costs the simulator one receive per window rather
-//! than one per block. The per-client logic is the sans-IO [`BootClient`]; this file only moves
-//! bytes, keeps time and counts.
+//! than one per block. With `--http-base`, each client has one non-blocking TCP connection
+//! (same source address, same epoll set) for its kernel and initrd; reads from every connection
+//! go into one shared buffer and are handed to the client's parser as they come. The
+//! per-client logic is the sans-IO [`BootClient`]; this file only moves bytes, keeps time and
+//! counts.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
@@ -30,6 +34,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use crate::boot_client::{BootClient, BootPlan, Step, Transmit};
 use crate::dhcp_client::{self, Arch, ClientConfig, Dest, Mode, Verdict};
 use crate::dhcp_storm::{self, ArchCount, Arrival, Latency, Rng};
+use crate::http_client::HttpFailure;
 use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch, SocketOptions};
 
 #[derive(Debug, Clone)]
@@ -73,6 +78,17 @@ pub struct Phases {
     pub total: Latency,
 }
 
+/// The HTTP side of a run (all zero without `--http-base`).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct HttpStats {
+    /// TCP connections opened (one per client, more if a server closes them).
+    pub connections: u64,
+    /// GET requests started.
+    pub requests: u64,
+    /// Most connections open at once.
+    pub max_open: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Packets {
     pub dhcp_sent: u64,
@@ -106,7 +122,10 @@ pub struct BootReport {
     /// From the start until the last successful client finished.
     pub last_finished_s: f64,
     pub wall_s: f64,
-    /// TFTP payload bytes received (all clients, failed ones included).
+    /// How each phase of this run is fetched ("dhcp", "tftp" or "http"), phases it skips left
+    /// out.
+    pub transports: BTreeMap<&'static str, &'static str>,
+    /// File bytes received: TFTP payload and HTTP bodies (all clients, failed ones included).
     pub bytes: u64,
     /// `bytes` over the wall time, in Mbit/s.
     pub goodput_mbit_s: f64,
@@ -133,6 +152,7 @@ pub struct BootReport {
     pub tftp_stray: u64,
     /// Most TFTP sockets open at once.
     pub max_open_sockets: usize,
+    pub http: HttpStats,
     pub fd_limit: u64,
     /// The TFTP sockets received with UDP GRO.
     pub gro: bool,
@@ -184,12 +204,14 @@ impl Epoll {
     }
 
     fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, libc::EPOLLIN as u32)
+    }
+
+    /// Adds (`EPOLL_CTL_ADD`) or changes (`EPOLL_CTL_MOD`) what `fd` is watched for.
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: both descriptors are open; `ev` is a live epoll_event.
-        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) };
         if r == 0 {
             Ok(())
         } else {
@@ -216,10 +238,29 @@ impl Epoll {
     fn token(&self, k: usize) -> u64 {
         self.events[k].u64
     }
+
+    fn events(&self, k: usize) -> u32 {
+        self.events[k].events
+    }
 }
 
 const TOKEN_DHCP: u64 = u64::MAX;
 const TOKEN_PROXY: u64 = u64::MAX - 1;
+/// Marks client i's HTTP connection (token `TOKEN_HTTP | i`; TFTP sockets are token i).
+const TOKEN_HTTP: u64 = 1 << 40;
+/// Bytes of one read from an HTTP connection (the buffer all connections share).
+const HTTP_READ: usize = 256 * 1024;
+
+/// What a failed socket call means for an HTTP fetch.
+fn http_io_failure(e: &io::Error) -> HttpFailure {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => HttpFailure::Refused,
+        Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => HttpFailure::Reset,
+        Some(libc::ETIMEDOUT) => HttpFailure::Timeout,
+        Some(n) => HttpFailure::Io(mmsg::errno_name(n)),
+        None => HttpFailure::Io(e.kind().to_string()),
+    }
+}
 
 /// Where a client stands, for the progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +339,12 @@ struct Sim {
     socks: Vec<Option<Socket>>,
     open_socks: usize,
     max_open: usize,
+    /// Per client: its HTTP connection, and whether epoll watches it for writability.
+    tcp: Vec<Option<(Socket, bool)>>,
+    open_tcp: usize,
+    http: HttpStats,
+    /// Where every HTTP read lands.
+    http_buf: Box<[u8]>,
     armed: Vec<Option<Instant>>,
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
     dhcp_fd: RawFd,
@@ -368,6 +415,146 @@ impl Sim {
         }
     }
 
+    /// Client `i`'s HTTP connection to `to`: a non-blocking connect from its source address,
+    /// watched for writability (the connect's end) and readability.
+    fn open_tcp(&mut self, i: usize, to: SocketAddrV4) -> io::Result<()> {
+        let s = Socket::new(
+            Domain::IPV4,
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        if let Some(dev) = &self.interface {
+            s.bind_device(Some(dev.as_bytes()))?;
+        }
+        if !self.sources.is_empty() {
+            let src = self.sources[i % self.sources.len()];
+            s.bind(&SocketAddrV4::new(src, 0).into())?;
+        }
+        s.set_nodelay(true)?;
+        match s.connect(&SockAddr::from(to)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+        self.epoll.ctl(
+            libc::EPOLL_CTL_ADD,
+            s.as_raw_fd(),
+            TOKEN_HTTP | i as u64,
+            events,
+        )?;
+        if self.tcp[i].replace((s, true)).is_none() {
+            self.open_tcp += 1;
+            self.http.max_open = self.http.max_open.max(self.open_tcp);
+        }
+        self.http.connections += 1;
+        Ok(())
+    }
+
+    fn close_tcp(&mut self, i: usize) {
+        if self.tcp[i].take().is_some() {
+            self.open_tcp -= 1;
+        }
+    }
+
+    /// Client `i`'s HTTP side after any event: close the connection it no longer wants, open
+    /// the one it asks for, write its pending request, watch for writability only while
+    /// something waits to be written.
+    fn drive_http(&mut self, i: usize, c: &mut BootClient, now: Instant) {
+        if !c.http_wants_socket() {
+            self.close_tcp(i);
+        }
+        if let Some(to) = c.poll_http_connect() {
+            self.close_tcp(i);
+            if let Err(e) = self.open_tcp(i, to) {
+                c.handle_http_error(now, http_io_failure(&e));
+                self.close_tcp(i);
+                return;
+            }
+        }
+        if c.http_connecting() {
+            return;
+        }
+        let Some((s, out_armed)) = &mut self.tcp[i] else {
+            return;
+        };
+        while !c.http_output().is_empty() {
+            match s.send_with_flags(c.http_output(), libc::MSG_NOSIGNAL) {
+                Ok(n) => c.http_wrote(now, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    c.handle_http_error(now, http_io_failure(&e));
+                    self.close_tcp(i);
+                    return;
+                }
+            }
+        }
+        let want_out = !c.http_output().is_empty();
+        if *out_armed != want_out {
+            let mut events = libc::EPOLLIN as u32;
+            if want_out {
+                events |= libc::EPOLLOUT as u32;
+            }
+            let fd = s.as_raw_fd();
+            *out_armed = want_out;
+            if let Err(e) = self
+                .epoll
+                .ctl(libc::EPOLL_CTL_MOD, fd, TOKEN_HTTP | i as u64, events)
+            {
+                c.handle_http_error(now, http_io_failure(&e));
+                self.close_tcp(i);
+            }
+        }
+    }
+
+    /// epoll reported client `i`'s HTTP connection (`ev`: its event bits): the connect's end,
+    /// or bytes (or the end, or an error) to read.
+    fn http_event(&mut self, i: usize, ev: u32) {
+        let Some(mut c) = self.clients[i].take() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some((s, _)) = &self.tcp[i] {
+            let err_hup = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+            if c.http_connecting() {
+                if ev & (libc::EPOLLOUT as u32 | err_hup) != 0 {
+                    match s.take_error() {
+                        Ok(Some(e)) | Err(e) => c.handle_http_error(now, http_io_failure(&e)),
+                        // An event left over from an earlier socket of this client cannot
+                        // pass for this one's connect.
+                        Ok(None) if s.peer_addr().is_ok() => c.handle_http_connected(now),
+                        Ok(None) => {}
+                    }
+                }
+            } else if ev & (libc::EPOLLIN as u32 | err_hup) != 0 {
+                // Bounded per event: epoll is level-triggered and reports the rest later.
+                for _ in 0..16 {
+                    match (&*s).read(&mut self.http_buf) {
+                        Ok(0) => {
+                            c.handle_http_eof(now);
+                            break;
+                        }
+                        Ok(n) => {
+                            c.handle_http_data(now, &self.http_buf[..n]);
+                            if n < self.http_buf.len() || !c.http_wants_socket() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            c.handle_http_error(now, http_io_failure(&e));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.clients[i] = Some(c);
+        self.drive(i, now);
+    }
+
     fn flush_dhcp(&mut self) {
         self.packets.dhcp_sent += self.out.flush(self.dhcp_fd, &mut self.send_errors);
         if let Some(pfd) = self.proxy_fd {
@@ -413,6 +600,7 @@ impl Sim {
             if !c.in_transfer() {
                 self.close_socket(i);
             }
+            self.drive_http(i, &mut c, now);
             let Some((_, name)) = c.awaiting_transfer() else {
                 break;
             };
@@ -423,6 +611,11 @@ impl Sim {
                     continue;
                 }
             };
+            if c.uses_http() {
+                self.http.requests += 1;
+                c.start_transfer(now, expected);
+                continue;
+            }
             match self.open_socket(i) {
                 Ok(()) => c.start_transfer(now, expected),
                 Err(e) => {
@@ -607,6 +800,10 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         socks: (0..p.clients).map(|_| None).collect(),
         open_socks: 0,
         max_open: 0,
+        tcp: (0..p.clients).map(|_| None).collect(),
+        open_tcp: 0,
+        http: HttpStats::default(),
+        http_buf: vec![0u8; HTTP_READ].into_boxed_slice(),
         armed: vec![None; p.clients],
         timers: BinaryHeap::with_capacity(p.clients),
         dhcp_fd: dhcp_sock.as_ref().map_or(-1, |s| s.as_raw_fd()),
@@ -782,6 +979,13 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
                 }
                 continue;
             }
+            if token & TOKEN_HTTP != 0 {
+                let i = (token & !TOKEN_HTTP) as usize;
+                if i < p.clients {
+                    sim.http_event(i, sim.epoll.events(k));
+                }
+                continue;
+            }
             let i = token as usize;
             // The socket may have been closed by an earlier event of this batch.
             let Some(fd) = sim
@@ -924,6 +1128,18 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         sim.recv_errors
             .insert("gro-truncated".into(), g.truncated());
     }
+    let mut transports = BTreeMap::new();
+    for step in Step::ALL {
+        let runs = match step {
+            Step::Dhcp => !p.plan.skip_dhcp,
+            Step::BootFile => !p.plan.skip_dhcp || p.plan.boot_file.is_some(),
+            Step::Kernel => p.plan.kernel.is_some(),
+            Step::Initrd => p.plan.initrd.is_some(),
+        };
+        if runs {
+            transports.insert(step.key(), p.plan.transport(step));
+        }
+    }
     let user = cpu1.0.saturating_sub(cpu0.0).as_secs_f64();
     let system = cpu1.1.saturating_sub(cpu0.1).as_secs_f64();
     let wall_s = wall.as_secs_f64();
@@ -942,6 +1158,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         },
         last_finished_s: t.last_finished.as_secs_f64(),
         wall_s,
+        transports,
         bytes: sim.bytes,
         goodput_mbit_s: sim.bytes as f64 * 8.0 / wall_s.max(1e-9) / 1e6,
         cpu_user_s: user,
@@ -968,6 +1185,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         dhcp_replies_malformed: malformed,
         tftp_stray: sim.stray,
         max_open_sockets: sim.max_open,
+        http: sim.http.clone(),
         fd_limit,
         gro: p.gro,
         curves: Curves {
@@ -995,7 +1213,7 @@ impl std::fmt::Display for BootReport {
             f,
             "boot storm ({}{}, arrival {}): clients {}  ok {}  failed {}",
             self.mode,
-            if self.skip_dhcp { ", TFTP only" } else { "" },
+            if self.skip_dhcp { ", no DHCP" } else { "" },
             self.arrival,
             self.clients,
             self.ok,
@@ -1011,6 +1229,12 @@ impl std::fmt::Display for BootReport {
             }
             writeln!(f)?;
         }
+        let via: Vec<String> = self
+            .transports
+            .iter()
+            .map(|(phase, how)| format!("{phase} over {how}"))
+            .collect();
+        writeln!(f, "  phases: {}", via.join(", "))?;
         writeln!(f, "latency (ms):")?;
         let ms = |us: u64| us as f64 / 1000.0;
         for (name, l) in [
@@ -1056,6 +1280,13 @@ impl std::fmt::Display for BootReport {
             if self.gro { ", GRO" } else { "" },
             self.max_open_sockets
         )?;
+        if self.http.connections > 0 {
+            writeln!(
+                f,
+                "http: {} connections, {} requests, {} open at most",
+                self.http.connections, self.http.requests, self.http.max_open
+            )?;
+        }
         if !self.send_errors.is_empty() || !self.recv_errors.is_empty() {
             writeln!(
                 f,

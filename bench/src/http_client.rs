@@ -217,23 +217,10 @@ impl ResponseParser {
         self.keep_alive = false;
     }
 
-    pub fn is_done(&self) -> bool {
-        self.state == PState::Done
-    }
-
     /// The connection cannot carry another request after this response (`Connection: close`,
     /// HTTP/1.0 without keep-alive, or a body delimited by the close).
     pub fn closes(&self) -> bool {
         self.close || (self.http10 && !self.keep_alive) || self.state == PState::UntilClose
-    }
-
-    /// The announced body length, once the head is parsed (None: chunked or until close).
-    pub fn content_length(&self) -> Option<u64> {
-        if self.chunked {
-            None
-        } else {
-            self.content_length
-        }
     }
 
     /// Consumes a prefix of `input`; returns how many bytes and what it found. With non-empty

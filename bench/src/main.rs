@@ -119,8 +119,9 @@ enum Cmd {
         json: bool,
     },
     /// Whole-boot simulator: N machines do DHCP, then TFTP of the boot file (with their
-    /// firmware's options), then the kernel and initrd as iPXE would. One thread, one epoll
-    /// loop, one socket per TFTP transfer. Exit status 1 if any client failed.
+    /// firmware's options), then the kernel and initrd as iPXE would (over TFTP, or over HTTP
+    /// with --http-base). One thread, one epoll loop, one socket per TFTP transfer, one
+    /// keep-alive TCP connection per client for HTTP. Exit status 1 if any client failed.
     Boot {
         #[arg(long, default_value_t = 100)]
         clients: usize,
@@ -143,7 +144,9 @@ enum Cmd {
         tftp_server: Option<std::net::Ipv4Addr>,
         #[arg(long, default_value_t = 69)]
         tftp_port: u16,
-        /// No DHCP: TFTP phases only (needs --boot-file and --tftp-server).
+        /// No DHCP: the boot file (--boot-file), kernel and initrd only. Without --boot-file the
+        /// clients start with the kernel (or the initrd). --tftp-server is needed for every
+        /// phase done over TFTP.
         #[arg(long)]
         skip_dhcp: bool,
         /// Boot file to fetch instead of the one the DHCP answer names.
@@ -158,6 +161,16 @@ enum Cmd {
         /// windowsize asked in every TFTP phase instead of the firmware's (0: none).
         #[arg(long)]
         windowsize: Option<u16>,
+        /// Fetch the kernel and initrd over HTTP/1.1 instead of TFTP, as iPXE does after its
+        /// script: `GET PREFIX/KERNEL` then `GET PREFIX/INITRD` on one keep-alive connection
+        /// per client (a new one only if the server closes it), from the client's source
+        /// address. URL: http://IPv4[:PORT][/PREFIX/].
+        #[arg(long, value_name = "URL")]
+        http_base: Option<String>,
+        /// HTTP connect timeout, and the longest silence while a request is in flight, in
+        /// milliseconds (then the client fails with http-connect-timeout / http-timeout).
+        #[arg(long, default_value_t = 10_000)]
+        http_timeout_ms: u64,
         /// Every fetched file is compared byte-exact with DIR/NAME; a mismatch is a failure.
         #[arg(long)]
         verify_dir: Option<PathBuf>,
@@ -295,6 +308,8 @@ fn main() -> anyhow::Result<()> {
             kernel,
             initrd,
             windowsize,
+            http_base,
+            http_timeout_ms,
             verify_dir,
             source_base,
             source_count,
@@ -310,8 +325,25 @@ fn main() -> anyhow::Result<()> {
             no_progress,
             no_gro,
         } => {
-            if skip_dhcp && (boot_file.is_none() || tftp_server.is_none()) {
-                anyhow::bail!("--skip-dhcp needs --boot-file and --tftp-server");
+            let http = match &http_base {
+                Some(url) => Some(Arc::new(
+                    http_client::HttpBase::parse(url)
+                        .map_err(|e| anyhow::anyhow!("--http-base {e}"))?,
+                )),
+                None => None,
+            };
+            if http.is_some() && kernel.is_none() && initrd.is_none() {
+                anyhow::bail!("--http-base needs --kernel and/or --initrd (the files it serves)");
+            }
+            if skip_dhcp {
+                if boot_file.is_none() && kernel.is_none() && initrd.is_none() {
+                    anyhow::bail!("--skip-dhcp needs --boot-file, --kernel or --initrd");
+                }
+                let tftp_phase = boot_file.is_some()
+                    || (http.is_none() && (kernel.is_some() || initrd.is_some()));
+                if tftp_phase && tftp_server.is_none() {
+                    anyhow::bail!("--skip-dhcp with a TFTP phase needs --tftp-server");
+                }
             }
             if let Some(dir) = &verify_dir
                 && !dir.is_dir()
@@ -345,6 +377,8 @@ fn main() -> anyhow::Result<()> {
                     windowsize,
                     tftp_timeout: Duration::from_millis(tftp_timeout_ms.max(1)),
                     tftp_retries,
+                    http,
+                    http_timeout: Duration::from_millis(http_timeout_ms.max(1)),
                 },
                 timeout_scale,
                 deadline: Duration::from_secs(deadline_s),
