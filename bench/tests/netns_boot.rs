@@ -6,6 +6,9 @@
 //! though dnsmasq NAKs clients (they restart, as firmware does); a server path that drops
 //! packets must show up as retransmissions, and a server that corrupts a block as failures with
 //! exit status 1.
+//! With `--http-base`, the kernel and initrd come over HTTP (pxe-server's `[http]`): the same
+//! storm completes byte-exact on one keep-alive connection per client, and an HTTP server that
+//! misbehaves (short body, 404, silence, nothing listening) shows up as failures by cause.
 //!
 //! Root only (scripts/test.sh runs them with PXE_REQUIRE_PRIVILEGED=1). A test that cannot run
 //! (not root, no namespaces, no server binary, no dnsmasq, no nft, no python3) fails loudly; it
@@ -153,6 +156,11 @@ const BOOT_FILES: [(&str, &str); 3] = [
 /// pxe-server on 10.204.0.1 (`bs`) serving [`FILES`] over TFTP from `dir/tftp`, with DHCP in
 /// full mode (pool 10.204.2.0 - 10.204.4.255) or proxy mode (`full` false: boot files only).
 fn pxe_server(ns: &Netns, dir: &Path, full: bool) -> Proc {
+    pxe_server_with(ns, dir, full, "")
+}
+
+/// [`pxe_server`] with `extra` appended to its config (e.g. an `[http]` section).
+fn pxe_server_with(ns: &Netns, dir: &Path, full: bool, extra: &str) -> Proc {
     let root = dir.join("tftp");
     write_files(&root);
     let mut config = format!(
@@ -171,7 +179,7 @@ fn pxe_server(ns: &Netns, dir: &Path, full: bool) -> Proc {
     }
     config.push_str(&format!(
         "[boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\nipxe_script = \"boot.ipxe\"\n\
-         [control]\nsocket = \"{d}/control.sock\"\n",
+         [control]\nsocket = \"{d}/control.sock\"\n{extra}",
         d = dir.display()
     ));
     start_pxe_server(ns, dir, &config)
@@ -545,3 +553,157 @@ while time.time() < end:
             else:
                 send_window(x)
 "#;
+
+/// DHCP and the boot file over TFTP, then the kernel and the initrd over HTTP from pxe-server's
+/// `[http]` service: all 50 clients boot byte-exact, each on one keep-alive connection.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn storm_50_clients_kernel_and_initrd_over_http_byte_exact() {
+    let (srv, cli) = pair(CLIENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let http = "[http]\nenabled = true\nlisten = [\"10.204.0.1:80\"]\n";
+    let mut server = pxe_server_with(&srv, dir.path(), true, http);
+    server.wait_for("HTTP service ready");
+    let mut args = full_storm_args(&dir.path().join("tftp"));
+    args[9] = "02:42:00:08:00:00".into();
+    args.extend(["--http-base".into(), "http://10.204.0.1/".into()]);
+    let (status, r) = boot(&cli, &strs(&args));
+    check_complete(status, &r, &BOOT_FILES);
+    let t = &r["transports"];
+    assert_eq!(
+        (&t["dhcp"], &t["boot_file"], &t["kernel"], &t["initrd"]),
+        (
+            &"dhcp".into(),
+            &"tftp".into(),
+            &"http".into(),
+            &"http".into()
+        ),
+        "{r:#}"
+    );
+    assert_eq!(r["http"]["requests"], 2 * CLIENTS, "{r:#}");
+    assert_eq!(
+        r["http"]["connections"], CLIENTS,
+        "kernel and initrd on one keep-alive connection per client: {r:#}"
+    );
+    drop(server);
+}
+
+/// A deliberately broken HTTP server: `/stall` sends a head and 3 bytes of 1000, then nothing;
+/// any other existing file is announced whole (Content-Length) but only its first half is sent
+/// before the close; a missing file gets 404. 30 s per connection at most, 120 s in all.
+const BAD_HTTP: &str = r#"
+import os, socketserver, sys, threading, time
+root, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+threading.Timer(120, os._exit, [0]).start()
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        line = self.rfile.readline(8192)
+        while True:
+            h = self.rfile.readline(8192)
+            if h in (b"\r\n", b"\n", b""):
+                break
+        parts = line.split()
+        name = os.path.basename(parts[1].decode()) if len(parts) > 1 else ""
+        path = os.path.join(root, name)
+        if name == "stall":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nabc")
+            self.wfile.flush()
+            time.sleep(30)
+        elif name and os.path.isfile(path):
+            data = open(path, "rb").read()
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(data)
+            self.wfile.write(head + data[: len(data) // 2])
+        else:
+            self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found")
+class S(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+    request_queue_size = 256
+server = S((addr, port), H)
+print("serving", file=sys.stderr, flush=True)
+server.serve_forever()
+"#;
+
+/// HTTP-only runs (no DHCP, no boot file) against the broken server above: every client fails,
+/// by the right cause, with exit status 1: a body shorter than its Content-Length
+/// (http-short-body), a 404 (http-status-404), a server that goes silent (http-timeout), and a
+/// port where nothing listens (http-refused).
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn misbehaving_http_server_is_reported_as_failures() {
+    let (srv, cli) = pair(CLIENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = d.join("tftp");
+    write_files(&root);
+    let script = d.join("bad_http.py");
+    std::fs::write(&script, BAD_HTTP).unwrap();
+    let mut cmd = srv.command("python3");
+    cmd.arg(&script).arg(&root).args(["10.204.0.1", "8080"]);
+    let mut server = Proc::spawn(cmd, d, "bad-http");
+    server.wait_for("serving");
+    let root_s = root.display().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "--http-base",
+                "http://10.204.0.1:8080/",
+                "--kernel",
+                "vmlinuz",
+                "--initrd",
+                "initrd.img",
+                "--verify-dir",
+                &root_s,
+            ],
+            "http-short-body-kernel",
+        ),
+        (
+            &[
+                "--http-base",
+                "http://10.204.0.1:8080/",
+                "--kernel",
+                "missing.bin",
+            ],
+            "http-status-404-kernel",
+        ),
+        (
+            &[
+                "--http-base",
+                "http://10.204.0.1:8080/",
+                "--initrd",
+                "stall",
+                "--http-timeout-ms",
+                "500",
+            ],
+            "http-timeout-initrd",
+        ),
+        (
+            &[
+                "--http-base",
+                "http://10.204.0.1:8081/",
+                "--kernel",
+                "vmlinuz",
+            ],
+            "http-refused-kernel",
+        ),
+    ];
+    for (extra, cause) in cases {
+        let mut args = vec!["--skip-dhcp"];
+        args.extend_from_slice(extra);
+        let (status, r) = boot(&cli, &args);
+        assert_eq!(
+            status.code(),
+            Some(1),
+            "failures must give exit status 1: {r:#}"
+        );
+        assert_eq!(r["ok"], 0, "{r:#}");
+        assert_eq!(r["failures"][cause], CLIENTS, "{cause}: {r:#}");
+        assert_eq!(r["phases"]["total"]["count"], 0, "{r:#}");
+        assert!(r["transports"].get("boot_file").is_none(), "{r:#}");
+        if cause == "http-short-body-kernel" {
+            // Half of the kernel per client arrived (and was counted) before the close.
+            assert_eq!(r["bytes"], CLIENTS * (size_of_file("vmlinuz") / 2), "{r:#}");
+        }
+    }
+    drop(server);
+}
