@@ -76,3 +76,16 @@ wait_udp_port() {
     echo "nothing listens on $addr:$port in $ns after ${secs}s" >&2
     return 1
 }
+
+# wait_tcp_port NS ADDR PORT SECONDS -> waits until something listens on TCP ADDR:PORT in NS.
+wait_tcp_port() {
+    local ns="$1" addr="$2" port="$3" secs="$4" i
+    for ((i = 0; i < secs * 10; i++)); do
+        if ip netns exec "$ns" ss -Hltn "sport = :$port" | grep -q .; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "nothing listens on TCP $addr:$port in $ns after ${secs}s" >&2
+    return 1
+}
