@@ -5,7 +5,11 @@
 #
 #   scripts/compare-http.sh [--clients 1000] [--kernel-mib 8] [--initrd-mib 32] [--windowsize 64]
 #                           [--runs "pxe-http pxe-tftp dnsmasq-tftp"] [--with-dhcp]
-#                           [--deadline-s 900] [--http-timeout-ms 30000] [--no-verify]
+#                           [--deadline-s 900] [--http-timeout-ms 30000] [--tcp-cc cubic]
+#                           [--no-verify]
+#
+# --tcp-cc: TCP congestion control inside both namespaces (per-namespace sysctl), cubic by
+# default as on a stock Debian; the host's own default may differ (this machine's is bbr).
 #
 # The same settings from the environment: CLIENTS, KERNEL_MIB, INITRD_MIB, WINDOWSIZE, RUNS,
 # DEADLINE_S (flags win). KEEP_LOGS=DIR keeps every run's config, logs and JSON reports.
@@ -38,6 +42,7 @@ WINDOWSIZE="${WINDOWSIZE:-64}"
 RUNS="${RUNS:-pxe-http pxe-tftp dnsmasq-tftp}"
 DEADLINE="${DEADLINE_S:-900}"
 HTTP_TIMEOUT_MS=30000
+TCP_CC=cubic
 WITH_DHCP=0
 VERIFY=1
 while [ $# -gt 0 ]; do
@@ -50,6 +55,7 @@ while [ $# -gt 0 ]; do
         --with-dhcp) WITH_DHCP=1; shift ;;
         --deadline-s) DEADLINE="$2"; shift 2 ;;
         --http-timeout-ms) HTTP_TIMEOUT_MS="$2"; shift 2 ;;
+        --tcp-cc) TCP_CC="$2"; shift 2 ;;
         --no-verify) VERIFY=0; shift ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -121,6 +127,17 @@ for kv in "${SYSCTLS[@]}"; do
     SAVED_SYSCTLS+=("${kv%%=*}=$(sysctl -n "${kv%%=*}")")
 done
 sysctl -qw "${SYSCTLS[@]}"
+# A namespace may only pick an algorithm the host allows (tcp_allowed_congestion_control).
+allowed=$(sysctl -n net.ipv4.tcp_allowed_congestion_control)
+case " $allowed " in
+    *" $TCP_CC "*) ;;
+    *) SAVED_SYSCTLS+=("net.ipv4.tcp_allowed_congestion_control=$allowed")
+       sysctl -qw net.ipv4.tcp_allowed_congestion_control="$allowed $TCP_CC" ;;
+esac
+for ns in "$P-srv" "$P-cli"; do
+    ip netns exec "$ns" sysctl -qw net.ipv4.tcp_congestion_control="$TCP_CC" ||
+        { echo "compare-http.sh: TCP congestion control $TCP_CC unavailable" >&2; exit 1; }
+done
 
 # CPU time of a server and every process it forks, from a cpuacct cgroup where the kernel
 # offers one, else from /proc (children counted once reaped).
@@ -355,7 +372,7 @@ done
 echo
 echo "Machine: $(hostname), $(nproc) cores, Linux $(uname -r); pxe-server $(git describe --always --dirty 2>/dev/null || echo '?')," \
      "dnsmasq $(dnsmasq --version 2>/dev/null | awk 'NR==1{print $3}')."
-echo "Path: veth between two network namespaces; one source address per simulated machine; $CLIENTS clients at once (storm);" \
+echo "Path: veth between two network namespaces (TCP congestion control $TCP_CC); one source address per simulated machine; $CLIENTS clients at once (storm);" \
      "${KERNEL_MIB} MiB kernel + ${INITRD_MIB} MiB initrd$([ "$VERIFY" = 1 ] && echo ', every file verified byte-exact')$([ "$WITH_DHCP" = 1 ] && echo '; DHCP (full) and a 64 KiB boot file over TFTP first' || echo '; no DHCP (--skip-dhcp), no boot file')."
 echo "Phase times p50 / p99 in seconds (kernel: from the connect or RRQ to its last byte; initrd: from its request)."
 echo "Goodput: file bytes received per second over the run. Server CPU: $([ -n "$CG" ] && echo 'cpuacct cgroup (server and its children)' || echo '/proc of the server process')." \
