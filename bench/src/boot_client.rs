@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::dhcp_client::{self, Arch, ClientConfig, DhcpClient, Verdict};
 use crate::http_client::{HttpBase, HttpConn, HttpFailure};
-use crate::tftp_client::{self, ClientOptions, TftpClient};
+use crate::tftp_client::{self, ClientOptions, Retry, TftpClient};
 
 /// The phases of a boot, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,10 +65,9 @@ pub struct BootPlan {
     pub tftp_port: u16,
     /// Overrides the windowsize asked in every TFTP phase (0: ask none).
     pub windowsize: Option<u16>,
-    /// The client's TFTP retransmission timeout and the retries without progress before it
-    /// gives up.
-    pub tftp_timeout: Duration,
-    pub tftp_retries: u32,
+    /// Every TFTP phase retransmits on this schedule instead of its firmware's (None: UEFI PXE
+    /// for a UEFI boot file, iPXE's backoff for everything else).
+    pub tftp_retry: Option<Retry>,
     /// Kernel and initrd over HTTP from here (TFTP when None).
     pub http: Option<Arc<HttpBase>>,
     /// HTTP connect timeout, and the longest silence while a request is in flight.
@@ -107,22 +106,26 @@ pub struct TftpAsk {
     pub blksize: Option<u16>,
     pub windowsize: Option<u16>,
     pub tsize: bool,
+    pub retry: Retry,
 }
 
 /// What the firmware (boot file) or the loaded iPXE (kernel, initrd) asks for, as real ones do:
-/// a BIOS PXE ROM and iPXE blksize 1432 + tsize; OVMF's UEFI PXE blksize 1468 + windowsize 4 +
-/// tsize. `windowsize` overrides the window in every phase (0: none asked).
+/// a BIOS PXE ROM (iPXE's, as in QEMU) and iPXE blksize 1432 + tsize with iPXE's retry backoff;
+/// OVMF's UEFI PXE blksize 1468 + windowsize 4 + tsize, retrying every 4 s six times.
+/// `windowsize` overrides the window in every phase (0: none asked).
 pub fn firmware_options(arch: Arch, step: Step, windowsize: Option<u16>) -> TftpAsk {
     let mut ask = match (arch, step) {
         (Arch::UefiX64, Step::BootFile) => TftpAsk {
             blksize: Some(1468),
             windowsize: Some(4),
             tsize: true,
+            retry: Retry::UEFI_PXE,
         },
         _ => TftpAsk {
             blksize: Some(1432),
             windowsize: None,
             tsize: true,
+            retry: Retry::IPXE,
         },
     };
     if let Some(w) = windowsize {
@@ -351,7 +354,11 @@ impl BootClient {
 
     /// The TFTP options this client asks in the current (or next) transfer.
     pub fn tftp_ask(&self) -> TftpAsk {
-        firmware_options(self.arch, self.step, self.plan.windowsize)
+        let mut ask = firmware_options(self.arch, self.step, self.plan.windowsize);
+        if let Some(r) = self.plan.tftp_retry {
+            ask.retry = r;
+        }
+        ask
     }
 
     /// Starts the awaited transfer (its RRQ goes out at the next poll). `expected`: the file's
@@ -379,8 +386,7 @@ impl BootClient {
             blksize: ask.blksize,
             windowsize: ask.windowsize,
             tsize: ask.tsize,
-            timeout: self.plan.tftp_timeout,
-            max_retries: self.plan.tftp_retries,
+            retry: ask.retry,
         };
         self.tftp = Some(TftpClient::new(&name, expected, opts, now));
         self.step_started = now;
@@ -684,8 +690,10 @@ mod tests {
             tftp_server: None,
             tftp_port: 69,
             windowsize: None,
-            tftp_timeout: ms(100),
-            tftp_retries: 3,
+            tftp_retry: Some(Retry::Fixed {
+                timeout: ms(100),
+                retries: 3,
+            }),
             http: None,
             http_timeout: ms(500),
         }
@@ -838,7 +846,8 @@ mod tests {
             TftpAsk {
                 blksize: Some(1432),
                 windowsize: None,
-                tsize: true
+                tsize: true,
+                retry: Retry::IPXE,
             }
         );
         assert_eq!(firmware_options(Arch::Ipxe, Step::BootFile, None), bios);
@@ -848,7 +857,8 @@ mod tests {
             TftpAsk {
                 blksize: Some(1468),
                 windowsize: Some(4),
-                tsize: true
+                tsize: true,
+                retry: Retry::UEFI_PXE,
             }
         );
         // The kernel and initrd are fetched by iPXE, whatever the firmware.

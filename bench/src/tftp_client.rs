@@ -15,10 +15,41 @@ pub struct ClientOptions {
     pub blksize: Option<u16>,
     pub windowsize: Option<u16>,
     pub tsize: bool,
-    /// Retransmit timeout of the client.
-    pub timeout: Duration,
-    /// Retransmissions without progress before the client gives up.
-    pub max_retries: u32,
+    /// When the client retransmits, and when it gives up.
+    pub retry: Retry,
+}
+
+/// A client's retransmission schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The same timeout every time; the transfer fails after `retries` retransmissions without
+    /// progress (UEFI PXE firmware: 4 s, 6 retries).
+    Fixed { timeout: Duration, retries: u32 },
+    /// iPXE's retry timer: the first timeout is `min`; every expiry doubles it and the transfer
+    /// fails once the doubled value would exceed `max` (0.25 s and 10 s: 15.75 s of silence, 5
+    /// retransmissions); progress without a retransmission moves it towards the round trip
+    /// (`t - t/8 + rtt/2`, never below `min`).
+    Backoff { min: Duration, max: Duration },
+}
+
+impl Retry {
+    /// iPXE's defaults.
+    pub const IPXE: Retry = Retry::Backoff {
+        min: Duration::from_millis(250),
+        max: Duration::from_secs(10),
+    };
+    /// EDK2's PXE base code (the UEFI firmware's own TFTP for the boot file).
+    pub const UEFI_PXE: Retry = Retry::Fixed {
+        timeout: Duration::from_secs(4),
+        retries: 6,
+    };
+
+    fn initial(self) -> Duration {
+        match self {
+            Retry::Fixed { timeout, .. } => timeout,
+            Retry::Backoff { min, .. } => min,
+        }
+    }
 }
 
 /// Why a transfer failed.
@@ -26,7 +57,7 @@ pub struct ClientOptions {
 pub enum Failure {
     /// The server sent ERROR (code, message).
     ServerError(u16, String),
-    /// No progress after `max_retries` retransmissions.
+    /// No progress until the retry schedule gave up.
     TimedOut,
     /// A block differs from the expected file (or runs past its end).
     Corrupt(String),
@@ -63,6 +94,9 @@ pub struct TftpClient {
     /// Server transfer port, learnt from the first answer.
     server_tid: Option<u16>,
     deadline: Instant,
+    /// The current retransmission timeout, and when it was armed.
+    timeout: Duration,
+    armed_at: Instant,
     retries: u32,
     pending: Pending,
     failure: Option<Failure>,
@@ -97,7 +131,9 @@ impl TftpClient {
         Self {
             filename: filename.into(),
             expected,
-            deadline: now + opts.timeout,
+            deadline: now + opts.retry.initial(),
+            timeout: opts.retry.initial(),
+            armed_at: now,
             opts,
             state: State::Requesting,
             blksize: 512,
@@ -265,8 +301,19 @@ impl TftpClient {
     }
 
     fn progress(&mut self, now: Instant) {
+        if let Retry::Backoff { min, .. } = self.opts.retry
+            && self.retries == 0
+        {
+            let rtt = now.saturating_duration_since(self.armed_at);
+            self.timeout = (self.timeout - self.timeout / 8 + rtt / 2).max(min);
+        }
         self.retries = 0;
-        self.deadline = now + self.opts.timeout;
+        self.arm(now);
+    }
+
+    fn arm(&mut self, now: Instant) {
+        self.armed_at = now;
+        self.deadline = now + self.timeout;
     }
 
     fn fail(&mut self, f: Failure) {
@@ -281,11 +328,18 @@ impl TftpClient {
             return;
         }
         self.retries += 1;
-        if self.retries > self.opts.max_retries {
+        let give_up = match self.opts.retry {
+            Retry::Fixed { retries, .. } => self.retries > retries,
+            Retry::Backoff { max, .. } => {
+                self.timeout = self.timeout.saturating_mul(2);
+                self.timeout > max
+            }
+        };
+        if give_up {
             return self.fail(Failure::TimedOut);
         }
         self.retransmits += 1;
-        self.deadline = now + self.opts.timeout;
+        self.arm(now);
         self.pending = match self.state {
             State::Requesting => Pending::Rrq,
             _ => {
@@ -293,5 +347,103 @@ impl TftpClient {
                 Pending::Ack((self.received_blocks & 0xffff) as u16)
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(retry: Retry, t0: Instant) -> TftpClient {
+        let opts = ClientOptions {
+            blksize: Some(512),
+            windowsize: None,
+            tsize: false,
+            retry,
+        };
+        let mut c = TftpClient::new(b"f", None, opts, t0);
+        let mut buf = [0u8; 600];
+        assert!(matches!(
+            c.poll_transmit(&mut buf),
+            Some((Dest::Listener, _))
+        ));
+        c
+    }
+
+    /// Expires every deadline until the client gives up; returns the waits between them.
+    fn silence(c: &mut TftpClient, mut now: Instant) -> (Vec<Duration>, Instant) {
+        let mut waits = vec![];
+        let mut buf = [0u8; 600];
+        for _ in 0..20 {
+            let Some(dl) = c.deadline() else { break };
+            waits.push(dl - now);
+            now = dl;
+            c.handle_timeout(now);
+            if c.finished() {
+                break;
+            }
+            assert!(c.poll_transmit(&mut buf).is_some(), "a retransmission");
+        }
+        (waits, now)
+    }
+
+    fn data(block: u16, len: usize) -> Vec<u8> {
+        let mut d = vec![0, 3, (block >> 8) as u8, block as u8];
+        d.resize(4 + len, 7);
+        d
+    }
+
+    #[test]
+    fn ipxe_backoff_doubles_and_gives_up_after_15_75_s() {
+        let t0 = Instant::now();
+        let mut c = client(Retry::IPXE, t0);
+        let (waits, end) = silence(&mut c, t0);
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [250, 500, 1000, 2000, 4000, 8000]);
+        assert_eq!(end - t0, Duration::from_millis(15_750));
+        assert_eq!(c.failure(), Some(&Failure::TimedOut));
+        assert_eq!(c.retransmits, 5);
+    }
+
+    #[test]
+    fn fixed_schedule_retries_then_gives_up() {
+        let t0 = Instant::now();
+        let mut c = client(Retry::UEFI_PXE, t0);
+        let (waits, end) = silence(&mut c, t0);
+        assert_eq!(waits, vec![Duration::from_secs(4); 7]);
+        assert_eq!(end - t0, Duration::from_secs(28));
+        assert_eq!(c.failure(), Some(&Failure::TimedOut));
+        assert_eq!(c.retransmits, 6);
+    }
+
+    /// A backed-off timeout stays after the answer that ends the silence, then shrinks by an
+    /// eighth plus half the round trip per answer, down to the minimum, as iPXE's does.
+    #[test]
+    fn ipxe_backoff_adapts_to_the_round_trip() {
+        let t0 = Instant::now();
+        let mut c = client(Retry::IPXE, t0);
+        let mut buf = [0u8; 600];
+        let t1 = t0 + Duration::from_millis(250);
+        c.handle_timeout(t1); // timeout now 500 ms
+        assert!(c.poll_transmit(&mut buf).is_some());
+        let t2 = t1 + Duration::from_millis(10);
+        c.handle_datagram(t2, 5000, &data(1, 512));
+        assert_eq!(c.deadline(), Some(t2 + Duration::from_millis(500)));
+        assert!(matches!(
+            c.poll_transmit(&mut buf),
+            Some((Dest::Transfer(5000), 4))
+        ));
+        let t3 = t2 + Duration::from_millis(10);
+        c.handle_datagram(t3, 5000, &data(2, 512));
+        // 500 - 500/8 + 10/2 = 442.5 ms
+        assert_eq!(c.deadline(), Some(t3 + Duration::from_micros(442_500)));
+        let mut now = t3;
+        for block in 3..60 {
+            c.poll_transmit(&mut buf);
+            now += Duration::from_millis(1);
+            c.handle_datagram(now, 5000, &data(block, 512));
+        }
+        assert_eq!(c.deadline(), Some(now + Duration::from_millis(250)));
+        assert!(!c.finished());
     }
 }
