@@ -53,6 +53,9 @@ counters! {
     sessions_aborted,
     /// Requests refused because of `max_sessions` or `max_sessions_per_client`.
     refused_limit,
+    /// Retransmitted requests from a client whose transfer (same address and port) is running:
+    /// ignored, that transfer answers them.
+    duplicate_requests,
     /// Write requests refused (the server is read-only).
     refused_write,
     refused_not_found,

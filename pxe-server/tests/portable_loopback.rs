@@ -323,3 +323,49 @@ fn silent_client_times_out_and_frees_its_permit() {
     assert!(m.retransmitted >= 1, "{m}");
     server.stop();
 }
+
+/// A client that sends its RRQ twice from the same port (its retransmission timer fired before
+/// the answer came) gets one transfer: the second request is counted as a duplicate, no second
+/// transfer answers from another port, and the first one runs to the end.
+#[test]
+fn retransmitted_request_starts_no_second_transfer() {
+    let server = Running::start(1);
+    let bytes = server.put("twice", 3000, 9);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let rrq = common::encode_rrq(b"twice", "octet", &[]);
+    sock.send_to(&rrq, server.addr).unwrap();
+    sock.send_to(&rrq, server.addr).unwrap();
+    server.wait_for("the duplicate", |m| m.duplicate_requests == 1);
+    // Receive blocks 1..=6 (512 bytes each, the last short), ACK each; every datagram must
+    // come from one transfer port.
+    let mut tids = std::collections::BTreeSet::new();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 600];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            if data.len() == bytes.len() {
+                break; // nothing more: no second transfer retransmitting either
+            }
+            continue;
+        };
+        tids.insert(from);
+        assert_eq!(&buf[..2], &[0, 3], "DATA expected: {:?}", &buf[..n]);
+        let block = u16::from_be_bytes([buf[2], buf[3]]);
+        if usize::from(block) * 512 > data.len() {
+            data.extend_from_slice(&buf[4..n]);
+        }
+        sock.send_to(&[0, 4, buf[2], buf[3]], from).unwrap();
+    }
+    assert_eq!(tids.len(), 1, "answers from {tids:?}");
+    assert_eq!(sha256(&data), sha256(&bytes));
+    let m = server.wait_for("1 completed", |m| m.sessions_completed == 2);
+    assert_eq!(
+        m.sessions_started, 2,
+        "the readiness probe and this one: {m}"
+    );
+    assert_eq!(m.duplicate_requests, 1, "{m}");
+    server.stop();
+}

@@ -6,11 +6,13 @@
 //! Order of checks for a request: parse (malformed requests get ERROR 4, or 8 for a bad
 //! option; anything else unparseable is dropped), refuse writes (ERROR 2), take a session
 //! permit (ERROR 0 "server busy" when `max_sessions` or `max_sessions_per_client` is reached;
-//! checked before the file is opened so a flood costs no file I/O), then open the image
-//! (ERROR 1 / 2 / 0). Nothing here allocates per datagram except what `ImageStore::open` and
+//! checked before the file is opened so a flood costs no file I/O; a request from the address
+//! and port of a running transfer is that client's retransmission, ignored: the transfer
+//! answers it, and a second one would double the work exactly when the server is slow), then
+//! open the image (ERROR 1 / 2 / 0). Nothing here allocates per datagram except what `ImageStore::open` and
 //! the permit's per-client map need once per accepted request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,25 +27,41 @@ use crate::tftp::session::{Session, SessionConfig};
 /// File descriptors kept out of `max_sessions` for listeners, rings, the image store, logs.
 pub const RESERVED_FDS: u64 = 256;
 
-/// Holds one slot of `max_sessions` and of the client's `max_sessions_per_client`;
-/// dropping it frees both.
+/// Holds one slot of `max_sessions` and of the client's `max_sessions_per_client`, and marks
+/// the client's address and port as having a transfer; dropping it frees all three.
 pub struct SessionPermit {
     admission: Arc<Admission>,
-    client: IpAddr,
+    peer: SocketAddr,
 }
 
 impl std::fmt::Debug for SessionPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionPermit")
-            .field("client", &self.client)
+            .field("peer", &self.peer)
             .finish()
     }
 }
 
 impl Drop for SessionPermit {
     fn drop(&mut self) {
-        self.admission.release(self.client);
+        self.admission.release(self.peer);
     }
+}
+
+/// Why a request got no permit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `max_sessions` or `max_sessions_per_client` reached.
+    Busy,
+    /// This address and port already has a transfer.
+    Duplicate,
+}
+
+/// Transfers per client address, and the client addresses and ports with a transfer.
+#[derive(Debug, Default)]
+struct Peers {
+    per_client: HashMap<IpAddr, u32>,
+    transfers: HashSet<SocketAddr>,
 }
 
 /// The session counters shared by every engine thread.
@@ -52,7 +70,12 @@ struct Admission {
     max_sessions: usize,
     max_per_client: u32,
     active: AtomicUsize,
-    per_client: Mutex<HashMap<IpAddr, u32>>,
+    peers: Mutex<Peers>,
+}
+
+/// `peer` with an IPv4-mapped IPv6 address written as plain IPv4 (the same client).
+fn canonical(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port())
 }
 
 impl Admission {
@@ -61,47 +84,52 @@ impl Admission {
             max_sessions: max_sessions.max(1),
             max_per_client: u32::try_from(max_per_client).unwrap_or(u32::MAX).max(1),
             active: AtomicUsize::new(0),
-            per_client: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Peers::default()),
         }
     }
 
-    fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<SessionPermit> {
-        // IPv4-mapped IPv6 and plain IPv4 are the same client.
-        let client = client.to_canonical();
+    fn acquire(self: &Arc<Self>, peer: SocketAddr) -> Result<SessionPermit, Refusal> {
+        let peer = canonical(peer);
+        let mut peers = self.lock();
+        if peers.transfers.contains(&peer) {
+            return Err(Refusal::Duplicate);
+        }
         self.active
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_sessions).then_some(n + 1)
             })
-            .ok()?;
-        let mut map = self.lock();
-        let count = map.entry(client).or_insert(0);
+            .map_err(|_| Refusal::Busy)?;
+        let count = peers.per_client.entry(peer.ip()).or_insert(0);
         if *count >= self.max_per_client {
-            drop(map);
+            drop(peers);
             self.active.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Refusal::Busy);
         }
         *count += 1;
-        Some(SessionPermit {
+        peers.transfers.insert(peer);
+        Ok(SessionPermit {
             admission: Arc::clone(self),
-            client,
+            peer,
         })
     }
 
-    fn release(&self, client: IpAddr) {
-        let mut map = self.lock();
-        if let Some(count) = map.get_mut(&client) {
+    fn release(&self, peer: SocketAddr) {
+        let mut peers = self.lock();
+        peers.transfers.remove(&peer);
+        if let Some(count) = peers.per_client.get_mut(&peer.ip()) {
             *count -= 1;
             if *count == 0 {
-                map.remove(&client);
+                peers.per_client.remove(&peer.ip());
             }
         }
-        drop(map);
+        drop(peers);
         self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
-        // Every update under this lock is a single counter step: a poisoned map is consistent.
-        self.per_client.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Peers> {
+        // Every update under this lock is one counter step plus one set update, never left
+        // half-done by a panic between them: a poisoned value is consistent.
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -207,9 +235,16 @@ impl TftpService {
             TftpMetrics::add(&m.refused_write, 1);
             return reply(ErrorCode::AccessViolation, "read-only server");
         }
-        let Some(permit) = self.admission.acquire(peer.ip()) else {
-            TftpMetrics::add(&m.refused_limit, 1);
-            return reply(ErrorCode::NotDefined, "server busy");
+        let permit = match self.admission.acquire(peer) {
+            Ok(permit) => permit,
+            Err(Refusal::Busy) => {
+                TftpMetrics::add(&m.refused_limit, 1);
+                return reply(ErrorCode::NotDefined, "server busy");
+            }
+            Err(Refusal::Duplicate) => {
+                TftpMetrics::add(&m.duplicate_requests, 1);
+                return RequestOutcome::Drop;
+            }
         };
         let image = match self.images.open(request.filename) {
             Ok(image) => image,
@@ -454,33 +489,78 @@ mod tests {
         );
     }
 
+    fn at(ip: IpAddr, port: u16) -> SocketAddr {
+        SocketAddr::new(ip, port)
+    }
+
     #[test]
     fn admission_limits_and_release_on_drop() {
         let adm = Arc::new(Admission::new(3, 2));
         let a = IpAddr::from([10, 0, 0, 1]);
         let b = IpAddr::from([10, 0, 0, 2]);
         let c = IpAddr::from([10, 0, 0, 3]);
-        let a1 = adm.acquire(a).unwrap();
-        let a2 = adm.acquire(a).unwrap();
-        assert!(adm.acquire(a).is_none(), "per-client limit");
+        let a1 = adm.acquire(at(a, 1)).unwrap();
+        let a2 = adm.acquire(at(a, 2)).unwrap();
+        assert_eq!(
+            adm.acquire(at(a, 3)).err(),
+            Some(Refusal::Busy),
+            "per-client limit"
+        );
         // The per-client refusal did not leak a global slot.
         assert_eq!(adm.active.load(Ordering::Acquire), 2);
-        let b1 = adm.acquire(b).unwrap();
-        assert!(adm.acquire(c).is_none(), "global limit");
+        let b1 = adm.acquire(at(b, 1)).unwrap();
+        assert_eq!(
+            adm.acquire(at(c, 1)).err(),
+            Some(Refusal::Busy),
+            "global limit"
+        );
         drop(a1);
         assert_eq!(adm.active.load(Ordering::Acquire), 2);
-        let c1 = adm.acquire(c).unwrap();
-        assert!(adm.acquire(a).is_none(), "global limit again");
+        let c1 = adm.acquire(at(c, 1)).unwrap();
+        assert_eq!(
+            adm.acquire(at(a, 4)).err(),
+            Some(Refusal::Busy),
+            "global limit again"
+        );
         drop((a2, b1, c1));
         assert_eq!(adm.active.load(Ordering::Acquire), 0);
-        assert!(adm.lock().is_empty(), "per-client entries removed at zero");
+        let peers = adm.lock();
+        assert!(
+            peers.per_client.is_empty(),
+            "per-client entries removed at zero"
+        );
+        assert!(peers.transfers.is_empty());
+        drop(peers);
         // IPv4-mapped IPv6 counts as the same client.
         let v6 = IpAddr::from(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
-        let p1 = adm.acquire(a).unwrap();
-        let p2 = adm.acquire(v6).unwrap();
-        assert!(adm.acquire(v6).is_none());
+        let p1 = adm.acquire(at(a, 1)).unwrap();
+        let p2 = adm.acquire(at(v6, 2)).unwrap();
+        assert_eq!(adm.acquire(at(v6, 3)).err(), Some(Refusal::Busy));
         drop((p1, p2));
         assert_eq!(adm.active.load(Ordering::Acquire), 0);
+    }
+
+    /// A second request from the address and port of a running transfer is a duplicate (the
+    /// same client retransmitting its RRQ), whatever the limits; the port is free again once
+    /// that transfer ends. Another port of the same client is another transfer.
+    #[test]
+    fn admission_knows_a_retransmitted_request() {
+        let adm = Arc::new(Admission::new(10, 10));
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let v6 = IpAddr::from(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        let first = adm.acquire(at(a, 2000)).unwrap();
+        assert_eq!(adm.acquire(at(a, 2000)).err(), Some(Refusal::Duplicate));
+        assert_eq!(adm.acquire(at(v6, 2000)).err(), Some(Refusal::Duplicate));
+        assert_eq!(
+            adm.active.load(Ordering::Acquire),
+            1,
+            "a duplicate takes no slot"
+        );
+        let other = adm.acquire(at(a, 2001)).unwrap();
+        drop(first);
+        let again = adm.acquire(at(a, 2000)).unwrap();
+        drop((other, again));
+        assert!(adm.lock().transfers.is_empty());
     }
 
     #[test]
@@ -492,7 +572,8 @@ mod tests {
                 s.spawn(move || {
                     let mut held = Vec::new();
                     for i in 0..2000u32 {
-                        if let Some(p) = adm.acquire(IpAddr::from([10, 0, t, (i % 7) as u8])) {
+                        let peer = at(IpAddr::from([10, 0, t, (i % 7) as u8]), i as u16);
+                        if let Ok(p) = adm.acquire(peer) {
                             held.push(p);
                         }
                         assert!(adm.active.load(Ordering::Acquire) <= 50);
@@ -504,18 +585,19 @@ mod tests {
             }
         });
         assert_eq!(adm.active.load(Ordering::Acquire), 0);
-        assert!(adm.lock().is_empty());
+        let peers = adm.lock();
+        assert!(peers.per_client.is_empty() && peers.transfers.is_empty());
     }
 
     #[test]
     fn busy_server_refuses_with_error_0() {
         let f = fixture(2, 1);
         let svc = &f.service;
-        let _held = svc.admission.acquire(peer(1, 1).ip()).unwrap();
+        let _held = svc.admission.acquire(peer(1, 1)).unwrap();
         // Client 10.0.0.1 is at its per-client limit.
         let got = reply(svc, peer(1, 2000), &rrq(b"pxelinux.0")).unwrap();
         assert_eq!(got, error_packet(0, "server busy"));
-        let _other = svc.admission.acquire(peer(2, 1).ip()).unwrap();
+        let _other = svc.admission.acquire(peer(2, 1)).unwrap();
         // Now the global limit is reached for everyone.
         let got = reply(svc, peer(3, 2000), &rrq(b"pxelinux.0")).unwrap();
         assert_eq!(got, error_packet(0, "server busy"));
@@ -577,8 +659,17 @@ mod tests {
             reply(svc, peer(9, 4243), &rrq(b"pxelinux.0")).unwrap(),
             error_packet(0, "server busy")
         );
+        // The same request again from the same port: the client's retransmission, dropped
+        // without an answer (the running transfer answers it) and without a refusal.
+        assert_eq!(reply(svc, from, &rrq(b"pxelinux.0")), None);
+        assert_eq!(metrics(svc).duplicate_requests, 1);
+        assert_eq!(metrics(svc).refused_limit, 1);
+        assert_eq!(metrics(svc).sessions_started, 1);
         drop(permit);
         assert_eq!(svc.active_sessions(), 0);
         drop(session);
+        // Once that transfer has ended, the port may ask again.
+        let again = svc.handle_request(Instant::now(), from, &rrq(b"pxelinux.0"), &mut buf);
+        assert!(matches!(again, RequestOutcome::Start { .. }));
     }
 }
