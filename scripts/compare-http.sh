@@ -184,10 +184,15 @@ start_server() { # RUN RUNDIR
                     --dhcp-boot=tag:efi64,tag:!ipxe,snponly.efi,,"$SRV"
                     --dhcp-boot=tag:ipxe,boot.ipxe,,"$SRV" --quiet-dhcp)
             fi
-            # --tftp-max: dnsmasq's limit of simultaneous transfers (default 50).
+            # --tftp-max: dnsmasq's limit of simultaneous transfers (default 50); requests over
+            # it get no answer. A client's next request can arrive while dnsmasq still holds its
+            # previous transfer, so room for two per client, within this machine's open files
+            # (a socket and a file per transfer): at most 9000, as compare.sh.
+            tftp_max=$((2 * CLIENTS + 100))
+            [ "$tftp_max" -le 9000 ] || tftp_max=9000
             ip netns exec "$P-srv" dnsmasq --no-daemon --port=0 --conf-file=/dev/null \
                 --interface="$SRV_IF" --bind-interfaces --user=root --group=root --pid-file= \
-                --enable-tftp --tftp-root="$ROOT" --tftp-max=$((CLIENTS + 100)) \
+                --enable-tftp --tftp-root="$ROOT" --tftp-max="$tftp_max" \
                 "${dhcp[@]}" --quiet-tftp --log-facility="$d/dnsmasq.log" \
                 > "$d/server.log" 2>&1 &
             ;;
