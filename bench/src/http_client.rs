@@ -714,7 +714,10 @@ impl HttpConn {
         let start = usize::try_from(off).unwrap_or(usize::MAX).min(exp.len());
         let want = &exp[start..];
         let common = want.len().min(b.len());
-        if let Some(k) = (0..common).find(|&k| want[k] != b[k]) {
+        // One slice comparison (memcmp) on the hot path; the offset is searched for only
+        // once a difference is known.
+        if want[..common] != b[..common] {
+            let k = (0..common).find(|&k| want[k] != b[k]).unwrap_or(0);
             return Err(HttpFailure::Mismatch(off + k as u64));
         }
         if b.len() > want.len() {
