@@ -133,17 +133,6 @@ start_server() { # DIR
     wait_udp_port "$P-srv" "$SRV" 67 15 || { cat "$1/server.log" >&2; return 1; }
 }
 
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
 
 status() { "$BIN/pxe-server" status --json --socket "$1/control.sock"; }
 

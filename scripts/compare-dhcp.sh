@@ -182,26 +182,7 @@ JSON
     wait_udp_port "$P-srv" "$SRV" 67 15 || { cat "$d/server.log" >&2; return 1; }
 }
 
-stop_server() {
-    kill "$SERVER_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
 
-sample_rss() { # PID OUTFILE: peak RSS of the server until killed
-    local peak=0 r
-    while kill -0 "$1" 2>/dev/null; do
-        r=$(tree_rss_kib "$1")
-        [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$2"
-        sleep 0.2
-    done
-}
 
 # Row of the table from a perfdhcp report.
 row_of() { # SERVER RATE PERIOD OUTFILE CPU_NS RSS_KIB CLIENT_CPU_NS

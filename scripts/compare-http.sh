@@ -203,27 +203,7 @@ start_server() { # RUN RUNDIR
     if [ "$r" = pxe-http ]; then wait_tcp_port "$P-srv" "$SRV" 80 15 || return 1; fi
 }
 
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
 
-sample_rss() { # PID OUTFILE: peak RSS of the server and its children until killed
-    local peak=0 r
-    while kill -0 "$1" 2>/dev/null; do
-        r=$(tree_rss_kib "$1")
-        [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$2"
-        sleep 0.2
-    done
-}
 
 # What a TFTP server answers to the options the simulated clients ask (one RRQ from the
 # client namespace, then an ERROR to end it): does it honour the windowsize?

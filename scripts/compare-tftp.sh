@@ -106,14 +106,6 @@ TOML
     wait_udp_port "$P-srv" "$SRV" 69 10
 }
 
-sample_rss() { # PID OUTFILE: peak RSS of the server and its children until killed
-    local peak=0 r
-    while kill -0 "$1" 2>/dev/null; do
-        r=$(tree_rss_kib "$1")
-        [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$2"
-        sleep 0.2
-    done
-}
 
 echo "raw UDP limit of the path (iperf3, 1472-byte datagrams, server -> client) ..." >&2
 ip netns exec "$P-cli" iperf3 -s -1 -B "$NET.2" > /dev/null 2>&1 &

@@ -204,27 +204,7 @@ TOML
     wait_udp_port "$P-srv" "$SRV" 69 15
 }
 
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
 
-sample_rss() { # PID OUTFILE: peak RSS of the server and its children until killed
-    local peak=0 r
-    while kill -0 "$1" 2>/dev/null; do
-        r=$(tree_rss_kib "$1")
-        [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$2"
-        sleep 0.2
-    done
-}
 
 # The raw UDP limit: server namespace -> client namespace over the same veth, datagrams of the
 # size TFTP DATA has at blksize 1468 (4 + 1468 = 1472 bytes), sendmmsg + UDP GSO (as the TFTP

@@ -89,3 +89,29 @@ wait_tcp_port() {
     echo "nothing listens on TCP $addr:$port in $ns after ${secs}s" >&2
     return 1
 }
+
+# stop_server -> stops the process $SERVER_PID (the caller's server, started in the background
+# by this shell): SIGTERM, up to 10 s to exit, then SIGKILL; reaps it and clears SERVER_PID.
+stop_server() {
+    [ -n "${SERVER_PID:-}" ] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+# sample_rss PID OUTFILE -> until PID exits (or this is killed), writes the peak resident size
+# of PID and its direct children, in KiB, to OUTFILE.
+sample_rss() {
+    local peak=0 r
+    while kill -0 "$1" 2>/dev/null; do
+        r=$(tree_rss_kib "$1")
+        [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" > "$2"
+        sleep 0.2
+    done
+}
