@@ -261,6 +261,26 @@ enum ModeArg {
     Proxy,
 }
 
+/// `--source-base B --source-count N`: the addresses B, B+1, ... B+N-1 (N at least 1); none
+/// without a base (the wildcard address).
+fn source_addrs(base: Option<std::net::Ipv4Addr>, count: u32) -> Vec<std::net::Ipv4Addr> {
+    match base {
+        Some(base) => (0..count.max(1))
+            .map(|i| std::net::Ipv4Addr::from(u32::from(base).wrapping_add(i)))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+impl From<ModeArg> for dhcp_client::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Full => dhcp_client::Mode::Full,
+            ModeArg::Proxy => dhcp_client::Mode::Proxy,
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FloodKindArg {
     NonPxe,
@@ -352,18 +372,10 @@ fn main() -> anyhow::Result<()> {
             {
                 anyhow::bail!("--verify-dir {}: not a directory", dir.display());
             }
-            let sources: Vec<std::net::Ipv4Addr> = match source_base {
-                Some(base) => (0..source_count.max(1))
-                    .map(|i| std::net::Ipv4Addr::from(u32::from(base).wrapping_add(i)))
-                    .collect(),
-                None => Vec::new(),
-            };
+            let sources = source_addrs(source_base, source_count);
             let params = boot_storm::BootParams {
                 clients,
-                mode: match mode {
-                    ModeArg::Full => dhcp_client::Mode::Full,
-                    ModeArg::Proxy => dhcp_client::Mode::Proxy,
-                },
+                mode: mode.into(),
                 arch_mix: dhcp_storm::parse_arch_mix(&arch_mix)?,
                 mac_base: dhcp_storm::parse_mac(&mac_base)?,
                 arrival: dhcp_storm::Arrival::parse(&arrival)?,
@@ -418,12 +430,10 @@ fn main() -> anyhow::Result<()> {
             threads,
             json,
         } => {
-            let sources: Vec<IpAddr> = match source_base {
-                Some(base) => (0..source_count.max(1))
-                    .map(|i| IpAddr::from(std::net::Ipv4Addr::from(u32::from(base) + i)))
-                    .collect(),
-                None => Vec::new(),
-            };
+            let sources: Vec<IpAddr> = source_addrs(source_base, source_count)
+                .into_iter()
+                .map(IpAddr::from)
+                .collect();
             let expected = match verify {
                 Some(path) => Some(Arc::<[u8]>::from(
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
@@ -472,10 +482,7 @@ fn main() -> anyhow::Result<()> {
             let seed = seed_or_clock(seed);
             let params = dhcp_storm::StormParams {
                 clients,
-                mode: match mode {
-                    ModeArg::Full => dhcp_client::Mode::Full,
-                    ModeArg::Proxy => dhcp_client::Mode::Proxy,
-                },
+                mode: mode.into(),
                 arch_mix: dhcp_storm::parse_arch_mix(&arch_mix)?,
                 mac_base: dhcp_storm::parse_mac(&mac_base)?,
                 arrival: dhcp_storm::Arrival::parse(&arrival)?,
