@@ -1013,22 +1013,21 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
                 sim.packets.tftp_receives += got as u64;
                 if let Some(c) = sim.clients[i].as_mut() {
                     for j in 0..got {
-                        match &gro_in {
+                        // A GRO receive holds several datagrams, a plain one exactly one.
+                        let (from, glued, single) = match &gro_in {
                             Some(g) => {
                                 let (segs, from) = g.segments(j);
-                                for bytes in segs {
-                                    sim.packets.tftp_received += 1;
-                                    if !c.handle_tftp(now, from, bytes) {
-                                        sim.stray += 1;
-                                    }
-                                }
+                                (from, Some(segs), None)
                             }
                             None => {
                                 let (bytes, from) = inb.datagram(j);
-                                sim.packets.tftp_received += 1;
-                                if !c.handle_tftp(now, from, bytes) {
-                                    sim.stray += 1;
-                                }
+                                (from, None, Some(bytes))
+                            }
+                        };
+                        for bytes in glued.into_iter().flatten().chain(single) {
+                            sim.packets.tftp_received += 1;
+                            if !c.handle_tftp(now, from, bytes) {
+                                sim.stray += 1;
                             }
                         }
                     }
