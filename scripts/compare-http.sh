@@ -87,18 +87,7 @@ WORK=$(mktemp -d /tmp/compare-http.XXXXXX)
 SERVER_PID=
 SAMPLER=
 SAVED_SYSCTLS=()
-cleanup() {
-    if [ -n "${SAMPLER:-}" ]; then kill "$SAMPLER" 2>/dev/null || true; fi
-    if [ -n "${SERVER_PID:-}" ]; then kill -9 "$SERVER_PID" 2>/dev/null || true; fi
-    netns_destroy "$P"
-    if [ -n "${CG:-}" ]; then
-        echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs 2>/dev/null || true
-        rmdir "$CG" 2>/dev/null || true
-    fi
-    if [ "${#SAVED_SYSCTLS[@]}" -gt 0 ]; then sysctl -qw "${SAVED_SYSCTLS[@]}" || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap storm_cleanup EXIT
 
 cargo build --release -q -p pxe-server -p pxe-bench
 BIN=target/release
@@ -118,40 +107,21 @@ head -c "$((INITRD_MIB * 1024 * 1024))" /dev/urandom > "$ROOT/initrd.img"
 netns_create "$P" "$NET"
 # One address per simulated machine, as in a cluster (per-client limits see real clients).
 SOURCE_BASE=$(netns_client_addrs "$P" "$NET" "$CLIENTS")
-# Socket buffers for a thousand windows in flight, and a neighbour table holding one entry per
-# client address. Global sysctls; the previous values are restored on exit.
-SYSCTLS=(net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=1048576
-    net.ipv4.neigh.default.gc_thresh1=16384 net.ipv4.neigh.default.gc_thresh2=32768
-    net.ipv4.neigh.default.gc_thresh3=65536)
-for kv in "${SYSCTLS[@]}"; do
-    SAVED_SYSCTLS+=("${kv%%=*}=$(sysctl -n "${kv%%=*}")")
-done
-sysctl -qw "${SYSCTLS[@]}"
+# Global sysctls for the storm (see lib/netns.sh), restored on exit.
+storm_sysctls
 # A namespace may only pick an algorithm the host allows (tcp_allowed_congestion_control).
 allowed=$(sysctl -n net.ipv4.tcp_allowed_congestion_control)
 case " $allowed " in
     *" $TCP_CC "*) ;;
-    *) SAVED_SYSCTLS+=("net.ipv4.tcp_allowed_congestion_control=$allowed")
-       sysctl -qw net.ipv4.tcp_allowed_congestion_control="$allowed $TCP_CC" ;;
+    *) sysctl_set_saved net.ipv4.tcp_allowed_congestion_control="$allowed $TCP_CC" ;;
 esac
 for ns in "$P-srv" "$P-cli"; do
     ip netns exec "$ns" sysctl -qw net.ipv4.tcp_congestion_control="$TCP_CC" ||
         { echo "compare-http.sh: TCP congestion control $TCP_CC unavailable" >&2; exit 1; }
 done
 
-# CPU time of a server and every process it forks, from a cpuacct cgroup where the kernel
-# offers one, else from /proc (children counted once reaped).
-CG=/sys/fs/cgroup/cpuacct/$P
-if mkdir -p "$CG" 2>/dev/null && [ -w "$CG/cgroup.procs" ]; then
-    echo $$ > "$CG/cgroup.procs"   # children of this shell (the servers) start inside it
-    cpu_ns() { cat "$CG/cpuacct.usage"; }
-    # Clients run outside it.
-    client_exec() { sh -c 'echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs; exec "$@"' sh "$@"; }
-else
-    CG=
-    cpu_ns() { echo $(( $(proc_cpu_ticks "$SERVER_PID") * 1000000000 / $(getconf CLK_TCK) )); }
-    client_exec() { "$@"; }
-fi
+# Server CPU: its cpuacct cgroup (clients run outside it).
+server_cpu_accounting
 
 start_server() { # RUN RUNDIR
     local r="$1" d="$2"

@@ -84,18 +84,7 @@ WORK=$(mktemp -d /tmp/compare.XXXXXX)
 SERVER_PID=
 SAMPLER=
 SAVED_SYSCTLS=()
-cleanup() {
-    if [ -n "${SAMPLER:-}" ]; then kill "$SAMPLER" 2>/dev/null || true; fi
-    if [ -n "${SERVER_PID:-}" ]; then kill -9 "$SERVER_PID" 2>/dev/null || true; fi
-    netns_destroy "$P"
-    if [ -n "${CG:-}" ]; then
-        echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs 2>/dev/null || true
-        rmdir "$CG" 2>/dev/null || true
-    fi
-    if [ "${#SAVED_SYSCTLS[@]}" -gt 0 ]; then sysctl -qw "${SAVED_SYSCTLS[@]}" || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+trap storm_cleanup EXIT
 
 cargo build --release -q -p pxe-server -p pxe-bench
 BIN=target/release
@@ -122,31 +111,11 @@ for n in $CLIENTS; do [ "$n" -gt "$MAX_CLIENTS" ] && MAX_CLIENTS=$n; done
 [ "$MAX_CLIENTS" -le 30000 ] || { echo "compare.sh: at most 30000 clients" >&2; exit 2; }
 # One address per simulated machine, as in a cluster (per-client limits see real clients).
 SOURCE_BASE=$(netns_client_addrs "$P" "$NET" "$MAX_CLIENTS")
-# Let a thousand clients' sockets queue a window each (as compare-tftp.sh). These sysctls are
-# global (not per namespace); the previous values are restored on exit.
-# The neighbour table must hold one entry per client address (the default gc_thresh3 of
-# 1024 overflows above that and clients fail for a reason that is neither server's).
-SYSCTLS=(net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=1048576
-    net.ipv4.neigh.default.gc_thresh1=16384 net.ipv4.neigh.default.gc_thresh2=32768
-    net.ipv4.neigh.default.gc_thresh3=65536)
-for kv in "${SYSCTLS[@]}"; do
-    SAVED_SYSCTLS+=("${kv%%=*}=$(sysctl -n "${kv%%=*}")")
-done
-sysctl -qw "${SYSCTLS[@]}"
+# Global sysctls for the storm (see lib/netns.sh), restored on exit.
+storm_sysctls
 
-# CPU time of a server and of every process it forks (tftpd-hpa forks one per transfer), from
-# a cpuacct cgroup where the kernel offers one, else from /proc (children counted once reaped).
-CG=/sys/fs/cgroup/cpuacct/$P
-if mkdir -p "$CG" 2>/dev/null && [ -w "$CG/cgroup.procs" ]; then
-    echo $$ > "$CG/cgroup.procs"   # children of this shell (the servers) start inside it
-    cpu_ns() { cat "$CG/cpuacct.usage"; }
-    # Clients and the udp-limit run outside it.
-    client_exec() { sh -c 'echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs; exec "$@"' sh "$@"; }
-else
-    CG=
-    cpu_ns() { echo $(( $(proc_cpu_ticks "$SERVER_PID") * 1000000000 / $(getconf CLK_TCK) )); }
-    client_exec() { "$@"; }
-fi
+# Server CPU: its cpuacct cgroup (clients run outside it).
+server_cpu_accounting
 
 start_server() { # NAME RUNDIR
     local s="$1" d="$2"

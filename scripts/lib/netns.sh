@@ -115,3 +115,57 @@ sample_rss() {
         sleep 0.2
     done
 }
+
+# The storm scripts (compare.sh, compare-http.sh) keep their state in these globals: P (the
+# namespace prefix), WORK (a scratch directory), SERVER_PID, SAMPLER (an RSS sampler), CG (the
+# server's cpuacct cgroup, empty without one) and SAVED_SYSCTLS (values to restore).
+
+# sysctl_set_saved KEY=VALUE... -> sets global sysctls, recording the previous values in
+# SAVED_SYSCTLS for storm_cleanup.
+sysctl_set_saved() {
+    local kv
+    for kv in "$@"; do
+        SAVED_SYSCTLS+=("${kv%%=*}=$(sysctl -n "${kv%%=*}")")
+    done
+    sysctl -qw "$@"
+}
+
+# storm_sysctls -> socket buffers for a thousand clients' windows in flight, and a neighbour
+# table holding one entry per client address (the default gc_thresh3 of 1024 overflows above
+# that, and clients fail for a reason that is no server's). Global; restored by storm_cleanup.
+storm_sysctls() {
+    sysctl_set_saved net.core.rmem_max=8388608 net.core.wmem_max=8388608 \
+        net.core.rmem_default=1048576 net.ipv4.neigh.default.gc_thresh1=16384 \
+        net.ipv4.neigh.default.gc_thresh2=32768 net.ipv4.neigh.default.gc_thresh3=65536
+}
+
+# server_cpu_accounting -> CPU time of the servers this shell starts from now on and of every
+# process they fork: a cpuacct cgroup where the kernel offers one (CG set, this shell moves into
+# it), else /proc (children counted once reaped). Defines cpu_ns (nanoseconds so far) and
+# client_exec CMD... (runs CMD outside the server's cgroup).
+server_cpu_accounting() {
+    CG=/sys/fs/cgroup/cpuacct/$P
+    if mkdir -p "$CG" 2>/dev/null && [ -w "$CG/cgroup.procs" ]; then
+        echo $$ > "$CG/cgroup.procs"
+        cpu_ns() { cat "$CG/cpuacct.usage"; }
+        client_exec() { sh -c 'echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs; exec "$@"' sh "$@"; }
+    else
+        CG=
+        cpu_ns() { echo $(( $(proc_cpu_ticks "$SERVER_PID") * 1000000000 / $(getconf CLK_TCK) )); }
+        client_exec() { "$@"; }
+    fi
+}
+
+# storm_cleanup -> (the EXIT trap) kills the sampler and the server, removes the namespaces and
+# the cgroup, restores the sysctls, deletes WORK.
+storm_cleanup() {
+    if [ -n "${SAMPLER:-}" ]; then kill "$SAMPLER" 2>/dev/null || true; fi
+    if [ -n "${SERVER_PID:-}" ]; then kill -9 "$SERVER_PID" 2>/dev/null || true; fi
+    netns_destroy "$P"
+    if [ -n "${CG:-}" ]; then
+        echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs 2>/dev/null || true
+        rmdir "$CG" 2>/dev/null || true
+    fi
+    if [ "${#SAVED_SYSCTLS[@]}" -gt 0 ]; then sysctl -qw "${SAVED_SYSCTLS[@]}" || true; fi
+    rm -rf "$WORK"
+}
