@@ -669,7 +669,7 @@ mod tests {
     use super::*;
     use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
     use dhcproto::{Decodable, Decoder, Encodable};
-    use pxe_server::tftp::packet::{self, AcceptedOptions, Packet};
+    use pxe_proto::tftp::{self as packet, AcceptedOptions, Packet};
 
     const MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 7];
     const XID: u32 = 0x1234_5678;

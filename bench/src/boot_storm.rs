@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use pxe_proto::consts::{DHCP_SERVER_PORT, PXE_PORT};
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -583,7 +584,7 @@ impl Sim {
                             self.flush_dhcp();
                         }
                         std::mem::swap(self.out_proxy.slot(), &mut self.buf);
-                        self.out_proxy.commit(SocketAddrV4::new(ip, 4011));
+                        self.out_proxy.commit(SocketAddrV4::new(ip, PXE_PORT));
                     }
                     Transmit::Tftp(to) => match &self.socks[i] {
                         Some(s) => match s.send_to(&self.buf, &SockAddr::from(to)) {
@@ -808,7 +809,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         timers: BinaryHeap::with_capacity(p.clients),
         dhcp_fd: dhcp_sock.as_ref().map_or(-1, |s| s.as_raw_fd()),
         proxy_fd: proxy_sock.as_ref().map(|s| s.as_raw_fd()),
-        dhcp_server: SocketAddrV4::new(p.dhcp_server, 67),
+        dhcp_server: SocketAddrV4::new(p.dhcp_server, DHCP_SERVER_PORT),
         out: SendBatch::new(),
         out_proxy: SendBatch::new(),
         buf: Vec::with_capacity(1500),

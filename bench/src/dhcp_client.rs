@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use dhcproto::v4::{self, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use pxe_proto::consts::arch;
 
 /// The PXE spec's DISCOVER timeouts (also used for the REQUESTs).
 pub const PXE_TIMEOUTS: [Duration; 4] = [
@@ -64,8 +65,8 @@ pub enum Arch {
 impl Arch {
     pub fn code(self) -> u16 {
         match self {
-            Arch::Bios | Arch::Ipxe => 0,
-            Arch::UefiX64 => 7,
+            Arch::Bios | Arch::Ipxe => arch::X86_BIOS,
+            Arch::UefiX64 => arch::X64_UEFI,
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use pxe_proto::consts::{DHCP_SERVER_PORT, PXE_PORT};
 use serde::Serialize;
 
 use crate::dhcp_client::{self, Arch, ClientConfig, Dest, DhcpClient, Mode, Verdict};
@@ -358,7 +359,7 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     let mut armed: Vec<Option<Instant>> = vec![None; p.clients];
     let mut timers: BinaryHeap<Reverse<(Instant, u32)>> = BinaryHeap::with_capacity(p.clients);
 
-    let server = SocketAddrV4::new(p.server, 67);
+    let server = SocketAddrV4::new(p.server, DHCP_SERVER_PORT);
     let mut out = SendBatch::new();
     let mut out_proxy = SendBatch::new();
     let mut inb = RecvBatch::new();
@@ -411,7 +412,7 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
                                 sent += out_proxy.flush(proxy_fd.unwrap_or(fd), &mut send_errors);
                             }
                             std::mem::swap(out.slot(), out_proxy.slot());
-                            out_proxy.commit(SocketAddrV4::new(ip, 4011));
+                            out_proxy.commit(SocketAddrV4::new(ip, PXE_PORT));
                         }
                     }
                 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use pxe_proto::consts::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, TFTP_PORT};
 
 #[derive(Parser)]
 #[command(
@@ -37,7 +38,7 @@ enum Cmd {
         /// Server address.
         #[arg(long)]
         server: IpAddr,
-        #[arg(long, default_value_t = 69)]
+        #[arg(long, default_value_t = TFTP_PORT)]
         port: u16,
         /// File name to request.
         #[arg(long)]
@@ -113,7 +114,7 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
         /// Local port of the shared client socket.
-        #[arg(long, default_value_t = 68)]
+        #[arg(long, default_value_t = DHCP_CLIENT_PORT)]
         client_port: u16,
         #[arg(long)]
         json: bool,
@@ -142,7 +143,7 @@ enum Cmd {
         /// TFTP server (default: the DHCP answer's next-server, else its server identifier).
         #[arg(long)]
         tftp_server: Option<std::net::Ipv4Addr>,
-        #[arg(long, default_value_t = 69)]
+        #[arg(long, default_value_t = TFTP_PORT)]
         tftp_port: u16,
         /// No DHCP: the boot file (--boot-file), kernel and initrd only. Without --boot-file the
         /// clients start with the kernel (or the initrd). --tftp-server is needed for every
@@ -201,7 +202,7 @@ enum Cmd {
         #[arg(long)]
         seed: Option<u64>,
         /// Local port of the shared DHCP client socket.
-        #[arg(long, default_value_t = 68)]
+        #[arg(long, default_value_t = DHCP_CLIENT_PORT)]
         client_port: u16,
         /// Print the report as JSON on stdout.
         #[arg(long)]
@@ -236,10 +237,10 @@ enum Cmd {
         interface: Option<String>,
         #[arg(long, default_value = "255.255.255.255")]
         dest: std::net::Ipv4Addr,
-        #[arg(long, default_value_t = 67)]
+        #[arg(long, default_value_t = DHCP_SERVER_PORT)]
         dport: u16,
         /// Source port (0: ephemeral; use it when a dhcp-storm shares the host).
-        #[arg(long, default_value_t = 68)]
+        #[arg(long, default_value_t = DHCP_CLIENT_PORT)]
         sport: u16,
         /// Sending threads, each with its own socket.
         #[arg(long, default_value_t = 1)]

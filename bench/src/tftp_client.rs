@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pxe_server::tftp::packet::{self, Mode, Packet, RequestKind, RequestOptions};
+use pxe_proto::tftp::{self as packet, Mode, Packet, RequestKind, RequestOptions};
 
 /// What the client asks for.
 #[derive(Debug, Clone)]

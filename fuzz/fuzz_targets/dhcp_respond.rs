@@ -9,10 +9,11 @@ use std::sync::OnceLock;
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
+use pxe_proto::consts::BOOTP_MIN_REPLY_LEN as MIN_REPLY_LEN;
+use pxe_proto::dhcp as wire;
 use pxe_server::config::Config;
 use pxe_server::dhcp::leases::MemoryLeaseStore;
-use pxe_server::dhcp::responder::{Action, MIN_REPLY_LEN, RecvMeta, Responder};
-use pxe_server::dhcp::wire;
+use pxe_server::dhcp::responder::{Action, RecvMeta, Responder};
 
 fn configs() -> &'static [Config; 2] {
     static C: OnceLock<[Config; 2]> = OnceLock::new();

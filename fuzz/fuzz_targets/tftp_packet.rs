@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pxe_server::tftp::packet::{
-    self, MAX_BLKSIZE, MAX_FILENAME_LEN, MAX_OACK_LEN, MIN_BLKSIZE, Packet,
+use pxe_proto::tftp::{
+    self as packet, MAX_BLKSIZE, MAX_FILENAME_LEN, MAX_OACK_LEN, MIN_BLKSIZE, Packet,
 };
 
 fuzz_target!(|data: &[u8]| {

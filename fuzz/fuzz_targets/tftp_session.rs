@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
+use pxe_proto::tftp::{self as packet, Mode, Packet, Request, RequestKind, RequestOptions};
 use pxe_server::images::Image;
-use pxe_server::tftp::packet::{self, Mode, Packet, Request, RequestKind, RequestOptions};
 use pxe_server::tftp::session::{Received, Session, SessionConfig, Transmit};
 
 struct Input<'a>(&'a [u8]);

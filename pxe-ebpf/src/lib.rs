@@ -20,22 +20,14 @@
 //! ([`TokenBucket::take`]) is a pure function of (bucket, now, policy).
 #![no_std]
 
-/// Ethernet header without tags.
-pub const ETH_HLEN: usize = 14;
-pub const ETH_P_IPV4: u16 = 0x0800;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88a8;
+use pxe_proto::consts::{
+    BOOTP_FIXED_LEN, BOOTP_OPTIONS_OFF, BOOTREQUEST, DHCP_MAGIC, DHCP_SERVER_PORT, ETH_HLEN,
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, HTTP_CLIENT, IPPROTO_UDP, PXE_CLIENT, PXE_PORT,
+    msg_type, opt,
+};
+
 /// At most this many VLAN tags are skipped (802.1ad outer + 802.1Q inner).
 pub const MAX_VLAN_TAGS: usize = 2;
-pub const IPPROTO_UDP: u8 = 17;
-pub const DHCP_SERVER_PORT: u16 = 67;
-pub const PXE_PORT: u16 = 4011;
-/// BOOTP fixed header.
-pub const BOOTP_FIXED_LEN: usize = 236;
-/// Fixed header plus magic cookie: where the options start.
-pub const BOOTP_OPTIONS_OFF: usize = 240;
-pub const DHCP_MAGIC: [u8; 4] = [99, 130, 83, 99];
-pub const BOOTREQUEST: u8 = 1;
 /// Options looked at before the walk gives up (a PAD counts as one). PXE firmware and iPXE
 /// send 7 to 12 options. The verifier (Linux 6.18) accepts 16 steps within its budget of one
 /// million instructions; 32 exceed it.
@@ -48,18 +40,6 @@ const _: () = assert!(
     MAX_FRAME_OFF < 0x800,
     "the XDP side masks offsets with 0x7ff"
 );
-
-pub const OPT_PAD: u8 = 0;
-pub const OPT_END: u8 = 255;
-pub const OPT_MESSAGE_TYPE: u8 = 53;
-pub const OPT_VENDOR_CLASS: u8 = 60;
-pub const OPT_CLIENT_ARCH: u8 = 93;
-pub const OPT_CLIENT_UUID: u8 = 97;
-pub const DHCPDISCOVER: u8 = 1;
-pub const DHCPREQUEST: u8 = 3;
-
-const PXE_CLIENT: &[u8; 9] = b"PXEClient";
-const HTTP_CLIENT: &[u8; 10] = b"HTTPClient";
 
 /// Random access to a packet's bytes: `None` past its end.
 pub trait PacketBytes {
@@ -122,7 +102,7 @@ impl DhcpInfo {
 
     /// DISCOVER or REQUEST: what a storm is made of, and what the rate limit meters.
     pub fn is_metered(&self) -> bool {
-        self.msg_type == DHCPDISCOVER || self.msg_type == DHCPREQUEST
+        self.msg_type == msg_type::DISCOVER || self.msg_type == msg_type::REQUEST
     }
 }
 
@@ -446,11 +426,11 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
             break;
         }
         let code = p.byte(off).ok_or(m)?;
-        if code == OPT_END {
+        if code == opt::END {
             ended = true;
             break;
         }
-        if code == OPT_PAD {
+        if code == opt::PAD {
             off = p.forget_path(off + 1);
             continue;
         }
@@ -459,15 +439,15 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         if data + olen > end {
             return Err(ParseError::Malformed);
         }
-        if code == OPT_MESSAGE_TYPE && olen >= 1 {
+        if code == opt::MESSAGE_TYPE && olen >= 1 {
             pos53 = p.forget_path(data);
-        } else if code == OPT_VENDOR_CLASS {
+        } else if code == opt::VENDOR_CLASS {
             pos60 = p.forget_path(data);
             len60 = olen;
-        } else if code == OPT_CLIENT_ARCH {
+        } else if code == opt::CLIENT_ARCH {
             pos93 = p.forget_path(data);
             len93 = olen;
-        } else if code == OPT_CLIENT_UUID {
+        } else if code == opt::CLIENT_UUID {
             has97 = true;
         }
         off = p.forget_path(data + olen);

@@ -82,9 +82,9 @@ fn table_proxy_mode_drops_only_non_boot_clients() {
     let other = bootp(MAC, &discover_opts(Some(b"MSFT PXEClient"), None, false));
     check(&other, &proxy(), Verdict::DropNotPxe);
     // A REQUEST without option 60 but with arch and UUID is a boot client.
-    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPREQUEST]);
-    o.extend(opt(OPT_CLIENT_ARCH, &[0, 7]));
-    o.extend(opt(OPT_CLIENT_UUID, &[0; 17]));
+    let mut o = opt(opt::MESSAGE_TYPE, &[msg_type::REQUEST]);
+    o.extend(opt(opt::CLIENT_ARCH, &[0, 7]));
+    o.extend(opt(opt::CLIENT_UUID, &[0; 17]));
     check(&bootp(MAC, &o), &proxy(), Verdict::Pass);
 }
 
@@ -93,7 +93,7 @@ fn parse_extracts_fields() {
     let f = frame(&pxe_uefi(), &[ETH_P_8021Q], 8, DHCP_SERVER_PORT);
     let info = parse_frame(&f[..]).unwrap();
     assert_eq!(info.mac, MAC);
-    assert_eq!(info.msg_type, DHCPDISCOVER);
+    assert_eq!(info.msg_type, msg_type::DISCOVER);
     assert_eq!(info.class, ClientClass::Pxe);
     assert_eq!(info.arch, Some(7));
     assert!(info.has_uuid);
@@ -137,9 +137,9 @@ fn malformed_dhcp_passes() {
     let mut p = dhclient();
     p[BOOTP_FIXED_LEN] = 0;
     check(&p, &proxy(), Verdict::Malformed);
-    let mut p = bootp(MAC, &opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]));
+    let mut p = bootp(MAC, &opt(opt::MESSAGE_TYPE, &[msg_type::DISCOVER]));
     p.pop();
-    p.extend_from_slice(&[OPT_VENDOR_CLASS, 40, b'P']);
+    p.extend_from_slice(&[opt::VENDOR_CLASS, 40, b'P']);
     check(&p, &proxy(), Verdict::Malformed);
     let mut f = frame(&dhclient(), &[], 0, 67);
     f[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&2000u16.to_be_bytes());
@@ -182,23 +182,23 @@ fn truncated_at_every_offset_never_drops_or_panics() {
 #[test]
 fn option_walk_stops_at_the_bound() {
     // MAX_OPTIONS - 1 pads, then the vendor class: the walk gives up before it.
-    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
-    o.extend(std::iter::repeat_n(OPT_PAD, MAX_OPTIONS));
-    o.extend(opt(OPT_VENDOR_CLASS, b"PXEClient"));
+    let mut o = opt(opt::MESSAGE_TYPE, &[msg_type::DISCOVER]);
+    o.extend(std::iter::repeat_n(opt::PAD, MAX_OPTIONS));
+    o.extend(opt(opt::VENDOR_CLASS, b"PXEClient"));
     let p = bootp(MAC, &o);
     // Not found -> not judged (fail open), even in proxy mode.
     check(&p, &proxy(), Verdict::Malformed);
     // With fewer pads it is found.
-    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
-    o.extend(std::iter::repeat_n(OPT_PAD, MAX_OPTIONS - 3));
-    o.extend(opt(OPT_VENDOR_CLASS, b"PXEClient"));
+    let mut o = opt(opt::MESSAGE_TYPE, &[msg_type::DISCOVER]);
+    o.extend(std::iter::repeat_n(opt::PAD, MAX_OPTIONS - 3));
+    o.extend(opt(opt::VENDOR_CLASS, b"PXEClient"));
     check(&bootp(MAC, &o), &proxy(), Verdict::Pass);
     // A boot client identified before the bound is judged even if the walk does not end.
     let mut o = discover_opts(Some(b"PXEClient"), Some(0), false);
-    o.extend(std::iter::repeat_n(OPT_PAD, 2 * MAX_OPTIONS));
+    o.extend(std::iter::repeat_n(opt::PAD, 2 * MAX_OPTIONS));
     check(&bootp(MAC, &o), &proxy(), Verdict::Pass);
     // A huge payload: the walk never reads past MAX_DHCP_LEN.
-    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
+    let mut o = opt(opt::MESSAGE_TYPE, &[msg_type::DISCOVER]);
     for _ in 0..20 {
         o.extend(opt(250, &[0; 100]));
     }
@@ -342,8 +342,8 @@ fn rate_limit_meters_discover_per_mac() {
         classify_frame(&d[..], &policy, &mut env),
         Verdict::DropNotPxe
     );
-    let mut o = opt(OPT_MESSAGE_TYPE, &[8]);
-    o.extend(opt(OPT_VENDOR_CLASS, b"PXEClient"));
+    let mut o = opt(opt::MESSAGE_TYPE, &[8]);
+    o.extend(opt(opt::VENDOR_CLASS, b"PXEClient"));
     let inform = frame(&bootp([3; 6], &o), &[], 0, 67);
     assert_eq!(
         classify_frame(&inform[..], &policy, &mut env),

@@ -22,7 +22,7 @@ pub fn bootp(mac: [u8; 6], options: &[u8]) -> Vec<u8> {
     p[28..34].copy_from_slice(&mac);
     p.extend_from_slice(&DHCP_MAGIC);
     p.extend_from_slice(options);
-    p.push(OPT_END);
+    p.push(opt::END);
     p
 }
 
@@ -33,18 +33,18 @@ pub fn opt(code: u8, data: &[u8]) -> Vec<u8> {
 }
 
 pub fn discover_opts(vendor: Option<&[u8]>, arch: Option<u16>, uuid: bool) -> Vec<u8> {
-    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
+    let mut o = opt(opt::MESSAGE_TYPE, &[msg_type::DISCOVER]);
     o.extend(opt(55, &[1, 3, 6, 66, 67]));
     if let Some(v) = vendor {
-        o.extend(opt(OPT_VENDOR_CLASS, v));
+        o.extend(opt(opt::VENDOR_CLASS, v));
     }
     if let Some(a) = arch {
-        o.extend(opt(OPT_CLIENT_ARCH, &a.to_be_bytes()));
+        o.extend(opt(opt::CLIENT_ARCH, &a.to_be_bytes()));
     }
     if uuid {
         let mut u = std::vec![0u8];
         u.extend_from_slice(&[7; 16]);
-        o.extend(opt(OPT_CLIENT_UUID, &u));
+        o.extend(opt(opt::CLIENT_UUID, &u));
     }
     o
 }
@@ -141,9 +141,9 @@ pub fn table() -> Vec<(String, Vec<u8>)> {
         frame(&bootreply, &[], 0, DHCP_SERVER_PORT),
     ));
     t.push(("to_port_68".into(), frame(&dhclient(), &[], 0, 68)));
-    let mut o = opt(OPT_MESSAGE_TYPE, &[DHCPDISCOVER]);
-    o.extend(std::iter::repeat_n(OPT_PAD, MAX_OPTIONS));
-    o.extend(opt(OPT_VENDOR_CLASS, b"PXEClient"));
+    let mut o = opt(opt::MESSAGE_TYPE, &[msg_type::DISCOVER]);
+    o.extend(std::iter::repeat_n(opt::PAD, MAX_OPTIONS));
+    o.extend(opt(opt::VENDOR_CLASS, b"PXEClient"));
     t.push((
         "past_bound".into(),
         frame(&bootp(MAC, &o), &[], 0, DHCP_SERVER_PORT),

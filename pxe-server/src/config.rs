@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dhcp::Ipv4Cidr;
-use crate::dhcp::wire::{ClientUuid, MacAddr};
+use pxe_proto::Ipv4Cidr;
+use pxe_proto::{ClientUuid, MacAddr};
 
 /// Which TFTP engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]

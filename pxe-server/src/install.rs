@@ -17,9 +17,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::config::{Config, HostConfig};
-use crate::dhcp::wire::{ClientUuid, MacAddr};
 use crate::nextboot::{self, NextBoot, NextBootStore};
 use crate::templates::{self, Templates};
+use pxe_proto::{ClientUuid, MacAddr};
 
 /// What the HTTP layer sends back.
 #[derive(Debug, Clone, PartialEq, Eq)]

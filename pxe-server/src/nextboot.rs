@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::HostConfig;
 use crate::dhcp::leases::LeaseError;
-use crate::dhcp::wire::{ClientUuid, MacAddr};
+use pxe_proto::{ClientUuid, MacAddr};
 
 /// `key -> [action, changed_unix (8 bytes, big endian)]`.
 const NEXT_BOOT: TableDefinition<&str, &[u8]> = TableDefinition::new("next_boot");

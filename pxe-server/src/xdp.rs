@@ -518,7 +518,7 @@ mod tests {
         p[1] = 1;
         p[2] = 6;
         p[28..34].copy_from_slice(&mac);
-        p.extend_from_slice(&pxe_ebpf::DHCP_MAGIC);
+        p.extend_from_slice(&pxe_proto::consts::DHCP_MAGIC);
         p.extend_from_slice(&[53, 1, 1]);
         if let Some(v) = vendor {
             p.push(60);
@@ -571,7 +571,7 @@ mod tests {
         assert!(PolicySet::from_config(&c).passes_everything());
         c.xdp.drop_non_pxe = true;
         c.xdp.rate_per_sec = 5;
-        c.xdp.deny = vec![crate::dhcp::wire::MacAddr([3; 6])];
+        c.xdp.deny = vec![pxe_proto::MacAddr([3; 6])];
         let s = PolicySet::from_config(&c);
         assert_eq!(
             s.policy.flags,

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dhcp_common::{Netns, Proc, Ran, Server, metric, perfdhcp_block, run, veth, wait_until};
+use pxe_proto::MacAddr;
 use pxe_server::dhcp::leases::{LeaseState, LeaseStore, RedbLeaseStore};
-use pxe_server::dhcp::wire::MacAddr;
 
 const PXE_CLASS: &str = "PXEClient:Arch:00000:UNDI:002001";
 

@@ -38,7 +38,7 @@ pub fn open_database(path: &Path) -> Result<Arc<Database>, LeaseError> {
     Ok(Arc::new(Database::create(path)?))
 }
 
-use super::wire::{ClientUuid, MacAddr};
+use pxe_proto::{ClientUuid, MacAddr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {

@@ -7,7 +7,7 @@ crate::metrics::counters! {
     DhcpMetrics, DhcpSnapshot, "DHCP service";
     /// Datagrams handed to the responder.
     received,
-    // Malformed input (wire::DecodeError).
+    // Malformed input (pxe_proto::dhcp::DecodeError).
     drop_truncated,
     drop_not_bootrequest,
     drop_bad_htype,

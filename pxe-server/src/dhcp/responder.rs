@@ -1,6 +1,6 @@
 //! The sans-IO DHCP responder: one datagram in, at most one datagram out.
 //!
-//! [`Responder::handle`] decodes a request ([`super::wire::decode`]), decides per the config
+//! [`Responder::handle`] decodes a request ([`pxe_proto::dhcp::decode`]), decides per the config
 //! (proxy or full mode, `[[hosts]]`, `[boot]`), commits any lease change to its
 //! [`LeaseStore`] *before* it encodes the answer, and says where the answer goes
 //! ([`Transmit`], RFC 2131 §4.1): relayed (giaddr) → the relay, port 67; a NAK → broadcast;
@@ -33,19 +33,15 @@ use dhcproto::{Encodable, Encoder};
 
 use super::leases::{Lease, LeaseState, LeaseStore};
 use super::metrics::DhcpMetrics;
-use super::wire::{self, ClientRequest, ClientUuid, DecodeError, MacAddr};
 use crate::config::{
     BootProfile, Config, DhcpConfig, DhcpMode, HostConfig, SubnetConfig, UnknownHosts,
 };
-
-pub const SERVER_PORT: u16 = 67;
-pub const CLIENT_PORT: u16 = 68;
-pub const PXE_PORT: u16 = 4011;
-/// PXE option 43 for a client that should boot the file of this offer directly:
-/// sub-option 6 (PXE_DISCOVERY_CONTROL), length 1, value 8 (bit 3), then End.
-pub const PXE_VENDOR_OPTIONS: [u8; 4] = [6, 1, 8, 255];
-/// Replies are padded to the BOOTP minimum; some old PXE ROMs drop shorter ones.
-pub const MIN_REPLY_LEN: usize = 300;
+use pxe_proto::consts::{
+    BOOTP_FLAG_BROADCAST, BOOTP_MIN_REPLY_LEN, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, HTTP_CLIENT,
+    PXE_CLIENT, PXE_PORT, PXE_VENDOR_OPTIONS, arch,
+};
+use pxe_proto::dhcp::{self as wire, ClientRequest, DecodeError};
+use pxe_proto::{ClientUuid, MacAddr};
 
 /// Where and how a request arrived (the engine fills this from IP_PKTINFO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,19 +337,19 @@ impl<S: LeaseStore> Responder<S> {
             return Some(BootChoice {
                 file,
                 class: if req.is_http() {
-                    b"HTTPClient"
+                    &HTTP_CLIENT[..]
                 } else {
-                    b"PXEClient"
+                    &PXE_CLIENT[..]
                 },
                 pxe_options: false,
             });
         }
         let (file, http) = match req.arch() {
-            0 => (self.profile_field(host, |p| &p.bios), false),
-            6 => (self.profile_field(host, |p| &p.uefi_ia32), false),
-            7 | 9 => (self.profile_field(host, |p| &p.uefi_x64), false),
-            11 => (self.profile_field(host, |p| &p.arm64), false),
-            16 => (self.profile_field(host, |p| &p.uefi_http), true),
+            arch::X86_BIOS => (self.profile_field(host, |p| &p.bios), false),
+            arch::X86_UEFI => (self.profile_field(host, |p| &p.uefi_ia32), false),
+            arch::X64_UEFI | arch::EBC => (self.profile_field(host, |p| &p.uefi_x64), false),
+            arch::ARM64_UEFI => (self.profile_field(host, |p| &p.arm64), false),
+            arch::X64_UEFI_HTTP => (self.profile_field(host, |p| &p.uefi_http), true),
             _ => (None, false),
         };
         if req.is_http() && !http {
@@ -361,7 +357,11 @@ impl<S: LeaseStore> Responder<S> {
         }
         Some(BootChoice {
             file: file?,
-            class: if http { b"HTTPClient" } else { b"PXEClient" },
+            class: if http {
+                &HTTP_CLIENT[..]
+            } else {
+                &PXE_CLIENT[..]
+            },
             pxe_options: !http && !req.is_ipxe(),
         })
     }
@@ -691,7 +691,7 @@ impl<S: LeaseStore> Responder<S> {
                 m.set_siaddr(Ipv4Addr::UNSPECIFIED);
                 if usable(req.giaddr) {
                     // The relay must broadcast it on the client's segment.
-                    m.set_flags(v4::Flags::new(req.flags | 0x8000));
+                    m.set_flags(v4::Flags::new(req.flags | BOOTP_FLAG_BROADCAST));
                 }
                 m.opts_mut().insert(DhcpOption::Message(
                     "requested address not available".into(),
@@ -756,7 +756,7 @@ impl<S: LeaseStore> Responder<S> {
             &req.chaddr.0,
         );
         m.set_opcode(v4::Opcode::BootReply)
-            .set_flags(v4::Flags::new(req.flags & 0x8000));
+            .set_flags(v4::Flags::new(req.flags & BOOTP_FLAG_BROADCAST));
         m.opts_mut().insert(DhcpOption::MessageType(t));
         m.opts_mut().insert(DhcpOption::ServerIdentifier(server_ip));
         m
@@ -768,7 +768,7 @@ impl<S: LeaseStore> Responder<S> {
             m.set_fname(file);
         }
         let o = m.opts_mut();
-        if file.len() >= 128 || boot.class == b"HTTPClient" {
+        if file.len() >= 128 || boot.class == &HTTP_CLIENT[..] {
             o.insert(DhcpOption::BootfileName(file.to_vec()));
         }
         o.insert(DhcpOption::ClassIdentifier(boot.class.to_vec()));
@@ -788,11 +788,14 @@ impl<S: LeaseStore> Responder<S> {
 /// RFC 2131 §4.1: where a port-67 answer goes, and whether it is a broadcast.
 fn destination(req: &ClientRequest<'_>, nak: bool) -> (SocketAddrV4, bool) {
     if usable(req.giaddr) {
-        (SocketAddrV4::new(req.giaddr, SERVER_PORT), false)
+        (SocketAddrV4::new(req.giaddr, DHCP_SERVER_PORT), false)
     } else if !nak && usable(req.ciaddr) {
-        (SocketAddrV4::new(req.ciaddr, CLIENT_PORT), false)
+        (SocketAddrV4::new(req.ciaddr, DHCP_CLIENT_PORT), false)
     } else {
-        (SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT), true)
+        (
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, DHCP_CLIENT_PORT),
+            true,
+        )
     }
 }
 
@@ -807,8 +810,8 @@ fn emit(
     if m.encode(&mut Encoder::new(out)).is_err() {
         return Action::NoResponse(NoResponse::EncodeError);
     }
-    if out.len() < MIN_REPLY_LEN {
-        out.resize(MIN_REPLY_LEN, 0);
+    if out.len() < BOOTP_MIN_REPLY_LEN {
+        out.resize(BOOTP_MIN_REPLY_LEN, 0);
     }
     Action::Respond(Transmit {
         dst,
@@ -929,7 +932,7 @@ mod tests {
         let m = match a {
             Action::Respond(t) => {
                 assert_eq!(t.len, out.len());
-                assert!(out.len() >= MIN_REPLY_LEN);
+                assert!(out.len() >= 300);
                 let m = v4::Message::decode(&mut Decoder::new(&out)).unwrap();
                 assert_eq!(m.opts().msg_type(), Some(t.msg_type));
                 assert_eq!(t.ifindex, meta.ifindex);
@@ -1011,7 +1014,7 @@ mod tests {
     #[test]
     fn proxy_hand_written_raw_discover() {
         let mut r = Responder::new(&config(""), MemoryLeaseStore::new());
-        let raw = crate::dhcp::wire::tests::raw_bios_discover();
+        let raw = pxe_proto::vectors::raw_bios_discover();
         let (a, m) = run(&mut r, &raw, &meta());
         assert_eq!(transmit(a).dst, bcast68());
         let m = m.unwrap();

@@ -40,10 +40,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::leases::{Lease, LeaseError, LeaseStore, MemoryLeaseStore, RedbLeaseStore};
 use super::metrics::DhcpMetrics;
-use super::responder::{Action, PXE_PORT, RecvMeta, Responder, SERVER_PORT, Transmit};
-use super::wire::MacAddr;
+use super::responder::{Action, RecvMeta, Responder, Transmit};
 use crate::config::{Config, DhcpMode};
 use crate::xdp::{Fallback, PolicySet};
+use pxe_proto::MacAddr;
+use pxe_proto::consts::{DHCP_SERVER_PORT as SERVER_PORT, PXE_PORT};
 
 /// Datagrams taken per `recvmmsg` (and answers per `sendmmsg`), all committed by one fsync.
 /// At most UIO_MAXIOV (1024), the kernel's limit for one call.

@@ -21,8 +21,8 @@ use std::time::Instant;
 use crate::config::TftpConfig;
 use crate::images::{ImageStore, OpenError};
 use crate::metrics::TftpMetrics;
-use crate::tftp::packet::{self, ErrorCode, Packet, ParseError, RequestKind};
 use crate::tftp::session::{Session, SessionConfig};
+use pxe_proto::tftp::{self as packet, ErrorCode, Packet, ParseError, RequestKind};
 
 /// File descriptors kept out of `max_sessions` for listeners, rings, the image store, logs.
 pub const RESERVED_FDS: u64 = 256;

@@ -45,8 +45,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::images::Image;
-use crate::tftp::packet::{
-    self, AcceptedOptions, DEFAULT_BLKSIZE, ErrorCode, MIN_BLKSIZE, Mode, Packet, Request,
+use pxe_proto::tftp::{
+    self as packet, AcceptedOptions, DEFAULT_BLKSIZE, ErrorCode, MIN_BLKSIZE, Mode, Packet, Request,
 };
 
 /// Largest window ever granted, whatever the config says. Keeping the outstanding range of
@@ -475,7 +475,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tftp::packet::{RequestKind, RequestOptions};
+    use pxe_proto::tftp::{RequestKind, RequestOptions};
 
     fn peer() -> SocketAddr {
         "10.1.0.2:40000".parse().unwrap()

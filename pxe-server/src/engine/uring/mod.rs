@@ -43,9 +43,9 @@ use self::slots::{CTRL_LEN, Owner, SendSlots};
 use self::sys::{RECV_LEN, RecvBuf};
 use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
 use crate::metrics::TftpMetrics;
-use crate::tftp::packet::{self, ErrorCode};
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
 use crate::tftp::session::{Outcome, Received, Session, SessionStats, Transmit};
+use pxe_proto::tftp::{self as packet, ErrorCode};
 
 /// Submission queue entries per ring.
 const SQ_ENTRIES: u32 = 4096;

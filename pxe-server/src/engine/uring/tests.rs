@@ -10,8 +10,8 @@ use super::{Hooks, Op, run_with};
 use crate::config::TftpConfig;
 use crate::engine::{EngineError, EngineParams};
 use crate::metrics::{TftpMetrics, TftpSnapshot};
-use crate::tftp::packet::{self, Mode, Packet, RequestKind, RequestOptions};
 use crate::tftp::service::TftpService;
+use pxe_proto::tftp::{self as packet, Mode, Packet, RequestKind, RequestOptions};
 
 /// Deterministic, non-repeating-looking content so a misplaced block is detected.
 fn content(len: usize, seed: u32) -> Vec<u8> {

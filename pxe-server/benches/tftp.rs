@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pxe_proto::tftp::{self as packet, Mode, Packet, RequestKind, RequestOptions};
 use pxe_server::images::Image;
-use pxe_server::tftp::packet::{self, Mode, Packet, RequestKind, RequestOptions};
 use pxe_server::tftp::session::{Session, SessionConfig, Transmit};
 
 fn rrq_bytes() -> Vec<u8> {
