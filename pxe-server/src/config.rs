@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use pxe_proto::Ipv4Cidr;
-use pxe_proto::{ClientUuid, MacAddr};
+use pxe_proto::MacAddr;
+
+use crate::hosts::{BootProfile, HostConfig, NextBoot};
 
 /// Which TFTP engine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -279,93 +281,6 @@ pub struct SubnetConfig {
     pub lease_time_secs: Option<u32>,
 }
 
-/// Boot files and OS parameters. In `[boot]` it is the default profile; in a `[hosts.boot]`
-/// table each field set overrides the default one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct BootProfile {
-    /// Option 93 arch 0 (BIOS), e.g. `undionly.kpxe`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bios: Option<String>,
-    /// Arch 6 (UEFI IA32).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uefi_ia32: Option<String>,
-    /// Arch 7 and 9 (UEFI x64), e.g. `snponly.efi`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uefi_x64: Option<String>,
-    /// Arch 11 (UEFI ARM64).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub arm64: Option<String>,
-    /// Arch 16 (UEFI x64 HTTP boot): a full URL, `http://10.0.0.1/ipxe.efi`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uefi_http: Option<String>,
-    /// What iPXE gets instead of a chainloader (an URL or a file name), so it never loops.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ipxe_script: Option<String>,
-    /// Kernel, initrd and command line for the HTTP/iPXE side (stored, used by `http`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cmdline: Option<String>,
-}
-
-impl BootProfile {
-    /// `self` with every unset field taken from `default`.
-    pub fn or(&self, default: &BootProfile) -> BootProfile {
-        let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
-        BootProfile {
-            bios: pick(&self.bios, &default.bios),
-            uefi_ia32: pick(&self.uefi_ia32, &default.uefi_ia32),
-            uefi_x64: pick(&self.uefi_x64, &default.uefi_x64),
-            arm64: pick(&self.arm64, &default.arm64),
-            uefi_http: pick(&self.uefi_http, &default.uefi_http),
-            ipxe_script: pick(&self.ipxe_script, &default.ipxe_script),
-            kernel: pick(&self.kernel, &default.kernel),
-            initrd: pick(&self.initrd, &default.initrd),
-            cmdline: pick(&self.cmdline, &default.cmdline),
-        }
-    }
-
-    fn files(&self) -> [(&'static str, &Option<String>); 6] {
-        [
-            ("bios", &self.bios),
-            ("uefi_ia32", &self.uefi_ia32),
-            ("uefi_x64", &self.uefi_x64),
-            ("arm64", &self.arm64),
-            ("uefi_http", &self.uefi_http),
-            ("ipxe_script", &self.ipxe_script),
-        ]
-    }
-}
-
-/// A known machine, `[[hosts]]`: matched by `mac`, else by `uuid` (option 97, written as
-/// `dmidecode -s system-uuid` prints it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<MacAddr>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<ClientUuid>,
-    /// Option 12 in full mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
-    /// A fixed address (full mode); it must lie in a `[[dhcp.subnets]]` subnet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub address: Option<Ipv4Addr>,
-    #[serde(default)]
-    pub boot: BootProfile,
-    /// What the host boots while no `pxe-server host` command or installer callback has
-    /// recorded an action for it (see `nextboot`).
-    #[serde(default)]
-    pub next_boot: crate::nextboot::NextBoot,
-    /// Values for the install templates (`vars.*`), over `[install] vars`.
-    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
-    pub vars: toml::Table,
-}
-
 /// `[install]`: the templates served to installers and iPXE (see `templates`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -572,7 +487,7 @@ impl Config {
             &self.install.vars,
             None,
             None,
-            crate::nextboot::NextBoot::Local,
+            NextBoot::Local,
         ) {
             return fail(vec!["boot".into(), "cmdline".into()], e);
         }
@@ -609,7 +524,7 @@ impl Config {
             &self.install.vars,
             None,
             None,
-            crate::nextboot::NextBoot::Local,
+            NextBoot::Local,
         );
         // A host without an entry only ever gets the local-boot script.
         if let Ok(c) = none {
@@ -621,10 +536,7 @@ impl Config {
                 .map_err(template_error)?;
         }
         for h in &self.hosts {
-            for nb in [
-                crate::nextboot::NextBoot::Install,
-                crate::nextboot::NextBoot::Local,
-            ] {
+            for nb in [NextBoot::Install, NextBoot::Local] {
                 if let Ok(c) = crate::templates::host_context(
                     "http://server",
                     &self.boot,
@@ -633,7 +545,7 @@ impl Config {
                     None,
                     nb,
                 ) {
-                    contexts.push((crate::nextboot::host_label(h), c));
+                    contexts.push((h.label(), c));
                 }
             }
         }
@@ -1081,7 +993,7 @@ mod tests {
         let h = &c.hosts[0];
         assert_eq!(h.hostname.as_deref(), Some("node01"));
         assert!(h.uuid.is_some() && h.mac.is_some());
-        assert_eq!(h.next_boot, crate::nextboot::NextBoot::Install);
+        assert_eq!(h.next_boot, NextBoot::Install);
         assert_eq!(h.boot.kernel.as_deref(), Some("vmlinuz-6.1"));
     }
 

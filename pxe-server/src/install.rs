@@ -16,8 +16,9 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::config::{Config, HostConfig};
-use crate::nextboot::{self, NextBoot, NextBootStore};
+use crate::config::Config;
+use crate::hosts::{HostConfig, HostIndex, NextBoot};
+use crate::nextboot::NextBootStore;
 use crate::templates::{self, Templates};
 use pxe_proto::{ClientUuid, MacAddr};
 
@@ -91,6 +92,7 @@ impl InstallSlot {
 /// swaps the whole service), the next-boot store, and the lease database for addresses.
 pub struct InstallService {
     config: Arc<Config>,
+    hosts: HostIndex,
     templates: Arc<Templates>,
     next_boot: Option<Arc<NextBootStore>>,
     db: Option<Arc<redb::Database>>,
@@ -106,6 +108,7 @@ impl InstallService {
         metrics: Arc<InstallMetrics>,
     ) -> Self {
         InstallService {
+            hosts: HostIndex::new(config.hosts.clone()),
             config,
             templates,
             next_boot,
@@ -168,21 +171,14 @@ impl InstallService {
     }
 
     fn find(&self, mac: Option<MacAddr>, uuid: Option<ClientUuid>) -> Option<&HostConfig> {
-        let hosts = &self.config.hosts;
-        mac.and_then(|m| hosts.iter().find(|h| h.mac == Some(m)))
-            .or_else(|| uuid.and_then(|u| hosts.iter().find(|h| h.uuid == Some(u))))
+        let i = self.hosts.find(mac.as_ref(), uuid.as_ref())?;
+        Some(self.hosts.get(i))
     }
 
-    /// A host by its key (`mac:...`, `uuid:...`) or a bare MAC or UUID.
+    /// A host by its key in a URL path segment (percent-encoded; see [`HostIndex::by_key`]).
     fn by_key(&self, key: &str) -> Option<&HostConfig> {
-        let raw = key
-            .strip_prefix("mac:")
-            .or_else(|| key.strip_prefix("uuid:"))
-            .unwrap_or(key);
-        let raw = percent_decode(raw)?;
-        let mac = raw.replace('-', ":").parse::<MacAddr>().ok();
-        let uuid = raw.parse::<ClientUuid>().ok();
-        self.find(mac, uuid)
+        let i = self.hosts.by_key(&percent_decode(key)?)?;
+        Some(self.hosts.get(i))
     }
 
     fn action(&self, host: &HostConfig) -> NextBoot {
@@ -305,12 +301,12 @@ impl InstallService {
         match store.set(&[host], NextBoot::Local, now_unix) {
             Ok(changed) => {
                 InstallMetrics::inc(&self.metrics.callbacks);
-                tracing::info!(host = %nextboot::host_label(host), changed,
+                tracing::info!(host = %host.label(), changed,
                     "installer callback: next boot local");
                 Reply::text(200, "ok: next boot local\n")
             }
             Err(e) => {
-                tracing::error!(host = %nextboot::host_label(host), %e,
+                tracing::error!(host = %host.label(), %e,
                     "installer callback not recorded");
                 Reply::text(500, format!("not recorded: {e}\n"))
             }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod control;
 pub mod dhcp;
 pub mod engine;
+pub mod hosts;
 pub mod http;
 pub mod images;
 pub mod install;

@@ -14,6 +14,7 @@ use pxe_server::control::{self, ControlSocket};
 use pxe_server::dhcp::metrics::DhcpMetrics;
 use pxe_server::dhcp::server::DhcpServer;
 use pxe_server::engine::{self, EngineParams};
+use pxe_server::hosts::HostIndex;
 use pxe_server::http::{HttpMetrics, HttpServer, ImageSource};
 use pxe_server::images::ImageStore;
 use pxe_server::install::{InstallMetrics, InstallService, InstallSlot};
@@ -226,9 +227,13 @@ fn host(selector: &str, action: nextboot::HostAction, path: &Path, json: bool) -
                 }
             };
             match nextboot::NextBootStore::open(db) {
-                Ok(store) => {
-                    nextboot::host_command(&store, &config.hosts, action, selector, unix_now())
-                }
+                Ok(store) => nextboot::host_command(
+                    &store,
+                    &HostIndex::new(config.hosts),
+                    action,
+                    selector,
+                    unix_now(),
+                ),
                 Err(e) => {
                     eprintln!("pxe-server host: {}: {e}", config.dhcp.lease_db.display());
                     return ExitCode::FAILURE;
@@ -727,7 +732,7 @@ impl Control {
                     Some(store) => {
                         let answer = nextboot::host_command(
                             store,
-                            &self.running.hosts,
+                            &HostIndex::new(self.running.hosts.clone()),
                             action,
                             selector,
                             unix_now(),

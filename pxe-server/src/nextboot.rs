@@ -4,73 +4,32 @@
 //! callback change it, and the change is persisted (fsync) in the lease database's file, in
 //! table `next_boot`, before it is acknowledged.
 //!
-//! Hosts are keyed by MAC (`mac:52:54:00:12:34:56`), else by UUID (`uuid:...`): the identity
-//! the DHCP side matches them by. [`select`] resolves an operator's selector (names, MACs,
-//! UUIDs, globs over hostnames, `all`) to config entries.
+//! Records are kept under each host's key ([`HostConfig::key`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
-use crate::config::HostConfig;
 use crate::dhcp::leases::LeaseError;
-use pxe_proto::{ClientUuid, MacAddr};
+use crate::hosts::{HostConfig, HostIndex, NextBoot};
 
 /// `key -> [action, changed_unix (8 bytes, big endian)]`.
 const NEXT_BOOT: TableDefinition<&str, &[u8]> = TableDefinition::new("next_boot");
 
-/// What a host boots next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum NextBoot {
-    /// The installer (kernel, initrd and install template of the host's profile).
-    Install,
-    /// The local disk.
-    #[default]
-    Local,
-}
-
-impl NextBoot {
-    fn code(self) -> u8 {
-        match self {
-            NextBoot::Install => 1,
-            NextBoot::Local => 2,
-        }
-    }
-
-    fn from_code(c: u8) -> Option<Self> {
-        match c {
-            1 => Some(NextBoot::Install),
-            2 => Some(NextBoot::Local),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            NextBoot::Install => "install",
-            NextBoot::Local => "local",
-        }
+fn code(action: NextBoot) -> u8 {
+    match action {
+        NextBoot::Install => 1,
+        NextBoot::Local => 2,
     }
 }
 
-/// The stable key of a host: its MAC, else its UUID; `None` for an entry with neither (the
-/// config refuses those).
-pub fn host_key(h: &HostConfig) -> Option<String> {
-    if let Some(m) = h.mac {
-        return Some(format!("mac:{m}"));
+fn from_code(c: u8) -> Option<NextBoot> {
+    match c {
+        1 => Some(NextBoot::Install),
+        2 => Some(NextBoot::Local),
+        _ => None,
     }
-    h.uuid.map(|u| format!("uuid:{u}"))
-}
-
-/// A host's name for people: its hostname, else its key.
-pub fn host_label(h: &HostConfig) -> String {
-    h.hostname
-        .clone()
-        .or_else(|| host_key(h))
-        .unwrap_or_else(|| "(unnamed)".to_owned())
 }
 
 /// A recorded action and when it was set.
@@ -126,14 +85,14 @@ impl NextBootStore {
 
     /// The action for `host`: its record, else its config default.
     pub fn action(&self, host: &HostConfig) -> NextBoot {
-        host_key(host)
+        host.key()
             .and_then(|k| self.mem().get(&k).copied())
             .map_or(host.next_boot, |r| r.action)
     }
 
     /// The record of `host`, if one was set.
     pub fn record(&self, host: &HostConfig) -> Option<Record> {
-        host_key(host).and_then(|k| self.mem().get(&k).copied())
+        host.key().and_then(|k| self.mem().get(&k).copied())
     }
 
     /// Sets `action` for every host in `hosts` in one durable commit; returns how many changed
@@ -149,7 +108,7 @@ impl NextBootStore {
         {
             let mem = self.mem();
             for h in hosts {
-                if let Some(k) = host_key(h)
+                if let Some(k) = h.key()
                     && mem.get(&k).map(|r| r.action) != Some(action)
                     && !changes.contains(&k)
                 {
@@ -183,7 +142,7 @@ impl NextBootStore {
 
 fn encode(r: Record) -> [u8; 9] {
     let mut b = [0u8; 9];
-    b[0] = r.action.code();
+    b[0] = code(r.action);
     b[1..].copy_from_slice(&r.changed_unix.to_be_bytes());
     b
 }
@@ -191,131 +150,15 @@ fn encode(r: Record) -> [u8; 9] {
 fn decode(b: &[u8]) -> Option<Record> {
     let (&code, rest) = b.split_first()?;
     Some(Record {
-        action: NextBoot::from_code(code)?,
+        action: from_code(code)?,
         changed_unix: u64::from_be_bytes(rest.try_into().ok()?),
     })
-}
-
-/// A selector that matched nothing, or an empty one.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SelectError {
-    #[error("empty host selector")]
-    Empty,
-    #[error("no [[hosts]] entry matches {0:?}")]
-    NoMatch(String),
-}
-
-/// The `[[hosts]]` entries (indices, in config order, no duplicates) that `selector` names:
-/// `all`, or a comma-separated list of hostnames, MACs (any case, `:` or `-`), UUIDs, and
-/// globs (`*`, `?`) over hostnames. Every item must match at least one host.
-pub fn select(hosts: &[HostConfig], selector: &str) -> Result<Vec<usize>, SelectError> {
-    let selector = selector.trim();
-    if selector.is_empty() {
-        return Err(SelectError::Empty);
-    }
-    if selector == "all" {
-        return Ok((0..hosts.len()).collect());
-    }
-    let items: Vec<&str> = selector.split(',').map(str::trim).collect();
-    if items.iter().any(|i| i.is_empty()) {
-        return Err(SelectError::Empty);
-    }
-    let mut out: Vec<usize> = Vec::new();
-    for item in items {
-        let mac: Option<MacAddr> = item.replace('-', ":").parse().ok();
-        let uuid: Option<ClientUuid> = item.parse().ok();
-        let mut matched = false;
-        for (i, h) in hosts.iter().enumerate() {
-            let hit = (mac.is_some() && h.mac == mac)
-                || (uuid.is_some() && h.uuid == uuid)
-                || h.hostname.as_deref().is_some_and(|n| glob(item, n));
-            if hit {
-                matched = true;
-                if !out.contains(&i) {
-                    out.push(i);
-                }
-            }
-        }
-        if !matched {
-            return Err(SelectError::NoMatch(item.to_owned()));
-        }
-    }
-    out.sort_unstable();
-    Ok(out)
-}
-
-/// `*` matches any run of characters, `?` one; everything else itself. Iterative, with one
-/// backtrack point: linear in practice, never recursive.
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host(mac: Option<&str>, uuid: Option<&str>, name: Option<&str>) -> HostConfig {
-        HostConfig {
-            mac: mac.map(|m| m.parse().unwrap()),
-            uuid: uuid.map(|u| u.parse().unwrap()),
-            hostname: name.map(str::to_owned),
-            address: None,
-            boot: Default::default(),
-            next_boot: NextBoot::Local,
-            vars: toml::Table::new(),
-        }
-    }
-
-    const UUID: &str = "4c4c4544-0031-3510-8047-b4c04f4d3232";
-
-    fn hosts() -> Vec<HostConfig> {
-        vec![
-            host(Some("52:54:00:00:00:01"), None, Some("rack1-n01")),
-            host(Some("52:54:00:00:00:02"), None, Some("rack1-n02")),
-            host(None, Some(UUID), Some("rack2-n01")),
-            host(Some("52:54:00:00:00:04"), None, None),
-        ]
-    }
-
-    #[test]
-    fn selectors() {
-        let h = hosts();
-        assert_eq!(select(&h, "all").unwrap(), vec![0, 1, 2, 3]);
-        assert_eq!(select(&h, "rack1-*").unwrap(), vec![0, 1]);
-        assert_eq!(select(&h, "*-n01").unwrap(), vec![0, 2]);
-        assert_eq!(select(&h, "rack?-n0?").unwrap(), vec![0, 1, 2]);
-        assert_eq!(select(&h, "52-54-00-00-00-04").unwrap(), vec![3]);
-        assert_eq!(select(&h, "52:54:00:00:00:02, rack1-n02").unwrap(), vec![1]);
-        assert_eq!(select(&h, &UUID.to_uppercase()).unwrap(), vec![2]);
-        assert_eq!(
-            select(&h, "rack1-n01,rack9-*"),
-            Err(SelectError::NoMatch("rack9-*".into()))
-        );
-        assert_eq!(select(&h, " "), Err(SelectError::Empty));
-        assert_eq!(select(&h, "a,,b"), Err(SelectError::Empty));
-        assert!(glob("*", ""));
-        assert!(glob("a*b*c", "aXXbYYc"));
-        assert!(!glob("a*b*c", "aXXbYY"));
-        assert!(!glob("n?", "n"));
-    }
+    use crate::hosts::testing::hosts;
 
     #[test]
     fn actions_persist_and_default_to_the_config() {
@@ -395,16 +238,16 @@ impl std::str::FromStr for HostAction {
 /// `{"ok": false, "error": "..."}`.
 pub fn host_command(
     store: &NextBootStore,
-    hosts: &[HostConfig],
+    hosts: &HostIndex,
     action: HostAction,
     selector: &str,
     now_unix: u64,
 ) -> serde_json::Value {
-    let picked = match select(hosts, selector) {
+    let picked = match hosts.select(selector) {
         Ok(p) => p,
         Err(e) => return serde_json::json!({ "ok": false, "error": e.to_string() }),
     };
-    let chosen: Vec<&HostConfig> = picked.iter().map(|&i| &hosts[i]).collect();
+    let chosen: Vec<&HostConfig> = picked.iter().map(|&i| hosts.get(i)).collect();
     let changed = match action {
         HostAction::Show => 0,
         HostAction::Reinstall | HostAction::Local => {
@@ -428,8 +271,8 @@ pub fn host_command(
         .iter()
         .map(|h| {
             serde_json::json!({
-                "name": host_label(h),
-                "key": host_key(h),
+                "name": h.label(),
+                "key": h.key(),
                 "next_boot": store.action(h).name(),
                 "changed_unix": store.record(h).map(|r| r.changed_unix),
             })
@@ -449,17 +292,19 @@ mod command_tests {
             Database::create(dir.path().join("l.redb")).unwrap(),
         ))
         .unwrap();
-        let hosts: Vec<HostConfig> = (1..=3)
-            .map(|i| HostConfig {
-                mac: Some(format!("52:54:00:00:00:0{i}").parse().unwrap()),
-                uuid: None,
-                hostname: Some(format!("n{i}")),
-                address: None,
-                boot: Default::default(),
-                next_boot: NextBoot::Local,
-                vars: toml::Table::new(),
-            })
-            .collect();
+        let hosts = HostIndex::new(
+            (1..=3)
+                .map(|i| HostConfig {
+                    mac: Some(format!("52:54:00:00:00:0{i}").parse().unwrap()),
+                    uuid: None,
+                    hostname: Some(format!("n{i}")),
+                    address: None,
+                    boot: Default::default(),
+                    next_boot: NextBoot::Local,
+                    vars: toml::Table::new(),
+                })
+                .collect(),
+        );
         let v = host_command(&store, &hosts, HostAction::Reinstall, "n1,n3", 7);
         assert_eq!(v["ok"], true, "{v}");
         assert_eq!(v["changed"], 2);

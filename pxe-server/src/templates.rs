@@ -20,8 +20,7 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 
-use crate::config::{BootProfile, HostConfig};
-use crate::nextboot::{self, NextBoot};
+use crate::hosts::{BootProfile, HostConfig, NextBoot};
 
 /// Name of the built-in iPXE script for a host whose next boot is `install`.
 pub const IPXE_INSTALL: &str = "ipxe/install.ipxe";
@@ -261,12 +260,12 @@ pub fn host_context(
     }
     let address = address.or_else(|| host.and_then(|h| h.address));
     let host_json = serde_json::json!({
-        "name": host.map_or_else(|| "unknown".to_owned(), nextboot::host_label),
+        "name": host.map_or_else(|| "unknown".to_owned(), HostConfig::label),
         "hostname": host.and_then(|h| h.hostname.clone()),
         "mac": host.and_then(|h| h.mac).map(|m| m.to_string()),
         "uuid": host.and_then(|h| h.uuid).map(|u| u.to_string()),
         "address": address.map(|a| a.to_string()),
-        "key": host.and_then(nextboot::host_key),
+        "key": host.and_then(HostConfig::key),
         "next_boot": next_boot.name(),
     });
     let mut ctx = serde_json::json!({

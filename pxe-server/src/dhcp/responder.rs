@@ -23,7 +23,6 @@
 //! Allocation: replies are built with `dhcproto`'s `Message` (a few small allocations per
 //! answer) into the caller's reusable buffer; decoding and dropping allocate nothing.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,15 +32,13 @@ use dhcproto::{Encodable, Encoder};
 
 use super::leases::{Lease, LeaseState, LeaseStore};
 use super::metrics::DhcpMetrics;
-use crate::config::{
-    BootProfile, Config, DhcpConfig, DhcpMode, HostConfig, SubnetConfig, UnknownHosts,
-};
+use crate::config::{Config, DhcpConfig, DhcpMode, SubnetConfig, UnknownHosts};
+use crate::hosts::{BootProfile, HostIndex};
 use pxe_proto::consts::{
     BOOTP_FLAG_BROADCAST, BOOTP_MIN_REPLY_LEN, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, HTTP_CLIENT,
     PXE_CLIENT, PXE_PORT, PXE_VENDOR_OPTIONS, arch,
 };
 use pxe_proto::dhcp::{self as wire, ClientRequest, DecodeError};
-use pxe_proto::{ClientUuid, MacAddr};
 
 /// Where and how a request arrived (the engine fills this from IP_PKTINFO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,11 +126,7 @@ enum Grant {
 pub struct Responder<S: LeaseStore> {
     cfg: DhcpConfig,
     boot: BootProfile,
-    hosts: Vec<HostConfig>,
-    by_mac: HashMap<MacAddr, usize>,
-    by_uuid: HashMap<ClientUuid, usize>,
-    /// Fixed address → host index.
-    reserved: HashMap<Ipv4Addr, usize>,
+    hosts: HostIndex,
     pools: Vec<Pool>,
     store: S,
     metrics: Arc<DhcpMetrics>,
@@ -153,10 +146,7 @@ impl<S: LeaseStore> Responder<S> {
         let mut r = Responder {
             cfg: config.dhcp.clone(),
             boot: BootProfile::default(),
-            hosts: Vec::new(),
-            by_mac: HashMap::new(),
-            by_uuid: HashMap::new(),
-            reserved: HashMap::new(),
+            hosts: HostIndex::default(),
             pools: Vec::new(),
             store,
             metrics: Arc::default(),
@@ -170,20 +160,6 @@ impl<S: LeaseStore> Responder<S> {
     /// position. Sockets are not the responder's: `dhcp.mode` is taken as given, so the
     /// caller keeps it as the sockets were opened (see `Config::reload_plan`).
     pub fn reconfigure(&mut self, config: &Config) {
-        let mut by_mac = HashMap::new();
-        let mut by_uuid = HashMap::new();
-        let mut reserved = HashMap::new();
-        for (i, h) in config.hosts.iter().enumerate() {
-            if let Some(m) = h.mac {
-                by_mac.entry(m).or_insert(i);
-            }
-            if let Some(u) = h.uuid {
-                by_uuid.entry(u).or_insert(i);
-            }
-            if let Some(a) = h.address {
-                reserved.entry(a).or_insert(i);
-            }
-        }
         let pools = config
             .dhcp
             .subnets
@@ -199,10 +175,7 @@ impl<S: LeaseStore> Responder<S> {
             .collect();
         self.cfg = config.dhcp.clone();
         self.boot = config.boot.clone();
-        self.hosts = config.hosts.clone();
-        self.by_mac = by_mac;
-        self.by_uuid = by_uuid;
-        self.reserved = reserved;
+        self.hosts = HostIndex::new(config.hosts.clone());
         self.pools = pools;
     }
 
@@ -313,10 +286,7 @@ impl<S: LeaseStore> Responder<S> {
     }
 
     fn lookup_host(&self, req: &ClientRequest<'_>) -> Option<usize> {
-        self.by_mac
-            .get(&req.chaddr)
-            .or_else(|| req.client_uuid.and_then(|u| self.by_uuid.get(&u)))
-            .copied()
+        self.hosts.find(Some(&req.chaddr), req.client_uuid.as_ref())
     }
 
     /// A profile field: the host's, else the default's.
@@ -325,7 +295,7 @@ impl<S: LeaseStore> Responder<S> {
         host: Option<usize>,
         f: impl Fn(&BootProfile) -> &Option<String>,
     ) -> Option<&str> {
-        host.and_then(|h| f(&self.hosts[h].boot).as_deref())
+        host.and_then(|h| f(&self.hosts.get(h).boot).as_deref())
             .or_else(|| f(&self.boot).as_deref())
     }
 
@@ -600,8 +570,8 @@ impl<S: LeaseStore> Responder<S> {
         if ip == server_ip || Some(ip) == pool.cfg.router {
             return false;
         }
-        match self.reserved.get(&ip) {
-            Some(&h) if Some(h) != host => return false,
+        match self.hosts.reserved(ip) {
+            Some(h) if Some(h) != host => return false,
             Some(_) => {}
             None if !pool.in_range(ip) => return false,
             None => {}
@@ -626,7 +596,7 @@ impl<S: LeaseStore> Responder<S> {
             return false;
         }
         // A host with a fixed address gets only that one.
-        if let Some(a) = host.and_then(|h| self.hosts[h].address)
+        if let Some(a) = host.and_then(|h| self.hosts.get(h).address)
             && a != ip
         {
             return false;
@@ -644,7 +614,7 @@ impl<S: LeaseStore> Responder<S> {
         server_ip: Ipv4Addr,
         now: u64,
     ) -> Result<Ipv4Addr, NoResponse> {
-        if let Some(a) = host.and_then(|h| self.hosts[h].address) {
+        if let Some(a) = host.and_then(|h| self.hosts.get(h).address) {
             return if self.valid_for(pi, a, req, host, server_ip, now) {
                 Ok(a)
             } else {
@@ -717,7 +687,7 @@ impl<S: LeaseStore> Responder<S> {
         if let Some(d) = &pool.domain {
             o.insert(DhcpOption::DomainName(d.clone()));
         }
-        if let Some(n) = host.and_then(|h| self.hosts[h].hostname.as_ref()) {
+        if let Some(n) = host.and_then(|h| self.hosts.get(h).hostname.as_ref()) {
             o.insert(DhcpOption::Hostname(n.clone()));
         }
         if req.msg_type != MessageType::Inform {
@@ -827,6 +797,7 @@ mod tests {
     use super::*;
     use crate::dhcp::leases::{MemoryLeaseStore, RedbLeaseStore};
     use dhcproto::{Decodable, Decoder};
+    use pxe_proto::ClientUuid;
     use std::path::Path;
     use std::time::Duration;
 
