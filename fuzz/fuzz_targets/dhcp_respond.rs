@@ -12,11 +12,12 @@ use libfuzzer_sys::fuzz_target;
 use pxe_proto::consts::BOOTP_MIN_REPLY_LEN as MIN_REPLY_LEN;
 use pxe_proto::dhcp as wire;
 use pxe_server::config::Config;
+use pxe_server::dhcp::DhcpSettings;
 use pxe_server::dhcp::leases::MemoryLeaseStore;
 use pxe_server::dhcp::responder::{Action, RecvMeta, Responder};
 
-fn configs() -> &'static [Config; 2] {
-    static C: OnceLock<[Config; 2]> = OnceLock::new();
+fn configs() -> &'static [DhcpSettings; 2] {
+    static C: OnceLock<[DhcpSettings; 2]> = OnceLock::new();
     C.get_or_init(|| {
         let root = std::env::temp_dir();
         let base = format!(
@@ -29,10 +30,10 @@ fn configs() -> &'static [Config; 2] {
             "{base}[dhcp]\nenabled = true\nmode = \"full\"\n[[dhcp.subnets]]\nsubnet = \"10.0.0.0/24\"\n\
              range_start = \"10.0.0.100\"\nrange_end = \"10.0.0.103\"\nrouter = \"10.0.0.1\"\n"
         );
-        [
-            Config::parse(&base, Path::new("fuzz.toml")).unwrap(),
-            Config::parse(&full, Path::new("fuzz.toml")).unwrap(),
-        ]
+        [base, full].map(|text| {
+            let c = Config::parse(&text, Path::new("fuzz.toml")).unwrap();
+            c.dhcp_settings(&c.host_index())
+        })
     })
 }
 

@@ -9,9 +9,10 @@ use std::time::SystemTime;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pxe_server::config::Config;
+use pxe_server::dhcp::DhcpSettings;
 use pxe_server::dhcp::leases::MemoryLeaseStore;
 use pxe_server::dhcp::responder::{Action, RecvMeta, Responder};
-use pxe_server::xdp::{Fallback, PolicySet};
+use pxe_server::xdp::Fallback;
 
 const PXE_CLASS: &[u8] = b"PXEClient:Arch:00000:UNDI:002001";
 
@@ -64,6 +65,11 @@ fn config(extra: &str) -> Config {
     Config::parse(&text, Path::new("bench.toml")).expect("the bench config parses")
 }
 
+fn settings(extra: &str) -> DhcpSettings {
+    let c = config(extra);
+    c.dhcp_settings(&c.host_index())
+}
+
 fn meta() -> RecvMeta {
     RecvMeta {
         src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
@@ -79,7 +85,7 @@ fn responder(c: &mut Criterion) {
     let meta = meta();
     let mut out = Vec::with_capacity(1500);
 
-    let mut proxy = Responder::new(&config("mode = \"proxy\""), MemoryLeaseStore::new());
+    let mut proxy = Responder::new(&settings("mode = \"proxy\""), MemoryLeaseStore::new());
     assert!(matches!(
         proxy.handle(SystemTime::now(), &pxe, &meta, &mut out),
         Action::Respond(_)
@@ -93,7 +99,7 @@ fn responder(c: &mut Criterion) {
 
     let full_cfg = "mode = \"full\"\n[[dhcp.subnets]]\nsubnet = \"10.0.0.0/16\"\n\
                     range_start = \"10.0.1.1\"\nrange_end = \"10.0.200.255\"\nrouter = \"10.0.0.1\"";
-    let mut full = Responder::new(&config(full_cfg), MemoryLeaseStore::new());
+    let mut full = Responder::new(&settings(full_cfg), MemoryLeaseStore::new());
     assert!(matches!(
         full.handle(SystemTime::now(), &pxe, &meta, &mut out),
         Action::Respond(_)
@@ -104,7 +110,8 @@ fn responder(c: &mut Criterion) {
 }
 
 fn filter(c: &mut Criterion) {
-    let mut set = PolicySet::from_config(&config(""));
+    let file = config("");
+    let mut set = file.xdp.policy_set(&file.host_index());
     set.policy.flags = pxe_ebpf::POLICY_DROP_NON_PXE | pxe_ebpf::POLICY_RATE_LIMIT;
     set.policy.rate_per_sec = 1_000_000;
     set.policy.burst = 1_000;

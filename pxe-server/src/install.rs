@@ -16,7 +16,6 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::config::Config;
 use crate::hosts::{HostConfig, HostIndex, NextBoot};
 use crate::nextboot::NextBootStore;
 use crate::templates::{self, Templates};
@@ -88,11 +87,24 @@ impl InstallSlot {
     }
 }
 
-/// Everything the install routes read: the configuration and templates in effect (a reload
-/// swaps the whole service), the next-boot store, and the lease database for addresses.
+/// What the install routes render with (converted from `[install]`, `[boot]` and
+/// `[[hosts]]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallSettings {
+    /// How clients reach the HTTP service; unset: the address each request came to.
+    pub server_url: Option<String>,
+    /// The default boot profile.
+    pub boot: crate::hosts::BootProfile,
+    /// Site-wide template values.
+    pub vars: toml::Table,
+    /// The known hosts (shared with the DHCP responder).
+    pub hosts: Arc<HostIndex>,
+}
+
+/// Everything the install routes read: the settings and templates in effect (a reload swaps
+/// the whole service), the next-boot store, and the lease database for addresses.
 pub struct InstallService {
-    config: Arc<Config>,
-    hosts: HostIndex,
+    settings: Arc<InstallSettings>,
     templates: Arc<Templates>,
     next_boot: Option<Arc<NextBootStore>>,
     db: Option<Arc<redb::Database>>,
@@ -101,15 +113,14 @@ pub struct InstallService {
 
 impl InstallService {
     pub fn new(
-        config: Arc<Config>,
+        settings: Arc<InstallSettings>,
         templates: Arc<Templates>,
         next_boot: Option<Arc<NextBootStore>>,
         db: Option<Arc<redb::Database>>,
         metrics: Arc<InstallMetrics>,
     ) -> Self {
         InstallService {
-            hosts: HostIndex::new(config.hosts.clone()),
-            config,
+            settings,
             templates,
             next_boot,
             db,
@@ -163,22 +174,18 @@ impl InstallService {
     }
 
     fn url<'a>(&'a self, from_request: &'a str) -> &'a str {
-        self.config
-            .install
-            .server_url
-            .as_deref()
-            .unwrap_or(from_request)
+        self.settings.server_url.as_deref().unwrap_or(from_request)
     }
 
     fn find(&self, mac: Option<MacAddr>, uuid: Option<ClientUuid>) -> Option<&HostConfig> {
-        let i = self.hosts.find(mac.as_ref(), uuid.as_ref())?;
-        Some(self.hosts.get(i))
+        let hosts = &self.settings.hosts;
+        Some(hosts.get(hosts.find(mac.as_ref(), uuid.as_ref())?))
     }
 
     /// A host by its key in a URL path segment (percent-encoded; see [`HostIndex::by_key`]).
     fn by_key(&self, key: &str) -> Option<&HostConfig> {
-        let i = self.hosts.by_key(&percent_decode(key)?)?;
-        Some(self.hosts.get(i))
+        let hosts = &self.settings.hosts;
+        Some(hosts.get(hosts.by_key(&percent_decode(key)?)?))
     }
 
     fn action(&self, host: &HostConfig) -> NextBoot {
@@ -206,8 +213,8 @@ impl InstallService {
         let address = host.and_then(|h| self.address(h, now_unix));
         let ctx = templates::host_context(
             self.url(server_url),
-            &self.config.boot,
-            &self.config.install.vars,
+            &self.settings.boot,
+            &self.settings.vars,
             host,
             address,
             next,
@@ -344,6 +351,7 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
     use std::path::Path;
 
     const CONFIG: &str = "[tftp]\nroot = \"/\"\n\
@@ -367,7 +375,7 @@ mod tests {
         let db = Arc::new(redb::Database::create(dir.join("l.redb")).unwrap());
         let store = Arc::new(NextBootStore::open(Arc::clone(&db)).unwrap());
         InstallService::new(
-            Arc::new(config),
+            Arc::new(config.install_settings(&config.host_index())),
             templates,
             Some(store),
             Some(db),

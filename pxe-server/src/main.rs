@@ -9,22 +9,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pxe_server::config::{Config, ConfigError, DhcpMode, EngineChoice};
+use pxe_server::config::{Config, ConfigError};
 use pxe_server::control::{self, ControlSocket};
+use pxe_server::dhcp::DhcpReload;
 use pxe_server::dhcp::metrics::DhcpMetrics;
 use pxe_server::dhcp::server::DhcpServer;
-use pxe_server::engine::{self, EngineParams};
+use pxe_server::engine::{self, EngineChoice};
 use pxe_server::hosts::HostIndex;
 use pxe_server::http::{HttpMetrics, HttpServer, ImageSource};
 use pxe_server::images::ImageStore;
 use pxe_server::install::{InstallMetrics, InstallService, InstallSlot};
-use pxe_server::metrics::TftpMetrics;
 use pxe_server::nextboot;
 use pxe_server::templates::Templates;
+use pxe_server::tftp::metrics::TftpMetrics;
 use pxe_server::tftp::service::TftpService;
-use pxe_server::xdp::{
-    Fallback, FallbackCounters, Placement, PolicySet, XdpFilter, format_counters,
-};
+use pxe_server::xdp::{Fallback, FallbackCounters, Placement, XdpFilter, format_counters};
 
 /// Exit status for an unusable configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -280,24 +279,23 @@ fn serve(
     engine_flag: Option<EngineChoice>,
     threads_flag: Option<usize>,
 ) -> anyhow::Result<()> {
-    let tftp = &mut config.tftp;
     if let Some(e) = engine_flag {
-        tftp.engine = e;
+        config.tftp.engine = e;
     }
     if let Some(t) = threads_flag {
-        tftp.threads = t;
+        config.tftp.threads = t;
     }
-    let threads = match tftp.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
+    let tftp = &config.tftp_settings();
+    let params = config.tftp.engine_params();
+    let threads = params.threads;
+    let hosts = config.host_index();
 
     let metrics = Arc::new(TftpMetrics::default());
     let service = Arc::new(
         TftpService::new(tftp, Arc::clone(&metrics))
             .with_context(|| format!("opening TFTP root {}", tftp.root.display()))?,
     );
-    let kind = engine::select(tftp.engine)?;
+    let kind = engine::select(config.tftp.engine)?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
@@ -306,7 +304,7 @@ fn serve(
     let socket = ControlSocket::bind(&config.control.socket)?;
 
     let root = std::fs::canonicalize(&tftp.root).unwrap_or_else(|_| tftp.root.clone());
-    for addr in &tftp.listen {
+    for addr in &params.listen {
         tracing::info!(listen = %addr, root = %root.display(), "serving TFTP");
     }
     tracing::info!(
@@ -314,19 +312,14 @@ fn serve(
         threads,
         max_sessions = service.max_sessions(),
         max_sessions_per_client = tftp.max_sessions_per_client,
-        max_blksize = tftp.max_blksize,
-        max_windowsize = tftp.max_windowsize,
+        max_blksize = tftp.session.max_blksize,
+        max_windowsize = tftp.session.max_windowsize,
         "TFTP service ready"
     );
 
-    let params = EngineParams {
-        listen: tftp.listen.clone(),
-        threads,
-        gso: tftp.gso,
-    };
     // The lease database (full mode; or HTTP with [[hosts]], whose next-boot actions live
     // there): leases and next-boot actions share its file.
-    let full_dhcp = config.dhcp.enabled && config.dhcp.mode == DhcpMode::Full;
+    let full_dhcp = config.dhcp.is_full();
     let db = if full_dhcp || (config.http.enabled && !config.hosts.is_empty()) {
         Some(
             pxe_server::dhcp::leases::open_database(&config.dhcp.lease_db).with_context(|| {
@@ -349,28 +342,29 @@ fn serve(
     let install_metrics = Arc::new(InstallMetrics::default());
     let mut install_slot = None;
     let http = if config.http.enabled {
-        let h = &config.http;
-        let images: Arc<dyn ImageSource> = match &h.root {
-            Some(r) if *r != config.tftp.root => Arc::new(
-                ImageStore::new(r.clone())
-                    .with_context(|| format!("opening HTTP root {}", r.display()))?,
-            ),
-            _ => Arc::clone(&service) as Arc<dyn ImageSource>,
+        let h = &config.http_settings();
+        let images: Arc<dyn ImageSource> = if h.root != tftp.root {
+            Arc::new(
+                ImageStore::new(h.root.clone())
+                    .with_context(|| format!("opening HTTP root {}", h.root.display()))?,
+            )
+        } else {
+            Arc::clone(&service) as Arc<dyn ImageSource>
         };
         let slot = Arc::new(InstallSlot::new(InstallService::new(
-            Arc::new(config.clone()),
+            Arc::new(config.install_settings(&hosts)),
             Arc::clone(&templates),
             next_boot.clone(),
             db.clone(),
             Arc::clone(&install_metrics),
         )));
         install_slot = Some(Arc::clone(&slot));
-        let server = HttpServer::bind(Arc::new(config.clone()), images, Arc::default(), Some(slot))
+        let server = HttpServer::bind(h, images, Arc::default(), Some(slot))
             .context("starting the HTTP service")?;
         let http_metrics = server.metrics();
         tracing::info!(
             listen = ?server.local_addrs()?,
-            root = %h.root_or(&config.tftp.root).display(),
+            root = %h.root.display(),
             threads = h.threads,
             max_connections = server.max_connections(),
             "HTTP service ready"
@@ -381,16 +375,17 @@ fn serve(
     };
     // DHCP: sockets and the lease database are opened here, so a failure stops the start.
     let dhcp = if config.dhcp.enabled {
-        let mut server =
-            DhcpServer::bind(&config, db.clone()).context("starting the DHCP service")?;
+        let mut server = DhcpServer::bind(&config.dhcp_settings(&hosts), db.clone())
+            .context("starting the DHCP service")?;
         let dhcp_metrics = server.metrics();
         // The discovery filter: XDP where it attaches, the same policy in userspace elsewhere.
-        let (xdp, placements) = XdpFilter::start(&config);
+        let xdp_settings = config.xdp_settings(&hosts);
+        let (xdp, placements) = XdpFilter::start(&xdp_settings);
         let xdp_ifindexes = xdp
             .as_ref()
             .map(|f| f.attached().iter().map(|a| a.1).collect())
             .unwrap_or_default();
-        let fallback = Fallback::new(PolicySet::from_config(&config), xdp_ifindexes);
+        let fallback = Fallback::new(xdp_settings.policy, xdp_ifindexes);
         let fallback_counters = fallback.counters();
         tracing::info!(placements = ?placements, "DHCP filter ready");
         server.set_filter(fallback);
@@ -427,6 +422,7 @@ fn serve(
         config_path,
         overrides: (engine_flag, threads_flag),
         running: config,
+        hosts,
         started: Instant::now(),
         engine: format!("{kind:?}").to_lowercase(),
         threads,
@@ -535,7 +531,7 @@ fn install_signal_handlers(
 struct DhcpControl {
     metrics: Arc<DhcpMetrics>,
     /// Reloaded configurations for the DHCP thread (responder tables, fallback policy).
-    reload: crossbeam::channel::Sender<Arc<Config>>,
+    reload: crossbeam::channel::Sender<DhcpReload>,
     /// Owned here: the maps are rewritten on reload and the program detaches when this ends.
     xdp: Option<XdpFilter>,
     placements: Vec<(String, Placement)>,
@@ -569,6 +565,8 @@ struct Control {
     overrides: (Option<EngineChoice>, Option<usize>),
     /// The configuration in effect.
     running: Config,
+    /// Its `[[hosts]]` index (replaced by a reload).
+    hosts: Arc<HostIndex>,
     started: Instant,
     engine: String,
     threads: usize,
@@ -618,30 +616,37 @@ impl Control {
                 "changed settings need a restart; they keep their running values"
             );
         }
-        let config = Arc::new(plan.effective);
+        let config = plan.effective;
+        let hosts = config.host_index();
         let mut error = None;
         if let Some(d) = &mut self.dhcp {
+            let policy = config.xdp.policy_set(&hosts);
             if let Some(x) = &mut d.xdp
-                && let Err(e) = x.set_policy(&PolicySet::from_config(&config))
+                && let Err(e) = x.set_policy(&policy)
             {
                 tracing::error!(%e, "XDP policy maps not updated");
                 error = Some(format!("XDP policy maps not updated: {e}"));
             }
-            if d.reload.send(Arc::clone(&config)).is_err() {
+            let reload = DhcpReload {
+                settings: Arc::new(config.dhcp_settings(&hosts)),
+                policy,
+            };
+            if d.reload.send(reload).is_err() {
                 error = Some("the DHCP service has stopped".to_owned());
             }
         }
-        self.running = Config::clone(&config);
         self.templates = templates;
         if let Some(slot) = &self.install {
             slot.replace(InstallService::new(
-                Arc::clone(&config),
+                Arc::new(config.install_settings(&hosts)),
                 Arc::clone(&self.templates),
                 self.next_boot.clone(),
                 self.db.clone(),
                 Arc::clone(&self.install_metrics),
             ));
         }
+        self.running = config;
+        self.hosts = hosts;
         tracing::info!(
             file = %self.config_path.display(),
             templates = self.templates.names().len(),
@@ -732,7 +737,7 @@ impl Control {
                     Some(store) => {
                         let answer = nextboot::host_command(
                             store,
-                            &HostIndex::new(self.running.hosts.clone()),
+                            &self.hosts,
                             action,
                             selector,
                             unix_now(),

@@ -1,8 +1,5 @@
-//! Process-wide counters, shared by every engine thread. Relaxed atomics: they are statistics.
-
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::tftp::session::{Outcome, SessionStats};
+//! How every service defines its counters ([`counters!`]): process-wide, shared by every
+//! thread. Relaxed atomics: they are statistics.
 
 /// Defines a struct of named `AtomicU64` counters (`$metrics`), a plain copy of it
 /// (`$snapshot`), `snapshot()`, and a `name=value ...` Display for the copy. Used by every
@@ -38,55 +35,3 @@ macro_rules! counters {
     };
 }
 pub(crate) use counters;
-
-counters! {
-    TftpMetrics, TftpSnapshot, "TFTP service";
-    /// Datagrams received on a listening socket.
-    requests_received,
-    /// Read requests that started a transfer.
-    sessions_started,
-    sessions_completed,
-    sessions_timed_out,
-    /// Transfers ended by an ERROR from the client.
-    sessions_client_error,
-    /// Transfers we ended with an ERROR.
-    sessions_aborted,
-    /// Requests refused because of `max_sessions` or `max_sessions_per_client`.
-    refused_limit,
-    /// Retransmitted requests from a client whose transfer (same address and port) is running:
-    /// ignored, that transfer answers them.
-    duplicate_requests,
-    /// Write requests refused (the server is read-only).
-    refused_write,
-    refused_not_found,
-    refused_access,
-    /// Datagrams that did not parse (on listeners or session sockets).
-    malformed,
-    /// Datagrams on a session socket from an address other than the peer.
-    unknown_tid,
-    packets_sent,
-    retransmitted,
-    payload_bytes_sent,
-    /// Send failures reported by the kernel.
-    send_errors,
-}
-
-impl TftpMetrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Counts how a transfer ended and what it sent; both engines call this once per session.
-    pub fn record_end(&self, outcome: Outcome, stats: SessionStats) {
-        let counter = match outcome {
-            Outcome::Completed => &self.sessions_completed,
-            Outcome::TimedOut => &self.sessions_timed_out,
-            Outcome::ClientError(_) => &self.sessions_client_error,
-            Outcome::Aborted(_) => &self.sessions_aborted,
-        };
-        Self::add(counter, 1);
-        Self::add(&self.packets_sent, stats.packets_sent);
-        Self::add(&self.retransmitted, stats.retransmitted);
-        Self::add(&self.payload_bytes_sent, stats.payload_bytes_sent);
-    }
-}

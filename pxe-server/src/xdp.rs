@@ -23,7 +23,33 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{Xdp, XdpMode};
 use pxe_ebpf::{COUNTER_COUNT, COUNTER_NAMES, Policy, PolicyEnv, TokenBucket, Verdict};
 
-use crate::config::{Config, XdpChoice};
+use serde::{Deserialize, Serialize};
+
+/// Where the DHCP discovery filter runs on an interface (`[xdp] mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpChoice {
+    /// XDP in driver mode, else SKB (generic) mode, else the userspace fallback; the log says
+    /// which and why.
+    Auto,
+    /// XDP in driver mode, else the userspace fallback.
+    Driver,
+    /// XDP in SKB (generic) mode, else the userspace fallback.
+    Skb,
+    /// No XDP program: the policy runs in the daemon only (userspace fallback).
+    #[default]
+    Off,
+}
+
+/// Where the filter runs and what it applies (converted from `[xdp]` and `[[hosts]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct XdpSettings {
+    /// The interfaces, each with its mode (`Off` ones included, for the log).
+    pub attach: Vec<(String, XdpChoice)>,
+    /// A mode other than `off` was asked for every DHCP interface, but none is named.
+    pub mode_without_interfaces: bool,
+    pub policy: PolicySet,
+}
 
 /// The XDP object built by `build.rs`.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pxe-ebpf"));
@@ -60,38 +86,6 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    pub fn from_config(config: &Config) -> Self {
-        let x = &config.xdp;
-        let mut flags = 0;
-        if x.drop_non_pxe {
-            flags |= pxe_ebpf::POLICY_DROP_NON_PXE;
-        }
-        if x.rate_per_sec > 0 {
-            flags |= pxe_ebpf::POLICY_RATE_LIMIT;
-        }
-        if x.allow_list {
-            flags |= pxe_ebpf::POLICY_ALLOW_LIST;
-        }
-        if !x.deny.is_empty() {
-            flags |= pxe_ebpf::POLICY_DENY_LIST;
-        }
-        PolicySet {
-            policy: Policy {
-                flags,
-                rate_per_sec: x.rate_per_sec,
-                burst: x.burst,
-                _pad: 0,
-            },
-            allow: config
-                .hosts
-                .iter()
-                .filter_map(|h| h.mac)
-                .map(|m| m.0)
-                .collect(),
-            deny: x.deny.iter().map(|m| m.0).collect(),
-        }
-    }
-
     /// Nothing to filter: the fallback can be skipped entirely.
     pub fn passes_everything(&self) -> bool {
         self.policy.flags == 0
@@ -255,8 +249,8 @@ impl XdpFilter {
     /// Loads the program and attaches it where `config` asks; returns the filter (`None`
     /// when nothing is attached) and each interface's placement. Every failure is logged and
     /// leaves that interface to the userspace fallback.
-    pub fn start(config: &Config) -> (Option<XdpFilter>, Vec<(String, Placement)>) {
-        let list = config.xdp.attach_list(&config.dhcp.interfaces);
+    pub fn start(settings: &XdpSettings) -> (Option<XdpFilter>, Vec<(String, Placement)>) {
+        let list = &settings.attach;
         let mut placements: Vec<(String, Placement)> = Vec::new();
         let wanted: Vec<&(String, XdpChoice)> =
             list.iter().filter(|(_, m)| *m != XdpChoice::Off).collect();
@@ -265,7 +259,7 @@ impl XdpFilter {
             placements.push((i.clone(), Placement::Userspace));
         }
         if wanted.is_empty() {
-            if config.xdp.mode != XdpChoice::Off && config.dhcp.interfaces.is_empty() {
+            if settings.mode_without_interfaces {
                 tracing::warn!(
                     "[xdp] mode is set but dhcp.interfaces is empty: XDP needs named \
                      interfaces; DHCP filter in userspace"
@@ -273,7 +267,7 @@ impl XdpFilter {
             }
             return (None, placements);
         }
-        let mut filter = match XdpFilter::load(&PolicySet::from_config(config)) {
+        let mut filter = match XdpFilter::load(&settings.policy) {
             Ok(f) => f,
             Err(e) => {
                 for (i, _) in &wanted {
@@ -509,24 +503,13 @@ fn remove_leftover(iface: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn discover(mac: [u8; 6], vendor: Option<&[u8]>) -> Vec<u8> {
-        let mut p = vec![0u8; 236];
-        p[0] = 1;
-        p[1] = 1;
-        p[2] = 6;
-        p[28..34].copy_from_slice(&mac);
-        p.extend_from_slice(&pxe_proto::consts::DHCP_MAGIC);
-        p.extend_from_slice(&[53, 1, 1]);
-        if let Some(v) = vendor {
-            p.push(60);
-            p.push(v.len() as u8);
-            p.extend_from_slice(v);
-        }
-        p.push(255);
-        p
+    /// A DISCOVER from `mac` with option 60 `vendor` (the shared test vectors).
+    pub(crate) fn discover(mac: [u8; 6], vendor: Option<&[u8]>) -> Vec<u8> {
+        use pxe_ebpf::vectors::{bootp, discover_opts};
+        bootp(mac, &discover_opts(vendor, None, false))
     }
 
     fn set(flags: u32) -> PolicySet {
@@ -562,28 +545,6 @@ mod tests {
         assert_eq!(
             format_counters(&c),
             "seen=6 passed=3 dropped_not_pxe=1 dropped_rate=1 dropped_denied=0 malformed=1"
-        );
-    }
-
-    #[test]
-    fn policy_from_config() {
-        let mut c = Config::default();
-        assert!(PolicySet::from_config(&c).passes_everything());
-        c.xdp.drop_non_pxe = true;
-        c.xdp.rate_per_sec = 5;
-        c.xdp.deny = vec![pxe_proto::MacAddr([3; 6])];
-        let s = PolicySet::from_config(&c);
-        assert_eq!(
-            s.policy.flags,
-            pxe_ebpf::POLICY_DROP_NON_PXE
-                | pxe_ebpf::POLICY_RATE_LIMIT
-                | pxe_ebpf::POLICY_DENY_LIST
-        );
-        assert!(s.deny.contains(&[3; 6]));
-        let mut f = Fallback::new(s, vec![]);
-        assert_eq!(
-            f.check_at(&discover([3; 6], Some(b"PXEClient")), 0),
-            Verdict::DropDenied
         );
     }
 }

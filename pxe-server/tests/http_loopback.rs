@@ -35,7 +35,8 @@ impl Running {
         let config = Arc::new(Config::parse(&text, Path::new("test.toml")).unwrap());
         let images = Arc::new(ImageStore::new(root).unwrap());
         let metrics = Arc::new(HttpMetrics::default());
-        let server = HttpServer::bind(config, images, Arc::clone(&metrics), None).unwrap();
+        let server =
+            HttpServer::bind(&config.http_settings(), images, Arc::clone(&metrics), None).unwrap();
         let addr = server.local_addrs().unwrap()[0];
         let shutdown = Arc::new(AtomicBool::new(false));
         let thread = std::thread::spawn({

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use dhcp_common::{Netns, Proc, Server, perfdhcp_block, require_root, run, veth, wait_until};
 use pxe_ebpf::{COUNTER_COUNT, Counter, POLICY_DROP_NON_PXE, POLICY_RATE_LIMIT, Policy};
-use pxe_server::config::XdpChoice;
+use pxe_server::xdp::XdpChoice;
 use pxe_server::xdp::{Placement, PolicySet, XdpFilter};
 
 const PXE_MACS: usize = 20;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{FetchError, FetchOptions, fetch, sha256, test_bytes};
 use pxe_server::config::TftpConfig;
 use pxe_server::engine::{EngineError, EngineParams, portable};
-use pxe_server::metrics::{TftpMetrics, TftpSnapshot};
+use pxe_server::tftp::metrics::{TftpMetrics, TftpSnapshot};
 use pxe_server::tftp::service::TftpService;
 
 struct Running {
@@ -44,7 +44,7 @@ impl Running {
             ..TftpConfig::default()
         };
         let metrics = Arc::new(TftpMetrics::default());
-        let service = Arc::new(TftpService::new(&config, Arc::clone(&metrics)).unwrap());
+        let service = Arc::new(TftpService::new(&config.settings(), Arc::clone(&metrics)).unwrap());
         let params = EngineParams {
             listen: vec![addr],
             threads,

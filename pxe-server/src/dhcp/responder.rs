@@ -32,8 +32,8 @@ use dhcproto::{Encodable, Encoder};
 
 use super::leases::{Lease, LeaseState, LeaseStore};
 use super::metrics::DhcpMetrics;
-use crate::config::{Config, DhcpConfig, DhcpMode, SubnetConfig, UnknownHosts};
-use crate::hosts::{BootProfile, HostIndex};
+use super::{DhcpMode, DhcpSettings, Subnet, UnknownHosts};
+use crate::hosts::BootProfile;
 use pxe_proto::consts::{
     BOOTP_FLAG_BROADCAST, BOOTP_MIN_REPLY_LEN, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, HTTP_CLIENT,
     PXE_CLIENT, PXE_PORT, PXE_VENDOR_OPTIONS, arch,
@@ -103,7 +103,7 @@ struct BootChoice<'a> {
 }
 
 struct Pool {
-    cfg: SubnetConfig,
+    cfg: Subnet,
     /// Offset in the range where the next free-address scan starts.
     next: u32,
 }
@@ -124,9 +124,7 @@ enum Grant {
 }
 
 pub struct Responder<S: LeaseStore> {
-    cfg: DhcpConfig,
-    boot: BootProfile,
-    hosts: HostIndex,
+    cfg: DhcpSettings,
     pools: Vec<Pool>,
     store: S,
     metrics: Arc<DhcpMetrics>,
@@ -142,16 +140,14 @@ fn usable(ip: Ipv4Addr) -> bool {
 
 impl<S: LeaseStore> Responder<S> {
     /// A responder for `config` (validated by `Config::parse`) over `store`.
-    pub fn new(config: &Config, store: S) -> Self {
+    pub fn new(settings: &DhcpSettings, store: S) -> Self {
         let mut r = Responder {
-            cfg: config.dhcp.clone(),
-            boot: BootProfile::default(),
-            hosts: HostIndex::default(),
+            cfg: settings.clone(),
             pools: Vec::new(),
             store,
             metrics: Arc::default(),
         };
-        r.reconfigure(config);
+        r.reconfigure(settings);
         r
     }
 
@@ -159,9 +155,8 @@ impl<S: LeaseStore> Responder<S> {
     /// settings. Leases stay in the store; a pool whose subnet is unchanged keeps its scan
     /// position. Sockets are not the responder's: `dhcp.mode` is taken as given, so the
     /// caller keeps it as the sockets were opened (see `Config::reload_plan`).
-    pub fn reconfigure(&mut self, config: &Config) {
-        let pools = config
-            .dhcp
+    pub fn reconfigure(&mut self, settings: &DhcpSettings) {
+        let pools = settings
             .subnets
             .iter()
             .map(|s| Pool {
@@ -173,9 +168,7 @@ impl<S: LeaseStore> Responder<S> {
                     .map_or(0, |p| p.next),
             })
             .collect();
-        self.cfg = config.dhcp.clone();
-        self.boot = config.boot.clone();
-        self.hosts = HostIndex::new(config.hosts.clone());
+        self.cfg = settings.clone();
         self.pools = pools;
     }
 
@@ -286,7 +279,9 @@ impl<S: LeaseStore> Responder<S> {
     }
 
     fn lookup_host(&self, req: &ClientRequest<'_>) -> Option<usize> {
-        self.hosts.find(Some(&req.chaddr), req.client_uuid.as_ref())
+        self.cfg
+            .hosts
+            .find(Some(&req.chaddr), req.client_uuid.as_ref())
     }
 
     /// A profile field: the host's, else the default's.
@@ -295,8 +290,8 @@ impl<S: LeaseStore> Responder<S> {
         host: Option<usize>,
         f: impl Fn(&BootProfile) -> &Option<String>,
     ) -> Option<&str> {
-        host.and_then(|h| f(&self.hosts.get(h).boot).as_deref())
-            .or_else(|| f(&self.boot).as_deref())
+        host.and_then(|h| f(&self.cfg.hosts.get(h).boot).as_deref())
+            .or_else(|| f(&self.cfg.boot).as_deref())
     }
 
     /// The boot file for this client, by iPXE detection and architecture (option 93).
@@ -570,7 +565,7 @@ impl<S: LeaseStore> Responder<S> {
         if ip == server_ip || Some(ip) == pool.cfg.router {
             return false;
         }
-        match self.hosts.reserved(ip) {
+        match self.cfg.hosts.reserved(ip) {
             Some(h) if Some(h) != host => return false,
             Some(_) => {}
             None if !pool.in_range(ip) => return false,
@@ -596,7 +591,7 @@ impl<S: LeaseStore> Responder<S> {
             return false;
         }
         // A host with a fixed address gets only that one.
-        if let Some(a) = host.and_then(|h| self.hosts.get(h).address)
+        if let Some(a) = host.and_then(|h| self.cfg.hosts.get(h).address)
             && a != ip
         {
             return false;
@@ -614,7 +609,7 @@ impl<S: LeaseStore> Responder<S> {
         server_ip: Ipv4Addr,
         now: u64,
     ) -> Result<Ipv4Addr, NoResponse> {
-        if let Some(a) = host.and_then(|h| self.hosts.get(h).address) {
+        if let Some(a) = host.and_then(|h| self.cfg.hosts.get(h).address) {
             return if self.valid_for(pi, a, req, host, server_ip, now) {
                 Ok(a)
             } else {
@@ -687,7 +682,7 @@ impl<S: LeaseStore> Responder<S> {
         if let Some(d) = &pool.domain {
             o.insert(DhcpOption::DomainName(d.clone()));
         }
-        if let Some(n) = host.and_then(|h| self.hosts.get(h).hostname.as_ref()) {
+        if let Some(n) = host.and_then(|h| self.cfg.hosts.get(h).hostname.as_ref()) {
             o.insert(DhcpOption::Hostname(n.clone()));
         }
         if req.msg_type != MessageType::Inform {
@@ -809,7 +804,8 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)
     }
 
-    fn config(extra: &str) -> Config {
+    /// The DHCP settings of a config file with the default boot files and `extra`.
+    fn config(extra: &str) -> DhcpSettings {
         let dir = std::env::temp_dir();
         let text = format!(
             "[tftp]\nroot = \"{}\"\n[boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\n\
@@ -817,7 +813,8 @@ mod tests {
              ipxe_script = \"http://10.0.0.1/boot.ipxe\"\n{extra}",
             dir.display()
         );
-        Config::parse(&text, Path::new("t.toml")).unwrap()
+        let c = crate::config::Config::parse(&text, Path::new("t.toml")).unwrap();
+        c.dhcp_settings(&c.host_index())
     }
 
     const FULL: &str = "[dhcp]\nenabled = true\nmode = \"full\"\nlease_time_secs = 3600\n\

@@ -41,8 +41,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::leases::{Lease, LeaseError, LeaseStore, MemoryLeaseStore, RedbLeaseStore};
 use super::metrics::DhcpMetrics;
 use super::responder::{Action, RecvMeta, Responder, Transmit};
-use crate::config::{Config, DhcpMode};
-use crate::xdp::{Fallback, PolicySet};
+use super::{DhcpMode, DhcpReload, DhcpSettings};
+use crate::xdp::Fallback;
 use pxe_proto::MacAddr;
 use pxe_proto::consts::{DHCP_SERVER_PORT as SERVER_PORT, PXE_PORT};
 
@@ -167,7 +167,7 @@ pub struct DhcpServer<S: LeaseStore> {
     /// The discovery policy for interfaces without XDP (`[xdp]`), before the responder.
     filter: Option<Fallback>,
     /// New configurations (SIGHUP), applied between batches.
-    reloads: Option<crossbeam::channel::Receiver<Arc<Config>>>,
+    reloads: Option<crossbeam::channel::Receiver<DhcpReload>>,
 }
 
 impl<S: LeaseStore> std::fmt::Debug for DhcpServer<S> {
@@ -182,10 +182,9 @@ impl<S: LeaseStore> std::fmt::Debug for DhcpServer<S> {
 }
 
 impl DhcpServer<ServiceStore> {
-    /// Binds the sockets `config.dhcp` asks for; in full mode the leases live in `db` (the
-    /// lease database the caller opened, see `leases::open_database`).
-    pub fn bind(config: &Config, db: Option<Arc<redb::Database>>) -> Result<Self, ServerError> {
-        let d = &config.dhcp;
+    /// Binds the sockets `settings` asks for; in full mode the leases live in `db` (the lease
+    /// database the caller opened, see `leases::open_database`), else in `settings.lease_db`.
+    pub fn bind(d: &DhcpSettings, db: Option<Arc<redb::Database>>) -> Result<Self, ServerError> {
         let leases_err = |source| ServerError::Leases {
             path: d.lease_db.clone(),
             source,
@@ -224,7 +223,7 @@ impl DhcpServer<ServiceStore> {
                 });
             }
         }
-        Self::with_listeners(Responder::new(config, store), &specs)
+        Self::with_listeners(Responder::new(d, store), &specs)
     }
 }
 
@@ -246,24 +245,24 @@ impl<S: LeaseStore> DhcpServer<S> {
         })
     }
 
-    /// A channel for configuration reloads: each config sent is applied between two batches
+    /// A channel for configuration reloads: each one sent is applied between two batches
     /// (responder tables and the fallback's policy; the sockets stay as they are, so the
-    /// sender passes `Config::reload_plan`'s effective config).
-    pub fn reload_channel(&mut self) -> crossbeam::channel::Sender<Arc<Config>> {
+    /// sender converts `Config::reload_plan`'s effective config).
+    pub fn reload_channel(&mut self) -> crossbeam::channel::Sender<DhcpReload> {
         let (tx, rx) = crossbeam::channel::unbounded();
         self.reloads = Some(rx);
         tx
     }
 
     /// Applies a reloaded configuration now.
-    pub fn reconfigure(&mut self, config: &Config) {
-        self.responder.reconfigure(config);
+    pub fn reconfigure(&mut self, reload: DhcpReload) {
+        self.responder.reconfigure(&reload.settings);
         if let Some(f) = &mut self.filter {
-            f.set_policy(PolicySet::from_config(config));
+            f.set_policy(reload.policy);
         }
         tracing::info!(
-            hosts = config.hosts.len(),
-            subnets = config.dhcp.subnets.len(),
+            hosts = reload.settings.hosts.len(),
+            subnets = reload.settings.subnets.len(),
             "DHCP configuration reloaded"
         );
     }
@@ -300,8 +299,8 @@ impl<S: LeaseStore> DhcpServer<S> {
             })
             .collect();
         while !shutdown.load(Ordering::Relaxed) {
-            while let Some(config) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
-                self.reconfigure(&config);
+            while let Some(reload) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
+                self.reconfigure(reload);
             }
             // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the whole call.
             let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
@@ -768,12 +767,13 @@ mod tests {
     use std::net::UdpSocket;
     use std::path::Path;
 
-    fn proxy_config() -> Config {
+    fn proxy_config() -> DhcpSettings {
         let text = format!(
             "[tftp]\nroot = \"{}\"\n[dhcp]\nenabled = true\n[boot]\nbios = \"undionly.kpxe\"\n",
             std::env::temp_dir().display()
         );
-        Config::parse(&text, Path::new("t.toml")).unwrap()
+        let c = crate::config::Config::parse(&text, Path::new("t.toml")).unwrap();
+        c.dhcp_settings(&c.host_index())
     }
 
     fn pxe_request(mac: [u8; 6]) -> Vec<u8> {

@@ -11,8 +11,28 @@ use std::sync::atomic::AtomicBool;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::EngineChoice;
 use crate::tftp::service::TftpService;
+
+/// Which TFTP engine runs (`[tftp] engine`, `serve --engine`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    Default,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// io_uring when the kernel allows it, the portable engine otherwise.
+    #[default]
+    Auto,
+    Uring,
+    Portable,
+}
 
 /// What an engine needs besides the service.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::task::LocalSet;
 
 use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
-use crate::metrics::TftpMetrics;
+use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
 use crate::tftp::session::{Received, Session, Transmit};
 

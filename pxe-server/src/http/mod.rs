@@ -39,7 +39,6 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::config::Config;
 use crate::images::{Image, ImageStore, OpenError};
 use crate::metrics::counters;
 use crate::tftp::service::RESERVED_FDS;
@@ -125,6 +124,24 @@ impl ImageSource for crate::tftp::service::TftpService {
     }
 }
 
+/// What the HTTP service runs with (converted from `[http]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// TCP addresses it listens on.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Directory served (`[http] root`, else the TFTP root).
+    pub root: std::path::PathBuf,
+    /// Runtime worker threads.
+    pub threads: usize,
+    /// Open connections at most (before [`fit_fd_limit`]).
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// TFTP's `max_sessions`: descriptors left to TFTP when `max_connections` is fitted to the
+    /// open-file limit.
+    pub tftp_max_sessions: usize,
+}
+
 /// Limits applied to each connection.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -145,12 +162,11 @@ impl HttpServer {
     /// Binds every `[http] listen` address (so a busy port stops the start, before anything
     /// serves). `images` serves the files (see [`ImageSource`]).
     pub fn bind(
-        config: Arc<Config>,
+        h: &HttpSettings,
         images: Arc<dyn ImageSource>,
         metrics: Arc<HttpMetrics>,
         install: Option<Arc<crate::install::InstallSlot>>,
     ) -> io::Result<HttpServer> {
-        let h = &config.http;
         let mut listeners = Vec::with_capacity(h.listen.len());
         for addr in &h.listen {
             listeners.push(
@@ -159,11 +175,7 @@ impl HttpServer {
             );
         }
         let soft = crate::tftp::service::raise_nofile_limit();
-        let fit = fit_fd_limit(
-            h.max_connections as u64,
-            config.tftp.max_sessions as u64,
-            soft,
-        );
+        let fit = fit_fd_limit(h.max_connections as u64, h.tftp_max_sessions as u64, soft);
         match fit {
             FdFit::Fits(_) => {}
             FdFit::Lowered { to, tftp_sessions } => tracing::warn!(
@@ -190,8 +202,8 @@ impl HttpServer {
         }
         let limits = Limits {
             max_connections: fit.connections(),
-            header_timeout: Duration::from_millis(h.header_timeout_ms),
-            idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+            header_timeout: h.header_timeout,
+            idle_timeout: h.idle_timeout,
         };
         metrics
             .connections_limit
@@ -200,7 +212,6 @@ impl HttpServer {
         Ok(HttpServer {
             listeners,
             state: Arc::new(State {
-                config,
                 images,
                 metrics,
                 install,
@@ -483,14 +494,17 @@ mod tests {
     #[test]
     fn bind_raises_the_soft_limit_and_records_the_limit_in_force() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[tftp]\nroot = {:?}\n[http]\nenabled = true\nlisten = [\"127.0.0.1:0\"]\n\
-             max_connections = 7\n",
-            dir.path()
-        );
-        let config = Arc::new(Config::parse(&text, std::path::Path::new("t.toml")).unwrap());
+        let settings = HttpSettings {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            root: dir.path().to_path_buf(),
+            threads: 2,
+            max_connections: 7,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            tftp_max_sessions: 10_000,
+        };
         let images = Arc::new(ImageStore::new(dir.path().to_path_buf()).unwrap());
-        let server = HttpServer::bind(config, images, Arc::default(), None).unwrap();
+        let server = HttpServer::bind(&settings, images, Arc::default(), None).unwrap();
         let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
         assert_eq!(
             lim.current, lim.maximum,

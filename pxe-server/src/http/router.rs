@@ -16,7 +16,6 @@ use super::conditional::{self, Validators};
 use super::path::{self, PathRefusal};
 use super::range::{self, RangeAnswer};
 use super::{HttpMetrics, ImageSource};
-use crate::config::Config;
 use crate::images::{Image, OpenError};
 
 /// Every response body: one frame, shared bytes (a file is a slice of its image, not a copy).
@@ -24,8 +23,6 @@ pub type Body = Full<Bytes>;
 
 /// What the router works with.
 pub struct State {
-    /// The configuration the server started with (hosts and profiles for generated scripts).
-    pub config: Arc<Config>,
     pub images: Arc<dyn ImageSource>,
     pub metrics: Arc<HttpMetrics>,
     /// The install routes, when the server has them.
@@ -285,7 +282,6 @@ mod tests {
         std::os::unix::fs::symlink("../secret", root.join("escape")).unwrap();
         std::fs::create_dir(root.join("dir")).unwrap();
         let state = State {
-            config: Arc::new(Config::default()),
             images: Arc::new(ImageStore::new(root).unwrap()),
             metrics: Arc::new(HttpMetrics::default()),
             install: None,

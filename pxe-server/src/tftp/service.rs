@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::TftpConfig;
 use crate::images::{ImageStore, OpenError};
-use crate::metrics::TftpMetrics;
+use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::session::{Session, SessionConfig};
 use pxe_proto::tftp::{self as packet, ErrorCode, Packet, ParseError, RequestKind};
 
@@ -160,15 +159,18 @@ impl TftpService {
     /// Opens the image root and sets the limits. `max_sessions` is clamped so that one socket
     /// per session fits in `RLIMIT_NOFILE` (the soft limit is raised to the hard one first),
     /// with a warning when that lowers it.
-    pub fn new(config: &TftpConfig, metrics: Arc<TftpMetrics>) -> std::io::Result<TftpService> {
-        let images = ImageStore::new(config.root.clone())?;
-        let max_sessions = clamp_to_fd_limit(config.max_sessions, raise_nofile_limit());
+    pub fn new(
+        settings: &super::TftpSettings,
+        metrics: Arc<TftpMetrics>,
+    ) -> std::io::Result<TftpService> {
+        let images = ImageStore::new(settings.root.clone())?;
+        let max_sessions = clamp_to_fd_limit(settings.max_sessions, raise_nofile_limit());
         Ok(TftpService::from_parts(
-            config.session_config(),
+            settings.session,
             images,
             metrics,
             max_sessions,
-            config.max_sessions_per_client,
+            settings.max_sessions_per_client,
         ))
     }
 
@@ -335,7 +337,7 @@ fn clamp_to_fd_limit(configured: usize, soft_limit: Option<u64>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::TftpSnapshot;
+    use crate::tftp::metrics::TftpSnapshot;
     use std::net::Ipv4Addr;
 
     struct Fixture {
@@ -618,12 +620,14 @@ mod tests {
     #[test]
     fn new_reads_the_config_and_fits_the_fd_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let config = TftpConfig {
+        let config = crate::tftp::TftpSettings {
             root: dir.path().to_path_buf(),
+            session: SessionConfig {
+                max_blksize: 8192,
+                ..SessionConfig::default()
+            },
             max_sessions: usize::MAX,
             max_sessions_per_client: 3,
-            max_blksize: 8192,
-            ..TftpConfig::default()
         };
         let svc = TftpService::new(&config, Arc::new(TftpMetrics::default())).unwrap();
         let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
@@ -632,7 +636,7 @@ mod tests {
         }
         assert_eq!(svc.session_config.max_blksize, 8192);
         assert_eq!(svc.admission.max_per_client, 3);
-        let missing = TftpConfig {
+        let missing = crate::tftp::TftpSettings {
             root: dir.path().join("missing"),
             ..config
         };

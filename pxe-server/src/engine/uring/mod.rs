@@ -42,7 +42,7 @@ use socket2::Socket;
 use self::slots::{CTRL_LEN, Owner, SendSlots};
 use self::sys::{RECV_LEN, RecvBuf};
 use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
-use crate::metrics::TftpMetrics;
+use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
 use crate::tftp::session::{Outcome, Received, Session, SessionStats, Transmit};
 use pxe_proto::tftp::{self as packet, ErrorCode};

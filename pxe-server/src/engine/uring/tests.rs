@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::{Hooks, Op, run_with};
 use crate::config::TftpConfig;
 use crate::engine::{EngineError, EngineParams};
-use crate::metrics::{TftpMetrics, TftpSnapshot};
+use crate::tftp::metrics::{TftpMetrics, TftpSnapshot};
 use crate::tftp::service::TftpService;
 use pxe_proto::tftp::{self as packet, Mode, Packet, RequestKind, RequestOptions};
 
@@ -68,7 +68,7 @@ impl Server {
             ..TftpConfig::default()
         };
         let metrics = Arc::new(TftpMetrics::default());
-        let service = Arc::new(TftpService::new(&config, Arc::clone(&metrics)).unwrap());
+        let service = Arc::new(TftpService::new(&config.settings(), Arc::clone(&metrics)).unwrap());
         let params = EngineParams {
             listen: vec![listen],
             threads,
@@ -485,7 +485,7 @@ fn bad_listen_address_fails_run() {
         root: root.path().to_path_buf(),
         ..TftpConfig::default()
     };
-    let service = Arc::new(TftpService::new(&config, metrics).unwrap());
+    let service = Arc::new(TftpService::new(&config.settings(), metrics).unwrap());
     // 192.0.2.1 (TEST-NET-1) is not a local address: bind fails with EADDRNOTAVAIL.
     let params = EngineParams {
         listen: vec![([192, 0, 2, 1], 0).into()],

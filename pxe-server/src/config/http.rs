@@ -1,0 +1,96 @@
+//! `[http]`: the HTTP/1.1 service for boot files.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pxe_proto::consts::HTTP_PORT;
+use serde::{Deserialize, Serialize};
+
+use super::tftp::TftpConfig;
+use super::{Check, Invalid, directory};
+use crate::http::HttpSettings;
+
+/// `[http]`: the HTTP/1.1 service for boot files (off by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// The HTTP service runs.
+    pub enabled: bool,
+    /// TCP addresses it listens on (port 80 by default).
+    pub listen: Vec<SocketAddr>,
+    /// Directory served; unset = `tftp.root` (then both services share each file's snapshot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Runtime worker threads (1..=64).
+    pub threads: usize,
+    /// Open connections at most; beyond it a new connection gets 503 and is closed. Lowered at
+    /// start, with a warning, when it does not fit the open-file limit next to
+    /// `tftp.max_sessions` (see `http::fit_fd_limit`).
+    pub max_connections: usize,
+    /// A request head must arrive within this many milliseconds of its first byte (of the
+    /// connection, for the first request).
+    pub header_timeout_ms: u64,
+    /// A connection with no traffic either way for this many milliseconds is closed.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], HTTP_PORT))],
+            root: None,
+            threads: 2,
+            max_connections: 10_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The directory served: `root`, else `tftp_root`.
+    pub fn root_or<'a>(&'a self, tftp_root: &'a Path) -> &'a Path {
+        self.root.as_deref().unwrap_or(tftp_root)
+    }
+
+    /// The runtime settings of the HTTP service (next to `tftp`, whose root it shares by
+    /// default and whose sessions share the open-file limit).
+    pub fn settings(&self, tftp: &TftpConfig) -> HttpSettings {
+        HttpSettings {
+            listen: self.listen.clone(),
+            root: self.root_or(&tftp.root).to_path_buf(),
+            threads: self.threads,
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            tftp_max_sessions: tftp.max_sessions,
+        }
+    }
+
+    pub(super) fn validate(&self) -> Check {
+        let fail = |key: &str, reason: String| Err(Invalid::at(&["http", key], reason));
+        if let Some(root) = &self.root {
+            directory(root).or_else(|reason| fail("root", reason))?;
+        }
+        if self.listen.is_empty() {
+            return fail("listen", "must name at least one address".into());
+        }
+        if !(1..=64).contains(&self.threads) {
+            return fail("threads", format!("{} is not in 1..=64", self.threads));
+        }
+        if self.max_connections < 1 {
+            return fail("max_connections", "must be at least 1".into());
+        }
+        for (key, ms) in [
+            ("header_timeout_ms", self.header_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+        ] {
+            if !(1..=3_600_000).contains(&ms) {
+                return fail(key, format!("{ms} is not in 1..=3600000"));
+            }
+        }
+        Ok(())
+    }
+}

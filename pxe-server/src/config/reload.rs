@@ -1,0 +1,55 @@
+//! What a reload (SIGHUP) applies now and what waits for a restart.
+
+use super::Config;
+
+/// What a reload (SIGHUP) can change in a running server, and what needs a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadPlan {
+    /// `new`, with every setting that needs a restart kept as it runs now.
+    pub effective: Config,
+    /// The sections/keys that changed but need a restart (they keep their running values).
+    pub needs_restart: Vec<&'static str>,
+}
+
+impl Config {
+    /// Splits a reload from `self` (running) to `new`: [[hosts]], [boot], the DHCP answer
+    /// settings (lease times, subnets, unknown hosts, addresses handed out) and the [xdp]
+    /// policy apply at once; sockets, modes, the TFTP engine and the lease database need a
+    /// restart.
+    pub fn reload_plan(&self, new: &Config) -> ReloadPlan {
+        let mut effective = new.clone();
+        let mut needs_restart = Vec::new();
+        if effective.tftp != self.tftp {
+            needs_restart.push("tftp");
+            effective.tftp = self.tftp.clone();
+        }
+        if effective.http != self.http {
+            needs_restart.push("http");
+            effective.http = self.http.clone();
+        }
+        if effective.control != self.control {
+            needs_restart.push("control");
+            effective.control = self.control.clone();
+        }
+        let (d, e) = (&self.dhcp, &mut effective.dhcp);
+        macro_rules! keep {
+            ($($field:ident),*) => {$(
+                if e.$field != d.$field {
+                    needs_restart.push(concat!("dhcp.", stringify!($field)));
+                    e.$field = d.$field.clone();
+                }
+            )*};
+        }
+        keep!(enabled, mode, interfaces, lease_db);
+        let x = (&self.xdp, &mut effective.xdp);
+        if x.1.mode != x.0.mode || x.1.interfaces != x.0.interfaces {
+            needs_restart.push("xdp.mode/xdp.interfaces");
+            x.1.mode = x.0.mode;
+            x.1.interfaces = x.0.interfaces.clone();
+        }
+        ReloadPlan {
+            effective,
+            needs_restart,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+use super::*;
+
+#[test]
+fn minimal_file_gets_defaults() {
+    let f = fixture();
+    let c = Config::parse(&format!("[tftp]\nroot = \"{}\"\n", f.root), Path::new("x")).unwrap();
+    let want = TftpConfig {
+        root: PathBuf::from(&f.root),
+        ..TftpConfig::default()
+    };
+    assert_eq!(c.tftp, want);
+}
+
+#[test]
+fn full_file_and_round_trip() {
+    let f = fixture();
+    let text = format!(
+        "[tftp]\nroot = \"{}\"\nlisten = [\"10.0.0.1:69\", \"[::1]:6969\"]\nengine = \"portable\"\n\
+         threads = 3\nmax_blksize = 8192\nmax_windowsize = 16\ntimeout_ms = 250\nmax_retries = 9\n\
+         rollover = 1\nmax_sessions = 100\nmax_sessions_per_client = 4\ngso = false\n",
+        f.root
+    );
+    let c = Config::parse(&text, Path::new("x")).unwrap();
+    assert_eq!(c.tftp.listen.len(), 2);
+    assert_eq!(c.tftp.listen[1], "[::1]:6969".parse().unwrap());
+    assert_eq!(c.tftp.engine, EngineChoice::Portable);
+    assert_eq!(
+        (c.tftp.threads, c.tftp.max_blksize, c.tftp.max_windowsize),
+        (3, 8192, 16)
+    );
+    assert_eq!(
+        (c.tftp.timeout_ms, c.tftp.max_retries, c.tftp.rollover),
+        (250, 9, 1)
+    );
+    assert_eq!(
+        (c.tftp.max_sessions, c.tftp.max_sessions_per_client),
+        (100, 4)
+    );
+    assert!(!c.tftp.gso);
+    // What `check` prints parses back to the same configuration.
+    let again = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
+    assert_eq!(again, c);
+}
+
+#[test]
+fn semantic_errors_name_the_line() {
+    let f = fixture();
+    let r = &f.root;
+    let cases: &[(&str, &str, &str)] = &[
+        ("listen = []", "tftp.listen", "at least one"),
+        ("max_blksize = 7", "tftp.max_blksize", "8..=65464"),
+        ("max_blksize = 65465", "tftp.max_blksize", "8..=65464"),
+        ("max_windowsize = 0", "tftp.max_windowsize", "at least 1"),
+        ("timeout_ms = 0", "tftp.timeout_ms", "1..=255000"),
+        ("timeout_ms = 255001", "tftp.timeout_ms", "1..=255000"),
+        ("max_retries = 0", "tftp.max_retries", "at least 1"),
+        ("rollover = 2", "tftp.rollover", "neither 0 nor 1"),
+        ("max_sessions = 0", "tftp.max_sessions", "at least 1"),
+        (
+            "max_sessions_per_client = 0",
+            "tftp.max_sessions_per_client",
+            "at least 1",
+        ),
+    ];
+    for (line, key, why) in cases {
+        assert_err(
+            &format!("# pxe\n[tftp]\nroot = \"{r}\"\n\n{line}\n"),
+            5,
+            key,
+            why,
+        );
+    }
+    // Edges that are fine.
+    for line in [
+        "max_blksize = 8",
+        "max_blksize = 65464",
+        "timeout_ms = 255000",
+        "rollover = 1",
+    ] {
+        Config::parse(&format!("[tftp]\nroot = \"{r}\"\n{line}\n"), Path::new("x")).unwrap();
+    }
+    // Dotted keys are found too.
+    assert_err(
+        &format!("tftp.root = \"{r}\"\n\ntftp.rollover = 7\n"),
+        3,
+        "tftp.rollover",
+        "neither",
+    );
+}
+
+#[test]
+fn root_must_be_an_existing_directory() {
+    let f = fixture();
+    let missing = format!("{}/missing", f.root);
+    assert_err(
+        &format!("[tftp]\n\nroot = \"{missing}\"\n"),
+        3,
+        "tftp.root",
+        "missing",
+    );
+    let file = format!("{}/file", f.root);
+    std::fs::write(&file, b"").unwrap();
+    assert_err(
+        &format!("[tftp]\nroot = \"{file}\"\n"),
+        2,
+        "tftp.root",
+        "not a directory",
+    );
+}
+
+#[test]
+fn defaulted_root_that_does_not_exist_is_line_zero() {
+    // The default root is /srv/tftp: which branch runs depends on this machine, both assert.
+    match Config::parse("[tftp]\nthreads = 1\n", Path::new("p.toml")) {
+        Ok(c) => {
+            assert!(Path::new("/srv/tftp").is_dir());
+            assert_eq!(c.tftp.root, Path::new("/srv/tftp"));
+        }
+        Err(e) => {
+            assert!(!Path::new("/srv/tftp").is_dir());
+            assert_eq!((e.line, e.key.as_str()), (0, "tftp.root"));
+            assert!(e.reason.contains("the default"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! `[tftp]`: the TFTP service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pxe_proto::consts::TFTP_PORT;
+use pxe_proto::tftp::{MAX_BLKSIZE, MIN_BLKSIZE};
+use serde::{Deserialize, Serialize};
+
+use super::{Check, Invalid, directory};
+use crate::engine::{EngineChoice, EngineParams};
+use crate::tftp::TftpSettings;
+use crate::tftp::session::SessionConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TftpConfig {
+    /// Directory served; every request is resolved beneath it.
+    pub root: PathBuf,
+    /// Addresses the TFTP listener binds (port 69 by default). `0.0.0.0:69` answers from the
+    /// address each request arrived on.
+    pub listen: Vec<SocketAddr>,
+    pub engine: EngineChoice,
+    /// Engine threads; 0 = one per CPU.
+    pub threads: usize,
+    /// Largest blksize granted (8..=65464).
+    pub max_blksize: u16,
+    /// Largest windowsize granted (1..=65535).
+    pub max_windowsize: u16,
+    /// Retransmit timeout in milliseconds when the client asks for none.
+    pub timeout_ms: u64,
+    /// Retransmissions without progress before a transfer is abandoned.
+    pub max_retries: u8,
+    /// Block number after 65535: 0 or 1.
+    pub rollover: u16,
+    /// Simultaneous transfers in all.
+    pub max_sessions: usize,
+    /// Simultaneous transfers per client IP address.
+    pub max_sessions_per_client: usize,
+    /// Use UDP GSO for windows when the kernel supports it.
+    pub gso: bool,
+}
+
+impl Default for TftpConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/srv/tftp"),
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], TFTP_PORT))],
+            engine: EngineChoice::Auto,
+            threads: 0,
+            max_blksize: 1468,
+            max_windowsize: 64,
+            timeout_ms: 1000,
+            max_retries: 5,
+            rollover: 0,
+            max_sessions: 10_000,
+            max_sessions_per_client: 32,
+            gso: true,
+        }
+    }
+}
+
+impl TftpConfig {
+    /// The runtime settings of the TFTP service.
+    pub fn settings(&self) -> TftpSettings {
+        TftpSettings {
+            root: self.root.clone(),
+            session: SessionConfig {
+                max_blksize: self.max_blksize,
+                max_windowsize: self.max_windowsize,
+                default_timeout: Duration::from_millis(self.timeout_ms),
+                max_retries: self.max_retries,
+                rollover_to: self.rollover,
+            },
+            max_sessions: self.max_sessions,
+            max_sessions_per_client: self.max_sessions_per_client,
+        }
+    }
+
+    /// The engine's sockets and threads (`threads = 0`: one per CPU).
+    pub fn engine_params(&self) -> EngineParams {
+        EngineParams {
+            listen: self.listen.clone(),
+            threads: match self.threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
+            gso: self.gso,
+        }
+    }
+
+    pub(super) fn validate(&self) -> Check {
+        let fail = |key: &str, reason: String| Err(Invalid::at(&["tftp", key], reason));
+        directory(&self.root).or_else(|reason| fail("root", reason))?;
+        if self.listen.is_empty() {
+            return fail("listen", "must name at least one address".into());
+        }
+        if !(MIN_BLKSIZE..=MAX_BLKSIZE).contains(&self.max_blksize) {
+            return fail(
+                "max_blksize",
+                format!(
+                    "{} is not in {MIN_BLKSIZE}..={MAX_BLKSIZE}",
+                    self.max_blksize
+                ),
+            );
+        }
+        if self.max_windowsize < 1 {
+            return fail("max_windowsize", "must be at least 1".into());
+        }
+        if !(1..=255_000).contains(&self.timeout_ms) {
+            return fail(
+                "timeout_ms",
+                format!("{} is not in 1..=255000", self.timeout_ms),
+            );
+        }
+        if self.max_retries < 1 {
+            return fail("max_retries", "must be at least 1".into());
+        }
+        if self.rollover > 1 {
+            return fail("rollover", format!("{} is neither 0 nor 1", self.rollover));
+        }
+        if self.max_sessions < 1 {
+            return fail("max_sessions", "must be at least 1".into());
+        }
+        if self.max_sessions_per_client < 1 {
+            return fail("max_sessions_per_client", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
