@@ -1,16 +1,18 @@
 //! Micro-benchmarks of the DHCP path: the responder's parse-and-answer for a PXE DISCOVER (proxy
-//! and full mode, over the in-memory lease store), and the discovery filter's decision (the
-//! logic the XDP program and the userspace fallback share) on PXE and plain frames.
+//! and full mode, over the in-memory lease store), a new client's DISCOVER at a full and at a
+//! nearly-full pool (where finding the free address is the work), and the discovery filter's
+//! decision (the logic the XDP program and the userspace fallback share) on PXE and plain
+//! frames.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use pxe_server::config::Config;
 use pxe_server::dhcp::DhcpSettings;
-use pxe_server::dhcp::leases::MemoryLeaseStore;
+use pxe_server::dhcp::leases::{Lease, LeaseState, LeaseStore, MemoryLeaseStore};
 use pxe_server::dhcp::responder::{Action, RecvMeta, Responder};
 use pxe_server::xdp::Fallback;
 
@@ -109,6 +111,81 @@ fn responder(c: &mut Criterion) {
     });
 }
 
+/// A RELEASE of `ip` by `mac` to the server 10.0.0.1.
+fn release(mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    let mut p = discover(mac, false);
+    p[12..16].copy_from_slice(&ip.octets()); // ciaddr
+    p[242] = 7; // option 53 = RELEASE
+    p.pop(); // END
+    p.extend_from_slice(&[54, 4, 10, 0, 0, 1, 255]);
+    p
+}
+
+/// A pool of 4094 addresses with every one bound but `free`, and a new client's DISCOVER:
+/// answered "exhausted" (full), or offered the last free address, which the client then
+/// releases so that the next iteration finds the pool as it was (nearly full).
+fn pool(c: &mut Criterion) {
+    let cfg = "mode = \"full\"\n[[dhcp.subnets]]\nsubnet = \"10.0.16.0/20\"\n\
+               range_start = \"10.0.16.1\"\nrange_end = \"10.0.31.254\"";
+    let meta = RecvMeta {
+        local_addr: Ipv4Addr::new(10, 0, 16, 1),
+        ..meta()
+    };
+    let now = SystemTime::now();
+    let expires = now.duration_since(UNIX_EPOCH).unwrap().as_secs() + 86_400;
+    let mut out = Vec::with_capacity(1500);
+    for free in [0u32, 1] {
+        let mut r = Responder::new(&settings(cfg), MemoryLeaseStore::new());
+        let (first, last) = (
+            u32::from(Ipv4Addr::new(10, 0, 16, 1)),
+            u32::from(Ipv4Addr::new(10, 0, 31, 254)),
+        );
+        for n in first..=last - free {
+            let lease = Lease {
+                ip: Ipv4Addr::from(n),
+                mac: pxe_proto::MacAddr([2, 1, 0, 0, (n >> 8) as u8, n as u8]),
+                uuid: None,
+                expires,
+                state: LeaseState::Bound,
+            };
+            r.store_mut().put(&lease).unwrap();
+        }
+        let client = [2, 2, 0, 0, 0, 1];
+        let ask = discover(client, false);
+        if free == 0 {
+            assert!(matches!(
+                r.handle(now, &ask, &meta, &mut out),
+                Action::NoResponse(_)
+            ));
+            c.bench_function(
+                "dhcp full: new client's DISCOVER at a full pool (4094)",
+                |b| b.iter(|| r.handle(SystemTime::now(), black_box(&ask), &meta, &mut out)),
+            );
+        } else {
+            // A new client every iteration (a returning one would get its last address back
+            // without a look at the pool).
+            let mut ask = ask;
+            let mut give_back = release(client, Ipv4Addr::from(last));
+            let mut n = 0u32;
+            c.bench_function(
+                "dhcp full: new client's DISCOVER + RELEASE at a nearly full pool (4094, 1 free)",
+                |b| {
+                    b.iter(|| {
+                        n = n.wrapping_add(1);
+                        ask[30..34].copy_from_slice(&n.to_be_bytes());
+                        give_back[30..34].copy_from_slice(&n.to_be_bytes());
+                        let now = SystemTime::now();
+                        let a = r.handle(now, black_box(&ask), &meta, &mut out);
+                        assert!(matches!(a, Action::Respond(_)), "{a:?}");
+                        let a = r.handle(now, black_box(&give_back), &meta, &mut out);
+                        assert!(matches!(a, Action::NoResponse(_)), "{a:?}");
+                    })
+                },
+            );
+        }
+    }
+}
+
 fn filter(c: &mut Criterion) {
     let file = config("");
     let mut set = file.xdp.policy_set(&file.host_index());
@@ -128,5 +205,5 @@ fn filter(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, responder, filter);
+criterion_group!(benches, responder, pool, filter);
 criterion_main!(benches);

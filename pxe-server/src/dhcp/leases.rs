@@ -120,7 +120,7 @@ pub trait LeaseStore {
 }
 
 /// The in-memory table; also the read side of [`RedbLeaseStore`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MemoryLeaseStore {
     by_ip: HashMap<Ipv4Addr, Lease>,
     by_mac: HashMap<MacAddr, Ipv4Addr>,

@@ -351,7 +351,7 @@ impl<S: LeaseStore> DhcpServer<S> {
         let now = SystemTime::now();
         let metrics = Arc::clone(self.responder.metrics());
         self.pending.clear();
-        self.responder.store_mut().begin_batch();
+        self.responder.begin_batch();
         for j in 0..n {
             let Some(d) = self.recv.datagram(j) else {
                 continue;
@@ -384,7 +384,7 @@ impl<S: LeaseStore> DhcpServer<S> {
                 self.pending.push((j, t, d.local_addr));
             }
         }
-        if let Err(e) = self.responder.store_mut().commit_batch() {
+        if let Err(e) = self.responder.commit_batch() {
             tracing::warn!(%e, answers = self.pending.len(), "lease commit failed: batch dropped");
             for _ in 0..self.pending.len() {
                 DhcpMetrics::inc(&metrics.drop_batch_commit);

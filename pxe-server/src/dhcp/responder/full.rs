@@ -1,0 +1,277 @@
+//! Full mode: the DHCP server for `[[dhcp.subnets]]`, one function per message type. Every
+//! lease change is committed to the store before the answer is encoded.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::MessageType;
+
+use super::boot::add_boot;
+use super::reply::{address_options, destination, emit, nak, reply};
+use super::{Action, Ctx, NoResponse, Responder, usable};
+use crate::dhcp::leases::{Lease, LeaseState, LeaseStore};
+use crate::dhcp::metrics::DhcpMetrics;
+
+use NoResponse as N;
+
+impl<S: LeaseStore> Responder<S> {
+    /// Dispatches a port-67 request in full mode by message type.
+    pub(super) fn full(&mut self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
+        match ctx.req.msg_type {
+            MessageType::Discover => self.discover(ctx, out),
+            MessageType::Request => self.request(ctx, out),
+            MessageType::Decline => self.decline(ctx),
+            MessageType::Release => self.release(ctx),
+            MessageType::Inform => self.inform(ctx, out),
+            t => Action::NoResponse(N::UnexpectedType(t)),
+        }
+    }
+
+    /// The pool of the client's link: the relay's address, else ours on the arrival
+    /// interface.
+    fn link_pool(&self, ctx: &Ctx<'_, '_>) -> Option<usize> {
+        let link = if usable(ctx.req.giaddr) {
+            ctx.req.giaddr
+        } else if usable(ctx.meta.local_addr) {
+            ctx.meta.local_addr
+        } else {
+            ctx.server_ip
+        };
+        self.pool_holding(link)
+    }
+
+    /// The pool whose subnet holds `ip`.
+    fn pool_holding(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.pools.iter().position(|p| p.cfg.subnet.contains(ip))
+    }
+
+    /// DISCOVER → OFFER of an address, held for the client (`offer_hold_secs`) unless it
+    /// already holds it.
+    fn discover(&mut self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
+        let Some(pi) = self.link_pool(ctx) else {
+            return Action::NoResponse(N::NoSubnet);
+        };
+        let ip = match self.allocate(pi, ctx) {
+            Ok(ip) => ip,
+            Err(r) => return Action::NoResponse(r),
+        };
+        let (req, now) = (ctx.req, ctx.now);
+        let held = self.store.get(ip).is_some_and(|l| {
+            l.mac == req.chaddr && l.state == LeaseState::Bound && l.is_active(now)
+        });
+        if !held {
+            let offer = Lease {
+                ip,
+                mac: req.chaddr,
+                uuid: req.client_uuid,
+                expires: now + u64::from(self.cfg.offer_hold_secs),
+                state: LeaseState::Offered,
+            };
+            if let Err(e) = self.put(&offer) {
+                tracing::warn!(%e, "lease store: offer not recorded");
+                return Action::NoResponse(N::StoreError);
+            }
+        }
+        let secs = self.lease_secs(pi, ctx);
+        self.grant(ctx, pi, ip, secs, out)
+    }
+
+    /// REQUEST (SELECTING, INIT-REBOOT, RENEWING, REBINDING) → ACK once the lease is bound
+    /// and committed, or NAK for an address the client may not have.
+    fn request(&mut self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
+        let req = ctx.req;
+        let ip = match (req.server_id, req.requested_ip) {
+            (Some(sid), _) if sid != ctx.server_ip => {
+                return Action::NoResponse(N::NotForUs);
+            }
+            (Some(_), Some(ip)) => ip,                        // SELECTING
+            (None, Some(ip)) => ip,                           // INIT-REBOOT
+            (None, None) if usable(req.ciaddr) => req.ciaddr, // RENEWING / REBINDING
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        // A unicast renewal may reach us through any interface.
+        let Some(pi) = self.link_pool(ctx).or_else(|| self.pool_holding(ip)) else {
+            return Action::NoResponse(N::NoSubnet);
+        };
+        if !self.valid_for(pi, ip, ctx) {
+            let m = nak(&self.cfg, req, ctx.server_ip);
+            let (dst, bcast) = destination(req, true);
+            return emit(&m, out, dst, bcast, ctx.meta.ifindex);
+        }
+        let secs = self.lease_secs(pi, ctx);
+        let bound = Lease {
+            ip,
+            mac: req.chaddr,
+            uuid: req.client_uuid,
+            expires: ctx.now + u64::from(secs),
+            state: LeaseState::Bound,
+        };
+        if let Err(e) = self.put(&bound) {
+            tracing::warn!(%e, "lease store: bind not committed, no ACK");
+            return Action::NoResponse(N::StoreError);
+        }
+        self.grant(ctx, pi, ip, secs, out)
+    }
+
+    /// DECLINE: the client found the address in use; it stays unusable for
+    /// `decline_hold_secs`. No answer is due.
+    fn decline(&mut self, ctx: &Ctx<'_, '_>) -> Action {
+        let ip = ctx.req.requested_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let hold = ctx.now + u64::from(self.cfg.decline_hold_secs);
+        self.end_lease(ctx, ip, LeaseState::Declined, hold, N::Declined)
+    }
+
+    /// RELEASE: the client gives its address back; it is free at once. No answer is due.
+    fn release(&mut self, ctx: &Ctx<'_, '_>) -> Action {
+        let ip = ctx.req.ciaddr;
+        let done = self.end_lease(ctx, ip, LeaseState::Released, ctx.now, N::Released);
+        if done == Action::NoResponse(N::Released) {
+            self.release_to_pool(ip);
+        }
+        done
+    }
+
+    /// Records the end of the client's own lease on `ip` (a DECLINE or RELEASE naming us).
+    fn end_lease(
+        &mut self,
+        ctx: &Ctx<'_, '_>,
+        ip: Ipv4Addr,
+        state: LeaseState,
+        expires: u64,
+        done: NoResponse,
+    ) -> Action {
+        let req = ctx.req;
+        if req.server_id != Some(ctx.server_ip) {
+            return Action::NoResponse(N::NotForUs);
+        }
+        let Some(l) = self.store.get(ip).filter(|l| l.mac == req.chaddr) else {
+            return Action::NoResponse(N::NotForUs);
+        };
+        if let Err(e) = self.put(&Lease {
+            state,
+            expires,
+            ..l
+        }) {
+            tracing::warn!(%e, "lease store: decline/release not recorded");
+            return Action::NoResponse(N::StoreError);
+        }
+        Action::NoResponse(done)
+    }
+
+    /// INFORM: the client has an address; ACK with the options of its subnet, no lease.
+    fn inform(&mut self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
+        let Some(pi) = self
+            .pool_holding(ctx.req.ciaddr)
+            .or_else(|| self.link_pool(ctx))
+        else {
+            return Action::NoResponse(N::NoSubnet);
+        };
+        DhcpMetrics::inc(&self.metrics.inform_acks);
+        self.grant(ctx, pi, Ipv4Addr::UNSPECIFIED, 0, out)
+    }
+
+    /// The lease time for this client in pool `pi`: what it asks, within 60 s and the
+    /// longest lease (never below the pool's default).
+    fn lease_secs(&self, pi: usize, ctx: &Ctx<'_, '_>) -> u32 {
+        let default = self.pools[pi]
+            .cfg
+            .lease_time_secs
+            .unwrap_or(self.cfg.lease_time_secs);
+        ctx.req
+            .lease_time
+            .unwrap_or(default)
+            .clamp(60, self.cfg.max_lease_time_secs.max(default))
+    }
+
+    /// `ip` may be held by this client: in the pool's range (or its reservation), reserved for
+    /// no other host, not our own address, and not leased to another client.
+    fn usable_by(&self, pi: usize, ip: Ipv4Addr, ctx: &Ctx<'_, '_>) -> bool {
+        let pool = &self.pools[pi];
+        if ip == ctx.server_ip || Some(ip) == pool.cfg.router {
+            return false;
+        }
+        match self.cfg.hosts.reserved(ip) {
+            Some(h) if Some(h) != ctx.host => return false,
+            Some(_) => {}
+            None if !pool.in_range(ip) => return false,
+            None => {}
+        }
+        match self.store.get(ip) {
+            None => true,
+            Some(l) if !l.is_active(ctx.now) => true,
+            Some(l) => l.mac == ctx.req.chaddr && l.state != LeaseState::Declined,
+        }
+    }
+
+    /// `ip` may be bound to this client in pool `pi`: in its subnet, its reservation if it has
+    /// one, and usable by it.
+    fn valid_for(&self, pi: usize, ip: Ipv4Addr, ctx: &Ctx<'_, '_>) -> bool {
+        if !self.pools[pi].cfg.subnet.contains(ip) {
+            return false;
+        }
+        // A host with a fixed address gets only that one.
+        if let Some(a) = ctx.host.and_then(|h| self.cfg.hosts.get(h).address)
+            && a != ip
+        {
+            return false;
+        }
+        self.usable_by(pi, ip, ctx)
+    }
+
+    /// The address to offer: the reservation, else the client's last lease, else the one it
+    /// asks for, else the next free one of the pool.
+    fn allocate(&mut self, pi: usize, ctx: &Ctx<'_, '_>) -> Result<Ipv4Addr, NoResponse> {
+        if let Some(a) = ctx.host.and_then(|h| self.cfg.hosts.get(h).address) {
+            return if self.valid_for(pi, a, ctx) {
+                Ok(a)
+            } else {
+                Err(N::ReservationConflict)
+            };
+        }
+        let ok = |ip: Ipv4Addr| self.pools[pi].in_range(ip) && self.usable_by(pi, ip, ctx);
+        if let Some(ip) = self.store.ip_of(&ctx.req.chaddr).filter(|&ip| ok(ip)) {
+            return Ok(ip);
+        }
+        if let Some(ip) = ctx.req.requested_ip.filter(|&ip| ok(ip)) {
+            return Ok(ip);
+        }
+        let mut rebuilt = false;
+        while let Some(ip) =
+            self.pools[pi].pop_free(ctx.now, &self.store, &self.cfg.hosts, &mut rebuilt)
+        {
+            if self.usable_by(pi, ip, ctx) {
+                self.pools[pi].handed_out(ip);
+                return Ok(ip);
+            }
+        }
+        Err(N::PoolExhausted)
+    }
+
+    /// An OFFER or ACK of `ip` (none for an INFORM) from pool `pi`, with the boot file for a
+    /// PXE or HTTP boot client.
+    fn grant(
+        &self,
+        ctx: &Ctx<'_, '_>,
+        pi: usize,
+        ip: Ipv4Addr,
+        lease_secs: u32,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let req = ctx.req;
+        let msg_type = match req.msg_type {
+            MessageType::Discover => MessageType::Offer,
+            _ => MessageType::Ack,
+        };
+        let mut m = reply(&self.cfg, req, msg_type, ctx.server_ip, ip);
+        let hostname = ctx
+            .host
+            .and_then(|h| self.cfg.hosts.get(h).hostname.as_ref());
+        address_options(&mut m, req, &self.pools[pi].cfg, hostname, lease_secs);
+        if (req.is_pxe() || req.is_http())
+            && let Some(boot) = self.select_boot(ctx)
+        {
+            add_boot(&mut m, req, &boot);
+        }
+        let (dst, bcast) = destination(req, false);
+        emit(&m, out, dst, bcast, ctx.meta.ifindex)
+    }
+}

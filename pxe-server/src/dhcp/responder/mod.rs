@@ -1,0 +1,315 @@
+//! The sans-IO DHCP responder: one datagram in, at most one datagram out.
+//!
+//! [`Responder::handle`] decodes a request ([`pxe_proto::dhcp::decode`]), decides per the
+//! settings (proxy or full mode, `[[hosts]]`, `[boot]`), commits any lease change to its
+//! [`LeaseStore`] *before* it encodes the answer, and says where the answer goes
+//! ([`Transmit`], RFC 2131 §4.1): relayed (giaddr) → the relay, port 67; a NAK → broadcast;
+//! ciaddr set → unicast to it, port 68; otherwise → broadcast 255.255.255.255:68. Answers on the
+//! PXE boot server port 4011 go back to the request's source address and port.
+//!
+//! - [`proxy`]: ProxyDHCP (PXE 2.1) and the boot server on port 4011. Only clients whose
+//!   option 60 starts with `PXEClient` or `HTTPClient` are answered; the OFFER carries no
+//!   address (yiaddr 0.0.0.0), option 60, the server identifier, siaddr (next-server) and the
+//!   boot file, and for PXE clients option 43 with sub-option 6 (PXE_DISCOVERY_CONTROL) = 8:
+//!   "boot the file named in this offer", as dnsmasq does, so firmware goes straight to TFTP.
+//!   A REQUEST on port 67 is answered only when its server identifier is ours; REQUEST/INFORM
+//!   on 4011 → ACK with the boot file.
+//! - [`full`]: a DHCP server, one function per message type. Pools per `[[dhcp.subnets]]` (the
+//!   pool is the one containing giaddr when relayed, else the local address the request
+//!   arrived on), leases via the store, reservations from `[[hosts]].address`. The server is
+//!   authoritative for its subnets: an INIT-REBOOT REQUEST for an address it cannot give is
+//!   NAKed. Leases are keyed by the client hardware address (chaddr); option 61 is not used.
+//! - [`pool`]: the free addresses of each pool (a free list checked against the store, not a
+//!   scan of the range per request).
+//! - [`boot`]: the boot file for the client's architecture (option 93) or iPXE.
+//! - [`reply`]: the BOOTREPLY, its options and its destination.
+//!
+//! Allocation: replies are built with `dhcproto`'s `Message` (a few small allocations per
+//! answer) into the caller's reusable buffer; decoding and dropping allocate nothing.
+
+mod boot;
+mod full;
+mod pool;
+mod proxy;
+mod reply;
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dhcproto::v4::MessageType;
+use pxe_proto::consts::PXE_PORT;
+use pxe_proto::dhcp::{self as wire, ClientRequest, DecodeError};
+
+use super::leases::{Lease, LeaseError, LeaseStore};
+use super::metrics::DhcpMetrics;
+use super::{DhcpMode, DhcpSettings, UnknownHosts};
+use pool::Pool;
+
+/// Where and how a request arrived (the engine fills this from IP_PKTINFO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecvMeta {
+    /// Source address and port of the datagram.
+    pub src: SocketAddrV4,
+    /// Our address on the interface it arrived on (`ipi_spec_dst`); 0.0.0.0 if unknown.
+    pub local_addr: Ipv4Addr,
+    pub ifindex: u32,
+    /// The local port: 67, or 4011 (PXE boot server).
+    pub port: u16,
+}
+
+/// An answer to send; its bytes are in the caller's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddrV4,
+    /// Send to the limited broadcast address (SO_BROADCAST) out of `ifindex`.
+    pub broadcast: bool,
+    /// The interface the request came in on; the answer leaves through it.
+    pub ifindex: u32,
+    pub msg_type: MessageType,
+    /// Bytes of the answer at the start of the buffer.
+    pub len: usize,
+}
+
+/// Why no answer was sent. Every value is counted in [`DhcpMetrics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoResponse {
+    Malformed(DecodeError),
+    NotPxe,
+    UnknownHost,
+    NoBootFile,
+    NotForUs,
+    UnexpectedType(MessageType),
+    NoServerAddress,
+    NoSubnet,
+    PoolExhausted,
+    ReservationConflict,
+    StoreError,
+    EncodeError,
+    /// A DECLINE was recorded (no answer is due).
+    Declined,
+    /// A RELEASE was recorded (no answer is due).
+    Released,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Respond(Transmit),
+    NoResponse(NoResponse),
+}
+
+/// One request being answered: what every step of the answer reads.
+struct Ctx<'r, 'p> {
+    req: &'r ClientRequest<'p>,
+    meta: &'r RecvMeta,
+    /// The `[[hosts]]` entry the client matched (an index into the settings' hosts).
+    host: Option<usize>,
+    /// Our address towards the client (option 54).
+    server_ip: Ipv4Addr,
+    /// Wall-clock time, seconds since the Unix epoch.
+    now: u64,
+}
+
+pub struct Responder<S: LeaseStore> {
+    cfg: DhcpSettings,
+    pools: Vec<Pool>,
+    store: S,
+    metrics: Arc<DhcpMetrics>,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Neither 0.0.0.0 nor the limited broadcast address.
+fn usable(ip: Ipv4Addr) -> bool {
+    !ip.is_unspecified() && !ip.is_broadcast()
+}
+
+impl<S: LeaseStore> Responder<S> {
+    /// A responder for `settings` (validated by `Config::parse`) over `store`.
+    pub fn new(settings: &DhcpSettings, store: S) -> Self {
+        let mut r = Responder {
+            cfg: settings.clone(),
+            pools: Vec::new(),
+            store,
+            metrics: Arc::default(),
+        };
+        r.reconfigure(settings);
+        r
+    }
+
+    /// Takes new settings (a reload): hosts, boot profiles, subnets and answer settings.
+    /// Leases stay in the store; a pool whose subnet is unchanged keeps its round-robin
+    /// position. Every pool's free list is rebuilt from the store at its next allocation
+    /// (reservations may have changed). Sockets are not the responder's: `mode` is taken as
+    /// given, so the caller keeps it as the sockets were opened (see `Config::reload_plan`).
+    pub fn reconfigure(&mut self, settings: &DhcpSettings) {
+        let pools = settings
+            .subnets
+            .iter()
+            .map(|s| {
+                let next = self
+                    .pools
+                    .iter()
+                    .find(|p| p.cfg == *s)
+                    .map_or(0, Pool::position);
+                Pool::new(s.clone(), next)
+            })
+            .collect();
+        self.cfg = settings.clone();
+        self.pools = pools;
+    }
+
+    pub fn metrics(&self) -> &Arc<DhcpMetrics> {
+        &self.metrics
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, for inspection and set-up in tests.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Consumes the responder, returning its store.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Starts a batch of lease changes (see [`LeaseStore::begin_batch`]).
+    pub fn begin_batch(&mut self) {
+        self.store.begin_batch();
+    }
+
+    /// Commits the batch begun by [`Responder::begin_batch`]. On `Err` the batch's lease
+    /// changes are gone, and so are the addresses it took from the pools' free lists: the
+    /// pools are rebuilt from the store at their next allocation.
+    pub fn commit_batch(&mut self) -> Result<(), LeaseError> {
+        let result = self.store.commit_batch();
+        if result.is_err() {
+            self.pools.iter_mut().for_each(Pool::mark_stale);
+        }
+        result
+    }
+
+    /// Handles one datagram received at wall-clock time `now`. On [`Action::Respond`] the
+    /// answer is in `out[..len]` (`out` is cleared first and reused).
+    pub fn handle(
+        &mut self,
+        now: SystemTime,
+        bytes: &[u8],
+        meta: &RecvMeta,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        DhcpMetrics::inc(&self.metrics.received);
+        let action = match wire::decode(bytes) {
+            Ok(req) => {
+                if req.lease_time_clamped {
+                    DhcpMetrics::inc(&self.metrics.lease_time_clamped);
+                }
+                self.handle_request(unix_secs(now), &req, meta, out)
+            }
+            Err(e) => Action::NoResponse(NoResponse::Malformed(e)),
+        };
+        self.count(&action);
+        action
+    }
+
+    fn count(&self, action: &Action) {
+        let m = &*self.metrics;
+        let c = match action {
+            Action::Respond(t) => match t.msg_type {
+                MessageType::Offer => &m.offers,
+                MessageType::Nak => &m.naks,
+                _ => &m.acks,
+            },
+            Action::NoResponse(r) => match r {
+                NoResponse::Malformed(e) => match e {
+                    DecodeError::Truncated(_) => &m.drop_truncated,
+                    DecodeError::NotBootRequest(_) => &m.drop_not_bootrequest,
+                    DecodeError::UnsupportedHtype(_) => &m.drop_bad_htype,
+                    DecodeError::BadHlen(_) => &m.drop_bad_hlen,
+                    DecodeError::BadMagic => &m.drop_bad_magic,
+                    DecodeError::OptionOverrun { .. } => &m.drop_option_overrun,
+                    DecodeError::BadOverload(_) => &m.drop_bad_overload,
+                    DecodeError::MissingMessageType => &m.drop_missing_message_type,
+                    DecodeError::UnknownMessageType(_) => &m.drop_unknown_message_type,
+                    DecodeError::BadOptionLength { .. } => &m.drop_bad_option_length,
+                },
+                NoResponse::NotPxe => &m.drop_not_pxe,
+                NoResponse::UnknownHost => &m.drop_unknown_host,
+                NoResponse::NoBootFile => &m.drop_no_boot_file,
+                NoResponse::NotForUs => &m.drop_not_for_us,
+                NoResponse::UnexpectedType(_) => &m.drop_unexpected_type,
+                NoResponse::NoServerAddress => &m.drop_no_server_address,
+                NoResponse::NoSubnet => &m.drop_no_subnet,
+                NoResponse::PoolExhausted => &m.drop_pool_exhausted,
+                NoResponse::ReservationConflict => &m.drop_reservation_conflict,
+                NoResponse::StoreError => &m.drop_store_error,
+                NoResponse::EncodeError => &m.drop_encode_error,
+                NoResponse::Declined => &m.declines,
+                NoResponse::Released => &m.releases,
+            },
+        };
+        DhcpMetrics::inc(c);
+    }
+
+    /// The server address, the client's host entry, then the port and mode.
+    fn handle_request(
+        &mut self,
+        now: u64,
+        req: &ClientRequest<'_>,
+        meta: &RecvMeta,
+        out: &mut Vec<u8>,
+    ) -> Action {
+        let server_ip = match self.cfg.server_ip {
+            Some(ip) => ip,
+            None if usable(meta.local_addr) => meta.local_addr,
+            None => return Action::NoResponse(NoResponse::NoServerAddress),
+        };
+        let host = self
+            .cfg
+            .hosts
+            .find(Some(&req.chaddr), req.client_uuid.as_ref());
+        if host.is_none() && self.cfg.unknown_hosts == UnknownHosts::Ignore {
+            return Action::NoResponse(NoResponse::UnknownHost);
+        }
+        let ctx = Ctx {
+            req,
+            meta,
+            host,
+            server_ip,
+            now,
+        };
+        if meta.port == PXE_PORT {
+            return self.pxe_boot_server(&ctx, out);
+        }
+        match self.cfg.mode {
+            DhcpMode::Proxy => self.proxy(&ctx, out),
+            DhcpMode::Full => self.full(&ctx, out),
+        }
+    }
+
+    /// Stores `lease` (committed before it returns). The client's record at another address,
+    /// which the store releases in the same commit, goes back to its pool's free list.
+    fn put(&mut self, lease: &Lease) -> Result<(), LeaseError> {
+        let previous = self.store.ip_of(&lease.mac).filter(|&ip| ip != lease.ip);
+        self.store.put(lease)?;
+        if let Some(ip) = previous {
+            self.release_to_pool(ip);
+        }
+        Ok(())
+    }
+
+    /// `ip` is free again: queued in the pool whose range holds it.
+    fn release_to_pool(&mut self, ip: Ipv4Addr) {
+        if let Some(p) = self.pools.iter_mut().find(|p| p.in_range(ip)) {
+            p.release(ip);
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! ProxyDHCP (PXE 2.1) on port 67 and the PXE boot server on port 4011: boot information only,
+//! no addresses.
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::MessageType;
+
+use super::boot::add_boot;
+use super::reply::{destination, emit, reply};
+use super::{Action, Ctx, NoResponse, Responder};
+use crate::dhcp::leases::LeaseStore;
+
+impl<S: LeaseStore> Responder<S> {
+    /// Port 4011: REQUEST or INFORM from a PXE or HTTP boot client → ACK with the boot file,
+    /// back to the request's source.
+    pub(super) fn pxe_boot_server(&self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
+        let req = ctx.req;
+        if !self.cfg.pxe_port_4011 {
+            return Action::NoResponse(NoResponse::UnexpectedType(req.msg_type));
+        }
+        if !matches!(req.msg_type, MessageType::Request | MessageType::Inform) {
+            return Action::NoResponse(NoResponse::UnexpectedType(req.msg_type));
+        }
+        if !req.is_pxe() && !req.is_http() {
+            return Action::NoResponse(NoResponse::NotPxe);
+        }
+        let Some(boot) = self.select_boot(ctx) else {
+            return Action::NoResponse(NoResponse::NoBootFile);
+        };
+        let mut m = reply(
+            &self.cfg,
+            req,
+            MessageType::Ack,
+            ctx.server_ip,
+            Ipv4Addr::UNSPECIFIED,
+        );
+        add_boot(&mut m, req, &boot);
+        crate::dhcp::metrics::DhcpMetrics::inc(&self.metrics.pxe_boot_acks);
+        emit(&m, out, ctx.meta.src, false, ctx.meta.ifindex)
+    }
+
+    /// Port 67 in proxy mode: DISCOVER → OFFER, a REQUEST naming us → ACK, each without an
+    /// address and with the boot file.
+    pub(super) fn proxy(&self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
+        let req = ctx.req;
+        if !req.is_pxe() && !req.is_http() {
+            return Action::NoResponse(NoResponse::NotPxe);
+        }
+        let answer = match req.msg_type {
+            MessageType::Discover => MessageType::Offer,
+            MessageType::Request if req.server_id == Some(ctx.server_ip) => MessageType::Ack,
+            MessageType::Request => return Action::NoResponse(NoResponse::NotForUs),
+            t => return Action::NoResponse(NoResponse::UnexpectedType(t)),
+        };
+        let Some(boot) = self.select_boot(ctx) else {
+            return Action::NoResponse(NoResponse::NoBootFile);
+        };
+        let mut m = reply(&self.cfg, req, answer, ctx.server_ip, Ipv4Addr::UNSPECIFIED);
+        add_boot(&mut m, req, &boot);
+        let (dst, bcast) = destination(req, false);
+        emit(&m, out, dst, bcast, ctx.meta.ifindex)
+    }
+}
