@@ -1,6 +1,7 @@
 //! The wire side of network boot, with no I/O: the TFTP packet codec ([`tftp`]), the checked
 //! decoder of DHCP requests ([`dhcp`]), the address types the configuration and the protocols
-//! share ([`MacAddr`], [`ClientUuid`], [`Ipv4Cidr`]), and one table of constants ([`consts`]):
+//! share ([`MacAddr`], [`ClientUuid`], [`Ipv4Cidr`]), URI percent-decoding ([`uri`]), and one
+//! table of constants ([`consts`]):
 //! ports, option codes, message types and client architecture codes.
 //!
 //! `consts` is `core`-only: with `default-features = false` the crate is `no_std` and holds only
@@ -17,6 +18,8 @@ pub mod dhcp;
 mod mac;
 #[cfg(feature = "std")]
 pub mod tftp;
+#[cfg(feature = "std")]
+pub mod uri;
 #[cfg(feature = "std")]
 mod uuid;
 #[cfg(feature = "vectors")]

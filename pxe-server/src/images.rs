@@ -50,13 +50,30 @@ const OPEN_ATTEMPTS: usize = 4;
 /// Why a requested name cannot be served. Each maps to a TFTP error code.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// `..`, absolute path, NUL, a symlink leaving the root, not a regular file ...
+    /// `..`, absolute path, NUL, not a regular file, no permission ...
     #[error("access violation: {0}")]
     AccessViolation(&'static str),
+    /// The path resolves outside the root (a symlink leads out): a traversal attempt.
+    #[error("access violation: {}", OpenError::LEAVES_ROOT)]
+    LeavesRoot,
     #[error("file not found")]
     NotFound,
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl OpenError {
+    /// The reason given to the client for [`OpenError::LeavesRoot`].
+    pub const LEAVES_ROOT: &'static str = "path leaves the root";
+
+    /// Why access was refused, for an access violation of either kind.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            OpenError::AccessViolation(why) => Some(why),
+            OpenError::LeavesRoot => Some(Self::LEAVES_ROOT),
+            OpenError::NotFound | OpenError::Io(_) => None,
+        }
+    }
 }
 
 /// One immutable version of a file.
@@ -370,7 +387,7 @@ fn map_open_errno(e: rustix::io::Errno) -> OpenError {
     use rustix::io::Errno;
     match e {
         Errno::NOENT | Errno::NOTDIR => OpenError::NotFound,
-        Errno::XDEV => OpenError::AccessViolation("path leaves the root"),
+        Errno::XDEV => OpenError::LeavesRoot,
         Errno::ACCESS | Errno::PERM => OpenError::AccessViolation("permission denied"),
         Errno::LOOP => OpenError::AccessViolation("too many or forbidden symbolic links"),
         Errno::NAMETOOLONG => OpenError::AccessViolation("file name too long"),
@@ -525,7 +542,7 @@ mod tests {
 
     fn refused(store: &ImageStore, name: &[u8]) -> &'static str {
         match store.open(name) {
-            Err(OpenError::AccessViolation(why)) => why,
+            Err(e) if e.refusal().is_some() => e.refusal().unwrap(),
             Err(e) => panic!("{:?}: expected an access violation, got {e}", name),
             Ok(_) => panic!("{:?}: expected an access violation, got an image", name),
         }
@@ -597,6 +614,7 @@ mod tests {
         symlink("../..", root.join("sub/dotdot")).unwrap();
 
         assert_eq!(store.open(b"linux").unwrap().octets(), b"kernel");
+        assert!(matches!(store.open(b"escape"), Err(OpenError::LeavesRoot)));
         assert_eq!(refused(&store, b"escape"), "path leaves the root");
         assert_eq!(refused(&store, b"absolute"), "path leaves the root");
         assert_eq!(refused(&store, b"magic"), "path leaves the root");

@@ -321,30 +321,10 @@ impl InstallService {
     }
 }
 
-/// `%XX` decoding; `None` for a malformed escape or a result that is not UTF-8 or has a NUL.
+/// A URL component as text: percent- and form-decoded (`+` is a space), `None` when an escape
+/// is broken or the result is not UTF-8 or holds a NUL.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
-                out.push(v);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    let s = String::from_utf8(out).ok()?;
+    let s = String::from_utf8(pxe_proto::uri::percent_decode(s.as_bytes(), true)?).ok()?;
     (!s.contains('\0')).then_some(s)
 }
 

@@ -21,7 +21,8 @@ pub fn file_name(path: &str) -> Result<Vec<u8>, PathRefusal> {
     if raw.first() != Some(&b'/') {
         return Err(PathRefusal::BadPath("path does not start with /"));
     }
-    let decoded = percent_decode(raw)?;
+    let decoded = pxe_proto::uri::percent_decode(raw, false)
+        .ok_or(PathRefusal::BadPath("broken percent-encoding"))?;
     if decoded.contains(&0) {
         return Err(PathRefusal::BadPath("NUL byte in path"));
     }
@@ -42,35 +43,6 @@ pub fn file_name(path: &str) -> Result<Vec<u8>, PathRefusal> {
         }
     }
     Ok(out)
-}
-
-fn percent_decode(raw: &[u8]) -> Result<Vec<u8>, PathRefusal> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        if raw[i] == b'%' {
-            let hi = raw.get(i + 1).and_then(|&b| hex(b));
-            let lo = raw.get(i + 2).and_then(|&b| hex(b));
-            match (hi, lo) {
-                (Some(h), Some(l)) => out.push(h << 4 | l),
-                _ => return Err(PathRefusal::BadPath("broken percent-encoding")),
-            }
-            i += 3;
-        } else {
-            out.push(raw[i]);
-            i += 1;
-        }
-    }
-    Ok(out)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -36,10 +36,6 @@ pub struct LocalAddr(pub std::net::SocketAddr);
 /// The `Allow` header of a 405.
 const ALLOW: &str = "GET, HEAD";
 
-/// The reason [`crate::images::ImageStore`] gives when the kernel refused a path (through a
-/// symlink) that leaves the root: counted as a traversal, not as a plain access refusal.
-const LEAVES_ROOT: &str = "path leaves the root";
-
 /// Answers one request (its body, if any, is ignored) and counts the response.
 pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
     let m = &state.metrics;
@@ -162,14 +158,20 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
             add(&m.refused_not_found, 1);
             return error(StatusCode::NOT_FOUND);
         }
-        Err(OpenError::AccessViolation(why)) => {
-            let counter = if why == LEAVES_ROOT {
+        Err(e @ (OpenError::AccessViolation(_) | OpenError::LeavesRoot)) => {
+            // A path that the kernel resolved out of the root (through a symlink) is counted
+            // as a traversal, not as a plain access refusal.
+            let counter = if matches!(e, OpenError::LeavesRoot) {
                 &m.refused_traversal
             } else {
                 &m.refused_access
             };
             add(counter, 1);
-            tracing::debug!(path = req.uri().path(), why, "HTTP request refused");
+            tracing::debug!(
+                path = req.uri().path(),
+                why = e.refusal(),
+                "HTTP request refused"
+            );
             return error(StatusCode::FORBIDDEN);
         }
         Err(OpenError::Io(e)) => {

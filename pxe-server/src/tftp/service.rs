@@ -258,7 +258,8 @@ impl TftpService {
                         tracing::debug!(%peer, file = %name, "file not found");
                         reply(ErrorCode::FileNotFound, "file not found")
                     }
-                    OpenError::AccessViolation(why) => {
+                    OpenError::AccessViolation(_) | OpenError::LeavesRoot => {
+                        let why = e.refusal().unwrap_or("access violation");
                         TftpMetrics::add(&m.refused_access, 1);
                         tracing::info!(%peer, file = %name, reason = why, "access violation");
                         reply(ErrorCode::AccessViolation, why)
