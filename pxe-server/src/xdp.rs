@@ -320,7 +320,7 @@ impl XdpFilter {
             XdpChoice::Skb => &[(XdpMode::Skb, Placement::Skb)],
             XdpChoice::Off => &[],
         };
-        let ifindex = nix::net::if_::if_nametoindex(iface).unwrap_or(0);
+        let ifindex = pxe_net::if_nametoindex(iface).unwrap_or(0);
         for &(mode, placement) in modes {
             match self.attach_mode(iface, mode) {
                 Ok(()) => {
