@@ -20,23 +20,24 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::io::{self, IsTerminal, Read};
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use pxe_net::mmsg::{self, ErrorCounts, RecvBatch, SendBatch};
+use pxe_net::{Epoll, Errno, EventFlags, UdpOptions};
 use pxe_proto::consts::{DHCP_SERVER_PORT, PXE_PORT};
+use rustix::net::SendFlags;
 use serde::Serialize;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::boot_client::{BootClient, BootPlan, Step, Transmit};
 use crate::dhcp_client::{self, Arch, ClientConfig, Dest, Mode, Verdict};
 use crate::dhcp_storm::{self, ArchCount, Arrival, Latency, Rng};
 use crate::http_client::HttpFailure;
-use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch, SocketOptions};
 
 #[derive(Debug, Clone)]
 pub struct BootParams {
@@ -161,90 +162,6 @@ pub struct BootReport {
     pub curves: Curves,
 }
 
-/// Raises the soft RLIMIT_NOFILE to the hard one; returns the new soft limit.
-pub fn raise_nofile() -> io::Result<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the live struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if r.rlim_cur < r.rlim_max {
-        let want = libc::rlimit {
-            rlim_cur: r.rlim_max,
-            rlim_max: r.rlim_max,
-        };
-        // SAFETY: setrlimit reads the live struct we pass.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
-            r.rlim_cur = r.rlim_max;
-        }
-    }
-    Ok(r.rlim_cur)
-}
-
-/// A level-triggered epoll instance.
-struct Epoll {
-    fd: OwnedFd,
-    events: Vec<libc::epoll_event>,
-}
-
-impl Epoll {
-    fn new(capacity: usize) -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 has no memory preconditions.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Epoll {
-            // SAFETY: `fd` is a new descriptor that nothing else owns.
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            events: vec![libc::epoll_event { events: 0, u64: 0 }; capacity],
-        })
-    }
-
-    fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, token, libc::EPOLLIN as u32)
-    }
-
-    /// Adds (`EPOLL_CTL_ADD`) or changes (`EPOLL_CTL_MOD`) what `fd` is watched for.
-    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: both descriptors are open; `ev` is a live epoll_event.
-        let r = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    /// Waits up to `timeout` (rounded up to whole milliseconds); returns the ready tokens'
-    /// count (read them with [`token`](Self::token)).
-    fn wait(&mut self, timeout: Duration) -> usize {
-        let ms = timeout.as_micros().div_ceil(1000).min(60_000) as libc::c_int;
-        // SAFETY: `events` holds `len` writable epoll_events.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                self.events.len() as libc::c_int,
-                ms,
-            )
-        };
-        n.max(0) as usize
-    }
-
-    fn token(&self, k: usize) -> u64 {
-        self.events[k].u64
-    }
-
-    fn events(&self, k: usize) -> u32 {
-        self.events[k].events
-    }
-}
-
 const TOKEN_DHCP: u64 = u64::MAX;
 const TOKEN_PROXY: u64 = u64::MAX - 1;
 /// Marks client i's HTTP connection (token `TOKEN_HTTP | i`; TFTP sockets are token i).
@@ -254,11 +171,11 @@ const HTTP_READ: usize = 256 * 1024;
 
 /// What a failed socket call means for an HTTP fetch.
 fn http_io_failure(e: &io::Error) -> HttpFailure {
-    match e.raw_os_error() {
-        Some(libc::ECONNREFUSED) => HttpFailure::Refused,
-        Some(libc::ECONNRESET | libc::EPIPE | libc::ECONNABORTED) => HttpFailure::Reset,
-        Some(libc::ETIMEDOUT) => HttpFailure::Timeout,
-        Some(n) => HttpFailure::Io(mmsg::errno_name(n)),
+    match e.raw_os_error().map(Errno::from_raw_os_error) {
+        Some(Errno::CONNREFUSED) => HttpFailure::Refused,
+        Some(Errno::CONNRESET | Errno::PIPE | Errno::CONNABORTED) => HttpFailure::Reset,
+        Some(Errno::TIMEDOUT) => HttpFailure::Timeout,
+        Some(n) => HttpFailure::Io(mmsg::errno_name(n.raw_os_error())),
         None => HttpFailure::Io(e.kind().to_string()),
     }
 }
@@ -337,11 +254,11 @@ struct Sim {
     clients: Vec<Option<BootClient>>,
     stage: Vec<Stage>,
     stage_counts: [usize; 7],
-    socks: Vec<Option<Socket>>,
+    socks: Vec<Option<UdpSocket>>,
     open_socks: usize,
     max_open: usize,
     /// Per client: its HTTP connection, and whether epoll watches it for writability.
-    tcp: Vec<Option<(Socket, bool)>>,
+    tcp: Vec<Option<(TcpStream, bool)>>,
     open_tcp: usize,
     http: HttpStats,
     /// Where every HTTP read lands.
@@ -385,23 +302,19 @@ impl Sim {
 
     /// A fresh socket for client `i`'s next transfer, watched by epoll.
     fn open_socket(&mut self, i: usize) -> io::Result<()> {
-        let s = Socket::new(
-            Domain::IPV4,
-            Type::DGRAM.nonblocking().cloexec(),
-            Some(Protocol::UDP),
-        )?;
+        let s = pxe_net::udp_nonblocking(pxe_net::Family::V4)?;
         if let Some(dev) = &self.interface {
-            s.bind_device(Some(dev.as_bytes()))?;
+            pxe_net::bind_device(&s, dev)?;
         }
         let src = match self.sources.len() {
             0 => Ipv4Addr::UNSPECIFIED,
             n => self.sources[i % n],
         };
-        s.bind(&SocketAddrV4::new(src, 0).into())?;
+        pxe_net::bind(&s, SocketAddrV4::new(src, 0))?;
         if self.gro {
-            mmsg::enable_gro(s.as_raw_fd())?;
+            pxe_net::enable_gro(&s)?;
         }
-        self.epoll.add(s.as_raw_fd(), i as u64)?;
+        self.epoll.add(&s, i as u64, EventFlags::IN)?;
         if self.socks[i].replace(s).is_none() {
             self.open_socks += 1;
             self.max_open = self.max_open.max(self.open_socks);
@@ -419,31 +332,13 @@ impl Sim {
     /// Client `i`'s HTTP connection to `to`: a non-blocking connect from its source address,
     /// watched for writability (the connect's end) and readability.
     fn open_tcp(&mut self, i: usize, to: SocketAddrV4) -> io::Result<()> {
-        let s = Socket::new(
-            Domain::IPV4,
-            Type::STREAM.nonblocking().cloexec(),
-            Some(Protocol::TCP),
-        )?;
-        if let Some(dev) = &self.interface {
-            s.bind_device(Some(dev.as_bytes()))?;
-        }
-        if !self.sources.is_empty() {
-            let src = self.sources[i % self.sources.len()];
-            s.bind(&SocketAddrV4::new(src, 0).into())?;
-        }
-        s.set_nodelay(true)?;
-        match s.connect(&SockAddr::from(to)) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
-        let events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
-        self.epoll.ctl(
-            libc::EPOLL_CTL_ADD,
-            s.as_raw_fd(),
-            TOKEN_HTTP | i as u64,
-            events,
-        )?;
+        let src = match self.sources.len() {
+            0 => None,
+            n => Some(self.sources[i % n]),
+        };
+        let s = pxe_net::tcp_connect_nonblocking(to, src, self.interface.as_deref())?;
+        let events = EventFlags::IN | EventFlags::OUT;
+        self.epoll.add(&s, TOKEN_HTTP | i as u64, events)?;
         if self.tcp[i].replace((s, true)).is_none() {
             self.open_tcp += 1;
             self.http.max_open = self.http.max_open.max(self.open_tcp);
@@ -480,7 +375,8 @@ impl Sim {
             return;
         };
         while !c.http_output().is_empty() {
-            match s.send_with_flags(c.http_output(), libc::MSG_NOSIGNAL) {
+            let sent = rustix::net::send(&*s, c.http_output(), SendFlags::NOSIGNAL);
+            match sent.map_err(io::Error::from) {
                 Ok(n) => c.http_wrote(now, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -493,16 +389,12 @@ impl Sim {
         }
         let want_out = !c.http_output().is_empty();
         if *out_armed != want_out {
-            let mut events = libc::EPOLLIN as u32;
+            let mut events = EventFlags::IN;
             if want_out {
-                events |= libc::EPOLLOUT as u32;
+                events |= EventFlags::OUT;
             }
-            let fd = s.as_raw_fd();
             *out_armed = want_out;
-            if let Err(e) = self
-                .epoll
-                .ctl(libc::EPOLL_CTL_MOD, fd, TOKEN_HTTP | i as u64, events)
-            {
+            if let Err(e) = self.epoll.modify(&*s, TOKEN_HTTP | i as u64, events) {
                 c.handle_http_error(now, http_io_failure(&e));
                 self.close_tcp(i);
             }
@@ -511,15 +403,15 @@ impl Sim {
 
     /// epoll reported client `i`'s HTTP connection (`ev`: its event bits): the connect's end,
     /// or bytes (or the end, or an error) to read.
-    fn http_event(&mut self, i: usize, ev: u32) {
+    fn http_event(&mut self, i: usize, ev: EventFlags) {
         let Some(mut c) = self.clients[i].take() else {
             return;
         };
         let now = Instant::now();
         if let Some((s, _)) = &self.tcp[i] {
-            let err_hup = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+            let err_hup = EventFlags::ERR | EventFlags::HUP;
             if c.http_connecting() {
-                if ev & (libc::EPOLLOUT as u32 | err_hup) != 0 {
+                if ev.intersects(EventFlags::OUT | err_hup) {
                     match s.take_error() {
                         Ok(Some(e)) | Err(e) => c.handle_http_error(now, http_io_failure(&e)),
                         // An event left over from an earlier socket of this client cannot
@@ -528,7 +420,7 @@ impl Sim {
                         Ok(None) => {}
                     }
                 }
-            } else if ev & (libc::EPOLLIN as u32 | err_hup) != 0 {
+            } else if ev.intersects(EventFlags::IN | err_hup) {
                 // Bounded per event: epoll is level-triggered and reports the rest later.
                 for _ in 0..16 {
                     match (&*s).read(&mut self.http_buf) {
@@ -587,7 +479,7 @@ impl Sim {
                         self.out_proxy.commit(SocketAddrV4::new(ip, PXE_PORT));
                     }
                     Transmit::Tftp(to) => match &self.socks[i] {
-                        Some(s) => match s.send_to(&self.buf, &SockAddr::from(to)) {
+                        Some(s) => match s.send_to(&self.buf, to) {
                             Ok(_) => self.packets.tftp_sent += 1,
                             Err(e) => {
                                 let name = mmsg::errno_name(e.raw_os_error().unwrap_or(0));
@@ -707,7 +599,10 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         bail!("--clients is too large");
     }
     // One socket per concurrent TFTP transfer (at most one per client) plus our own.
-    let fd_limit = raise_nofile().context("getrlimit(RLIMIT_NOFILE)")?;
+    let fd_limit = pxe_net::raise_fd_limit()
+        .unwrap_or_else(|_| pxe_net::fd_limit())
+        .soft
+        .unwrap_or(u64::MAX);
     let need = p.clients as u64 + 64;
     if need > fd_limit {
         bail!(
@@ -736,24 +631,24 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     let (dhcp_sock, proxy_sock) = if p.plan.skip_dhcp {
         (None, None)
     } else {
-        let sock = mmsg::udp_socket(&SocketOptions {
+        let sock = pxe_net::open_udp(&UdpOptions {
             bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.client_port),
             interface: p.interface.clone(),
             rcvbuf: 32 << 20,
             sndbuf: 8 << 20,
         })
         .context("the shared DHCP client socket")?;
-        epoll.add(sock.as_raw_fd(), TOKEN_DHCP)?;
+        epoll.add(&sock, TOKEN_DHCP, EventFlags::IN)?;
         let proxy = match p.mode {
             Mode::Proxy => {
-                let s = mmsg::udp_socket(&SocketOptions {
+                let s = pxe_net::open_udp(&UdpOptions {
                     bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
                     interface: p.interface.clone(),
                     rcvbuf: 16 << 20,
                     sndbuf: 4 << 20,
                 })
                 .context("the port-4011 request socket")?;
-                epoll.add(s.as_raw_fd(), TOKEN_PROXY)?;
+                epoll.add(&s, TOKEN_PROXY, EventFlags::IN)?;
                 Some(s)
             }
             Mode::Full => None,
@@ -844,11 +739,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         gro: p.gro,
     };
     let mut inb = RecvBatch::new();
-    let mut gro_in = if p.gro {
-        Some(mmsg::GroBatch::new())
-    } else {
-        None
-    };
+    let mut gro_in = if p.gro { Some(RecvBatch::gro()) } else { None };
 
     let progress = (p.progress && io::stderr().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::with_draw_target(
@@ -864,7 +755,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     });
     let tick = Duration::from_millis(200);
 
-    let cpu0 = mmsg::cpu_time();
+    let cpu0 = pxe_net::cpu_time();
     let start = Instant::now();
     sim.start = start;
     let give_up = start + p.deadline;
@@ -1073,7 +964,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         }
     }
     let wall = start.elapsed();
-    let cpu1 = mmsg::cpu_time();
+    let cpu1 = pxe_net::cpu_time();
     if let Some(pb) = &progress {
         pb.set_position(sim.finished as u64);
         pb.finish();

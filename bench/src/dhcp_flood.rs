@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, OptionCode};
+use pxe_net::UdpOptions;
+use pxe_net::mmsg::{BATCH, ErrorCounts, SendBatch};
 use serde::Serialize;
 
 use crate::dhcp_client::{Arch, ClientConfig, DhcpClient, Mode};
-use crate::mmsg::{self, BATCH, ErrorCounts, SendBatch, SocketOptions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FloodKind {
@@ -119,7 +120,7 @@ pub fn run(p: &FloodParams) -> anyhow::Result<FloodReport> {
     let mut sockets = Vec::with_capacity(threads);
     for _ in 0..threads {
         sockets.push(
-            mmsg::udp_socket(&SocketOptions {
+            pxe_net::open_udp(&UdpOptions {
                 bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.sport),
                 interface: p.interface.clone(),
                 rcvbuf: 4096,
@@ -129,7 +130,7 @@ pub fn run(p: &FloodParams) -> anyhow::Result<FloodReport> {
         );
     }
     let dest = SocketAddrV4::new(p.dest, p.dport);
-    let cpu0 = mmsg::cpu_time();
+    let cpu0 = pxe_net::cpu_time();
     let start = Instant::now();
     let results: Vec<(u64, ErrorCounts)> = std::thread::scope(|s| {
         let handles: Vec<_> = sockets
@@ -157,7 +158,7 @@ pub fn run(p: &FloodParams) -> anyhow::Result<FloodReport> {
             .collect()
     });
     let secs = start.elapsed().as_secs_f64();
-    let cpu1 = mmsg::cpu_time();
+    let cpu1 = pxe_net::cpu_time();
     let mut sent = 0;
     let mut send_errors = ErrorCounts::new();
     for (n, e) in results {

@@ -10,16 +10,17 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use pxe_net::UdpOptions;
+use pxe_net::mmsg::{ErrorCounts, RecvBatch, SendBatch};
 use pxe_proto::consts::{DHCP_SERVER_PORT, PXE_PORT};
 use serde::Serialize;
 
 use crate::dhcp_client::{self, Arch, ClientConfig, Dest, DhcpClient, Mode, Verdict};
-use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch, SocketOptions};
 
 /// When clients start.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -301,7 +302,7 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     if p.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    let sock = mmsg::udp_socket(&SocketOptions {
+    let sock = pxe_net::open_udp(&UdpOptions {
         bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.client_port),
         interface: p.interface.clone(),
         rcvbuf: 32 << 20,
@@ -310,7 +311,7 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     .context("the shared DHCP client socket")?;
     let proxy_sock = match p.mode {
         Mode::Proxy => Some(
-            mmsg::udp_socket(&SocketOptions {
+            pxe_net::open_udp(&UdpOptions {
                 bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
                 interface: p.interface.clone(),
                 rcvbuf: 16 << 20,
@@ -320,11 +321,11 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
         ),
         Mode::Full => None,
     };
-    let (socket_rcvbuf, socket_sndbuf) = mmsg::buffer_sizes(&sock);
+    let (socket_rcvbuf, socket_sndbuf) = pxe_net::buffer_sizes(&sock);
     let fd = sock.as_raw_fd();
     let proxy_fd = proxy_sock.as_ref().map(|s| s.as_raw_fd());
-    let mut fds = vec![fd];
-    fds.extend(proxy_fd);
+    let mut fds = vec![sock.as_fd()];
+    fds.extend(proxy_sock.as_ref().map(|s| s.as_fd()));
 
     // Clients: configs now, state machines at their arrival.
     let archs = assign_archs(&p.arch_mix, p.clients);
@@ -387,7 +388,7 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     let mut finished = 0usize;
     let mut next_arrival = 0usize;
 
-    let cpu0 = mmsg::cpu_time();
+    let cpu0 = pxe_net::cpu_time();
     let start = Instant::now();
     let give_up = start + p.deadline;
 
@@ -470,8 +471,8 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
         // arrivals are served too).
         for _round in 0..64 {
             let mut got = 0;
-            for &rfd in &fds {
-                inb.recv(rfd).context("recvmmsg")?;
+            for rfd in &fds {
+                inb.recv(rfd.as_raw_fd()).context("recvmmsg")?;
                 let n = inb.len();
                 got += n;
                 let now = Instant::now();
@@ -515,11 +516,11 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
         }
         let now = Instant::now();
         if wake > now {
-            mmsg::wait_readable(&fds, (wake - now).min(Duration::from_millis(200)));
+            pxe_net::wait_readable(&fds, (wake - now).min(Duration::from_millis(200)));
         }
     }
     let wall = start.elapsed();
-    let cpu1 = mmsg::cpu_time();
+    let cpu1 = pxe_net::cpu_time();
 
     // Replies ignored or malformed, including those after a client finished.
     for c in clients.iter().flatten() {

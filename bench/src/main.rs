@@ -7,7 +7,6 @@ mod dhcp_client;
 mod dhcp_flood;
 mod dhcp_storm;
 mod http_client;
-mod mmsg;
 mod storm;
 mod tftp_client;
 mod udp_limit;

@@ -17,20 +17,18 @@
 //! datagram usually runs on the sending CPU, inside the sender's system call, so it is counted
 //! in the sender's CPU; the receivers' figure is their own `recvmmsg` work.
 
-use std::ffi::CString;
-use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use pxe_net::{Errno, Family, RecvBatch, enter_netns, thread_cpu_time};
+use rustix::net::{MMsgHdr, SendAncillaryBuffer, SendFlags};
 use serde::Serialize;
-use socket2::{Domain, Protocol, Socket, Type};
 
-/// `setsockopt(SOL_UDP, UDP_SEGMENT)` (linux/udp.h).
-const UDP_SEGMENT: libc::c_int = 103;
 /// Segments per GSO message that every kernel with UDP_SEGMENT accepts (UDP_MAX_SEGMENTS was 64
 /// before Linux 6.9).
 const MAX_GSO_SEGMENTS: usize = 64;
@@ -267,65 +265,6 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Moves the calling thread into network namespace `name` (/var/run/netns/NAME). Only this
-/// thread changes namespace; sockets it creates afterwards live there.
-fn enter_netns(name: &str) -> io::Result<()> {
-    let path = if name.contains('/') {
-        name.to_string()
-    } else {
-        format!("/var/run/netns/{name}")
-    };
-    let c = CString::new(path.clone()).map_err(|_| io::Error::other("NUL in netns name"))?;
-    // SAFETY: open(2) with a valid NUL-terminated path; the result is checked.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("open {path}: {e}")));
-    }
-    // SAFETY: fd is a freshly opened descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: setns(2) on an open namespace descriptor; it affects the calling thread only.
-    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("setns {path}: {e}")));
-    }
-    Ok(())
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into a live local.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
-}
-
-fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: setsockopt with a pointer to a live c_int and its exact size.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Thread `i` (sender and receiver alike) uses port `dest + i`: each flow has its own
 /// receiver. (SO_REUSEPORT on one port spreads flows by a hash of the 4-tuple, which put both
 /// flows of a 2-thread run on one receiver about half the time.)
@@ -333,29 +272,22 @@ fn thread_dest(dest: SocketAddrV4, i: usize) -> SocketAddrV4 {
     SocketAddrV4::new(*dest.ip(), dest.port().wrapping_add(i as u16))
 }
 
-fn receiver_socket(dest: SocketAddrV4, rcvbuf: usize) -> io::Result<Socket> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    s.set_reuse_port(true)?;
-    let v = rcvbuf.min(i32::MAX as usize) as libc::c_int;
-    if set_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, v).is_err() {
-        s.set_recv_buffer_size(rcvbuf)?;
-    }
+fn receiver_socket(dest: SocketAddrV4, rcvbuf: usize) -> io::Result<UdpSocket> {
+    let s = pxe_net::udp(Family::V4)?;
+    pxe_net::set_reuse_port(&s, true)?;
+    pxe_net::force_recv_buffer(&s, rcvbuf)?;
     // Wake up now and then to see the stop flag.
     s.set_read_timeout(Some(Duration::from_millis(50)))?;
-    s.bind(&SocketAddr::V4(dest).into())
-        .map_err(|e| io::Error::new(e.kind(), format!("bind {dest}: {e}")))?;
+    pxe_net::bind(&s, dest).map_err(|e| io::Error::new(e.kind(), format!("bind {dest}: {e}")))?;
     Ok(s)
 }
 
-fn sender_socket(dest: SocketAddrV4) -> io::Result<Socket> {
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    let v = 4 << 20;
-    if set_int(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v).is_err() {
-        s.set_send_buffer_size(v as usize)?;
-    }
+fn sender_socket(dest: SocketAddrV4) -> io::Result<UdpSocket> {
+    let s = pxe_net::udp(Family::V4)?;
+    pxe_net::force_send_buffer(&s, 4 << 20)?;
     // Its own ephemeral port; connected, so sendmmsg needs no address and the route is cached.
-    s.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).into())?;
-    s.connect(&SocketAddr::V4(dest).into())
+    pxe_net::bind(&s, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
+    s.connect(dest)
         .map_err(|e| io::Error::new(e.kind(), format!("connect {dest}: {e}")))?;
     Ok(s)
 }
@@ -366,41 +298,18 @@ fn receive(fd: RawFd, size: usize, stop: &AtomicBool) -> ThreadCount {
     // One buffer per message, a little larger than the datagrams (a longer one would show as
     // truncated rather than overflow).
     let slot = (size + 64).min(MAX_DATAGRAM + 1);
-    let mut bufs = vec![0u8; slot * BATCH];
-    // SAFETY: iovec and mmsghdr are plain data; all-zero is a valid value of both.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for (i, chunk) in bufs.chunks_exact_mut(slot).enumerate() {
-        iovs[i].iov_base = chunk.as_mut_ptr().cast();
-        iovs[i].iov_len = slot;
-    }
+    let mut batch = RecvBatch::with_capacity(BATCH, slot);
     let mut c = ThreadCount::default();
-    let cpu0 = thread_cpu();
+    let cpu0 = thread_cpu_time();
     let mut stopped_at: Option<Instant> = None;
     let mut last_seen = Instant::now();
     loop {
-        for i in 0..BATCH {
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-            hdrs[i].msg_len = 0;
-        }
-        // SAFETY: every header points at its own live iovec, which points into `bufs` (slot
-        // bytes each); all outlive the call. MSG_WAITFORONE: block (SO_RCVTIMEO) for the first.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
+        // MSG_WAITFORONE: block (SO_RCVTIMEO) for the first datagram only.
+        let n = batch.recv_wait_for_one(fd).unwrap_or(0);
         let now = Instant::now();
-        if r > 0 {
-            let n = r as usize;
+        if n > 0 {
             c.datagrams += n as u64;
-            c.bytes += hdrs[..n].iter().map(|h| u64::from(h.msg_len)).sum::<u64>();
+            c.bytes += (0..n).map(|i| batch.data(i).len() as u64).sum::<u64>();
             c.last = Some(now);
             last_seen = now;
         }
@@ -411,13 +320,13 @@ fn receive(fd: RawFd, size: usize, stop: &AtomicBool) -> ThreadCount {
             }
         }
     }
-    c.cpu = thread_cpu().saturating_sub(cpu0);
+    c.cpu = thread_cpu_time().saturating_sub(cpu0);
     c
 }
 
 /// The send loop, until `end`. Returns the counts and the errors (EIO/EINVAL on the first
 /// GSO send mean the kernel refuses UDP_SEGMENT on this path: `Err` then, nothing counted).
-fn send(fd: RawFd, layout: Layout, end: Instant) -> Result<(ThreadCount, u64), io::Error> {
+fn send(sock: &UdpSocket, layout: Layout, end: Instant) -> Result<(ThreadCount, u64), io::Error> {
     let msg = layout.message_bytes();
     // A TFTP DATA look-alike: opcode 3, block 1, then filler; every segment the same.
     let mut buf = vec![0x5au8; msg];
@@ -425,44 +334,41 @@ fn send(fd: RawFd, layout: Layout, end: Instant) -> Result<(ThreadCount, u64), i
         let n = seg.len().min(4);
         seg[..n].copy_from_slice(&[0, 3, 0, 1][..n]);
     }
-    let batch = layout.batch;
-    // SAFETY: plain data, all-zero is valid.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    // SAFETY: plain data, all-zero is valid.
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for i in 0..batch {
-        // The kernel only reads the payload; every message sends the same buffer.
-        iovs[i].iov_base = buf.as_mut_ptr().cast();
-        iovs[i].iov_len = msg;
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-    }
+    // Every message sends the same buffer; the socket is connected, so no address.
+    let iov = [IoSlice::new(&buf)];
+    let mut no_control: Vec<SendAncillaryBuffer<'_, '_, '_>> = (0..layout.batch)
+        .map(|_| SendAncillaryBuffer::default())
+        .collect();
+    let mut msgs: Vec<MMsgHdr<'_>> = no_control
+        .iter_mut()
+        .map(|control| MMsgHdr::new(&iov, control))
+        .collect();
     let mut c = ThreadCount::default();
     let mut errors = 0u64;
-    let cpu0 = thread_cpu();
+    let cpu0 = thread_cpu_time();
     let mut first = true;
     while Instant::now() < end {
-        // SAFETY: hdrs[..batch] point at live iovecs over `buf` (msg bytes); connected socket,
-        // so no address.
-        let r = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), batch as libc::c_uint, 0) };
-        if r > 0 {
-            let n = r as usize;
-            let bytes: usize = hdrs[..n].iter().map(|h| h.msg_len as usize).sum();
-            c.bytes += bytes as u64;
-            c.datagrams += hdrs[..n]
-                .iter()
-                .map(|h| layout.datagrams_of(h.msg_len as usize))
-                .sum::<u64>();
-            first = false;
-            continue;
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE) if first && layout.gso => {
-                return Err(e);
+        let e = match rustix::net::sendmmsg(sock, &mut msgs, SendFlags::empty()) {
+            Ok(n) if n > 0 => {
+                let sent = &msgs[..n];
+                c.bytes += sent.iter().map(|m| m.bytes_sent() as u64).sum::<u64>();
+                c.datagrams += sent
+                    .iter()
+                    .map(|m| layout.datagrams_of(m.bytes_sent()))
+                    .sum::<u64>();
+                first = false;
+                continue;
             }
-            Some(libc::EINTR) => {}
-            Some(libc::ENOBUFS | libc::EAGAIN) => {
+            // Nothing taken (not seen on Linux): as if the send buffer were full.
+            Ok(_) => Errno::AGAIN,
+            Err(e) => e,
+        };
+        match e {
+            Errno::IO | Errno::INVAL | Errno::MSGSIZE if first && layout.gso => {
+                return Err(e.into());
+            }
+            Errno::INTR => {}
+            Errno::NOBUFS | Errno::AGAIN => {
                 errors += 1;
                 std::thread::yield_now();
             }
@@ -475,7 +381,7 @@ fn send(fd: RawFd, layout: Layout, end: Instant) -> Result<(ThreadCount, u64), i
         }
     }
     c.last = Some(Instant::now());
-    c.cpu = thread_cpu().saturating_sub(cpu0);
+    c.cpu = thread_cpu_time().saturating_sub(cpu0);
     Ok((c, errors))
 }
 
@@ -539,35 +445,31 @@ pub fn run(a: &Args) -> anyhow::Result<Report> {
     }
 
     // Senders: sockets made in their namespace; UDP_SEGMENT tried on the first one.
-    let sockets: Vec<Socket>;
+    let sockets: Vec<UdpSocket>;
     {
         let (ns, dest) = (a.send_netns.clone(), a.dest);
         let want_gso = layout.gso;
-        let made = std::thread::spawn(move || -> io::Result<(Vec<Socket>, Option<io::Error>)> {
-            if let Some(ns) = &ns {
-                enter_netns(ns)?;
-            }
-            let mut v = Vec::with_capacity(threads);
-            let mut gso_err = None;
-            for i in 0..threads {
-                let s = sender_socket(thread_dest(dest, i))?;
-                if want_gso
-                    && gso_err.is_none()
-                    && let Err(e) = set_int(
-                        s.as_raw_fd(),
-                        libc::SOL_UDP,
-                        UDP_SEGMENT,
-                        size as libc::c_int,
-                    )
-                {
-                    gso_err = Some(e);
+        let made =
+            std::thread::spawn(move || -> io::Result<(Vec<UdpSocket>, Option<io::Error>)> {
+                if let Some(ns) = &ns {
+                    enter_netns(ns)?;
                 }
-                v.push(s);
-            }
-            Ok((v, gso_err))
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("panicked")));
+                let mut v = Vec::with_capacity(threads);
+                let mut gso_err = None;
+                for i in 0..threads {
+                    let s = sender_socket(thread_dest(dest, i))?;
+                    if want_gso
+                        && gso_err.is_none()
+                        && let Err(e) = pxe_net::set_udp_segment(&s, size as u16)
+                    {
+                        gso_err = Some(e);
+                    }
+                    v.push(s);
+                }
+                Ok((v, gso_err))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("panicked")));
         match made {
             Ok((v, gso_err)) => {
                 if let Some(e) = gso_err {
@@ -599,7 +501,7 @@ pub fn run(a: &Args) -> anyhow::Result<Report> {
         ));
         layout = layout.without_gso();
         for s in &sockets {
-            let _ = set_int(s.as_raw_fd(), libc::SOL_UDP, UDP_SEGMENT, 0);
+            let _ = pxe_net::set_udp_segment(s, 0);
         }
         // A sender fails only on its first send, so (almost) nothing was sent: restart the
         // clock.
@@ -659,14 +561,14 @@ pub fn run(a: &Args) -> anyhow::Result<Report> {
 }
 
 fn run_senders(
-    sockets: &[Socket],
+    sockets: &[UdpSocket],
     layout: Layout,
     end: Instant,
 ) -> Vec<io::Result<(ThreadCount, u64)>> {
     std::thread::scope(|s| {
         let hs: Vec<_> = sockets
             .iter()
-            .map(|sock| s.spawn(move || send(sock.as_raw_fd(), layout, end)))
+            .map(|sock| s.spawn(move || send(sock, layout, end)))
             .collect();
         hs.into_iter()
             .map(|h| {

@@ -314,7 +314,7 @@ impl XdpFilter {
             XdpChoice::Skb => &[(XdpMode::Skb, Placement::Skb)],
             XdpChoice::Off => &[],
         };
-        let ifindex = nix::net::if_::if_nametoindex(iface).unwrap_or(0);
+        let ifindex = pxe_net::if_nametoindex(iface).unwrap_or(0);
         for &(mode, placement) in modes {
             match self.attach_mode(iface, mode) {
                 Ok(()) => {
@@ -404,57 +404,24 @@ impl XdpFilter {
     /// needed) and returns its XDP action (1 = XDP_DROP, 2 = XDP_PASS). The maps are the live
     /// ones: the counters count these runs too.
     pub fn test_run(&self, frame: &[u8]) -> std::io::Result<u32> {
-        use std::os::fd::{AsFd, AsRawFd};
+        use aya::programs::ProgramError;
+        use aya::{TestRun, TestRunOptions};
         let prog: &Xdp = self
             .ebpf
             .program(PROGRAM_NAME)
             .ok_or_else(|| std::io::Error::other("no program pxe_xdp"))?
             .try_into()
             .map_err(std::io::Error::other)?;
-        let fd = prog.fd().map_err(std::io::Error::other)?;
-        // The `test` member of `union bpf_attr` (linux/bpf.h), up to `batch_size`.
-        #[repr(C)]
-        #[derive(Default)]
-        struct TestRunAttr {
-            prog_fd: u32,
-            retval: u32,
-            data_size_in: u32,
-            data_size_out: u32,
-            data_in: u64,
-            data_out: u64,
-            repeat: u32,
-            duration: u32,
-            ctx_size_in: u32,
-            ctx_size_out: u32,
-            ctx_in: u64,
-            ctx_out: u64,
-            flags: u32,
-            cpu: u32,
-            batch_size: u32,
-            _pad: u32,
-        }
-        const BPF_PROG_TEST_RUN: libc::c_long = 10;
-        let mut attr = TestRunAttr {
-            prog_fd: fd.as_fd().as_raw_fd() as u32,
-            data_size_in: frame.len() as u32,
-            data_in: frame.as_ptr() as u64,
+        let opts = TestRunOptions {
+            data_in: Some(frame),
             repeat: 1,
-            ..TestRunAttr::default()
+            ..TestRunOptions::default()
         };
-        // SAFETY: `attr` is a valid, zero-padded `bpf_attr.test` of the size passed; the
-        // kernel only reads `frame` (data_out is null, so nothing is written back but `attr`).
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_TEST_RUN,
-                &raw mut attr,
-                std::mem::size_of::<TestRunAttr>(),
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
+        match prog.test_run(opts) {
+            Ok(r) => Ok(r.return_value),
+            Err(ProgramError::SyscallError(e)) => Err(e.io_error),
+            Err(e) => Err(std::io::Error::other(e)),
         }
-        Ok(attr.retval)
     }
 
     /// The counters summed over CPUs, indexed by [`pxe_ebpf::Counter`].

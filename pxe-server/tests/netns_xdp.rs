@@ -9,7 +9,6 @@
 
 mod dhcp_common;
 
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -86,9 +85,7 @@ fn send_frames(ns: &Netns, iface: &str, vlan_each: usize) {
 fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/var/run/netns/{}", ns.name);
     std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        pxe_net::enter_netns(&path).unwrap_or_else(|e| panic!("{e}"));
         f()
     })
     .join()

@@ -28,19 +28,19 @@
 //! Buffers for a batch (datagrams, addresses, control messages, answers) are allocated once.
 
 use std::io;
-use std::mem;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use pxe_net::{PktInfo, RecvBatch, Retry, SendBatch};
+use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::leases::{Lease, LeaseError, LeaseStore, MemoryLeaseStore, RedbLeaseStore};
 use super::metrics::DhcpMetrics;
-use super::responder::{Action, RecvMeta, Responder, Transmit};
+use super::responder::{Action, RecvMeta, Responder};
 use super::{DhcpMode, DhcpReload, DhcpSettings};
 use crate::xdp::Fallback;
 use pxe_proto::MacAddr;
@@ -52,8 +52,8 @@ pub const BATCH: usize = 512;
 /// Receive buffer per datagram. DHCP messages are at most an Ethernet MTU in practice (clients
 /// announce 576..1500 in option 57); a longer datagram is dropped and counted.
 const RECV_BUF: usize = 2048;
-/// Room for one IP_PKTINFO control message (CMSG_SPACE(12) = 32 on 64-bit Linux) and then some.
-const CMSG_BUF: usize = 64;
+/// Room for one answer before its buffer grows (DHCP answers are at most an Ethernet MTU).
+const ANSWER_BUF: usize = 1500;
 /// Kernel receive buffer asked for each socket: a boot storm arrives in bursts. Each queued
 /// datagram costs its skb's truesize (about 1-2.5 KiB for a DHCP message), and a power restore
 /// sends one DISCOVER per machine within milliseconds: 32 MiB (the kernel doubles it) holds
@@ -64,6 +64,12 @@ const SOCKET_RCVBUF: usize = 32 << 20;
 const POLL_MS: i32 = 200;
 /// Batches taken from one socket before the others get their turn.
 const BATCHES_PER_TURN: usize = 4;
+/// Answers refused with EINTR/EAGAIN are retried this often, 1 ms apart, before they are dropped.
+const SEND_RETRY: Retry = Retry {
+    attempts: 8,
+    would_block: true,
+    pause: Duration::from_millis(1),
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -147,7 +153,7 @@ struct ListenSpec {
 }
 
 struct Listener {
-    socket: Socket,
+    socket: UdpSocket,
     logical_port: u16,
     /// The bound device's index, 0 when the socket hears every interface.
     ifindex: u32,
@@ -158,12 +164,10 @@ struct Listener {
 pub struct DhcpServer<S: LeaseStore> {
     responder: Responder<S>,
     listeners: Vec<Listener>,
+    /// A batch of requests (with their IP_PKTINFO).
     recv: RecvBatch,
+    /// The answers to the current batch (each with its IP_PKTINFO), sent once it is committed.
     send: SendBatch,
-    /// One answer buffer per datagram of a batch.
-    answers: Vec<Vec<u8>>,
-    /// (index in the batch, transmit) of the answers of the current batch.
-    pending: Vec<(usize, Transmit, Ipv4Addr)>,
     /// The discovery policy for interfaces without XDP (`[xdp]`), before the responder.
     filter: Option<Fallback>,
     /// New configurations (SIGHUP), applied between batches.
@@ -236,10 +240,8 @@ impl<S: LeaseStore> DhcpServer<S> {
         Ok(DhcpServer {
             responder,
             listeners,
-            recv: RecvBatch::new(),
-            send: SendBatch::new(),
-            answers: (0..BATCH).map(|_| Vec::with_capacity(1500)).collect(),
-            pending: Vec::with_capacity(BATCH),
+            recv: RecvBatch::with_capacity(BATCH, RECV_BUF).with_control(),
+            send: SendBatch::with_capacity(BATCH, ANSWER_BUF),
             filter: None,
             reloads: None,
         })
@@ -289,34 +291,38 @@ impl<S: LeaseStore> DhcpServer<S> {
 
     /// Serves until `shutdown` is set (checked at least every [`POLL_MS`] ms).
     pub fn run(&mut self, shutdown: &AtomicBool) -> Result<(), ServerError> {
-        let mut fds: Vec<libc::pollfd> = self
-            .listeners
+        // Lent to the loop so that the poll set can borrow the sockets while batches are
+        // served.
+        let listeners = std::mem::take(&mut self.listeners);
+        let result = self.serve(&listeners, shutdown);
+        self.listeners = listeners;
+        result
+    }
+
+    fn serve(&mut self, listeners: &[Listener], shutdown: &AtomicBool) -> Result<(), ServerError> {
+        let mut fds: Vec<PollFd<'_>> = listeners
             .iter()
-            .map(|l| libc::pollfd {
-                fd: l.socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|l| PollFd::new(&l.socket, PollFlags::IN))
             .collect();
+        let timeout = Timespec {
+            tv_sec: 0,
+            tv_nsec: (POLL_MS * 1_000_000).into(),
+        };
         while !shutdown.load(Ordering::Relaxed) {
             while let Some(reload) = self.reloads.as_ref().and_then(|r| r.try_recv().ok()) {
                 self.reconfigure(reload);
             }
-            // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the whole call.
-            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_MS) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e.into());
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(io::Error::from(e).into()),
             }
-            for (i, pfd) in fds.iter().enumerate() {
-                if pfd.revents == 0 {
+            for (pfd, l) in fds.iter().zip(listeners) {
+                if pfd.revents().is_empty() {
                     continue;
                 }
                 for _ in 0..BATCHES_PER_TURN {
-                    if self.serve_batch(i)? < BATCH {
+                    if self.serve_batch(l)? < BATCH {
                         break;
                     }
                 }
@@ -325,19 +331,10 @@ impl<S: LeaseStore> DhcpServer<S> {
         Ok(())
     }
 
-    /// Receives one batch on listener `li`, answers it; returns the number of datagrams.
-    fn serve_batch(&mut self, li: usize) -> Result<usize, ServerError> {
-        let l = &self.listeners[li];
+    /// Receives one batch on listener `l`, answers it; returns the number of datagrams.
+    fn serve_batch(&mut self, l: &Listener) -> Result<usize, ServerError> {
         let n = match self.recv.recv(l.socket.as_raw_fd()) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                return Ok(0);
-            }
             Err(e) => {
                 // A receive error on a UDP socket (e.g. a queued ICMP error) is not fatal.
                 tracing::debug!(socket = %l.label, %e, "DHCP recvmmsg");
@@ -350,54 +347,60 @@ impl<S: LeaseStore> DhcpServer<S> {
         let (logical_port, listener_ifindex) = (l.logical_port, l.ifindex);
         let now = SystemTime::now();
         let metrics = Arc::clone(self.responder.metrics());
-        self.pending.clear();
+        self.send.clear();
         self.responder.begin_batch();
         for j in 0..n {
-            let Some(d) = self.recv.datagram(j) else {
+            let Some(src) = self.recv.source(j) else {
                 continue;
             };
-            if d.truncated {
+            if self.recv.is_truncated(j) {
                 DhcpMetrics::inc(&metrics.received);
                 DhcpMetrics::inc(&metrics.recv_truncated);
                 continue;
             }
+            let (local_addr, ifindex) = match self.recv.pktinfo(j) {
+                Some(p) => (p.local, p.ifindex),
+                None => (Ipv4Addr::UNSPECIFIED, 0),
+            };
             let meta = RecvMeta {
-                src: d.src,
-                local_addr: d.local_addr,
-                ifindex: if d.ifindex != 0 {
-                    d.ifindex
+                src,
+                local_addr,
+                ifindex: if ifindex != 0 {
+                    ifindex
                 } else {
                     listener_ifindex
                 },
                 port: logical_port,
             };
-            let bytes = &self.recv.bufs[j][..d.len];
+            let bytes = self.recv.data(j);
             if let Some(f) = &mut self.filter
                 && f.check(bytes, meta.ifindex).is_drop()
             {
                 continue;
             }
-            if let Action::Respond(t) =
-                self.responder
-                    .handle(now, bytes, &meta, &mut self.answers[j])
-            {
-                self.pending.push((j, t, d.local_addr));
+            if let Action::Respond(t) = self.responder.handle(now, bytes, &meta, self.send.slot()) {
+                self.send.slot().truncate(t.len);
+                // The broadcast leaves through the request's interface; unicasts are routed.
+                let out = if t.broadcast { t.ifindex } else { 0 };
+                self.send
+                    .commit_with_pktinfo(t.dst, PktInfo::from_local(local_addr, out));
             }
         }
         if let Err(e) = self.responder.commit_batch() {
-            tracing::warn!(%e, answers = self.pending.len(), "lease commit failed: batch dropped");
-            for _ in 0..self.pending.len() {
+            tracing::warn!(%e, answers = self.send.len(), "lease commit failed: batch dropped");
+            for _ in 0..self.send.len() {
                 DhcpMetrics::inc(&metrics.drop_batch_commit);
             }
-            self.pending.clear();
+            self.send.clear();
             return Ok(n);
         }
-        if !self.pending.is_empty() {
-            let fd = self.listeners[li].socket.as_raw_fd();
-            let failed = self.send.send(fd, &self.pending, &self.answers);
-            for _ in 0..failed {
-                DhcpMetrics::inc(&metrics.send_errors);
-            }
+        if !self.send.is_empty() {
+            self.send
+                .flush_with(l.socket.as_raw_fd(), SEND_RETRY, |dst, e| {
+                    let dst = Some(dst);
+                    tracing::debug!(?dst, %e, "DHCP answer not sent");
+                    DhcpMetrics::inc(&metrics.send_errors);
+                });
         }
         Ok(n)
     }
@@ -417,36 +420,22 @@ fn open_listener(spec: &ListenSpec) -> Result<Listener, ServerError> {
         }
     };
     let ifindex = match &spec.device {
-        Some(name) => {
-            nix::net::if_::if_nametoindex(name.as_str()).map_err(|e| ServerError::Interface {
-                name: name.clone(),
-                source: e.into(),
-            })?
-        }
+        Some(name) => pxe_net::if_nametoindex(name).map_err(|source| ServerError::Interface {
+            name: name.clone(),
+            source,
+        })?,
         None => 0,
     };
-    let socket =
-        Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err("socket"))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(err("SO_REUSEADDR"))?;
-    socket.set_broadcast(true).map_err(err("SO_BROADCAST"))?;
-    nix::sys::socket::setsockopt(
-        &socket.as_fd(),
-        nix::sys::socket::sockopt::Ipv4PacketInfo,
-        &true,
-    )
-    .map_err(|e| err("IP_PKTINFO")(e.into()))?;
+    let socket = pxe_net::udp(pxe_net::Family::V4).map_err(err("socket"))?;
+    pxe_net::set_reuse_address(&socket, true).map_err(err("SO_REUSEADDR"))?;
+    pxe_net::set_broadcast(&socket, true).map_err(err("SO_BROADCAST"))?;
+    pxe_net::set_pktinfo(&socket, true).map_err(err("IP_PKTINFO"))?;
     if let Some(d) = &spec.device {
-        socket
-            .bind_device(Some(d.as_bytes()))
-            .map_err(err("SO_BINDTODEVICE"))?;
+        pxe_net::bind_device(&socket, d).map_err(err("SO_BINDTODEVICE"))?;
     }
     raise_recv_buffer(&socket, &label);
-    socket
-        .bind(&std::net::SocketAddr::V4(spec.bind).into())
-        .map_err(err("bind"))?;
-    let label = match socket.local_addr().ok().and_then(|a| a.as_socket()) {
+    pxe_net::bind(&socket, spec.bind).map_err(err("bind"))?;
+    let label = match socket.local_addr().ok() {
         Some(a) if spec.bind.port() == 0 => match &spec.device {
             Some(d) => format!("{a}%{d}"),
             None => a.to_string(),
@@ -465,297 +454,9 @@ fn open_listener(spec: &ListenSpec) -> Result<Listener, ServerError> {
 /// CAP_NET_ADMIN, as a server on port 67 usually is), which `net.core.rmem_max` does not cap
 /// (its default, 208 KiB, holds only a few hundred requests: one fsync of a lease batch during
 /// a storm); else with SO_RCVBUF, up to that limit.
-fn raise_recv_buffer(socket: &Socket, label: &str) {
-    let forced = nix::sys::socket::setsockopt(
-        &socket.as_fd(),
-        nix::sys::socket::sockopt::RcvBufForce,
-        &SOCKET_RCVBUF,
-    );
-    if forced.is_ok() {
-        return;
-    }
-    if let Err(e) = socket.set_recv_buffer_size(SOCKET_RCVBUF) {
+fn raise_recv_buffer(socket: &UdpSocket, label: &str) {
+    if let Err(e) = pxe_net::force_recv_buffer(socket, SOCKET_RCVBUF) {
         tracing::debug!(socket = %label, %e, "SO_RCVBUF not raised");
-    }
-}
-
-/// An 8-byte aligned control-message buffer.
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct CmsgBuf([u8; CMSG_BUF]);
-
-/// One received datagram's facts.
-#[derive(Debug, Clone, Copy)]
-struct Datagram {
-    len: usize,
-    truncated: bool,
-    src: SocketAddrV4,
-    local_addr: Ipv4Addr,
-    ifindex: u32,
-}
-
-/// The per-message arrays of a `recvmmsg`/`sendmmsg` batch, allocated once: header `i` points
-/// at name `i`, iovec `i` and control buffer `i`.
-struct MsgVecs {
-    names: Vec<libc::sockaddr_in>,
-    cmsgs: Vec<CmsgBuf>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-impl MsgVecs {
-    fn new() -> Self {
-        MsgVecs {
-            names: vec![zeroed_sockaddr_in(); BATCH],
-            cmsgs: vec![CmsgBuf([0; CMSG_BUF]); BATCH],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                BATCH
-            ],
-            hdrs: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
-        }
-    }
-
-    /// Resets header `i` to point at this batch's name `i`, iovec `i` and control buffer `i`
-    /// (`controllen` bytes of it); returns it for the caller's last touches.
-    fn wire(&mut self, i: usize, controllen: usize) -> &mut libc::mmsghdr {
-        let h = &mut self.hdrs[i];
-        *h = zeroed_mmsghdr();
-        h.msg_hdr.msg_name = (&raw mut self.names[i]).cast();
-        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        h.msg_hdr.msg_iov = &raw mut self.iovs[i];
-        h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_control = self.cmsgs[i].0.as_mut_ptr().cast();
-        h.msg_hdr.msg_controllen = controllen as _;
-        h
-    }
-}
-
-struct RecvBatch {
-    bufs: Vec<[u8; RECV_BUF]>,
-    m: MsgVecs,
-    /// Datagrams in the last batch.
-    n: usize,
-}
-
-// SAFETY: the raw pointers in the headers and iovecs are scratch: they are rewritten before
-// every recvmmsg/sendmmsg to point into buffers the same batch owns (or borrows for the call)
-// and are never dereferenced otherwise, so moving the struct to another thread is sound.
-unsafe impl Send for MsgVecs {}
-
-fn zeroed_sockaddr_in() -> libc::sockaddr_in {
-    // SAFETY: sockaddr_in is a plain C struct for which all-zero bytes are a valid value.
-    unsafe { mem::zeroed() }
-}
-
-fn zeroed_mmsghdr() -> libc::mmsghdr {
-    // SAFETY: mmsghdr is a plain C struct (null pointers, zero lengths) for which all-zero
-    // bytes are a valid value.
-    unsafe { mem::zeroed() }
-}
-
-impl RecvBatch {
-    fn new() -> Self {
-        RecvBatch {
-            bufs: vec![[0; RECV_BUF]; BATCH],
-            m: MsgVecs::new(),
-            n: 0,
-        }
-    }
-
-    /// One `recvmmsg` (non-blocking): the number of datagrams now in the batch.
-    fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        self.n = 0;
-        for i in 0..BATCH {
-            self.m.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: RECV_BUF,
-            };
-            self.m.wire(i, CMSG_BUF);
-        }
-        // SAFETY: each of the BATCH headers points to a name, one iovec (to its own RECV_BUF
-        // buffer) and a control buffer, all owned by `self` and not moved during the call; the
-        // lengths given are those buffers' sizes.
-        let r = unsafe {
-            libc::recvmmsg(
-                fd,
-                self.m.hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.n = (r as usize).min(BATCH);
-        Ok(self.n)
-    }
-
-    /// The facts of datagram `j` of the last batch; `None` if it is not from an IPv4 peer.
-    fn datagram(&self, j: usize) -> Option<Datagram> {
-        if j >= self.n {
-            return None;
-        }
-        let h = &self.m.hdrs[j].msg_hdr;
-        let name = &self.m.names[j];
-        if (h.msg_namelen as usize) < mem::size_of::<libc::sockaddr_in>()
-            || name.sin_family != libc::AF_INET as libc::sa_family_t
-        {
-            return None;
-        }
-        let src = SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
-            u16::from_be(name.sin_port),
-        );
-        let (local_addr, ifindex) = match pktinfo(h) {
-            Some(p) => (
-                Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr)),
-                u32::try_from(p.ipi_ifindex).unwrap_or(0),
-            ),
-            None => (Ipv4Addr::UNSPECIFIED, 0),
-        };
-        let len = (self.m.hdrs[j].msg_len as usize).min(RECV_BUF);
-        Some(Datagram {
-            len,
-            truncated: h.msg_flags & libc::MSG_TRUNC != 0,
-            src,
-            local_addr,
-            ifindex,
-        })
-    }
-}
-
-/// The IP_PKTINFO control message of a received datagram.
-fn pktinfo(h: &libc::msghdr) -> Option<libc::in_pktinfo> {
-    if h.msg_control.is_null() || h.msg_controllen > CMSG_BUF as _ {
-        return None;
-    }
-    // SAFETY: `h` was filled by recvmmsg: msg_control points to our CMSG_BUF-byte buffer and
-    // msg_controllen (checked above) is the part the kernel wrote; CMSG_FIRSTHDR/NXTHDR stay
-    // inside it and return null at its end. The payload is read unaligned after checking that
-    // cmsg_len covers an in_pktinfo.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(h);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::IPPROTO_IP
-                && (*c).cmsg_type == libc::IP_PKTINFO
-                && (*c).cmsg_len as usize
-                    >= libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as usize
-            {
-                return Some(std::ptr::read_unaligned(
-                    libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(),
-                ));
-            }
-            c = libc::CMSG_NXTHDR(h, c);
-        }
-    }
-    None
-}
-
-struct SendBatch {
-    m: MsgVecs,
-}
-
-impl SendBatch {
-    fn new() -> Self {
-        SendBatch { m: MsgVecs::new() }
-    }
-
-    /// Sends `pending` (answer `j` is `answers[j][..t.len]`, from our address `src`) with
-    /// `sendmmsg`; returns the number of answers the kernel refused.
-    fn send(
-        &mut self,
-        fd: RawFd,
-        pending: &[(usize, Transmit, Ipv4Addr)],
-        answers: &[Vec<u8>],
-    ) -> usize {
-        let n = pending.len().min(BATCH);
-        let info_len = mem::size_of::<libc::in_pktinfo>() as u32;
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(info_len) } as usize;
-        for (k, &(j, t, src)) in pending[..n].iter().enumerate() {
-            let Some(buf) = answers.get(j) else { continue };
-            let len = t.len.min(buf.len());
-            let mut name = zeroed_sockaddr_in();
-            name.sin_family = libc::AF_INET as libc::sa_family_t;
-            name.sin_port = t.dst.port().to_be();
-            name.sin_addr.s_addr = u32::from(*t.dst.ip()).to_be();
-            self.m.names[k] = name;
-            self.m.iovs[k] = libc::iovec {
-                // sendmmsg only reads through this pointer.
-                iov_base: buf.as_ptr().cast_mut().cast(),
-                iov_len: len,
-            };
-            let info = libc::in_pktinfo {
-                // The broadcast leaves through the request's interface; unicasts are routed.
-                ipi_ifindex: if t.broadcast {
-                    t.ifindex as libc::c_int
-                } else {
-                    0
-                },
-                ipi_spec_dst: libc::in_addr {
-                    s_addr: u32::from(src).to_be(),
-                },
-                ipi_addr: libc::in_addr { s_addr: 0 },
-            };
-            self.m.cmsgs[k] = CmsgBuf([0; CMSG_BUF]);
-            let h = self.m.wire(k, space);
-            // SAFETY: msg_control points to our CMSG_BUF-byte, 8-aligned buffer and
-            // msg_controllen = CMSG_SPACE(in_pktinfo) <= CMSG_BUF, so CMSG_FIRSTHDR is non-null
-            // and the header plus its in_pktinfo payload fit in the buffer.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&h.msg_hdr);
-                if c.is_null() {
-                    h.msg_hdr.msg_control = std::ptr::null_mut();
-                    h.msg_hdr.msg_controllen = 0;
-                } else {
-                    (*c).cmsg_level = libc::IPPROTO_IP;
-                    (*c).cmsg_type = libc::IP_PKTINFO;
-                    (*c).cmsg_len = libc::CMSG_LEN(info_len) as _;
-                    std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>(), info);
-                }
-            }
-        }
-        let mut failed = 0;
-        let mut start = 0;
-        // Each round sends at least one message or skips one that failed: at most n rounds,
-        // plus a few retries after EINTR/EAGAIN.
-        let mut retries = 0;
-        while start < n {
-            // SAFETY: headers start..n were set up above and point to names, iovecs (into
-            // `answers`, borrowed for this call) and control buffers that outlive the call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    self.m.hdrs[start..].as_mut_ptr(),
-                    (n - start) as libc::c_uint,
-                    0,
-                )
-            };
-            if r > 0 {
-                start += r as usize;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            if matches!(
-                e.kind(),
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-            ) && retries < 8
-            {
-                retries += 1;
-                std::thread::sleep(Duration::from_millis(1));
-                continue;
-            }
-            let dst = pending.get(start).map(|p| p.1.dst);
-            tracing::debug!(?dst, %e, "DHCP answer not sent");
-            failed += 1;
-            start += 1;
-        }
-        failed
     }
 }
 
@@ -871,32 +572,6 @@ mod tests {
         assert_eq!(s.drop_truncated, 1);
         assert_eq!(s.send_errors, 0);
         assert!(server.responder().store().is_empty());
-    }
-
-    /// The receive buffer is the one asked for even above `net.core.rmem_max` when we may force
-    /// it (root), and at least what SO_RCVBUF grants otherwise.
-    #[test]
-    fn receive_buffer_is_raised() {
-        let spec = ListenSpec {
-            logical_port: SERVER_PORT,
-            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            device: None,
-        };
-        let l = open_listener(&spec).unwrap();
-        let got = l.socket.recv_buffer_size().unwrap();
-        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        // Linux reports twice the size set (its bookkeeping overhead).
-        let expected = if root {
-            SOCKET_RCVBUF
-        } else {
-            SOCKET_RCVBUF.min(rmem_max)
-        };
-        assert!(got >= expected, "receive buffer {got} < {expected}");
     }
 
     #[test]

@@ -5,11 +5,11 @@ pub mod portable;
 pub mod uring;
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use pxe_net::Family;
 
 use crate::tftp::service::TftpService;
 
@@ -114,17 +114,16 @@ pub fn run(
 
 /// A listening socket for `addr`: SO_REUSEPORT (one per worker thread), IP_PKTINFO on so the
 /// engine learns the local address of each request, non-blocking.
-pub fn bind_listener(addr: SocketAddr) -> Result<Socket, EngineError> {
-    let bind = || -> io::Result<Socket> {
-        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        sock.set_reuse_address(true)?;
-        sock.set_reuse_port(true)?;
-        sock.set_nonblocking(true)?;
-        let _ = sock.set_recv_buffer_size(4 << 20);
+pub fn bind_listener(addr: SocketAddr) -> Result<UdpSocket, EngineError> {
+    let bind = || -> io::Result<UdpSocket> {
+        let sock = pxe_net::udp_nonblocking(Family::of(&addr))?;
+        pxe_net::set_reuse_address(&sock, true)?;
+        pxe_net::set_reuse_port(&sock, true)?;
+        let _ = pxe_net::set_recv_buffer(&sock, 4 << 20);
         if addr.is_ipv4() {
-            set_pktinfo(&sock)?;
+            pxe_net::set_pktinfo(&sock, true)?;
         }
-        sock.bind(&addr.into())?;
+        pxe_net::bind(&sock, addr)?;
         Ok(sock)
     };
     bind().map_err(|source| EngineError::Bind { addr, source })
@@ -132,32 +131,10 @@ pub fn bind_listener(addr: SocketAddr) -> Result<Socket, EngineError> {
 
 /// A transfer socket: a fresh ephemeral port (the new TID) on the address the request arrived
 /// on. Not connected, so a datagram from a wrong TID reaches us and gets its ERROR 5.
-pub fn bind_transfer_socket(local: IpAddr) -> io::Result<Socket> {
+pub fn bind_transfer_socket(local: IpAddr) -> io::Result<UdpSocket> {
     let addr = SocketAddr::new(local, 0);
-    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    sock.set_nonblocking(true)?;
-    let _ = sock.set_send_buffer_size(1 << 20);
-    sock.bind(&addr.into())?;
+    let sock = pxe_net::udp_nonblocking(Family::of(&addr))?;
+    let _ = pxe_net::set_send_buffer(&sock, 1 << 20);
+    pxe_net::bind(&sock, addr)?;
     Ok(sock)
-}
-
-fn set_pktinfo(sock: &Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt with a valid fd, a pointer to a c_int that lives across the call, and
-    // its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }

@@ -11,14 +11,14 @@
 //! `sendmsg`, so nothing is copied or allocated per packet. Sessions still running at shutdown
 //! are dropped with their runtime.
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::io::{self, IoSlice};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage};
+use pxe_net::RecvMsgBuf;
+use rustix::net::{SendAncillaryBuffer, SendFlags};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::LocalSet;
@@ -55,21 +55,17 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), EngineError> {
     let threads = params.threads.max(1);
-    let mut per_worker: Vec<Vec<(SocketAddr, socket2::Socket)>> =
+    let mut per_worker: Vec<Vec<(SocketAddr, std::net::UdpSocket)>> =
         (0..threads).map(|_| Vec::new()).collect();
     for &requested in &params.listen {
         let mut addr = requested;
         for sockets in per_worker.iter_mut() {
             let sock = bind_listener(addr)?;
             if addr.port() == 0 {
-                let bound = sock
-                    .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_socket())
-                    .ok_or_else(|| EngineError::Bind {
-                        addr,
-                        source: io::Error::other("bound socket has no inet address"),
-                    })?;
+                let bound = sock.local_addr().map_err(|_| EngineError::Bind {
+                    addr,
+                    source: io::Error::other("bound socket has no inet address"),
+                })?;
                 addr.set_port(bound.port());
             }
             sockets.push((addr, sock));
@@ -116,7 +112,7 @@ pub fn run(
 /// running transfer.
 fn worker(
     service: Arc<TftpService>,
-    sockets: Vec<(SocketAddr, socket2::Socket)>,
+    sockets: Vec<(SocketAddr, std::net::UdpSocket)>,
     shutdown: &AtomicBool,
     stop: &AtomicBool,
 ) -> Result<(), EngineError> {
@@ -127,8 +123,7 @@ fn worker(
     let local = LocalSet::new();
     let result = local.block_on(&runtime, async {
         for (addr, sock) in sockets {
-            let std_sock: std::net::UdpSocket = sock.into();
-            let sock = UdpSocket::from_std(std_sock)?;
+            let sock = UdpSocket::from_std(sock)?;
             tokio::task::spawn_local(listen(Arc::clone(&service), addr, sock));
         }
         while !shutdown.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
@@ -143,13 +138,12 @@ fn worker(
 
 /// Receives requests on one listening socket and starts transfers for them.
 async fn listen(service: Arc<TftpService>, listen_addr: SocketAddr, sock: UdpSocket) {
-    let mut buf = vec![0u8; LISTEN_BUF].into_boxed_slice();
+    let mut rb = RecvMsgBuf::<LISTEN_BUF>::boxed();
     let mut reply = vec![0u8; CONTROL_BUF].into_boxed_slice();
-    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
     loop {
         let (len, peer, local_ip) = match sock
             .async_io(Interest::READABLE, || {
-                recv_with_local(&sock, listen_addr, &mut buf, &mut cmsg)
+                recv_with_local(&sock, listen_addr, &mut rb)
             })
             .await
         {
@@ -164,7 +158,7 @@ async fn listen(service: Arc<TftpService>, listen_addr: SocketAddr, sock: UdpSoc
             }
         };
         let now = Instant::now();
-        match service.handle_request(now, peer, &buf[..len], &mut reply) {
+        match service.handle_request(now, peer, &rb.buf[..len], &mut reply) {
             RequestOutcome::Start { session, permit } => {
                 start_transfer(&service.metrics, local_ip, session, permit);
             }
@@ -184,47 +178,24 @@ async fn listen(service: Arc<TftpService>, listen_addr: SocketAddr, sock: UdpSoc
 
 /// One `recvmsg` on a listening socket: the length, the sender, and the local address the
 /// datagram arrived on (from IP_PKTINFO, or the listen address itself when it is specific).
-fn recv_with_local(
+fn recv_with_local<const N: usize>(
     sock: &UdpSocket,
     listen_addr: SocketAddr,
-    buf: &mut [u8],
-    cmsg: &mut Vec<u8>,
+    rb: &mut RecvMsgBuf<N>,
 ) -> io::Result<Option<(usize, SocketAddr, IpAddr)>> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = nix::sys::socket::recvmsg::<SockaddrStorage>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(cmsg),
-        MsgFlags::empty(),
-    )
-    .map_err(io::Error::from)?;
-    let len = msg.bytes;
-    let Some(peer) = msg.address.as_ref().and_then(to_socket_addr) else {
+    let len = rb.recv(sock)?;
+    let Some(peer) = rb.source() else {
         return Ok(None);
     };
     let mut local_ip = listen_addr.ip();
     if local_ip.is_unspecified()
-        && let Ok(cmsgs) = msg.cmsgs()
+        && let Some(info) = rb.pktinfo()
     {
-        for c in cmsgs {
-            if let ControlMessageOwned::Ipv4PacketInfo(info) = c {
-                // ipi_spec_dst is the local address to answer from (for a broadcast request it
-                // is the interface's address, not the broadcast address).
-                local_ip = IpAddr::V4(Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr)));
-            }
-        }
+        // ipi_spec_dst is the local address to answer from (for a broadcast request it is the
+        // interface's address, not the broadcast address).
+        local_ip = IpAddr::V4(info.local);
     }
     Ok(Some((len, peer, local_ip)))
-}
-
-fn to_socket_addr(ss: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = ss.as_sockaddr_in() {
-        return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
-    }
-    if let Some(v6) = ss.as_sockaddr_in6() {
-        return Some(SocketAddr::V6(SocketAddrV6::from(*v6)));
-    }
-    None
 }
 
 /// Binds the transfer socket and spawns the transfer's task on this worker.
@@ -235,9 +206,7 @@ fn start_transfer(
     permit: SessionPermit,
 ) {
     let peer = session.peer();
-    let sock = bind_transfer_socket(local_ip)
-        .map(std::net::UdpSocket::from)
-        .and_then(UdpSocket::from_std);
+    let sock = bind_transfer_socket(local_ip).and_then(UdpSocket::from_std);
     match sock {
         Ok(sock) => {
             tokio::task::spawn_local(transfer(Arc::clone(metrics), sock, session, permit));
@@ -259,7 +228,6 @@ async fn transfer(
     _permit: SessionPermit,
 ) {
     let peer = session.peer();
-    let peer_ss = SockaddrStorage::from(peer);
     // Both buffers are allocated once per transfer, never per packet.
     let mut control = vec![0u8; CONTROL_BUF].into_boxed_slice();
     let mut recv_buf = vec![0u8; SESSION_RECV_BUF].into_boxed_slice();
@@ -271,7 +239,7 @@ async fn transfer(
         while let Some(t) = session.poll_transmit(now, &mut control) {
             let sent = match t {
                 Transmit::Data { header, payload } => match session.payload().get(payload) {
-                    Some(data) => send_data(&sock, &peer_ss, &header, data).await,
+                    Some(data) => send_data(&sock, peer, &header, data).await,
                     None => Err(io::Error::other("payload range outside the image")),
                 },
                 Transmit::Control { len } => match control.get(..len) {
@@ -333,13 +301,14 @@ async fn transfer(
 /// Sends one DATA packet as header + payload without copying either.
 async fn send_data(
     sock: &UdpSocket,
-    peer: &SockaddrStorage,
+    peer: SocketAddr,
     header: &[u8; 4],
     payload: &[u8],
 ) -> io::Result<()> {
     sock.async_io(Interest::WRITABLE, || {
         let iov = [IoSlice::new(header), IoSlice::new(payload)];
-        nix::sys::socket::sendmsg(sock.as_raw_fd(), &iov, &[], MsgFlags::empty(), Some(peer))
+        let mut no_control = SendAncillaryBuffer::default();
+        rustix::net::sendmsg_addr(sock, &peer, &iov, &mut no_control, SendFlags::empty())
             .map_err(io::Error::from)
     })
     .await
@@ -360,15 +329,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn socket_addresses_convert_both_families() {
-        let v4: SocketAddr = "10.77.1.2:4000".parse().unwrap();
-        let v6: SocketAddr = "[fe80::1]:69".parse().unwrap();
-        assert_eq!(to_socket_addr(&SockaddrStorage::from(v4)), Some(v4));
-        assert_eq!(to_socket_addr(&SockaddrStorage::from(v6)), Some(v6));
-    }
-
-    /// The listener learns the local address of a request sent to a wildcard socket.
+    /// The listener learns the local address of a request sent to a wildcard socket (from
+    /// IP_PKTINFO, parsed by pxe-net), and takes a specific listen address as it is.
     #[test]
     fn pktinfo_reports_the_local_address() {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -376,28 +338,29 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let listen: SocketAddr = "0.0.0.0:0".parse().unwrap();
-            let sock = bind_listener(listen).unwrap();
-            let port = sock.local_addr().unwrap().as_socket().unwrap().port();
-            let sock = UdpSocket::from_std(sock.into()).unwrap();
-            let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            client.send_to(b"hello", ("127.0.0.1", port)).unwrap();
-            let mut buf = [0u8; 64];
-            let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-            let got = tokio::time::timeout(
-                Duration::from_secs(5),
-                sock.async_io(Interest::READABLE, || {
-                    recv_with_local(&sock, listen, &mut buf, &mut cmsg)
-                }),
-            )
-            .await
-            .expect("datagram within 5 s")
-            .unwrap()
-            .expect("a source address");
-            assert_eq!(got.0, 5);
-            assert_eq!(got.1, client.local_addr().unwrap());
-            assert_eq!(got.2, IpAddr::V4(Ipv4Addr::LOCALHOST));
-            assert_eq!(&buf[..5], b"hello");
+            for listen in ["0.0.0.0:0", "127.0.0.1:0"] {
+                let listen: SocketAddr = listen.parse().unwrap();
+                let sock = bind_listener(listen).unwrap();
+                let port = sock.local_addr().unwrap().port();
+                let sock = UdpSocket::from_std(sock).unwrap();
+                let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                client.send_to(b"hello", ("127.0.0.1", port)).unwrap();
+                let mut rb = RecvMsgBuf::<64>::boxed();
+                let got = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    sock.async_io(Interest::READABLE, || {
+                        recv_with_local(&sock, listen, &mut rb)
+                    }),
+                )
+                .await
+                .expect("datagram within 5 s")
+                .unwrap()
+                .expect("a source address");
+                assert_eq!(got.0, 5);
+                assert_eq!(got.1, client.local_addr().unwrap());
+                assert_eq!(got.2, IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+                assert_eq!(&rb.buf[..5], b"hello");
+            }
         });
     }
 }

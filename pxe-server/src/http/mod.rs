@@ -317,16 +317,7 @@ pub fn fit_fd_limit(configured: u64, tftp_max_sessions: u64, soft: Option<u64>) 
 
 /// A non-blocking listening socket with `SO_REUSEADDR` and a deep backlog (boot storms).
 fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    pxe_net::tcp_listener(addr, 4096)
 }
 
 /// Decrements `connections_open` when a connection ends (or its task is dropped).
@@ -505,12 +496,9 @@ mod tests {
         };
         let images = Arc::new(ImageStore::new(dir.path().to_path_buf()).unwrap());
         let server = HttpServer::bind(&settings, images, Arc::default(), None).unwrap();
-        let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
-        assert_eq!(
-            lim.current, lim.maximum,
-            "soft limit not raised to the hard one"
-        );
-        let want = fit_fd_limit(7, 10_000, lim.current).connections();
+        let lim = pxe_net::fd_limit();
+        assert_eq!(lim.soft, lim.hard, "soft limit not raised to the hard one");
+        let want = fit_fd_limit(7, 10_000, lim.soft).connections();
         assert_eq!(server.max_connections(), want);
         assert_eq!(server.metrics().snapshot().connections_limit, want);
     }

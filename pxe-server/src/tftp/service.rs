@@ -294,19 +294,13 @@ fn malformed_request_error(e: ParseError) -> (ErrorCode, &'static str) {
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit if it is lower; returns the soft limit
 /// now in force (`None` = unlimited).
 pub(crate) fn raise_nofile_limit() -> Option<u64> {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let lim = getrlimit(Resource::Nofile);
-    if lim.current != lim.maximum {
-        let raised = Rlimit {
-            current: lim.maximum,
-            maximum: lim.maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => return lim.maximum,
-            Err(e) => tracing::debug!(error = %e, "could not raise RLIMIT_NOFILE"),
+    match pxe_net::raise_fd_limit() {
+        Ok(lim) => lim.soft,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not raise RLIMIT_NOFILE");
+            pxe_net::fd_limit().soft
         }
     }
-    lim.current
 }
 
 /// `configured` limited so that one socket per session fits in `soft_limit` file descriptors
@@ -631,7 +625,7 @@ mod tests {
             max_sessions_per_client: 3,
         };
         let svc = TftpService::new(&config, Arc::new(TftpMetrics::default())).unwrap();
-        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let soft = pxe_net::fd_limit().soft;
         if let Some(soft) = soft {
             assert!(svc.max_sessions() as u64 <= soft.saturating_sub(RESERVED_FDS).max(1));
         }

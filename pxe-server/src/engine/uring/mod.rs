@@ -30,14 +30,13 @@ mod tests;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
-use socket2::Socket;
 
 use self::slots::{CTRL_LEN, Owner, SendSlots};
 use self::sys::{RECV_LEN, RecvBuf};
@@ -166,7 +165,7 @@ fn run_with(
     hooks: Hooks,
 ) -> Result<(), EngineError> {
     let threads = params.threads.max(1);
-    let gso = params.gso && sys::gso_supported();
+    let gso = params.gso && pxe_net::udp_gso_supported();
     if params.gso && !gso {
         tracing::info!("UDP GSO not supported by the kernel: DATA packets are sent one by one");
     }
@@ -179,7 +178,7 @@ fn run_with(
         for listeners in per_thread.iter_mut() {
             let sock = bind_listener(addr)?;
             if addr.port() == 0
-                && let Some(bound) = sock.local_addr().ok().and_then(|a| a.as_socket())
+                && let Ok(bound) = sock.local_addr()
             {
                 addr.set_port(bound.port());
             }
@@ -260,7 +259,7 @@ fn worker_main(
 
 /// A listening socket of one worker.
 struct Listener {
-    sock: Socket,
+    sock: UdpSocket,
     /// The listen address when it is specific; `None` for a wildcard (then IP_PKTINFO tells).
     local: Option<IpAddr>,
     /// Consecutive receive errors.
@@ -272,7 +271,7 @@ struct Entry {
     session: Session,
     /// Released as soon as the session ends, even if its socket lingers for completions.
     permit: Option<SessionPermit>,
-    sock: Socket,
+    sock: UdpSocket,
     rbuf: Box<RecvBuf>,
     recv_armed: bool,
     /// Send slots in flight from this socket.
@@ -519,8 +518,7 @@ impl Worker {
     ) -> Result<Worker, EngineError> {
         let ring = Ring::new()?;
         let n = listeners.len() * LISTENER_DEPTH;
-        // SAFETY: RecvBuf is all integers and raw pointers; all-zero is a valid value.
-        let lbufs = unsafe { Box::<[RecvBuf]>::new_zeroed_slice(n).assume_init() };
+        let lbufs = RecvBuf::boxed_slice(n);
         let mut unknown_tid = [0u8; 64];
         let unknown_tid_len = packet::emit_error(
             ErrorCode::UnknownTid,
@@ -659,7 +657,7 @@ impl Worker {
             } else {
                 let local = self.listeners[li]
                     .local
-                    .or_else(|| rb.pktinfo_local())
+                    .or_else(|| rb.pktinfo().map(|p| IpAddr::V4(p.local)))
                     .unwrap_or(match peer {
                         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -707,7 +705,7 @@ impl Worker {
             }
         };
         if self.hooks.no_check_tx {
-            let _ = sys::set_no_check(&sock);
+            let _ = pxe_net::set_no_check(&sock);
         }
         let rbuf = self.rbuf_pool.pop().unwrap_or_else(RecvBuf::boxed);
         let (idx, generation) = self.sessions.insert(Entry {

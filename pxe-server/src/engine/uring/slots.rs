@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types};
 
-use super::sys::{UDP_SEGMENT, write_sockaddr};
+use pxe_net::cmsg::{CmsgBuf, cmsg_space, write_udp_segment};
+use pxe_net::sockaddr::to_storage;
+
 use crate::images::Image;
 
 /// Most datagrams in one GSO send (the kernel's own limit is 64 or 128 depending on version).
@@ -36,7 +38,7 @@ struct RawSlot {
     iov: [libc::iovec; 2 * MAX_SEGMENTS],
     msg: libc::msghdr,
     addr: libc::sockaddr_storage,
-    cmsg: [u64; 4],
+    cmsg: CmsgBuf<{ cmsg_space(size_of::<u16>()) }>,
     ctrl: [u8; CTRL_LEN],
 }
 
@@ -133,7 +135,7 @@ impl SendSlots {
         let (r, m) = (&mut self.raw[s as usize], &mut self.meta[s as usize]);
         let len = bytes.len().min(CTRL_LEN);
         r.ctrl[..len].copy_from_slice(&bytes[..len]);
-        let namelen = write_sockaddr(dst, &mut r.addr);
+        let namelen = to_storage(dst, &mut r.addr);
         *m = SlotMeta {
             owner,
             fd,
@@ -153,7 +155,7 @@ impl SendSlots {
         image: &Arc<Image>,
     ) {
         let (r, m) = (&mut self.raw[s as usize], &mut self.meta[s as usize]);
-        let namelen = write_sockaddr(dst, &mut r.addr);
+        let namelen = to_storage(dst, &mut r.addr);
         *m = SlotMeta {
             owner,
             _image: Some(Arc::clone(image)),
@@ -230,20 +232,9 @@ impl SendSlots {
             m.gso = gso && m.npkts > 1;
             if m.gso {
                 let seg = (m.seg_payload + 4) as u16;
-                let hdr = libc::cmsghdr {
-                    cmsg_len: cmsg_len(size_of::<u16>()) as _,
-                    cmsg_level: libc::SOL_UDP,
-                    cmsg_type: UDP_SEGMENT,
-                };
-                let base: *mut u8 = r.cmsg.as_mut_ptr().cast();
-                // SAFETY: `cmsg` is 32 bytes, 8-aligned; the header (16 bytes) and the u16
-                // after it fit, and the data offset is CMSG_ALIGN(sizeof cmsghdr).
-                unsafe {
-                    std::ptr::write(base.cast::<libc::cmsghdr>(), hdr);
-                    std::ptr::write_unaligned(base.add(cmsg_len(0)).cast::<u16>(), seg);
-                }
-                r.msg.msg_control = base.cast();
-                r.msg.msg_controllen = cmsg_space(size_of::<u16>()) as _;
+                let len = write_udp_segment(&mut r.cmsg.0, seg);
+                r.msg.msg_control = r.cmsg.as_mut_ptr();
+                r.msg.msg_controllen = len as _;
             }
         }
         opcode::SendMsg::new(types::Fd(m.fd), &raw const r.msg).build()
@@ -271,18 +262,6 @@ impl SendSlots {
     pub fn in_fallback(&self, s: u32) -> bool {
         self.meta[s as usize].fallback_next.is_some()
     }
-}
-
-const fn align(n: usize) -> usize {
-    (n + size_of::<usize>() - 1) & !(size_of::<usize>() - 1)
-}
-
-const fn cmsg_len(data: usize) -> usize {
-    align(size_of::<libc::cmsghdr>()) + data
-}
-
-const fn cmsg_space(data: usize) -> usize {
-    align(size_of::<libc::cmsghdr>()) + align(data)
 }
 
 #[cfg(test)]

@@ -319,7 +319,7 @@ fn exact_bytes_for_edge_sizes_and_rollover() {
     assert_eq!(m.refused_not_found, 1, "{m}");
     assert_eq!(m.send_errors, 0, "{m}");
     assert!(m.payload_bytes_sent >= 2 * big.len() as u64, "{m}");
-    if super::sys::gso_supported() {
+    if pxe_net::udp_gso_supported() {
         assert!(
             server.hooks.gso_sends.load(Ordering::Relaxed) > 0,
             "windows of 64 should have gone out as GSO sends"
@@ -345,7 +345,7 @@ fn gso_off_sends_the_same_bytes() {
 
 #[test]
 fn gso_failure_falls_back_to_single_sends() {
-    if !super::sys::gso_supported() {
+    if !pxe_net::udp_gso_supported() {
         return;
     }
     let big = content(2 << 20, 6);
@@ -566,12 +566,8 @@ fn throughput() {
 }
 
 fn thread_cpu_of_process() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a rusage.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    let (user, system) = pxe_net::cpu_time();
+    (user + system).as_secs_f64()
 }
 
 /// CPU seconds of the live `tftp-uring-*` threads of this process (from /proc).
