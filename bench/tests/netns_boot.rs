@@ -21,12 +21,13 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-mod common;
+use pxe_testkit::{
+    Netns, Proc, PxeServer, bench_bin, cannot_run, lan, netns, run_json, start_dnsmasq, test_bytes,
+};
 
-use common::*;
 const CLIENTS: u64 = 50;
 
-/// The served files: name and size (random contents, seeded by the name).
+/// The served files: name and size (random contents, seeded by the position).
 const FILES: [(&str, usize); 5] = [
     ("undionly.kpxe", 64 * 1024 + 123),
     ("snponly.efi", 160 * 1024 + 7),
@@ -38,16 +39,7 @@ const FILES: [(&str, usize); 5] = [
 fn write_files(root: &Path) {
     std::fs::create_dir_all(root).unwrap();
     for (k, (name, size)) in FILES.iter().enumerate() {
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ (k as u64 + 1);
-        let mut v = Vec::with_capacity(*size + 8);
-        while v.len() < *size {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            v.extend_from_slice(&x.to_le_bytes());
-        }
-        v.truncate(*size);
-        std::fs::write(root.join(name), v).unwrap();
+        std::fs::write(root.join(name), test_bytes(*size, k as u64 + 1)).unwrap();
     }
 }
 
@@ -61,11 +53,10 @@ const SOURCE_BASE: Ipv4Addr = Ipv4Addr::new(10, 204, 1, 1);
 /// Server namespace (`bs` 10.204.0.1/16) and client namespace (`bc` 10.204.0.2/16 plus one
 /// address per client from 10.204.1.1) on a veth.
 fn pair(clients: u64) -> (Netns, Netns) {
-    let srv = Netns::new("srv");
-    let cli = Netns::new("cli");
-    veth(&srv, "bs", &cli, "bc");
-    srv.ip(&["addr", "add", "10.204.0.1/16", "dev", "bs"]);
-    cli.ip(&["addr", "add", "10.204.0.2/16", "dev", "bc"]);
+    let (srv, cli) = netns::pair(
+        ("srv", "bs", Some("10.204.0.1/16")),
+        ("cli", "bc", Some("10.204.0.2/16")),
+    );
     cli.add_addresses("bc", SOURCE_BASE, clients as u32, 16);
     (srv, cli)
 }
@@ -82,7 +73,7 @@ fn boot_n(
     clients: u64,
     args: &[&str],
 ) -> (std::process::ExitStatus, serde_json::Value) {
-    let mut cmd = ns.command(BENCH_BIN);
+    let mut cmd = ns.command(bench_bin().to_str().unwrap());
     cmd.args(["boot", "--clients", &clients.to_string()])
         .args(["--source-base", &SOURCE_BASE.to_string(), "--source-count"])
         .arg(clients.to_string())
@@ -155,12 +146,12 @@ const BOOT_FILES: [(&str, &str); 3] = [
 
 /// pxe-server on 10.204.0.1 (`bs`) serving [`FILES`] over TFTP from `dir/tftp`, with DHCP in
 /// full mode (pool 10.204.2.0 - 10.204.4.255) or proxy mode (`full` false: boot files only).
-fn pxe_server(ns: &Netns, dir: &Path, full: bool) -> Proc {
+fn pxe_server(ns: &Netns, dir: &Path, full: bool) -> PxeServer {
     pxe_server_with(ns, dir, full, "")
 }
 
 /// [`pxe_server`] with `extra` appended to its config (e.g. an `[http]` section).
-fn pxe_server_with(ns: &Netns, dir: &Path, full: bool, extra: &str) -> Proc {
+fn pxe_server_with(ns: &Netns, dir: &Path, full: bool, extra: &str) -> PxeServer {
     let root = dir.join("tftp");
     write_files(&root);
     let mut config = format!(
@@ -179,10 +170,9 @@ fn pxe_server_with(ns: &Netns, dir: &Path, full: bool, extra: &str) -> Proc {
     }
     config.push_str(&format!(
         "[boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\nipxe_script = \"boot.ipxe\"\n\
-         [control]\nsocket = \"{d}/control.sock\"\n{extra}",
-        d = dir.display()
+         {extra}"
     ));
-    start_pxe_server(ns, dir, &config)
+    PxeServer::start(ns, dir, &config)
 }
 
 /// dnsmasq on `bs` (DHCP from `range`, `extra` on top: PXE boot files, TFTP).

@@ -13,14 +13,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-mod common;
+use pxe_testkit::{Netns, Proc, PxeServer, bench_bin, lan, netns, run_json, start_dnsmasq};
 
-use common::*;
 const CLIENTS: u64 = 200;
 
 /// Runs the storm in `ns` (bounded) and returns its JSON report.
 fn storm(ns: &Netns, iface: &str, mode: &str, mac_base: &str) -> serde_json::Value {
-    let mut cmd = ns.command(BENCH_BIN);
+    let mut cmd = ns.command(bench_bin().to_str().unwrap());
     cmd.args([
         "dhcp-storm",
         "--clients",
@@ -85,9 +84,9 @@ fn pxe_server_config(dir: &Path, mode: &str, pool: bool) -> String {
 }
 
 /// pxe-server with a `dir/tftp` root.
-fn pxe_server(ns: &Netns, dir: &Path, config: &str) -> Proc {
+fn pxe_server(ns: &Netns, dir: &Path, config: &str) -> PxeServer {
     std::fs::create_dir_all(dir.join("tftp")).unwrap();
-    start_pxe_server(ns, dir, config)
+    PxeServer::start(ns, dir, config)
 }
 
 /// dnsmasq handing out 10.203.1.0 - 10.203.4.255 on `iface`, plus `extra`.
@@ -103,11 +102,7 @@ fn dnsmasq(ns: &Netns, dir: &Path, iface: &str, extra: &[&str]) -> Proc {
 
 /// Server namespace (`ds` 10.203.0.1/16) and client namespace (`dc`, no address) on a veth.
 fn pair() -> (Netns, Netns) {
-    let srv = Netns::new("srv");
-    let cli = Netns::new("cli");
-    veth(&srv, "ds", &cli, "dc");
-    srv.ip(&["addr", "add", "10.203.0.1/16", "dev", "ds"]);
-    (srv, cli)
+    netns::pair(("srv", "ds", Some("10.203.0.1/16")), ("cli", "dc", None))
 }
 
 #[test]

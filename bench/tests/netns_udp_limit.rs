@@ -8,32 +8,25 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
+use pxe_testkit::{Netns, bench_bin, cannot_run, netns, require_root, run_json};
 
-use common::*;
-
+/// Sender (`us` 10.204.0.1/24) and receiver (`ur` 10.204.0.2/24) on a veth.
 fn pair() -> (Netns, Netns) {
-    let snd = Netns::new("snd");
-    let rcv = Netns::new("rcv");
-    snd.ip(&[
-        "link", "add", "us", "type", "veth", "peer", "name", "ur", "netns", &rcv.name,
-    ]);
-    snd.ip(&["addr", "add", "10.204.0.1/24", "dev", "us"]);
-    rcv.ip(&["addr", "add", "10.204.0.2/24", "dev", "ur"]);
-    snd.ip(&["link", "set", "us", "up"]);
-    rcv.ip(&["link", "set", "ur", "up"]);
-    (snd, rcv)
+    netns::pair(
+        ("snd", "us", Some("10.204.0.1/24")),
+        ("rcv", "ur", Some("10.204.0.2/24")),
+    )
 }
 
 /// Runs udp-limit (bounded: killed after 30 s) and returns its JSON report.
 fn udp_limit(snd: &Netns, rcv: &Netns, gso: u16, threads: u16) -> serde_json::Value {
-    let mut cmd = Command::new(BENCH_BIN);
+    let mut cmd = Command::new(bench_bin());
     cmd.args([
         "udp-limit",
         "--send-netns",
-        &snd.name,
+        snd.name(),
         "--recv-netns",
-        &rcv.name,
+        rcv.name(),
     ])
     .args([
         "--dest",
@@ -85,13 +78,10 @@ fn udp_limit_over_veth_with_and_without_gso() {
 #[test]
 #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
 fn udp_limit_fails_clearly_without_the_namespace() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        cannot_run("not root");
-    }
+    require_root();
     for side in ["--send-netns", "--recv-netns"] {
         let t0 = Instant::now();
-        let out = Command::new(BENCH_BIN)
+        let out = Command::new(bench_bin())
             .args(["udp-limit", side, "pxu-no-such-namespace"])
             .args(["--dest", "127.0.0.1:9", "--duration-s", "3"])
             .output()

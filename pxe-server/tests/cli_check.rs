@@ -4,9 +4,10 @@ use std::path::Path;
 use std::process::Command;
 
 use pxe_server::config::Config;
+use pxe_testkit::{Proc, Signal, server_bin};
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+    let out = Command::new(server_bin())
         .args(args)
         .env("RUST_LOG", "off")
         .output()
@@ -88,11 +89,9 @@ fn status_reports_a_running_server() {
     )
     .unwrap();
     let f = file.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
-        .args(["serve", "--config", f])
-        .env("RUST_LOG", "off")
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["serve", "--config", f]).env("RUST_LOG", "off");
+    let mut server = Proc::spawn(cmd, dir.path(), "serve");
     let mut text = String::new();
     for _ in 0..100 {
         let (code, out, _) = run(&["status", "--config", f]);
@@ -112,7 +111,7 @@ fn status_reports_a_running_server() {
     let (code, json, _) = run(&["status", "--json", "--socket", sock.to_str().unwrap()]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["server"]["pid"], child.id());
+    assert_eq!(v["server"]["pid"], server.pid());
     assert_eq!(v["tftp"]["threads"], 1);
 
     // A second server with the same control socket stops at start, naming it.
@@ -124,7 +123,7 @@ fn status_reports_a_running_server() {
             .replace(&port.to_string(), "0"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+    let out = Command::new(server_bin())
         .args(["serve", "--config", other.to_str().unwrap()])
         .env("RUST_LOG", "error")
         .output()
@@ -134,9 +133,10 @@ fn status_reports_a_running_server() {
     assert!(err.contains("another pxe-server answers there"), "{err}");
     assert_eq!(run(&["status", "--config", f]).0, 0);
 
-    // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
+    server.signal(Signal::TERM);
+    let status = server
+        .wait_timeout(std::time::Duration::from_secs(30))
+        .expect("pxe-server did not stop on SIGTERM");
     assert!(status.success());
     assert!(!sock.exists(), "the control socket is removed at exit");
     let (code, _, err) = run(&["status", "--socket", sock.to_str().unwrap()]);

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use pxe_server::config::Config;
 use pxe_server::http::{HttpMetrics, HttpServer, HttpSnapshot};
 use pxe_server::images::ImageStore;
+use pxe_testkit::{Proc, Signal, server_bin};
 
 struct Running {
     addr: SocketAddr,
@@ -431,7 +432,7 @@ fn garbage_gets_400_and_is_counted() {
 /// of the status, a clean stop on SIGTERM; and a busy HTTP port stops the start.
 #[test]
 fn serve_runs_http_until_sigterm() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
@@ -452,7 +453,7 @@ fn serve_runs_http_until_sigterm() {
     };
     let busy = dir.path().join("busy.toml");
     std::fs::write(&busy, config(0, &dir.path().join("busy.sock"))).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+    let out = Command::new(server_bin())
         .args(["serve", "--config", busy.to_str().unwrap()])
         .env("RUST_LOG", "error")
         .output()
@@ -467,13 +468,10 @@ fn serve_runs_http_until_sigterm() {
 
     let file = dir.path().join("pxe.toml");
     std::fs::write(&file, config(tftp_port, &sock)).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
-        .args(["serve", "--config", file.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["serve", "--config", file.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let mut server = Proc::spawn(cmd, dir.path(), "serve");
     let addr: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut s = loop {
@@ -494,7 +492,7 @@ fn serve_runs_http_until_sigterm() {
     assert_eq!((r.status, &r.body[..]), (206, &data(5000)[10..20]));
     drop(s);
 
-    let status = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+    let status = Command::new(server_bin())
         .args(["status", "--json", "--socket", sock.to_str().unwrap()])
         .output()
         .unwrap();
@@ -509,12 +507,13 @@ fn serve_runs_http_until_sigterm() {
     );
     assert_eq!(v["http"]["root"], root.display().to_string(), "{v}");
 
-    // SAFETY: kill(2) on the child this test started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    server.signal(Signal::TERM);
     let start = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let status = server
+        .wait_timeout(Duration::from_secs(30))
+        .expect("pxe-server did not stop on SIGTERM");
+    let log = server.stderr();
+    assert!(status.success(), "{log}");
     assert!(start.elapsed() < Duration::from_secs(5), "slow stop");
     assert!(log.contains("HTTP service ready"), "{log}");
     assert!(log.contains("HTTP service stopped"), "{log}");
@@ -527,7 +526,7 @@ fn serve_runs_http_until_sigterm() {
 /// 45th open connection gets the 503 instead of a failed accept().
 #[test]
 fn serve_fits_max_connections_to_the_open_file_limit() {
-    use std::process::{Command, Stdio};
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
@@ -549,17 +548,14 @@ fn serve_fits_max_connections_to_the_open_file_limit() {
         ),
     )
     .unwrap();
-    let child = Command::new("prlimit")
-        .arg("--nofile=64:400")
-        .arg(env!("CARGO_BIN_EXE_pxe-server"))
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=64:400")
+        .arg(server_bin())
         .args(["serve", "--config", file.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("prlimit (util-linux)");
+        .env("RUST_LOG", "info");
+    let mut server = Proc::spawn(cmd, dir.path(), "serve");
     let status = || -> Option<serde_json::Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+        let out = Command::new(server_bin())
             .args(["status", "--json", "--socket", sock.to_str().unwrap()])
             .output()
             .ok()?;
@@ -581,7 +577,7 @@ fn serve_fits_max_connections_to_the_open_file_limit() {
     };
     assert_eq!(v["http"]["metrics"]["connections_limit"], 44, "{v}");
     // prlimit exec'd the server: its soft limit went from 64 to the hard 400.
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
     let line = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
@@ -615,11 +611,13 @@ fn serve_fits_max_connections_to_the_open_file_limit() {
     assert_eq!(read_response(s, false).body, b"x");
     drop(open);
 
-    // SAFETY: kill(2) on the child this test started (prlimit exec'd the server in place).
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    // prlimit exec'd the server in place.
+    server.signal(Signal::TERM);
+    let status = server
+        .wait_timeout(Duration::from_secs(30))
+        .expect("pxe-server did not stop on SIGTERM");
+    let log = server.stderr();
+    assert!(status.success(), "{log}");
     assert!(
         log.contains("max_connections lowered to fit the open-file limit")
             && log.contains("effective=44"),

@@ -4,15 +4,17 @@
 //!
 //! Root only (scripts/test.sh runs them). Each test uses its own namespaces and 10.78.N.0/24.
 
-mod dhcp_common;
-
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dhcp_common::{Netns, Proc, Ran, Server, metric, perfdhcp_block, run, veth, wait_until};
 use pxe_proto::MacAddr;
 use pxe_server::dhcp::leases::{LeaseState, LeaseStore, RedbLeaseStore};
+use pxe_testkit::{
+    Netns, Proc, PxeServer, Run, ServeOptions, Signal, dhclient, lan, metric, pair, perfdhcp_block,
+    run, server_bin, start_dnsmasq, wait_until,
+};
 
 const PXE_CLASS: &str = "PXEClient:Arch:00000:UNDI:002001";
 
@@ -27,13 +29,11 @@ struct Lan {
 
 impl Lan {
     fn new(net: u8, client_addr: bool) -> Lan {
-        let srv = Netns::new("srv");
-        let cli = Netns::new("cli");
-        veth(&srv, "ds", &cli, "dc");
-        srv.ip(&["addr", "add", &format!("10.78.{net}.1/24"), "dev", "ds"]);
-        if client_addr {
-            cli.ip(&["addr", "add", &format!("10.78.{net}.2/24"), "dev", "dc"]);
-        }
+        let cli_addr = format!("10.78.{net}.2/24");
+        let (srv, cli) = pair(
+            ("srv", "ds", Some(&format!("10.78.{net}.1/24"))),
+            ("cli", "dc", client_addr.then_some(cli_addr.as_str())),
+        );
         Lan {
             net,
             srv,
@@ -50,10 +50,10 @@ impl Lan {
         Ipv4Addr::new(10, 78, self.net, host)
     }
 
-    fn start_full(&self) -> Server {
+    fn start_full(&self) -> PxeServer {
         std::fs::create_dir_all(self.dir().join("tftp")).unwrap();
         let config = full_config(self.net, self.dir());
-        Server::start(&self.srv, self.dir(), &config)
+        PxeServer::start_with(&self.srv, self.dir(), &config, ServeOptions::debug())
     }
 
     fn in_pool(&self, ip: Ipv4Addr) -> bool {
@@ -126,7 +126,7 @@ fn udhcpc(lan: &Lan, tag: &str, extra: &[&str]) -> Vec<(String, String)> {
         &format!("udhcpc-{tag}"),
         Duration::from_secs(30),
     );
-    assert!(r.status.success(), "udhcpc failed:\n{}", r.all());
+    assert!(r.success(), "udhcpc failed:\n{}", r.all());
     assert!(r.all().contains("obtained from"), "{}", r.all());
     env_file(&lan.dir().join(format!("udhcpc-{tag}.bound")))
 }
@@ -142,22 +142,15 @@ fn full_mode_dhclient_gets_a_pool_lease_with_router_and_dns() {
     let lan = Lan::new(1, false);
     let mut server = lan.start_full();
     let lease_file = lan.dir().join("dhclient.leases");
-    let pid_file = lan.dir().join("dhclient.pid");
-    let mut cmd = lan.cli.command("dhclient");
-    cmd.args(["-1", "-v", "-lf"])
-        .arg(&lease_file)
-        .arg("-pf")
-        .arg(&pid_file)
-        .args(["-sf", "/bin/true", "dc"]);
-    // dhclient forks into the background once bound; the parent's exit ends `run`.
-    let r = run(cmd, lan.dir(), "dhclient", Duration::from_secs(40));
-    if let Ok(pid) = std::fs::read_to_string(&pid_file)
-        && let Ok(pid) = pid.trim().parse::<i32>()
-    {
-        // SAFETY: kill(2) on the dhclient daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    assert!(r.status.success(), "dhclient failed:\n{}", r.all());
+    let r = dhclient(
+        &lan.cli,
+        lan.dir(),
+        "dhclient",
+        None,
+        "dc",
+        Duration::from_secs(40),
+    );
+    assert!(r.success(), "dhclient failed:\n{}", r.all());
     let out = r.all();
     assert!(out.contains("DHCPOFFER of 10.78.1."), "{out}");
     assert!(out.contains("DHCPACK of 10.78.1."), "{out}");
@@ -249,7 +242,7 @@ fn full_mode_nmap_broadcast_dhcp_discover_lists_our_offer() {
     ]);
     let r = run(cmd, lan.dir(), "nmap", Duration::from_secs(60));
     let out = r.all();
-    assert!(r.status.success(), "{out}");
+    assert!(r.success(), "{out}");
     assert!(out.contains("Response 1 of 1"), "{out}");
     assert!(out.contains("DHCP Message Type: DHCPOFFER"), "{out}");
     assert!(out.contains("Server Identifier: 10.78.3.1"), "{out}");
@@ -287,7 +280,7 @@ fn full_mode_perfdhcp_pxe_clients_through_a_relay_address() {
     .args(["-o", &format!("60,{class_hex}"), "-o", "93,0000"]);
     let r = run(cmd, lan.dir(), "perfdhcp", Duration::from_secs(60));
     let out = r.all();
-    assert!(r.status.success(), "perfdhcp failed:\n{out}");
+    assert!(r.success(), "perfdhcp failed:\n{out}");
     assert_eq!(perfdhcp_block(&out, "DISCOVER-OFFER"), (40, 40, 0), "{out}");
     assert_eq!(perfdhcp_block(&out, "REQUEST-ACK"), (40, 40, 0), "{out}");
     assert!(out.contains("non unique addresses: 0"), "{out}");
@@ -386,7 +379,7 @@ fn kill9_mid_storm_never_gives_one_address_twice() {
     cmd.args([
         "-4", "-r", "40", "-R", "40", "-n", "40", "-l", "dc", "-W", "2000000",
     ]);
-    let r: Ran = run(cmd, lan.dir(), "storm2", Duration::from_secs(60));
+    let r: Run = run(cmd, lan.dir(), "storm2", Duration::from_secs(60));
     let (_, acked, _) = perfdhcp_block(&r.all(), "REQUEST-ACK");
     assert!(
         acked > 0,
@@ -422,40 +415,28 @@ fn kill9_mid_storm_never_gives_one_address_twice() {
 fn proxy_mode_next_to_dnsmasq() {
     let t0 = Instant::now();
     let net = 7;
-    let sw = Netns::new("sw");
-    let srv = Netns::new("srv");
-    let dns = Netns::new("dnsm");
-    let cli = Netns::new("cli");
-    sw.ip(&["link", "add", "br0", "type", "bridge"]);
-    sw.ip(&["link", "set", "br0", "up"]);
-    for (ns, inner, outer) in [(&srv, "ds", "bs"), (&dns, "dd", "bd"), (&cli, "dc", "bc")] {
-        veth(ns, inner, &sw, outer);
-        sw.ip(&["link", "set", outer, "master", "br0"]);
-    }
-    srv.ip(&["addr", "add", &format!("10.78.{net}.1/24"), "dev", "ds"]);
-    dns.ip(&["addr", "add", &format!("10.78.{net}.3/24"), "dev", "dd"]);
+    let segment = lan(&[
+        ("srv", "ds", Some(&format!("10.78.{net}.1/24"))),
+        ("dnsm", "dd", Some(&format!("10.78.{net}.3/24"))),
+        ("cli", "dc", None),
+    ]);
+    let [srv, dns, cli] = &segment.hosts[..] else {
+        unreachable!()
+    };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::create_dir_all(d.join("tftp")).unwrap();
 
     // dnsmasq: addresses only, no DNS, no PXE.
-    let mut cmd = dns.command("dnsmasq");
-    cmd.args([
-        "--no-daemon",
-        "--conf-file=/dev/null",
-        "--port=0",
-        "--user=root",
-        "--interface=dd",
-        "--bind-interfaces",
-        "--log-dhcp",
-        &format!("--dhcp-range=10.78.{net}.50,10.78.{net}.59,255.255.255.0,1h"),
-    ])
-    .arg(format!(
-        "--dhcp-leasefile={}",
-        d.join("dnsmasq.leases").display()
-    ))
-    .arg(format!("--pid-file={}", d.join("dnsmasq.pid").display()));
-    let dnsmasq = Proc::spawn(cmd, d, "dnsmasq");
+    let dnsmasq = start_dnsmasq(
+        dns,
+        d,
+        &[
+            "--interface=dd",
+            "--log-dhcp",
+            &format!("--dhcp-range=10.78.{net}.50,10.78.{net}.59,255.255.255.0,1h"),
+        ],
+    );
 
     let config = format!(
         "[tftp]\nroot = \"{r}/tftp\"\nlisten = [\"10.78.{net}.1:69\"]\nthreads = 1\n\
@@ -463,14 +444,7 @@ fn proxy_mode_next_to_dnsmasq() {
          [boot]\nbios = \"undionly.kpxe\"\nuefi_x64 = \"snponly.efi\"\n",
         r = d.display()
     );
-    let mut server = Server::start(&srv, d, &config);
-    assert!(
-        wait_until(Duration::from_secs(10), || dnsmasq
-            .stderr()
-            .contains("DHCP, IP range")),
-        "dnsmasq did not start:\n{}",
-        dnsmasq.stderr()
-    );
+    let mut server = PxeServer::start_with(srv, d, &config, ServeOptions::debug());
 
     // Capture the client's link.
     let mut cmd = cli.command("tcpdump");
@@ -484,13 +458,7 @@ fn proxy_mode_next_to_dnsmasq() {
         "udp port 67 or udp port 68",
     ]);
     let mut tcpdump = Proc::spawn(cmd, d, "tcpdump");
-    assert!(
-        wait_until(Duration::from_secs(10), || tcpdump
-            .stderr()
-            .contains("listening on")),
-        "tcpdump did not start:\n{}",
-        tcpdump.stderr()
-    );
+    tcpdump.wait_for_within("listening on", Duration::from_secs(10));
 
     // dhclient is no PXE firmware: it would take the first offer, even our address-less proxy
     // offer, and REQUEST 0.0.0.0 from us. A PXE ROM takes its address from the offer that has
@@ -505,23 +473,15 @@ fn proxy_mode_next_to_dnsmasq() {
     )
     .unwrap();
     let lease_file = d.join("dhclient.leases");
-    let pid_file = d.join("dhclient.pid");
-    let mut cmd = cli.command("dhclient");
-    cmd.args(["-1", "-v", "-cf"])
-        .arg(&conf)
-        .arg("-lf")
-        .arg(&lease_file)
-        .arg("-pf")
-        .arg(&pid_file)
-        .args(["-sf", "/bin/true", "dc"]);
-    let r = run(cmd, d, "dhclient", Duration::from_secs(40));
-    if let Ok(pid) = std::fs::read_to_string(&pid_file)
-        && let Ok(pid) = pid.trim().parse::<i32>()
-    {
-        // SAFETY: kill(2) on the dhclient daemon this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    assert!(r.status.success(), "dhclient failed:\n{}", r.all());
+    let r = dhclient(
+        cli,
+        d,
+        "dhclient",
+        Some(&conf),
+        "dc",
+        Duration::from_secs(40),
+    );
+    assert!(r.success(), "dhclient failed:\n{}", r.all());
     // The address comes from dnsmasq.
     let leased = std::fs::read_to_string(&lease_file).unwrap();
     let fixed: Ipv4Addr = leased
@@ -545,7 +505,7 @@ fn proxy_mode_next_to_dnsmasq() {
         let c = tcpdump.stdout();
         c.contains("undionly.kpxe") && c.contains("DHCP-Message (53), length 1: ACK")
     });
-    tcpdump.signal(libc::SIGINT);
+    tcpdump.signal(Signal::INT);
     tcpdump.wait_timeout(Duration::from_secs(5));
     let cap = tcpdump.stdout();
     assert!(captured, "no boot offer captured:\n{cap}\n{}", server.log());
@@ -600,10 +560,10 @@ fn host_next_boot_through_the_server_and_offline() {
     config.push_str(
         "[[hosts]]\nmac = \"52:54:00:00:09:10\"\nhostname = \"login\"\nnext_boot = \"install\"\n",
     );
-    let mut server = Server::start(&lan.srv, lan.dir(), &config);
-    let server_config = server.config.clone();
+    let mut server = PxeServer::start_with(&lan.srv, lan.dir(), &config, ServeOptions::debug());
+    let server_config = server.config().to_owned();
     let host = |args: &[&str]| -> (bool, serde_json::Value, String) {
-        let out = std::process::Command::new(dhcp_common::SERVER_BIN)
+        let out = Command::new(server_bin())
             .arg("host")
             .args(args)
             .arg("--config")
@@ -666,7 +626,7 @@ fn host_next_boot_through_the_server_and_offline() {
         assert_eq!((g.0.as_str(), g.1.as_str()), w);
     }
     // A restarted server sees the same.
-    let server = Server::start(&lan.srv, lan.dir(), &config);
+    let server = PxeServer::start_with(&lan.srv, lan.dir(), &config, ServeOptions::debug());
     let (ok, v2, _) = host(&["all", "show"]);
     assert!(ok);
     assert_eq!(names(&v2), got);
@@ -702,12 +662,12 @@ fn install_templates_and_boot_once_reinstall_over_http() {
         full_config(lan.net, d),
         d.display()
     );
-    let mut server = Server::start(&lan.srv, d, &config);
+    let mut server = PxeServer::start_with(&lan.srv, d, &config, ServeOptions::debug());
     let curl = |args: &[&str]| -> String {
         let mut cmd = lan.cli.command("curl");
         cmd.args(["-sS", "--fail", "--max-time", "10"]).args(args);
         let r = run(cmd, d, "curl", Duration::from_secs(20));
-        assert!(r.status.success(), "curl {args:?}: {}", r.all());
+        assert!(r.success(), "curl {args:?}: {}", r.all());
         r.stdout
     };
     let url = |p: &str| format!("http://{srv}{p}");
@@ -751,9 +711,9 @@ fn install_templates_and_boot_once_reinstall_over_http() {
     assert!(script("52-54-00-00-10-01").contains("sanboot"));
     assert!(script("52-54-00-00-10-02").contains("kernel "));
     // The operator asks for a reinstall of gpu1 again.
-    let out = std::process::Command::new(dhcp_common::SERVER_BIN)
+    let out = Command::new(server_bin())
         .args(["host", "gpu1", "reinstall", "--config"])
-        .arg(&server.config)
+        .arg(server.config())
         .output()
         .unwrap();
     assert!(

@@ -4,13 +4,11 @@
 //! Needs root and `ip netns`: the tests are `#[ignore]`d and run by scripts/test.sh. Run as
 //! non-root they fail loudly.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Engine, Server, TestNet, sha256, sha256_file, test_bytes};
+use pxe_testkit::testnet::{Engine, Server, TestNet};
+use pxe_testkit::{Proc, Run, run_bounded, sha256, sha256_file, test_bytes};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -27,31 +25,15 @@ fn url(server: &Server, path: &str) -> String {
     format!("http://{}{path}", server.ip)
 }
 
-/// `pxe-server status --json` from the server's control socket.
-fn status(server: &Server) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_pxe-server"))
-        .args(["status", "--json", "--socket"])
-        .arg(server.outside_root().join("control.sock"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("running pxe-server status");
-    assert!(
-        out.status.success(),
-        "pxe-server status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status is JSON")
-}
-
 fn http_counter(server: &Server, name: &str) -> u64 {
-    let s = status(server);
+    let s = server.status();
     s["http"]["metrics"][name]
         .as_u64()
         .unwrap_or_else(|| panic!("no http.metrics.{name} in the status: {s}"))
 }
 
 /// `curl` in the client namespace writing the body to `out`; returns the HTTP status code.
-fn curl_to(net: &TestNet, out: &Path, args: &[&str]) -> (u16, common::Run) {
+fn curl_to(net: &TestNet, out: &Path, args: &[&str]) -> (u16, Run) {
     let out = out.to_str().expect("utf-8 path");
     let mut argv = vec![
         "curl",
@@ -287,7 +269,7 @@ fn curl_files_head_ranges_keep_alive_and_refusals() {
     );
     assert_eq!(run.stdout.trim(), "405", "{run}");
 
-    let s = status(&server);
+    let s = server.status();
     let m = &s["http"]["metrics"];
     assert_eq!(m["refused_traversal"].as_u64().unwrap(), before + 4, "{s}");
     assert!(m["refused_bad_path"].as_u64().unwrap() >= 1, "{s}");
@@ -343,7 +325,7 @@ fn two_hundred_concurrent_downloads() {
         .collect();
     let mut argv = vec!["sha256sum"];
     argv.extend(outs.iter().map(String::as_str));
-    let sums = common::run_bounded(&argv, LIMIT);
+    let sums = run_bounded(&argv, LIMIT);
     assert!(sums.success(), "sha256sum: {sums}");
     let lines: Vec<&str> = sums.stdout.lines().collect();
     assert_eq!(lines.len(), CLIENTS, "{sums}");
@@ -354,7 +336,7 @@ fn two_hundred_concurrent_downloads() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let s = status(&server);
+    let s = server.status();
     let m = &s["http"]["metrics"];
     eprintln!(
         "{CLIENTS} x 8 MiB in {:.1?}; http metrics: {m}",
@@ -406,36 +388,21 @@ fn slowloris_is_cut_and_huge_headers_are_refused() {
          print(closed, round(time.monotonic() - start, 2))\n",
         ip = server.ip
     );
-    let mut slow = Command::new("ip")
-        .args(["netns", "exec", &net.client_ns, "python3", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
+    let mut cmd = net.client.command("python3");
+    cmd.args(["-c", &script]);
+    let mut slow = Proc::spawn(cmd, &server.scratch(), "slowloris");
     // Meanwhile a normal client is served.
     std::thread::sleep(Duration::from_millis(1500));
     get_exact(&net, &server, "/vmlinuz", &sum);
-    let start = Instant::now();
-    let out = loop {
-        if slow.try_wait().expect("wait").is_some() {
-            break slow.wait_with_output().expect("output");
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = slow.kill();
-            panic!("the slowloris client was never cut");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if slow.wait_timeout(Duration::from_secs(30)).is_none() {
+        panic!("the slowloris client was never cut");
+    }
+    let text = slow.stdout();
     let mut words = text.split_whitespace();
     let (how, secs) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let secs: f64 = secs.parse().unwrap_or_else(|_| {
-        panic!(
-            "slowloris client: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let secs: f64 = secs
+        .parse()
+        .unwrap_or_else(|_| panic!("slowloris client: {text} {}", slow.stderr()));
     eprintln!("slowloris connection closed ({how}) after {secs} s");
     assert!(
         how != "None",
@@ -457,7 +424,7 @@ fn slowloris_is_cut_and_huge_headers_are_refused() {
         code == 431 || (code == 0 && !run.success()),
         "huge header: {code} {run}"
     );
-    let s = status(&server);
+    let s = server.status();
     assert_eq!(s["http"]["metrics"]["headers_too_large"], 1, "{s}");
     assert_eq!(s["http"]["metrics"]["header_timeouts"], 1, "{s}");
 }

@@ -7,10 +7,10 @@
 //! Root only (namespaces, tap devices); run by `scripts/test.sh`. The script serialises the
 //! boots with a lock, so nextest may start two of these at once.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use pxe_testkit::{Run, require_root, run_command_term, server_bin, workspace_root};
 
 /// How long the guest may take to print the marker (TCG boots take about 25 to 35 s here).
 const BOOT_TIMEOUT_SECS: u64 = 240;
@@ -19,87 +19,26 @@ const LOCK_WAIT_SECS: u64 = 900;
 /// Hard limit on one run of the script (lock wait, asset build, boot, clean-up).
 const RUN_LIMIT: Duration = Duration::from_secs(BOOT_TIMEOUT_SECS + LOCK_WAIT_SECS + 180);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate lives in the workspace")
-        .to_path_buf()
-}
-
-fn require_root() {
-    if !rustix::process::geteuid().is_root() {
-        panic!(
-            "netns_qemu: these tests need root (network namespaces, tap devices, QEMU); \
-             run them with `sudo scripts/test.sh`"
-        );
-    }
-}
-
-struct Run {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `scripts/qemu-boot.sh` with `args`, killing it (its clean-up trap still runs) if it
-/// outlives [`RUN_LIMIT`].
+/// Runs `scripts/qemu-boot.sh` with `args`. If it outlives [`RUN_LIMIT`] it gets SIGTERM, so
+/// that its clean-up trap removes its namespaces and stops QEMU, and SIGKILL 30 s later.
 fn qemu_boot(args: &[&str]) -> Run {
     require_root();
-    let mut child = Command::new("bash")
-        .arg(repo_root().join("scripts/qemu-boot.sh"))
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace_root().join("scripts/qemu-boot.sh"))
         .args(args)
         .args(["--quiet", "--timeout", &BOOT_TIMEOUT_SECS.to_string()])
-        .args(["--bin", env!("CARGO_BIN_EXE_pxe-server")])
-        .env("QEMU_BOOT_LOCK_WAIT", LOCK_WAIT_SECS.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run bash scripts/qemu-boot.sh");
-    // Drain both pipes on threads so a chatty script never blocks on a full pipe.
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let prefix = format!("pq{}-", child.id()); // the script names its namespaces pq$$-*
-    let start = Instant::now();
-    let mut term_sent: Option<Instant> = None;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for qemu-boot.sh") {
-            break status;
-        }
-        match term_sent {
-            None if start.elapsed() > RUN_LIMIT => {
-                // SIGTERM lets the script remove its namespaces and stop QEMU.
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                term_sent = Some(Instant::now());
-            }
-            Some(t) if t.elapsed() > Duration::from_secs(30) => {
-                let _ = child.kill();
-            }
-            _ => {}
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let stdout = out_thread.join().unwrap_or_default();
-    let stderr = err_thread.join().unwrap_or_default();
-    if let Some(t) = term_sent {
+        .arg("--bin")
+        .arg(server_bin())
+        .env("QEMU_BOOT_LOCK_WAIT", LOCK_WAIT_SECS.to_string());
+    let run = run_command_term(cmd, RUN_LIMIT, Duration::from_secs(30));
+    if run.status.is_none() {
         panic!(
             "qemu-boot.sh {args:?} ran longer than {RUN_LIMIT:?} and was stopped \
-             ({:?} ago)\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            t.elapsed()
+             (after {:.1?})\nstdout:\n{}\nstderr:\n{}",
+            run.elapsed, run.stdout, run.stderr
         );
     }
+    let prefix = format!("pq{}-", run.pid); // the script names its namespaces pq$$-*
     let netns = Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -109,11 +48,7 @@ fn qemu_boot(args: &[&str]) -> Run {
         !netns.contains(&prefix),
         "qemu-boot.sh left namespaces {prefix}* behind:\n{netns}"
     );
-    Run {
-        success: status.success(),
-        stdout,
-        stderr,
-    }
+    run
 }
 
 /// Boots `firmware` with `mode` and `dhcp`, and asserts the guest reached its initrd.
@@ -137,7 +72,7 @@ fn boot_with(firmware: &str, mode: &str, dhcp: &str, extra: &[&str]) -> Run {
     };
     let tag = format!("{firmware}-{mode}-{dhcp}{uefi_http}{http}");
     assert!(
-        run.success && run.stdout.contains(&format!("PASS {tag}")),
+        run.success() && run.stdout.contains(&format!("PASS {tag}")),
         "{tag} did not boot\nstdout:\n{}\nstderr:\n{}",
         run.stdout,
         run.stderr

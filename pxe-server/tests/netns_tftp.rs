@@ -4,12 +4,12 @@
 //! Needs root and `ip netns`: the tests are `#[ignore]`d and run by scripts/test.sh
 //! (`--run-ignored all` / `--include-ignored`). Run as non-root they fail loudly.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Client, Engine, Server, TestNet, sha256_file, test_bytes};
+use pxe_testkit::testnet::{Client, Engine, Server, TestNet};
+use pxe_testkit::tftp::{FetchOptions, fetch};
+use pxe_testkit::{Run, sha256, sha256_file, test_bytes};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const ROLLOVER_LEN: usize = 100 * 1024 * 1024;
@@ -284,11 +284,11 @@ fn case_loss_curl_and_windowed(engine: Engine) {
     let addr = std::net::SocketAddr::from((server.ip, 69));
     for windowsize in [4u16, 64] {
         let start = std::time::Instant::now();
-        let got = net.with_client_ns(move || {
-            common::fetch(
+        let got = net.client.enter(move || {
+            fetch(
                 addr,
                 b"lossy.bin",
-                &common::FetchOptions {
+                &FetchOptions {
                     blksize: Some(1468),
                     windowsize: Some(windowsize),
                     retry: Duration::from_millis(150),
@@ -299,7 +299,7 @@ fn case_loss_curl_and_windowed(engine: Engine) {
         });
         let got = got.unwrap_or_else(|e| panic!("windowsize {windowsize} under loss: {e:?}"));
         assert_eq!(
-            common::sha256(&got.data),
+            sha256(&got.data),
             want,
             "windowsize {windowsize} under loss"
         );
@@ -415,10 +415,10 @@ fn case_refusals(engine: Engine) {
 }
 
 /// tftp-hpa exits 0 even when the transfer failed; its message (on stdout) is the signal.
-fn client_reported_error(run: &common::Run) -> bool {
+fn client_reported_error(run: &Run) -> bool {
     client_said(run, "Error code")
 }
 
-fn client_said(run: &common::Run, what: &str) -> bool {
+fn client_said(run: &Run, what: &str) -> bool {
     run.stderr.contains(what) || run.stdout.contains(what)
 }

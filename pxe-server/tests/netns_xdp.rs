@@ -7,15 +7,16 @@
 //!
 //! Root only (scripts/test.sh runs it). Uses its own namespaces and 10.79.N.0/24.
 
-mod dhcp_common;
-
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
-use dhcp_common::{Netns, Proc, Server, perfdhcp_block, require_root, run, veth, wait_until};
 use pxe_ebpf::{COUNTER_COUNT, Counter, POLICY_DROP_NON_PXE, POLICY_RATE_LIMIT, Policy};
 use pxe_server::xdp::XdpChoice;
 use pxe_server::xdp::{Placement, PolicySet, XdpFilter};
+use pxe_testkit::{
+    Netns, Proc, PxeServer, ServeOptions, Signal, dhclient, pair, perfdhcp_block, require_root,
+    veth, wait_until,
+};
 
 const PXE_MACS: usize = 20;
 const NON_PXE: usize = 30;
@@ -81,23 +82,12 @@ fn send_frames(ns: &Netns, iface: &str, vlan_each: usize) {
     );
 }
 
-/// Runs `f` on a thread that entered `ns`'s network namespace.
-fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        pxe_net::enter_netns(&path).unwrap_or_else(|e| panic!("{e}"));
-        f()
-    })
-    .join()
-    .expect("namespace thread panicked")
-}
-
 fn run_mode(choice: XdpChoice, want: Placement, net: u8) {
     require_root();
-    let srv = Netns::new("xsrv");
-    let cli = Netns::new("xcli");
-    veth(&srv, "xs", &cli, "xc");
-    srv.ip(&["addr", "add", &format!("10.79.{net}.1/24"), "dev", "xs"]);
+    let (srv, cli) = pair(
+        ("xsrv", "xs", Some(&format!("10.79.{net}.1/24"))),
+        ("xcli", "xc", None),
+    );
     // A rate far below the flood's: over the flood only the burst (and at most a token or two
     // refilled while it runs) passes.
     let set = PolicySet {
@@ -109,7 +99,7 @@ fn run_mode(choice: XdpChoice, want: Placement, net: u8) {
         },
         ..PolicySet::default()
     };
-    let (filter, socket) = in_netns(&srv, move || {
+    let (filter, socket) = srv.enter(move || {
         let mut f = XdpFilter::load(&set).expect("loading the XDP program (verifier)");
         let placement = f.attach("xs", choice);
         assert_eq!(placement, want, "attach in {choice:?}");
@@ -212,10 +202,10 @@ fn counter(log: &str, marker: &str, name: &str) -> u64 {
 /// with `pxe-server status` while it runs and from the log at exit.
 fn daemon(mode: &str, net: u8) {
     require_root();
-    let srv = Netns::new("dsrv");
-    let cli = Netns::new("dcli");
-    veth(&srv, "xs", &cli, "xc");
-    srv.ip(&["addr", "add", &format!("10.79.{net}.1/24"), "dev", "xs"]);
+    let (srv, cli) = pair(
+        ("dsrv", "xs", Some(&format!("10.79.{net}.1/24"))),
+        ("dcli", "xc", None),
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
     std::fs::create_dir_all(dir.path().join("tftp")).unwrap();
@@ -227,7 +217,7 @@ fn daemon(mode: &str, net: u8) {
              [xdp]\nmode = \"{mode}\"\ndrop_non_pxe = {drop_non_pxe}\nrate_per_sec = 1\nburst = {BURST}\n"
         )
     };
-    let mut server = Server::start(&srv, dir.path(), &config(true));
+    let mut server = PxeServer::start_with(&srv, dir.path(), &config(true), ServeOptions::debug());
     let (key, want_placement) = if mode == "off" {
         ("userspace", "userspace")
     } else {
@@ -421,10 +411,7 @@ impl Drop for Bpffs {
 #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
 fn daemon_replaces_a_leftover_program() {
     require_root();
-    let srv = Netns::new("lsrv");
-    let cli = Netns::new("lcli");
-    veth(&srv, "xs", &cli, "xc");
-    srv.ip(&["addr", "add", "10.79.5.1/24", "dev", "xs"]);
+    let (srv, _cli) = pair(("lsrv", "xs", Some("10.79.5.1/24")), ("lcli", "xc", None));
     let fs = Bpffs::mount();
     let pin = fs.0.path().join("leftover");
     {
@@ -453,7 +440,7 @@ fn daemon_replaces_a_leftover_program() {
          [dhcp]\nenabled = true\nmode = \"proxy\"\ninterfaces = [\"xs\"]\n\
          [boot]\nbios = \"undionly.kpxe\"\n[xdp]\nmode = \"skb\"\ndrop_non_pxe = true\n"
     );
-    let mut server = Server::start(&srv, dir.path(), &config);
+    let mut server = PxeServer::start_with(&srv, dir.path(), &config, ServeOptions::debug());
     let log = server.log();
     assert!(log.contains("XDP attached"), "{log}");
     assert!(log.contains("replaced a leftover pxe_xdp program"), "{log}");
@@ -523,9 +510,7 @@ print(n_plain, n_same, errors, flush=True)
 /// answered; what reached the responder is exactly what XDP passed.
 fn real_clients_under_flood(mode: &str, net: u8) {
     require_root();
-    let srv = Netns::new("fsrv");
-    let cli = Netns::new("fcli");
-    veth(&srv, "xs", &cli, "xc");
+    let (srv, cli) = pair(("fsrv", "xs", None), ("fcli", "xc", None));
     veth(&srv, "ys", &cli, "yc");
     let (a, b) = (format!("10.79.{net}"), format!("10.79.{}", net + 100));
     srv.ip(&["addr", "add", &format!("{a}.1/24"), "dev", "xs"]);
@@ -544,7 +529,7 @@ fn real_clients_under_flood(mode: &str, net: u8) {
          [boot]\nbios = \"undionly.kpxe\"\n\
          [xdp]\nmode = \"{mode}\"\ndrop_non_pxe = true\nrate_per_sec = {rate}\nburst = {burst}\n"
     );
-    let mut server = Server::start(&srv, dir.path(), &config);
+    let mut server = PxeServer::start_with(&srv, dir.path(), &config, ServeOptions::debug());
     let status = server.status();
     for i in 0..2 {
         assert_eq!(
@@ -573,22 +558,14 @@ fn real_clients_under_flood(mode: &str, net: u8) {
     let dhclient = |tag: &str, conf: &str| {
         let cf = dir.path().join(format!("{tag}.conf"));
         std::fs::write(&cf, conf).unwrap();
-        let mut cmd = cli.command("dhclient");
-        cmd.args(["-1", "-v", "-cf"])
-            .arg(&cf)
-            .arg("-lf")
-            .arg(dir.path().join(format!("{tag}.leases")))
-            .arg("-pf")
-            .arg(dir.path().join(format!("{tag}.pid")))
-            .args(["-sf", "/bin/true", "yc"]);
-        let r = run(cmd, dir.path(), tag, Duration::from_secs(40));
-        if let Ok(pid) = std::fs::read_to_string(dir.path().join(format!("{tag}.pid")))
-            && let Ok(pid) = pid.trim().parse::<i32>()
-        {
-            // SAFETY: kill(2) on the dhclient daemon this test started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        r
+        dhclient(
+            &cli,
+            dir.path(),
+            tag,
+            Some(&cf),
+            "yc",
+            Duration::from_secs(40),
+        )
     };
     let plain = dhclient("plain", "timeout 4;\n");
     let pxe = dhclient(
@@ -597,13 +574,13 @@ fn real_clients_under_flood(mode: &str, net: u8) {
     );
     let mut perf = perf;
     let perf_status = perf.wait_timeout(Duration::from_secs(60));
-    flood.signal(libc::SIGTERM);
+    flood.signal(Signal::TERM);
     assert!(
         flood.wait_timeout(Duration::from_secs(10)).is_some(),
         "flood did not stop"
     );
     let elapsed = started.elapsed().as_secs();
-    let flood_out = std::fs::read_to_string(&flood.stdout).unwrap();
+    let flood_out = flood.stdout();
     let counts: Vec<u64> = flood_out
         .split_whitespace()
         .map(|w| w.parse().unwrap())
@@ -613,11 +590,7 @@ fn real_clients_under_flood(mode: &str, net: u8) {
     };
     eprintln!("{mode}: flood sent {sent_plain} plain + {sent_same} same-MAC in {elapsed}s");
 
-    let perf_out = format!(
-        "{}\n{}",
-        std::fs::read_to_string(&perf.stdout).unwrap(),
-        perf.stderr()
-    );
+    let perf_out = format!("{}\n{}", perf.stdout(), perf.stderr());
     assert!(
         perf_status.is_some_and(|s| s.success()),
         "perfdhcp:\n{perf_out}"

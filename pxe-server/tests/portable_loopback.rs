@@ -1,19 +1,18 @@
 //! The portable engine on loopback: real sockets, the real service and sessions, and a small
 //! blocking client with its own codec. No root needed.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{FetchError, FetchOptions, fetch, sha256, test_bytes};
 use pxe_server::config::TftpConfig;
 use pxe_server::engine::{EngineError, EngineParams, portable};
 use pxe_server::tftp::metrics::{TftpMetrics, TftpSnapshot};
 use pxe_server::tftp::service::TftpService;
+use pxe_testkit::tftp::{FetchError, FetchOptions, encode_rrq, fetch};
+use pxe_testkit::{sha256, test_bytes};
 
 struct Running {
     addr: SocketAddr,
@@ -260,7 +259,7 @@ fn errors_for_missing_files_and_paths_outside_the_root() {
     // A write request is refused from the listening socket.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut wrq = common::encode_rrq(b"upload", "octet", &[]);
+    let mut wrq = encode_rrq(b"upload", "octet", &[]);
     wrq[1] = 2;
     sock.send_to(&wrq, server.addr).unwrap();
     let mut buf = [0u8; 600];
@@ -307,7 +306,7 @@ fn silent_client_times_out_and_frees_its_permit() {
     server.put("lonely", 10_000, 3);
     // Request, then never acknowledge: the session retransmits and gives up.
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.send_to(&common::encode_rrq(b"lonely", "octet", &[]), server.addr)
+    sock.send_to(&encode_rrq(b"lonely", "octet", &[]), server.addr)
         .unwrap();
     // timeout_ms = 200, max_retries = 5: gone well within 5 s.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -334,7 +333,7 @@ fn retransmitted_request_starts_no_second_transfer() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
-    let rrq = common::encode_rrq(b"twice", "octet", &[]);
+    let rrq = encode_rrq(b"twice", "octet", &[]);
     sock.send_to(&rrq, server.addr).unwrap();
     sock.send_to(&rrq, server.addr).unwrap();
     server.wait_for("the duplicate", |m| m.duplicate_requests == 1);

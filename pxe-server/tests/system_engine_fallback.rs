@@ -6,14 +6,12 @@
 //! Needs python3-seccomp (installed by scripts/install-deps.sh), hence ignored by default and run
 //! by scripts/test.sh with the other system tests.
 
-mod common;
-
-use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{FetchOptions, fetch, sha256, test_bytes};
+use pxe_testkit::tftp::{FetchOptions, fetch};
+use pxe_testkit::{Proc, cannot_run, server_bin, sha256, test_bytes};
 
 /// Runs `argv` with io_uring_setup refused by seccomp.
 const SECCOMP_EXEC: &str = r#"
@@ -30,10 +28,9 @@ fn require_seccomp() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(
-        ok,
-        "SYSTEM TEST CANNOT RUN: python3-seccomp is missing (run scripts/install-deps.sh as root)"
-    );
+    if !ok {
+        cannot_run("python3-seccomp is missing (run scripts/install-deps.sh as root)");
+    }
 }
 
 fn free_port() -> u16 {
@@ -43,16 +40,10 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// pxe-server under seccomp (killed on drop), its log in the temporary directory.
 struct Server {
-    child: Child,
+    proc: Proc,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(engine: &str, port: u16, image: &[u8]) -> Server {
@@ -70,22 +61,15 @@ fn start(engine: &str, port: u16, image: &[u8]) -> Server {
         ),
     )
     .expect("config");
-    let child = Command::new("/usr/bin/python3")
-        .args([
-            "-c",
-            SECCOMP_EXEC,
-            env!("CARGO_BIN_EXE_pxe-server"),
-            "serve",
-            "--config",
-        ])
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-c", SECCOMP_EXEC])
+        .arg(server_bin())
+        .args(["serve", "--config"])
         .arg(&config)
         .args(["--engine", engine])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pxe-server under seccomp");
-    Server { child, _dir: dir }
+        .env("RUST_LOG", "info");
+    let proc = Proc::spawn(cmd, dir.path(), "pxe-server");
+    Server { proc, _dir: dir }
 }
 
 #[test]
@@ -117,12 +101,8 @@ fn auto_falls_back_to_portable_when_seccomp_refuses_io_uring() {
     };
     assert_eq!(sha256(&fetched.data), sha256(&image), "bytes differ");
 
-    let _ = server.child.kill();
-    let _ = server.child.wait();
-    let mut log = String::new();
-    if let Some(mut err) = server.child.stderr.take() {
-        let _ = err.read_to_string(&mut log);
-    }
+    server.proc.kill();
+    let log = server.proc.stderr();
     assert!(
         log.contains("engine=\"portable\""),
         "the log does not say the portable engine runs:\n{log}"
@@ -140,7 +120,7 @@ fn forced_uring_refuses_to_start_when_seccomp_refuses_io_uring() {
     let mut server = start("uring", free_port(), b"x");
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = server.child.try_wait().expect("wait") {
+        if let Some(status) = server.proc.try_status() {
             break status;
         }
         assert!(
@@ -149,10 +129,7 @@ fn forced_uring_refuses_to_start_when_seccomp_refuses_io_uring() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut log = String::new();
-    if let Some(mut err) = server.child.stderr.take() {
-        let _ = err.read_to_string(&mut log);
-    }
+    let log = server.proc.stderr();
     assert!(
         !status.success(),
         "exit status {status} should be a failure"

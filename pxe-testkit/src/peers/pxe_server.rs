@@ -1,0 +1,228 @@
+//! The pxe-server binary under test, started in a namespace with a config of the test's.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::Signal;
+use crate::bins::server_bin;
+use crate::netns::{Netns, exec_in};
+use crate::process::{Proc, run_command, wait_until};
+
+/// How to start pxe-server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The server's `RUST_LOG`.
+    pub rust_log: String,
+    /// Arguments after `serve --config FILE`.
+    pub args: Vec<String>,
+    /// Log lines to wait for (each at most [`crate::process::LOG_WAIT`]) before the start
+    /// returns.
+    pub ready: Vec<String>,
+}
+
+impl Default for ServeOptions {
+    /// `RUST_LOG=info`, and the start waits for the DHCP service.
+    fn default() -> Self {
+        ServeOptions {
+            rust_log: "info".into(),
+            args: vec![],
+            ready: vec!["DHCP service ready".into()],
+        }
+    }
+}
+
+impl ServeOptions {
+    /// The defaults, with pxe-server's own debug lines in the log.
+    pub fn debug() -> Self {
+        ServeOptions {
+            rust_log: "info,pxe_server=debug".into(),
+            ..ServeOptions::default()
+        }
+    }
+}
+
+/// `pxe-server serve` running in a namespace, killed on drop (which prints its log if the test
+/// is failing).
+pub struct PxeServer {
+    proc: Proc,
+    config: PathBuf,
+    dir: PathBuf,
+    ns: String,
+    opts: ServeOptions,
+    starts: u32,
+}
+
+impl PxeServer {
+    /// [`PxeServer::start_with`] the default [`ServeOptions`].
+    pub fn start(ns: &Netns, dir: &Path, config: &str) -> PxeServer {
+        Self::start_with(ns, dir, config, ServeOptions::default())
+    }
+
+    /// Writes `config` to `<dir>/pxe.toml` (plus a `[control]` socket in `dir`: the default
+    /// one is host-wide, so `config` has no `[control]` section), starts `pxe-server serve`
+    /// in `ns` with its output in `<dir>/pxe-server-0.out|.err`, and waits for the
+    /// `opts.ready` lines.
+    pub fn start_with(ns: &Netns, dir: &Path, config: &str, opts: ServeOptions) -> PxeServer {
+        let path = dir.join("pxe.toml");
+        write_config(&path, dir, config);
+        let mut s = PxeServer {
+            proc: spawn(ns.name(), dir, &path, &opts, 0),
+            config: path,
+            dir: dir.to_owned(),
+            ns: ns.name().to_owned(),
+            opts,
+            starts: 0,
+        };
+        s.wait_ready();
+        s
+    }
+
+    fn wait_ready(&mut self) {
+        for line in self.opts.ready.clone() {
+            self.proc.wait_for(&line);
+        }
+    }
+
+    /// The config file.
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
+    /// The control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+
+    /// The log so far (the server logs to stderr).
+    pub fn log(&self) -> String {
+        self.proc.stderr()
+    }
+
+    /// The process.
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+
+    /// Whether the server still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// Waits (bounded) for `line` in the log.
+    pub fn wait_for(&mut self, line: &str) {
+        self.proc.wait_for(line);
+    }
+
+    /// `kill -9`, then a new server on the same config (and so the same databases), started
+    /// as the first one was.
+    pub fn kill9_and_restart(&mut self) {
+        self.proc.signal(Signal::KILL);
+        assert!(
+            self.proc.wait_timeout(Duration::from_secs(5)).is_some(),
+            "pxe-server survived SIGKILL"
+        );
+        self.starts += 1;
+        self.proc = spawn(&self.ns, &self.dir, &self.config, &self.opts, self.starts);
+        self.wait_ready();
+    }
+
+    /// SIGTERM and a bounded wait for the exit; returns the log.
+    pub fn stop(&mut self) -> String {
+        self.proc.signal(Signal::TERM);
+        let status = self.proc.wait_timeout(Duration::from_secs(10));
+        let log = self.log();
+        assert!(status.is_some(), "pxe-server ignored SIGTERM:\n{log}");
+        log
+    }
+
+    /// `pxe-server status --json` against this server's control socket.
+    pub fn status(&self) -> serde_json::Value {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["status", "--json", "--socket"])
+            .arg(self.control_socket());
+        let run = run_command(cmd, Duration::from_secs(20));
+        assert!(
+            run.success(),
+            "pxe-server status failed: {run}\nserver log:\n{}",
+            self.log()
+        );
+        serde_json::from_str(&run.stdout).expect("status is JSON")
+    }
+
+    /// Rewrites the config file, sends SIGHUP and waits (at most 10 s) until the status shows
+    /// the reload; returns the status's `reload.last`.
+    pub fn reload(&mut self, config: &str) -> serde_json::Value {
+        let before = self.status()["reload"]["count"].as_u64().unwrap();
+        write_config(&self.config, &self.dir, config);
+        self.proc.signal(Signal::HUP);
+        let mut last = serde_json::Value::Null;
+        let seen = wait_until(Duration::from_secs(10), || {
+            let s = self.status();
+            last = s["reload"]["last"].clone();
+            s["reload"]["count"].as_u64() == Some(before + 1)
+        });
+        assert!(seen, "no reload after SIGHUP:\n{}", self.log());
+        last
+    }
+}
+
+impl Drop for PxeServer {
+    fn drop(&mut self) {
+        self.proc.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- pxe-server log ({}) ---\n{}\n--- end of log ---",
+                self.config.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+fn spawn(ns: &str, dir: &Path, config: &Path, opts: &ServeOptions, n: u32) -> Proc {
+    let bin = server_bin();
+    let mut cmd = exec_in(ns, bin.to_str().expect("utf-8 path"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .args(&opts.args)
+        .env("RUST_LOG", &opts.rust_log);
+    Proc::spawn(cmd, dir, &format!("pxe-server-{n}"))
+}
+
+/// Writes `config` plus the test's own `[control]` socket in `dir`.
+fn write_config(path: &Path, dir: &Path, config: &str) {
+    let config = format!(
+        "{config}\n[control]\nsocket = {:?}\n",
+        dir.join("control.sock")
+    );
+    std::fs::write(path, config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// The value of `key=N` in the last "DHCP service stopped" / "DHCP metrics" line of `log`.
+pub fn metric(log: &str, key: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("DHCP service stopped") || l.contains("DHCP metrics"))?;
+    let pat = format!("{key}=");
+    line.split(|c: char| c.is_whitespace() || c == '"')
+        .find_map(|w| w.strip_prefix(&pat))
+        .and_then(|v| v.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_come_from_the_last_metrics_line() {
+        let log = "x DHCP metrics offers=1 acks=0\n\
+                   y DHCP service stopped offers=3 acks=2 msg=\"a b\" send_errors=0\n";
+        assert_eq!(metric(log, "offers"), Some(3));
+        assert_eq!(metric(log, "send_errors"), Some(0));
+        assert_eq!(metric(log, "missing"), None);
+        assert_eq!(metric("nothing here", "offers"), None);
+    }
+}
