@@ -11,6 +11,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pxe_server::config::{Config, ConfigError};
 use pxe_server::control::{self, ControlSocket};
+use pxe_server::daemon::messages::{
+    Answer, DhcpStatus, ErrorAnswer, FilterCounters, FilterInterface, FilterPolicy, FilterStatus,
+    HostAnswer, HttpStatus, LastReload, ReloadStatus, Request, ServerStatus, StatusReport,
+    TftpStatus, XdpCounters,
+};
 use pxe_server::dhcp::DhcpReload;
 use pxe_server::dhcp::metrics::DhcpMetrics;
 use pxe_server::dhcp::server::DhcpServer;
@@ -201,12 +206,25 @@ fn host(selector: &str, action: nextboot::HostAction, path: &Path, json: bool) -
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let answer = match control::request(
+    let request = Request::Host {
+        action,
+        selector: selector.to_owned(),
+    };
+    let answer: HostAnswer = match control::request(
         &config.control.socket,
-        &format!("host {} {selector}", action.name()),
+        &request.to_string(),
         Duration::from_secs(10),
     ) {
-        Ok(v) => v,
+        Ok(v) => match serde_json::from_value(v) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!(
+                    "pxe-server host: answer from {}: {e}",
+                    config.control.socket.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
         Err(control::ControlError::Io { source, .. })
             if matches!(
                 source.kind(),
@@ -245,28 +263,29 @@ fn host(selector: &str, action: nextboot::HostAction, path: &Path, json: bool) -
         }
     };
     if json {
-        println!("{answer}");
-    } else if answer["ok"] == true {
-        if let Some(rows) = answer["hosts"].as_array() {
-            for r in rows {
-                println!(
-                    "{:<24} {:<44} {}",
-                    r["name"].as_str().unwrap_or("-"),
-                    r["key"].as_str().unwrap_or("-"),
-                    r["next_boot"].as_str().unwrap_or("-")
-                );
-            }
+        match serde_json::to_string(&answer) {
+            Ok(doc) => println!("{doc}"),
+            Err(e) => eprintln!("pxe-server host: {e}"),
+        }
+    } else if answer.ok {
+        for r in answer.hosts.iter().flatten() {
+            println!(
+                "{:<24} {:<44} {}",
+                r.name,
+                r.key.as_deref().unwrap_or("-"),
+                r.next_boot.name()
+            );
         }
         if action != nextboot::HostAction::Show {
-            println!("{} changed", answer["changed"]);
+            println!("{} changed", answer.changed.unwrap_or(0));
         }
     }
-    if answer["ok"] == true {
+    if answer.ok {
         ExitCode::SUCCESS
     } else {
         eprintln!(
             "pxe-server host: {}",
-            answer["error"].as_str().unwrap_or("refused")
+            answer.error.as_deref().unwrap_or("refused")
         );
         ExitCode::FAILURE
     }
@@ -436,7 +455,7 @@ fn serve(
         db,
         socket,
         reloads: 0,
-        last_reload: serde_json::Value::Null,
+        last_reload: None,
     };
     let control = spawn_control(control, Arc::clone(&shutdown), reload)?;
     let result = engine::run(kind, service, &params, Arc::clone(&shutdown));
@@ -584,7 +603,7 @@ struct Control {
     db: Option<Arc<redb::Database>>,
     socket: ControlSocket,
     reloads: u64,
-    last_reload: serde_json::Value,
+    last_reload: Option<LastReload>,
 }
 
 impl Control {
@@ -592,13 +611,16 @@ impl Control {
     /// names file and line); otherwise what can change at run time changes now.
     fn reload(&mut self) {
         self.reloads += 1;
-        let at = unix_now();
+        let at_unix = unix_now();
         let (mut new, templates) = match load_all(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!("configuration reload refused, the running one stays: {e}");
-                self.last_reload = serde_json::json!({
-                    "at_unix": at, "ok": false, "error": e.to_string(), "needs_restart": [],
+                self.last_reload = Some(LastReload {
+                    at_unix,
+                    ok: false,
+                    error: Some(e.to_string()),
+                    needs_restart: Vec::new(),
                 });
                 return;
             }
@@ -652,113 +674,111 @@ impl Control {
             templates = self.templates.names().len(),
             "configuration reloaded"
         );
-        self.last_reload = serde_json::json!({
-            "at_unix": at,
-            "ok": error.is_none(),
-            "error": error,
-            "needs_restart": plan.needs_restart,
+        self.last_reload = Some(LastReload {
+            at_unix,
+            ok: error.is_none(),
+            error,
+            needs_restart: plan.needs_restart,
         });
     }
 
     /// The document `pxe-server status` prints.
-    fn status(&self) -> serde_json::Value {
-        let tftp = &self.running.tftp;
-        let dhcp = self.dhcp.as_ref().map(|d| {
-            serde_json::json!({
-                "mode": format!("{:?}", self.running.dhcp.mode).to_lowercase(),
-                "interfaces": self.running.dhcp.interfaces,
-                "metrics": d.metrics.snapshot(),
-            })
-        });
-        let filter = self.dhcp.as_ref().map(|d| {
-            let interfaces: Vec<serde_json::Value> = d
+    fn status(&self) -> StatusReport {
+        let running = &self.running;
+        let tftp = &running.tftp;
+        StatusReport {
+            server: ServerStatus {
+                version: env!("CARGO_PKG_VERSION"),
+                pid: std::process::id(),
+                config: self.config_path.display().to_string(),
+                uptime_secs: self.started.elapsed().as_secs(),
+            },
+            reload: ReloadStatus {
+                count: self.reloads,
+                last: self.last_reload.clone(),
+            },
+            tftp: TftpStatus {
+                engine: self.engine.clone(),
+                threads: self.threads,
+                listen: tftp.listen.iter().map(|a| a.to_string()).collect(),
+                root: tftp.root.display().to_string(),
+                metrics: self.tftp.snapshot(),
+            },
+            dhcp: self.dhcp.as_ref().map(|d| DhcpStatus {
+                mode: running.dhcp.mode,
+                interfaces: running.dhcp.interfaces.clone(),
+                metrics: d.metrics.snapshot(),
+            }),
+            http: self.http.as_ref().map(|m| HttpStatus {
+                listen: running.http.listen.iter().map(|a| a.to_string()).collect(),
+                root: running.http.root_or(&tftp.root).display().to_string(),
+                metrics: m.snapshot(),
+                install: self.install_metrics.snapshot(),
+                templates: self.templates.names().to_vec(),
+            }),
+            filter: self.dhcp.as_ref().map(|d| self.filter_status(d)),
+        }
+    }
+
+    fn filter_status(&self, d: &DhcpControl) -> FilterStatus {
+        let xdp = &self.running.xdp;
+        FilterStatus {
+            policy: FilterPolicy {
+                drop_non_pxe: xdp.drop_non_pxe,
+                rate_per_sec: xdp.rate_per_sec,
+                burst: xdp.burst,
+                allow_list: xdp.allow_list,
+                deny: xdp.deny.len(),
+            },
+            interfaces: d
                 .placements
                 .iter()
-                .map(|(i, p)| {
-                    serde_json::json!({"name": i, "placement": format!("{p:?}").to_lowercase()})
+                .map(|(name, p)| FilterInterface {
+                    name: name.clone(),
+                    placement: format!("{p:?}").to_lowercase(),
                 })
-                .collect();
-            let xdp = match d.xdp_counters() {
-                Some(Ok(c)) => counters_json(&c),
-                Some(Err(e)) => serde_json::json!({ "error": e }),
-                None => serde_json::Value::Null,
-            };
-            serde_json::json!({
-                "policy": {
-                    "drop_non_pxe": self.running.xdp.drop_non_pxe,
-                    "rate_per_sec": self.running.xdp.rate_per_sec,
-                    "burst": self.running.xdp.burst,
-                    "allow_list": self.running.xdp.allow_list,
-                    "deny": self.running.xdp.deny.len(),
-                },
-                "interfaces": interfaces,
-                "xdp": xdp,
-                "userspace": counters_json(&d.fallback.get()),
-            })
-        });
-        serde_json::json!({
-            "server": {
-                "version": env!("CARGO_PKG_VERSION"),
-                "pid": std::process::id(),
-                "config": self.config_path.display().to_string(),
-                "uptime_secs": self.started.elapsed().as_secs(),
-            },
-            "reload": { "count": self.reloads, "last": self.last_reload },
-            "tftp": {
-                "engine": self.engine,
-                "threads": self.threads,
-                "listen": tftp.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "root": tftp.root.display().to_string(),
-                "metrics": self.tftp.snapshot(),
-            },
-            "dhcp": dhcp,
-            "http": self.http.as_ref().map(|m| serde_json::json!({
-                "listen": self.running.http.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "root": self.running.http.root_or(&tftp.root).display().to_string(),
-                "metrics": m.snapshot(),
-                "install": self.install_metrics.snapshot(),
-                "templates": self.templates.names(),
-            })),
-            "filter": filter,
+                .collect(),
+            xdp: d.xdp_counters().map(|c| match c {
+                Ok(c) => XdpCounters::Read(FilterCounters(c)),
+                Err(error) => XdpCounters::Unreadable { error },
+            }),
+            userspace: FilterCounters(d.fallback.get()),
+        }
+    }
+
+    /// The JSON document answering one request line.
+    fn answer_line(&self, line: &str) -> String {
+        let answer = match Request::parse(line) {
+            Ok(request) => self.handle(&request),
+            Err(e) => Answer::Error(ErrorAnswer::new(e.to_string())),
+        };
+        serde_json::to_string(&answer).unwrap_or_else(|e| {
+            // Not expected: every answer is plain data with string keys.
+            let error = ErrorAnswer::new(format!("answer not encoded: {e}"));
+            serde_json::to_string(&error).unwrap_or_default()
         })
     }
 
-    /// Answers one control request.
-    fn handle(&self, request: &str) -> serde_json::Value {
-        let mut words = request.splitn(3, ' ');
-        match (words.next(), words.next(), words.next()) {
-            (Some("status"), None, None) => self.status(),
-            (Some("host"), Some(action), Some(selector)) => {
-                let action = match action.parse::<nextboot::HostAction>() {
-                    Ok(a) => a,
-                    Err(e) => return serde_json::json!({ "ok": false, "error": e }),
-                };
-                match &self.next_boot {
-                    Some(store) => {
-                        let answer = nextboot::host_command(
-                            store,
-                            &self.hosts,
-                            action,
-                            selector,
-                            unix_now(),
-                        );
-                        if answer["ok"] == true && answer["changed"].as_u64() > Some(0) {
-                            tracing::info!(%selector, ?action, changed = %answer["changed"],
-                                "next boot changed");
-                        }
-                        answer
-                    }
-                    None => serde_json::json!({
-                        "ok": false,
-                        "error": "this server keeps no host state (it needs the lease \
-                                  database: [dhcp] enabled in full mode)",
-                    }),
-                }
-            }
-            _ => {
-                serde_json::json!({ "ok": false, "error": format!("unknown request {request:?}") })
-            }
+    /// Answers one request.
+    fn handle(&self, request: &Request) -> Answer {
+        match request {
+            Request::Status => Answer::Status(Box::new(self.status())),
+            Request::Host { action, selector } => Answer::Host(self.host(*action, selector)),
         }
+    }
+
+    fn host(&self, action: nextboot::HostAction, selector: &str) -> HostAnswer {
+        let Some(store) = &self.next_boot else {
+            return HostAnswer::refused(
+                "this server keeps no host state (it needs the lease database: [dhcp] \
+                 enabled in full mode)",
+            );
+        };
+        let answer = nextboot::host_command(store, &self.hosts, action, selector, unix_now());
+        if let Some(changed @ 1..) = answer.changed {
+            tracing::info!(%selector, ?action, changed, "next boot changed");
+        }
+        answer
     }
 
     fn log_metrics(&self) {
@@ -777,16 +797,6 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Counters indexed by [`pxe_ebpf::Counter`] as a JSON object.
-fn counters_json(c: &[u64; pxe_ebpf::COUNTER_COUNT as usize]) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = pxe_ebpf::COUNTER_NAMES
-        .iter()
-        .zip(c)
-        .map(|(n, v)| ((*n).to_owned(), serde_json::Value::from(*v)))
-        .collect();
-    serde_json::Value::Object(map)
 }
 
 /// Runs the control loop until `shutdown`: every [`CONTROL_TICK`] it applies a pending SIGHUP,
@@ -808,7 +818,7 @@ fn spawn_control(
                 }
                 control
                     .socket
-                    .serve_pending(|request| control.handle(request).to_string());
+                    .serve_pending(|request| control.answer_line(request));
                 if Instant::now() >= next {
                     control.log_metrics();
                     next += METRICS_INTERVAL;

@@ -1,0 +1,5 @@
+//! The running daemon: the control socket's typed [`messages`].
+
+pub mod messages;
+#[cfg(test)]
+mod tests;

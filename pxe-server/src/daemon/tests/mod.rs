@@ -1,0 +1,3 @@
+//! The daemon's tests, one file per part beside this one.
+
+mod messages;
