@@ -3,7 +3,7 @@
 //!
 //! The protocol: the client sends one request line (`status`, or `host ACTION SELECTOR`, at
 //! most [`MAX_REQUEST`] bytes, within [`IO_TIMEOUT`]), the server answers with one JSON
-//! document and closes the connection. The socket
+//! document and closes the connection (the messages: [`crate::daemon::messages`]). The socket
 //! file is created mode 0600 (root reads the counters, nobody else); a socket file left by a
 //! crashed run is replaced, while one a live server answers on refuses the start (two servers
 //! would otherwise silently steal each other's status).
@@ -13,6 +13,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::daemon::messages::Request;
 
 /// How long a client may take to send its request or read the answer before it is dropped.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
@@ -180,7 +182,7 @@ pub fn request(
 
 /// Asks the server on `path` for its status document.
 pub fn request_status(path: &Path, timeout: Duration) -> Result<serde_json::Value, ControlError> {
-    request(path, "status", timeout)
+    request(path, &Request::Status.to_string(), timeout)
 }
 
 /// The status document as indented `key: value` lines for a person.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::daemon::messages::{HostAnswer, HostRow};
 use crate::dhcp::leases::LeaseError;
 use crate::hosts::{HostConfig, HostIndex, NextBoot};
 
@@ -233,19 +234,18 @@ impl std::str::FromStr for HostAction {
 }
 
 /// Carries out a host command against `store` for the hosts `selector` names; the answer is
-/// the JSON document both the daemon's control socket and the offline CLI print:
-/// `{"ok": true, "changed": N, "hosts": [{"name", "key", "next_boot", "changed_unix"}]}` or
-/// `{"ok": false, "error": "..."}`.
+/// what both the daemon's control socket and the offline CLI give back: the selected hosts
+/// with their next boot, or why the command was refused.
 pub fn host_command(
     store: &NextBootStore,
     hosts: &HostIndex,
     action: HostAction,
     selector: &str,
     now_unix: u64,
-) -> serde_json::Value {
+) -> HostAnswer {
     let picked = match hosts.select(selector) {
         Ok(p) => p,
-        Err(e) => return serde_json::json!({ "ok": false, "error": e.to_string() }),
+        Err(e) => return HostAnswer::refused(e.to_string()),
     };
     let chosen: Vec<&HostConfig> = picked.iter().map(|&i| hosts.get(i)).collect();
     let changed = match action {
@@ -258,32 +258,30 @@ pub fn host_command(
             };
             match store.set(&chosen, to, now_unix) {
                 Ok(n) => n,
-                Err(e) => {
-                    return serde_json::json!({
-                        "ok": false,
-                        "error": format!("not recorded: {e}"),
-                    });
-                }
+                Err(e) => return HostAnswer::refused(format!("not recorded: {e}")),
             }
         }
     };
-    let rows: Vec<serde_json::Value> = chosen
+    let rows = chosen
         .iter()
-        .map(|h| {
-            serde_json::json!({
-                "name": h.label(),
-                "key": h.key(),
-                "next_boot": store.action(h).name(),
-                "changed_unix": store.record(h).map(|r| r.changed_unix),
-            })
+        .map(|h| HostRow {
+            name: h.label(),
+            key: h.key(),
+            next_boot: store.action(h),
+            changed_unix: store.record(h).map(|r| r.changed_unix),
         })
         .collect();
-    serde_json::json!({ "ok": true, "changed": changed, "hosts": rows })
+    HostAnswer::done(changed, rows)
 }
 
 #[cfg(test)]
 mod command_tests {
     use super::*;
+
+    /// The answer as the control socket and `pxe-server host --json` carry it.
+    fn json(answer: HostAnswer) -> serde_json::Value {
+        serde_json::to_value(answer).unwrap()
+    }
 
     #[test]
     fn host_command_sets_and_reports() {
@@ -305,13 +303,19 @@ mod command_tests {
                 })
                 .collect(),
         );
-        let v = host_command(&store, &hosts, HostAction::Reinstall, "n1,n3", 7);
+        let v = json(host_command(
+            &store,
+            &hosts,
+            HostAction::Reinstall,
+            "n1,n3",
+            7,
+        ));
         assert_eq!(v["ok"], true, "{v}");
         assert_eq!(v["changed"], 2);
         assert_eq!(v["hosts"][1]["name"], "n3");
         assert_eq!(v["hosts"][1]["next_boot"], "install");
         assert_eq!(v["hosts"][1]["changed_unix"], 7);
-        let v = host_command(&store, &hosts, HostAction::Show, "all", 8);
+        let v = json(host_command(&store, &hosts, HostAction::Show, "all", 8));
         let boots: Vec<&str> = v["hosts"]
             .as_array()
             .unwrap()
@@ -319,7 +323,7 @@ mod command_tests {
             .map(|h| h["next_boot"].as_str().unwrap())
             .collect();
         assert_eq!(boots, ["install", "local", "install"]);
-        let v = host_command(&store, &hosts, HostAction::Local, "n9", 9);
+        let v = json(host_command(&store, &hosts, HostAction::Local, "n9", 9));
         assert_eq!(v["ok"], false);
         assert!(v["error"].as_str().unwrap().contains("n9"));
         assert_eq!("reinstall".parse::<HostAction>(), Ok(HostAction::Reinstall));

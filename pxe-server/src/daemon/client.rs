@@ -1,0 +1,128 @@
+//! The client side of the control socket: `pxe-server status` and `pxe-server host`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::messages::{HostAnswer, Request};
+use super::unix_now;
+use crate::config::{Config, ConfigError, DEFAULT_CONTROL_SOCKET};
+use crate::control::{self, ControlError};
+use crate::dhcp::leases::LeaseError;
+use crate::nextboot::{self, HostAction, NextBootStore};
+
+/// How long `status` waits for the server.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `host` waits for the server (a change is committed before the answer).
+const HOST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The control socket `status` asks: `socket`, else the one `config` names, else the default.
+pub fn status_socket(
+    config: Option<&Path>,
+    socket: Option<PathBuf>,
+) -> Result<PathBuf, ConfigError> {
+    Ok(match (config, socket) {
+        (_, Some(s)) => s,
+        (Some(c), None) => Config::load(c)?.control.socket,
+        (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
+    })
+}
+
+/// The status document of the server on `socket`, as the server sent it (so that a newer
+/// server's sections print in full).
+pub fn status(socket: &Path) -> Result<serde_json::Value, ControlError> {
+    control::request_status(socket, STATUS_TIMEOUT)
+}
+
+/// Why a `host` command got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("no server answers on {} and {} cannot be opened: {source}", socket.display(), db.display())]
+    NoDatabase {
+        socket: PathBuf,
+        db: PathBuf,
+        #[source]
+        source: Box<LeaseError>,
+    },
+    #[error("{}: {source}", db.display())]
+    NextBoot {
+        db: PathBuf,
+        #[source]
+        source: Box<LeaseError>,
+    },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("answer from {}: {reason}", socket.display())]
+    BadAnswer { socket: PathBuf, reason: String },
+}
+
+/// Carries out `action` for the hosts `selector` names: through the running server's control
+/// socket; with no server running, on the lease database `config` names (a running server
+/// holds its lock, so it is ours to open only then).
+pub fn host(config: &Config, action: HostAction, selector: &str) -> Result<HostAnswer, HostError> {
+    let socket = &config.control.socket;
+    let request = Request::Host {
+        action,
+        selector: selector.to_owned(),
+    };
+    match control::request(socket, &request.to_string(), HOST_TIMEOUT) {
+        Ok(doc) => serde_json::from_value(doc).map_err(|e| HostError::BadAnswer {
+            socket: socket.clone(),
+            reason: e.to_string(),
+        }),
+        Err(ControlError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            host_offline(config, action, selector)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn host_offline(
+    config: &Config,
+    action: HostAction,
+    selector: &str,
+) -> Result<HostAnswer, HostError> {
+    let db_path = &config.dhcp.lease_db;
+    let db =
+        crate::dhcp::leases::open_database(db_path).map_err(|source| HostError::NoDatabase {
+            socket: config.control.socket.clone(),
+            db: db_path.clone(),
+            source: Box::new(source),
+        })?;
+    let store = NextBootStore::open(db).map_err(|source| HostError::NextBoot {
+        db: db_path.clone(),
+        source: Box::new(source),
+    })?;
+    Ok(nextboot::host_command(
+        &store,
+        &config.host_index(),
+        action,
+        selector,
+        unix_now(),
+    ))
+}
+
+/// A carried-out `host` answer for a person: one line per host (name, key, next boot), then
+/// how many changed (unless it was `show`). Empty for a refusal.
+pub fn render_host_text(answer: &HostAnswer, action: HostAction) -> String {
+    let mut out = String::new();
+    if !answer.ok {
+        return out;
+    }
+    for row in answer.hosts.iter().flatten() {
+        out.push_str(&format!(
+            "{:<24} {:<44} {}\n",
+            row.name,
+            row.key.as_deref().unwrap_or("-"),
+            row.next_boot.name()
+        ));
+    }
+    if action != HostAction::Show {
+        out.push_str(&format!("{} changed\n", answer.changed.unwrap_or(0)));
+    }
+    out
+}

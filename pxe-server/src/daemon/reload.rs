@@ -1,0 +1,91 @@
+//! SIGHUP: the config file is read again; what can change at run time changes now, the rest
+//! waits for a restart, and a bad file changes nothing.
+
+use std::sync::Arc;
+
+use super::messages::LastReload;
+use super::{DaemonState, unix_now};
+use crate::config::Config;
+use crate::dhcp::DhcpReload;
+use crate::hosts::HostIndex;
+use crate::install::InstallService;
+
+impl DaemonState {
+    /// Re-reads the config file and its templates. A bad file is refused (the running config
+    /// stays, the error names file and line); otherwise the reload plan's effective config
+    /// goes to the DHCP thread, the XDP maps and the install routes, and becomes the running
+    /// one. [`LastReload`] records the outcome.
+    pub(super) fn reload(&mut self) {
+        self.reloads += 1;
+        let at_unix = unix_now();
+        let (mut new, templates) = match super::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("configuration reload refused, the running one stays: {e}");
+                self.last_reload = Some(LastReload {
+                    at_unix,
+                    ok: false,
+                    error: Some(e.to_string()),
+                    needs_restart: Vec::new(),
+                });
+                return;
+            }
+        };
+        self.overrides.apply(&mut new);
+        let plan = self.running.reload_plan(&new);
+        if !plan.needs_restart.is_empty() {
+            tracing::warn!(
+                settings = ?plan.needs_restart,
+                "changed settings need a restart; they keep their running values"
+            );
+        }
+        let config = plan.effective;
+        let hosts = config.host_index();
+        let error = self.push_dhcp(&config, &hosts);
+        self.templates = templates;
+        if let Some(slot) = &self.install {
+            slot.replace(InstallService::new(
+                Arc::new(config.install_settings(&hosts)),
+                Arc::clone(&self.templates),
+                self.next_boot.clone(),
+                self.db.clone(),
+                Arc::clone(&self.install_metrics),
+            ));
+        }
+        self.running = config;
+        self.hosts = hosts;
+        tracing::info!(
+            file = %self.config_path.display(),
+            templates = self.templates.names().len(),
+            "configuration reloaded"
+        );
+        self.last_reload = Some(LastReload {
+            at_unix,
+            ok: error.is_none(),
+            error,
+            needs_restart: plan.needs_restart,
+        });
+    }
+
+    /// The new filter policy to the XDP maps, and the answer settings and policy to the DHCP
+    /// thread; the error of the last one that did not take them.
+    fn push_dhcp(&mut self, config: &Config, hosts: &Arc<HostIndex>) -> Option<String> {
+        let d = self.dhcp.as_mut()?;
+        let mut error = None;
+        let policy = config.xdp.policy_set(hosts);
+        if let Some(x) = &mut d.xdp
+            && let Err(e) = x.set_policy(&policy)
+        {
+            tracing::error!(%e, "XDP policy maps not updated");
+            error = Some(format!("XDP policy maps not updated: {e}"));
+        }
+        let reload = DhcpReload {
+            settings: Arc::new(config.dhcp_settings(hosts)),
+            policy,
+        };
+        if d.reload.send(reload).is_err() {
+            error = Some("the DHCP service has stopped".to_owned());
+        }
+        error
+    }
+}

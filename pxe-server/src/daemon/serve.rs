@@ -1,0 +1,363 @@
+//! Start-up and shut-down: bind, attach and open everything first (a busy port, a held
+//! control socket or an unreadable root stops the start), spawn the DHCP, HTTP and control
+//! threads, run the TFTP engine in this one, then stop the others and report in order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::{DaemonState, DhcpControl, Overrides, control};
+use crate::config::Config;
+use crate::control::{ControlError, ControlSocket};
+use crate::dhcp::leases::{self, LeaseError};
+use crate::dhcp::server::{DhcpServer, ServerError, ServiceStore};
+use crate::engine::{self, EngineError};
+use crate::hosts::HostIndex;
+use crate::http::{HttpMetrics, HttpServer, ImageSource};
+use crate::images::ImageStore;
+use crate::install::{InstallMetrics, InstallService, InstallSlot};
+use crate::nextboot::NextBootStore;
+use crate::templates::Templates;
+use crate::tftp::metrics::TftpMetrics;
+use crate::tftp::service::TftpService;
+use crate::xdp::{Fallback, XdpFilter};
+
+/// Why the server did not start, or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("opening TFTP root {}", path.display())]
+    TftpRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("installing {what}")]
+    Signals {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("opening the lease database {}", path.display())]
+    LeaseDb {
+        path: PathBuf,
+        #[source]
+        source: LeaseError,
+    },
+    #[error("opening the next-boot table")]
+    NextBoot(#[source] LeaseError),
+    #[error("opening HTTP root {}", path.display())]
+    HttpRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the HTTP service")]
+    Http(#[source] std::io::Error),
+    #[error("starting the DHCP service")]
+    Dhcp(#[source] ServerError),
+    #[error("starting the {0} thread")]
+    Thread(&'static str, #[source] std::io::Error),
+    #[error("TFTP engine failed")]
+    TftpFailed(#[source] EngineError),
+    #[error("HTTP service failed")]
+    HttpFailed(#[source] Stopped<std::io::Error>),
+    #[error("DHCP service failed")]
+    DhcpFailed(#[source] Stopped<ServerError>),
+}
+
+/// How a service thread ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum Stopped<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Failed(E),
+    #[error("{0} thread panicked")]
+    Panicked(&'static str),
+}
+
+/// Serves TFTP (and DHCP / HTTP when enabled) from `config` until SIGINT or SIGTERM;
+/// `config_path` is what SIGHUP reloads, with `overrides` applied again.
+pub fn serve(
+    mut config: Config,
+    templates: Arc<Templates>,
+    config_path: PathBuf,
+    overrides: Overrides,
+) -> Result<(), ServeError> {
+    overrides.apply(&mut config);
+    let tftp = &config.tftp_settings();
+    let params = config.tftp.engine_params();
+    let threads = params.threads;
+    let hosts = config.host_index();
+
+    let metrics = Arc::new(TftpMetrics::default());
+    let service = Arc::new(
+        TftpService::new(tftp, Arc::clone(&metrics)).map_err(|source| ServeError::TftpRoot {
+            path: tftp.root.clone(),
+            source,
+        })?,
+    );
+    let kind = engine::select(config.tftp.engine)?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let reload = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&shutdown, &reload)?;
+    // Bound before anything serves: a second server with the same socket stops here.
+    let socket = ControlSocket::bind(&config.control.socket)?;
+
+    let root = std::fs::canonicalize(&tftp.root).unwrap_or_else(|_| tftp.root.clone());
+    for addr in &params.listen {
+        tracing::info!(listen = %addr, root = %root.display(), "serving TFTP");
+    }
+    tracing::info!(
+        engine = ?kind,
+        threads,
+        max_sessions = service.max_sessions(),
+        max_sessions_per_client = tftp.max_sessions_per_client,
+        max_blksize = tftp.session.max_blksize,
+        max_windowsize = tftp.session.max_windowsize,
+        "TFTP service ready"
+    );
+
+    let (db, next_boot) = open_host_state(&config)?.unzip();
+    let install_metrics = Arc::new(InstallMetrics::default());
+    let http = if config.http.enabled {
+        let install = Arc::new(InstallSlot::new(InstallService::new(
+            Arc::new(config.install_settings(&hosts)),
+            Arc::clone(&templates),
+            next_boot.clone(),
+            db.clone(),
+            Arc::clone(&install_metrics),
+        )));
+        Some(bind_http(&config, &service, install)?)
+    } else {
+        None
+    };
+    let dhcp = if config.dhcp.enabled {
+        Some(bind_dhcp(&config, &hosts, db.clone())?)
+    } else {
+        None
+    };
+
+    // Everything is bound: the service threads start.
+    let (dhcp_handle, dhcp_metrics, dhcp_control) = match dhcp {
+        Some((mut server, control)) => (
+            Some(spawn_service("DHCP", Arc::clone(&shutdown), move |stop| {
+                server.run(stop)
+            })?),
+            Some(Arc::clone(&control.metrics)),
+            Some(control),
+        ),
+        None => (None, None, None),
+    };
+    let (http_handle, http_metrics, install) = match http {
+        Some(h) => (
+            Some(spawn_service("HTTP", Arc::clone(&shutdown), move |stop| {
+                h.server.run(stop)
+            })?),
+            Some(h.metrics),
+            Some(h.install),
+        ),
+        None => (None, None, None),
+    };
+    tracing::info!(socket = %socket.path().display(), "control socket ready (pxe-server status)");
+    let state = DaemonState {
+        config_path,
+        overrides,
+        running: config,
+        hosts,
+        templates,
+        started: Instant::now(),
+        engine: format!("{kind:?}").to_lowercase(),
+        threads,
+        tftp: Arc::clone(&metrics),
+        dhcp: dhcp_control,
+        http: http_metrics.clone(),
+        install,
+        install_metrics,
+        next_boot,
+        db,
+        reloads: 0,
+        last_reload: None,
+    };
+    let control = control::spawn(state, socket, Arc::clone(&shutdown), reload)
+        .map_err(|e| ServeError::Thread("control", e))?;
+
+    let result = engine::run(kind, service, &params, Arc::clone(&shutdown));
+    shutdown.store(true, Ordering::Relaxed);
+    // The control thread logs the filter counters and detaches the XDP program as it ends.
+    if control.join().is_err() {
+        tracing::warn!("control thread panicked");
+    }
+    let dhcp_result = dhcp_handle.map_or(Ok(()), |h| join("DHCP", h));
+    if let Some(m) = dhcp_metrics {
+        tracing::info!(metrics = %m.snapshot(), "DHCP service stopped");
+    }
+    let http_result = http_handle.map_or(Ok(()), |h| join("HTTP", h));
+    if let Some(m) = http_metrics {
+        tracing::info!(metrics = %m.snapshot(), "HTTP service stopped");
+    }
+    tracing::info!(metrics = %metrics.snapshot(), "TFTP service stopped");
+    result.map_err(ServeError::TftpFailed)?;
+    http_result.map_err(ServeError::HttpFailed)?;
+    dhcp_result.map_err(ServeError::DhcpFailed)
+}
+
+/// The lease database and the next-boot table in it (leases and next-boot actions share its
+/// file).
+type HostState = (Arc<redb::Database>, Arc<NextBootStore>);
+
+/// Opens the [`HostState`] in full DHCP mode, or with HTTP and `[[hosts]]` (whose next-boot
+/// actions live there).
+fn open_host_state(config: &Config) -> Result<Option<HostState>, ServeError> {
+    if !(config.dhcp.is_full() || (config.http.enabled && !config.hosts.is_empty())) {
+        return Ok(None);
+    }
+    let db =
+        leases::open_database(&config.dhcp.lease_db).map_err(|source| ServeError::LeaseDb {
+            path: config.dhcp.lease_db.clone(),
+            source,
+        })?;
+    let next_boot = NextBootStore::open(Arc::clone(&db)).map_err(ServeError::NextBoot)?;
+    Ok(Some((db, Arc::new(next_boot))))
+}
+
+/// The HTTP service, bound, with its counters and the install routes it serves.
+struct BoundHttp {
+    server: HttpServer,
+    metrics: Arc<HttpMetrics>,
+    install: Arc<InstallSlot>,
+}
+
+/// Binds the HTTP listening sockets (a busy port stops the start). Files come from the TFTP
+/// service's store when both serve the same root, so that they share each file's snapshot.
+fn bind_http(
+    config: &Config,
+    tftp: &Arc<TftpService>,
+    install: Arc<InstallSlot>,
+) -> Result<BoundHttp, ServeError> {
+    let h = &config.http_settings();
+    let images: Arc<dyn ImageSource> = if h.root != config.tftp.root {
+        Arc::new(
+            ImageStore::new(h.root.clone()).map_err(|source| ServeError::HttpRoot {
+                path: h.root.clone(),
+                source,
+            })?,
+        )
+    } else {
+        Arc::clone(tftp) as Arc<dyn ImageSource>
+    };
+    let server = HttpServer::bind(h, images, Arc::default(), Some(Arc::clone(&install)))
+        .map_err(ServeError::Http)?;
+    tracing::info!(
+        listen = ?server.local_addrs().map_err(ServeError::Http)?,
+        root = %h.root.display(),
+        threads = h.threads,
+        max_connections = server.max_connections(),
+        "HTTP service ready"
+    );
+    Ok(BoundHttp {
+        metrics: server.metrics(),
+        server,
+        install,
+    })
+}
+
+/// Binds the DHCP sockets and starts the discovery filter: XDP where it attaches, the same
+/// policy in userspace elsewhere. Returns the server, ready to run, and the control thread's
+/// side of it.
+fn bind_dhcp(
+    config: &Config,
+    hosts: &Arc<HostIndex>,
+    db: Option<Arc<redb::Database>>,
+) -> Result<(DhcpServer<ServiceStore>, DhcpControl), ServeError> {
+    let mut server =
+        DhcpServer::bind(&config.dhcp_settings(hosts), db).map_err(ServeError::Dhcp)?;
+    let xdp_settings = config.xdp_settings(hosts);
+    let (xdp, placements) = XdpFilter::start(&xdp_settings);
+    let xdp_ifindexes = xdp
+        .as_ref()
+        .map(|f| f.attached().iter().map(|a| a.1).collect())
+        .unwrap_or_default();
+    let fallback = Fallback::new(xdp_settings.policy, xdp_ifindexes);
+    let fallback_counters = fallback.counters();
+    tracing::info!(placements = ?placements, "DHCP filter ready");
+    server.set_filter(fallback);
+    let control = DhcpControl {
+        metrics: server.metrics(),
+        reload: server.reload_channel(),
+        xdp,
+        placements,
+        fallback: fallback_counters,
+    };
+    tracing::info!(
+        mode = ?config.dhcp.mode,
+        sockets = ?server.listening(),
+        subnets = config.dhcp.subnets.len(),
+        hosts = config.hosts.len(),
+        "DHCP service ready"
+    );
+    Ok((server, control))
+}
+
+/// Runs a service (`DHCP`, `HTTP`) in its own thread until `shutdown`; if it fails, it sets
+/// `shutdown` so that the whole server stops (a PXE server that cannot answer DHCP must not
+/// look healthy).
+fn spawn_service<E: std::fmt::Display + Send + 'static>(
+    name: &'static str,
+    shutdown: Arc<AtomicBool>,
+    run: impl FnOnce(&AtomicBool) -> Result<(), E> + Send + 'static,
+) -> Result<JoinHandle<Result<(), E>>, ServeError> {
+    std::thread::Builder::new()
+        .name(name.to_lowercase())
+        .spawn(move || {
+            let r = run(&shutdown);
+            if let Err(e) = &r {
+                tracing::error!("{name} service failed: {e}");
+                shutdown.store(true, Ordering::Relaxed);
+            }
+            r
+        })
+        .map_err(|e| ServeError::Thread(name, e))
+}
+
+/// Waits for a service thread; `name` names it if it panicked.
+fn join<E: std::error::Error>(
+    name: &'static str,
+    handle: JoinHandle<Result<(), E>>,
+) -> Result<(), Stopped<E>> {
+    match handle.join() {
+        Ok(r) => r.map_err(Stopped::Failed),
+        Err(_) => Err(Stopped::Panicked(name)),
+    }
+}
+
+/// SIGINT and SIGTERM set `shutdown` (signal-hook's flag handlers); a second one, once
+/// `shutdown` is already set, ends the process at once with status 1. SIGHUP sets `reload`.
+fn install_signal_handlers(
+    shutdown: &Arc<AtomicBool>,
+    reload: &Arc<AtomicBool>,
+) -> Result<(), ServeError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let handler = |source| ServeError::Signals {
+        what: "a signal handler",
+        source,
+    };
+    for sig in [SIGINT, SIGTERM] {
+        // Order matters: the conditional shutdown must see the flag before this signal sets it.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(shutdown))
+            .map_err(handler)?;
+        signal_hook::flag::register(sig, Arc::clone(shutdown)).map_err(handler)?;
+    }
+    signal_hook::flag::register(SIGHUP, Arc::clone(reload)).map_err(|source| {
+        ServeError::Signals {
+            what: "the SIGHUP handler",
+            source,
+        }
+    })?;
+    Ok(())
+}

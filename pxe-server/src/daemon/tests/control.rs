@@ -1,0 +1,144 @@
+//! The control thread's answers, by request, and the `host` client against them: through a
+//! control socket in a temporary directory, and on the database directly with no server.
+
+use std::time::Duration;
+
+use super::*;
+use crate::config::Config;
+use crate::control::ControlSocket;
+use crate::hosts::NextBoot;
+use crate::nextboot::HostAction;
+
+const HOSTS: &str = "[[hosts]]\nmac = \"52:54:00:00:00:01\"\nhostname = \"n1\"\n\
+                     [[hosts]]\nmac = \"52:54:00:00:00:02\"\nhostname = \"n2\"\n";
+
+#[test]
+fn requests_are_answered_with_the_old_documents() {
+    let f = Fixture::new();
+    f.write(HOSTS);
+    let state = f.state(Overrides::default());
+    let cases = [
+        (
+            "bogus",
+            r#"{"ok":false,"error":"unknown request \"bogus\""}"#,
+        ),
+        (
+            "status please",
+            r#"{"ok":false,"error":"unknown request \"status please\""}"#,
+        ),
+        (
+            "host wipe all",
+            r#"{"ok":false,"error":"unknown host action \"wipe\" (reinstall, local, show)"}"#,
+        ),
+        // Without the lease database there is no host state to show or set.
+        (
+            "host show all",
+            r#"{"ok":false,"error":"this server keeps no host state (it needs the lease database: [dhcp] enabled in full mode)"}"#,
+        ),
+    ];
+    for (request, answer) in cases {
+        assert_eq!(state.answer_line(request), answer, "{request}");
+    }
+    let status: serde_json::Value = serde_json::from_str(&state.answer_line("status")).unwrap();
+    let keys: Vec<&str> = status
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["server", "reload", "tftp", "dhcp", "http", "filter"]);
+}
+
+/// The config `pxe-server host --config` reads: the fixture's file with its own control
+/// socket and lease database.
+fn client_config(f: &Fixture) -> Config {
+    f.write(&format!(
+        "{HOSTS}[dhcp]\nlease_db = {:?}\n[control]\nsocket = {:?}\n",
+        f.path("leases.redb"),
+        f.path("ctl.sock")
+    ));
+    Config::load(&f.config_path()).unwrap()
+}
+
+#[test]
+fn host_commands_through_the_server_and_offline() {
+    let f = Fixture::new();
+    let config = client_config(&f);
+    let mut state = f.state(Overrides::default());
+    with_next_boot(&mut state, &f.path("leases.redb"));
+    let socket = ControlSocket::bind(&config.control.socket).unwrap();
+    let client = std::thread::spawn({
+        let config = config.clone();
+        move || {
+            let set = client::host(&config, HostAction::Reinstall, "n2").unwrap();
+            let unknown = client::host(&config, HostAction::Local, "n9").unwrap();
+            (set, unknown)
+        }
+    });
+    let mut served = 0;
+    for _ in 0..500 {
+        served += socket.serve_pending(|line| state.answer_line(line));
+        if served == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (set, unknown) = client.join().unwrap();
+    assert!(set.ok, "{set:?}");
+    assert_eq!(set.changed, Some(1));
+    let row = &set.hosts.as_ref().unwrap()[0];
+    assert_eq!(
+        (row.name.as_str(), row.key.as_deref(), row.next_boot),
+        ("n2", Some("mac:52:54:00:00:00:02"), NextBoot::Install)
+    );
+    assert!(row.changed_unix.is_some());
+    assert!(!unknown.ok);
+    assert!(
+        unknown.error.as_deref().unwrap().contains("n9"),
+        "{unknown:?}"
+    );
+    assert_eq!(client::render_host_text(&unknown, HostAction::Local), "");
+
+    // The server stops: its socket goes, the database is free, the client opens it.
+    drop(socket);
+    drop(state);
+    let shown = client::host(&config, HostAction::Show, "all").unwrap();
+    let boots: Vec<NextBoot> = shown
+        .hosts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| r.next_boot)
+        .collect();
+    assert_eq!(boots, [NextBoot::Local, NextBoot::Install]);
+    assert_eq!(
+        client::render_host_text(&shown, HostAction::Show),
+        format!(
+            "{:<24} {:<44} local\n{:<24} {:<44} install\n",
+            "n1", "mac:52:54:00:00:00:01", "n2", "mac:52:54:00:00:00:02"
+        )
+    );
+    // n1 had no record yet, n2 was to install: both get one.
+    let set = client::host(&config, HostAction::Local, "n*").unwrap();
+    let text = client::render_host_text(&set, HostAction::Local);
+    assert!(text.ends_with(" local\n2 changed\n"), "{text}");
+}
+
+#[test]
+fn host_without_server_or_database_names_both() {
+    let f = Fixture::new();
+    let mut config = client_config(&f);
+    // Its directory is a file: the database cannot be created.
+    std::fs::write(f.path("plain"), b"").unwrap();
+    config.dhcp.lease_db = f.path("plain/leases.redb");
+    let e = client::host(&config, HostAction::Show, "all").unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "no server answers on {} and {} cannot be opened: ",
+            f.path("ctl.sock").display(),
+            config.dhcp.lease_db.display()
+        )),
+        "{text}"
+    );
+}

@@ -1,0 +1,157 @@
+//! The status document, built from a daemon state, against the document the untyped code
+//! sent (key names, order, nesting, value types, `null` sections).
+
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+
+use super::*;
+
+/// The document as the control socket sends it, with the process-dependent values zeroed.
+fn document(state: &DaemonState) -> String {
+    let mut report = state.status();
+    assert_eq!(report.server.pid, std::process::id());
+    report.server.pid = 0;
+    report.server.uptime_secs = 0;
+    serde_json::to_string(&report).unwrap()
+}
+
+/// The `server` section for the fixture's config, as [`document`] leaves it.
+fn server(f: &Fixture) -> serde_json::Value {
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": 0,
+        "config": f.config_path().display().to_string(),
+        "uptime_secs": 0,
+    })
+}
+
+#[test]
+fn tftp_only_status_has_null_sections() {
+    let f = Fixture::new();
+    f.write("");
+    let state = f.state(Overrides::default());
+    state.tftp.sessions_started.fetch_add(3, Ordering::Relaxed);
+    let want = json!({
+        "server": server(&f),
+        "reload": { "count": 0, "last": null },
+        "tftp": {
+            "engine": "portable",
+            "threads": 1,
+            "listen": ["127.0.0.1:6969"],
+            "root": f.path("root").display().to_string(),
+            "metrics": state.tftp.snapshot(),
+        },
+        "dhcp": null,
+        "http": null,
+        "filter": null,
+    });
+    assert_eq!(document(&state), want.to_string());
+    assert_eq!(
+        serde_json::to_value(state.tftp.snapshot()).unwrap()["sessions_started"],
+        3
+    );
+    // What `pxe-server status` prints from it.
+    let text = crate::control::render_text(&serde_json::to_value(state.status()).unwrap());
+    for line in [
+        "tftp:\n  engine: portable\n  threads: 1\n  listen: 127.0.0.1:6969\n",
+        "    sessions_started: 3\n",
+        "reload:\n  count: 0\n  last: -\n",
+        "dhcp: -\nhttp: -\nfilter: -\n",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+}
+
+#[test]
+fn full_status_has_every_section_in_the_old_shape() {
+    let f = Fixture::new();
+    f.write(
+        "[http]\nenabled = true\nlisten = [\"[::1]:8080\"]\n\
+         [dhcp]\nenabled = true\ninterfaces = [\"eth1\", \"eth2\"]\n\
+         [xdp]\ndrop_non_pxe = true\nrate_per_sec = 5\nburst = 7\n\
+         deny = [\"52:54:00:00:00:99\", \"52:54:00:00:00:98\"]\n",
+    );
+    let mut state = f.state(Overrides::default());
+    let _rx = with_dhcp(
+        &mut state,
+        &[("eth1", Placement::Skb), ("eth2", Placement::Userspace)],
+    );
+    with_install(&mut state);
+    state.reloads = 1;
+    state.last_reload = Some(crate::daemon::messages::LastReload {
+        at_unix: 9,
+        ok: true,
+        error: None,
+        needs_restart: vec!["dhcp.interfaces"],
+    });
+    let dhcp = state.dhcp.as_ref().unwrap();
+    dhcp.metrics.received.fetch_add(4, Ordering::Relaxed);
+    let http = state.http.as_ref().unwrap();
+    http.requests.fetch_add(2, Ordering::Relaxed);
+    state
+        .install_metrics
+        .callbacks
+        .fetch_add(1, Ordering::Relaxed);
+    let root = f.path("root").display().to_string();
+    let want = json!({
+        "server": server(&f),
+        "reload": {
+            "count": 1,
+            "last": { "at_unix": 9, "ok": true, "error": null, "needs_restart": ["dhcp.interfaces"] },
+        },
+        "tftp": {
+            "engine": "portable",
+            "threads": 1,
+            "listen": ["127.0.0.1:6969"],
+            "root": root,
+            "metrics": state.tftp.snapshot(),
+        },
+        "dhcp": {
+            "mode": "proxy",
+            "interfaces": ["eth1", "eth2"],
+            "metrics": dhcp.metrics.snapshot(),
+        },
+        "http": {
+            "listen": ["[::1]:8080"],
+            "root": root,
+            "metrics": http.snapshot(),
+            "install": {
+                "scripts_install": 0,
+                "scripts_local": 0,
+                "templates_rendered": 0,
+                "callbacks": 1,
+                "unknown_hosts": 0,
+                "errors": 0,
+            },
+            // The built-in iPXE scripts (no `[install] templates` directory).
+            "templates": ["ipxe/install.ipxe", "ipxe/local.ipxe"],
+        },
+        "filter": {
+            "policy": {
+                "drop_non_pxe": true,
+                "rate_per_sec": 5,
+                "burst": 7,
+                "allow_list": false,
+                "deny": 2,
+            },
+            "interfaces": [
+                { "name": "eth1", "placement": "skb" },
+                { "name": "eth2", "placement": "userspace" },
+            ],
+            "xdp": null,
+            "userspace": {
+                "seen": 0,
+                "passed": 0,
+                "dropped_not_pxe": 0,
+                "dropped_rate": 0,
+                "dropped_denied": 0,
+                "malformed": 0,
+            },
+        },
+    });
+    assert_eq!(document(&state), want.to_string());
+    let doc: serde_json::Value = serde_json::from_str(&document(&state)).unwrap();
+    assert_eq!(doc["dhcp"]["metrics"]["received"], 4);
+    assert_eq!(doc["http"]["metrics"]["requests"], 2);
+}
