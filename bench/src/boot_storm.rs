@@ -33,29 +33,16 @@ use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::boot_client::{BootClient, BootPlan, Step, Transmit};
-use crate::dhcp_client::{self, Arch, ClientConfig, Dest, Mode, Verdict};
-use crate::dhcp_storm::{self, ArchCount, Arrival, Latency, Rng};
+use crate::dhcp_client::{self, ClientConfig, Dest, Mode, Verdict};
+use crate::dhcp_storm::{self, ArchCount, Arrival, DhcpParams, Latency, Rng};
 use crate::http_client::HttpFailure;
 use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch, SocketOptions};
 
 #[derive(Debug, Clone)]
 pub struct BootParams {
-    pub clients: usize,
-    pub mode: Mode,
-    pub arch_mix: Vec<(Arch, u32)>,
-    pub mac_base: [u8; 6],
-    pub arrival: Arrival,
-    pub interface: Option<String>,
-    /// Where DISCOVERs and REQUESTs go (port 67).
-    pub dhcp_server: Ipv4Addr,
+    /// The clients, their DHCP and the run's deadline (the DHCP server is `dhcp.server`).
+    pub dhcp: DhcpParams,
     pub plan: BootPlan,
-    /// Multiplies the PXE DHCP retransmission timeouts (4, 8, 16, 32 s).
-    pub timeout_scale: f64,
-    /// Unfinished clients are counted as failed after this long.
-    pub deadline: Duration,
-    pub seed: u64,
-    /// Port of the shared DHCP client socket (68 for real servers).
-    pub client_port: u16,
     pub verify_dir: Option<PathBuf>,
     /// TFTP source addresses, client i uses `sources[i % len]`; empty: the wildcard.
     pub sources: Vec<Ipv4Addr>,
@@ -700,21 +687,21 @@ fn human_bytes(b: u64) -> String {
 }
 
 pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
-    if p.clients == 0 {
+    if p.dhcp.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    if p.clients >= u32::MAX as usize / 2 {
+    if p.dhcp.clients >= u32::MAX as usize / 2 {
         bail!("--clients is too large");
     }
     // One socket per concurrent TFTP transfer (at most one per client) plus our own.
     let fd_limit = raise_nofile().context("getrlimit(RLIMIT_NOFILE)")?;
-    let need = p.clients as u64 + 64;
+    let need = p.dhcp.clients as u64 + 64;
     if need > fd_limit {
         bail!(
             "--clients {} needs up to {need} open files (one TFTP socket per client at once), \
              but RLIMIT_NOFILE allows {fd_limit} (soft raised to hard): use fewer clients, or \
              run several processes",
-            p.clients
+            p.dhcp.clients
         );
     }
     // The server answers every source address through its neighbour (ARP) table, whose size
@@ -723,13 +710,13 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     if let Some(max) = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
-        && p.sources.len().min(p.clients) > max
+        && p.sources.len().min(p.dhcp.clients) > max
     {
         eprintln!(
             "warning: {} TFTP source addresses but net.ipv4.neigh.default.gc_thresh3 is {max}: \
              the server's neighbour table will overflow and drop packets; raise \
              net.ipv4.neigh.default.gc_thresh1/2/3 (global sysctls) above the address count",
-            p.sources.len().min(p.clients)
+            p.sources.len().min(p.dhcp.clients)
         );
     }
     let epoll = Epoll::new(512).context("epoll_create1")?;
@@ -737,18 +724,18 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         (None, None)
     } else {
         let sock = mmsg::udp_socket(&SocketOptions {
-            bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.client_port),
-            interface: p.interface.clone(),
+            bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.dhcp.client_port),
+            interface: p.dhcp.interface.clone(),
             rcvbuf: 32 << 20,
             sndbuf: 8 << 20,
         })
         .context("the shared DHCP client socket")?;
         epoll.add(sock.as_raw_fd(), TOKEN_DHCP)?;
-        let proxy = match p.mode {
+        let proxy = match p.dhcp.mode {
             Mode::Proxy => {
                 let s = mmsg::udp_socket(&SocketOptions {
                     bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-                    interface: p.interface.clone(),
+                    interface: p.dhcp.interface.clone(),
                     rcvbuf: 16 << 20,
                     sndbuf: 4 << 20,
                 })
@@ -762,11 +749,11 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     };
 
     // Client identities now, state machines at their arrival.
-    let archs = dhcp_storm::assign_archs(&p.arch_mix, p.clients);
-    let timeouts = ClientConfig::pxe_timeouts(p.timeout_scale);
-    let mut rng = Rng(p.seed | 1);
-    let mut xids: HashSet<u32> = HashSet::with_capacity(p.clients * 2);
-    let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(p.clients);
+    let archs = dhcp_storm::assign_archs(&p.dhcp.arch_mix, p.dhcp.clients);
+    let timeouts = ClientConfig::pxe_timeouts(p.dhcp.timeout_scale);
+    let mut rng = Rng(p.dhcp.seed | 1);
+    let mut xids: HashSet<u32> = HashSet::with_capacity(p.dhcp.clients * 2);
+    let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(p.dhcp.clients);
     for (i, &arch) in archs.iter().enumerate() {
         let xid = loop {
             let x = (rng.next() >> 32) as u32;
@@ -775,7 +762,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             }
         };
         xids.insert(xid);
-        let mac = dhcp_storm::mac_add(p.mac_base, i as u64);
+        let mac = dhcp_storm::mac_add(p.dhcp.mac_base, i as u64);
         let mut uuid = [0u8; 16];
         uuid[..8].copy_from_slice(&rng.next().to_le_bytes());
         uuid[8..10].copy_from_slice(&(i as u16).to_be_bytes());
@@ -784,7 +771,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             mac,
             uuid,
             arch,
-            mode: p.mode,
+            mode: p.dhcp.mode,
             xid,
             timeouts: timeouts.clone(),
         }));
@@ -792,24 +779,24 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     let plan = Arc::new(p.plan.clone());
     let hist = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3);
     let mut stage_counts = [0usize; 7];
-    stage_counts[0] = p.clients;
+    stage_counts[0] = p.dhcp.clients;
     let mut sim = Sim {
         start: Instant::now(),
-        clients: (0..p.clients).map(|_| None).collect(),
-        stage: vec![Stage::Waiting; p.clients],
+        clients: (0..p.dhcp.clients).map(|_| None).collect(),
+        stage: vec![Stage::Waiting; p.dhcp.clients],
         stage_counts,
-        socks: (0..p.clients).map(|_| None).collect(),
+        socks: (0..p.dhcp.clients).map(|_| None).collect(),
         open_socks: 0,
         max_open: 0,
-        tcp: (0..p.clients).map(|_| None).collect(),
+        tcp: (0..p.dhcp.clients).map(|_| None).collect(),
         open_tcp: 0,
         http: HttpStats::default(),
         http_buf: vec![0u8; HTTP_READ].into_boxed_slice(),
-        armed: vec![None; p.clients],
-        timers: BinaryHeap::with_capacity(p.clients),
+        armed: vec![None; p.dhcp.clients],
+        timers: BinaryHeap::with_capacity(p.dhcp.clients),
         dhcp_fd: dhcp_sock.as_ref().map_or(-1, |s| s.as_raw_fd()),
         proxy_fd: proxy_sock.as_ref().map(|s| s.as_raw_fd()),
-        dhcp_server: SocketAddrV4::new(p.dhcp_server, DHCP_SERVER_PORT),
+        dhcp_server: SocketAddrV4::new(p.dhcp.server, DHCP_SERVER_PORT),
         out: SendBatch::new(),
         out_proxy: SendBatch::new(),
         buf: Vec::with_capacity(1500),
@@ -818,16 +805,16 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             cache: HashMap::new(),
         },
         sources: p.sources.clone(),
-        interface: p.interface.clone(),
+        interface: p.dhcp.interface.clone(),
         epoll,
         finished: 0,
-        recorded: vec![false; p.clients],
+        recorded: vec![false; p.dhcp.clients],
         tally: Tally {
             hists: [hist()?, hist()?, hist()?, hist()?, hist()?],
             ok: 0,
             failures: BTreeMap::new(),
             per_arch: BTreeMap::new(),
-            completions: Vec::with_capacity(p.clients),
+            completions: Vec::with_capacity(p.dhcp.clients),
             failure_times: Vec::new(),
             last_finished: Duration::ZERO,
             dhcp_naks: 0,
@@ -838,7 +825,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         recv_errors: ErrorCounts::new(),
         bytes: 0,
         retransmits: Retransmits::default(),
-        counted: vec![(0, 0, 0); p.clients],
+        counted: vec![(0, 0, 0); p.dhcp.clients],
         unknown_client: 0,
         stray: 0,
         gro: p.gro,
@@ -852,7 +839,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
 
     let progress = (p.progress && io::stderr().is_terminal()).then(|| {
         let pb = indicatif::ProgressBar::with_draw_target(
-            Some(p.clients as u64),
+            Some(p.dhcp.clients as u64),
             indicatif::ProgressDrawTarget::stderr_with_hz(5),
         );
         if let Ok(style) = indicatif::ProgressStyle::with_template(
@@ -867,18 +854,18 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     let cpu0 = mmsg::cpu_time();
     let start = Instant::now();
     sim.start = start;
-    let give_up = start + p.deadline;
+    let give_up = start + p.dhcp.deadline;
     let mut next_arrival = 0usize;
     let mut next_tick = start;
     let mut last_bytes = (start, 0u64);
 
-    while sim.finished < p.clients {
+    while sim.finished < p.dhcp.clients {
         let now = Instant::now();
         if now >= give_up {
             break;
         }
         // Arrivals.
-        while next_arrival < p.clients && start + p.arrival.offset(next_arrival) <= now {
+        while next_arrival < p.dhcp.clients && start + p.dhcp.arrival.offset(next_arrival) <= now {
             let i = next_arrival;
             next_arrival += 1;
             if let Some(cfg) = configs[i].take() {
@@ -919,7 +906,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             sim.drive(i, now);
         }
         sim.flush_dhcp();
-        if sim.finished >= p.clients {
+        if sim.finished >= p.dhcp.clients {
             break;
         }
 
@@ -928,8 +915,8 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         if let Some(&Reverse((at, _))) = sim.timers.peek() {
             wake = wake.min(at);
         }
-        if next_arrival < p.clients {
-            wake = wake.min(start + p.arrival.offset(next_arrival));
+        if next_arrival < p.dhcp.clients {
+            wake = wake.min(start + p.dhcp.arrival.offset(next_arrival));
         }
         if progress.is_some() {
             wake = wake.min(next_tick);
@@ -956,8 +943,9 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
                     for j in 0..got {
                         let (bytes, _from) = inb.datagram(j);
                         sim.packets.dhcp_received += 1;
-                        let idx = dhcp_client::peek_chaddr(bytes)
-                            .and_then(|m| dhcp_storm::mac_index(p.mac_base, m, p.clients));
+                        let idx = dhcp_client::peek_chaddr(bytes).and_then(|m| {
+                            dhcp_storm::mac_index(p.dhcp.mac_base, m, p.dhcp.clients)
+                        });
                         let Some(i) = idx else {
                             sim.unknown_client += 1;
                             continue;
@@ -982,7 +970,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
             }
             if token & TOKEN_HTTP != 0 {
                 let i = (token & !TOKEN_HTTP) as usize;
-                if i < p.clients {
+                if i < p.dhcp.clients {
                     sim.http_event(i, sim.epoll.events(k));
                 }
                 continue;
@@ -1144,9 +1132,9 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     let system = cpu1.1.saturating_sub(cpu0.1).as_secs_f64();
     let wall_s = wall.as_secs_f64();
     Ok(BootReport {
-        clients: p.clients,
+        clients: p.dhcp.clients,
         ok: t.ok,
-        failed: p.clients as u64 - t.ok,
+        failed: p.dhcp.clients as u64 - t.ok,
         failures: std::mem::take(&mut t.failures),
         retransmits: sim.retransmits.clone(),
         phases: Phases {
@@ -1164,12 +1152,12 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         cpu_user_s: user,
         cpu_system_s: system,
         cpu_percent: 100.0 * (user + system) / wall_s.max(1e-9),
-        mode: match p.mode {
+        mode: match p.dhcp.mode {
             Mode::Full => "full",
             Mode::Proxy => "proxy",
         },
         skip_dhcp: p.plan.skip_dhcp,
-        arrival: match p.arrival {
+        arrival: match p.dhcp.arrival {
             Arrival::Storm => "storm".into(),
             Arrival::Ramp(n) => format!("ramp:{n}/s"),
             Arrival::Rate(n) => format!("rate:{n}/s"),

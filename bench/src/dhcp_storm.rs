@@ -129,16 +129,20 @@ pub fn mac_index(base: [u8; 6], mac: [u8; 6], n: usize) -> Option<usize> {
     usize::try_from(i).ok().filter(|&i| i < n)
 }
 
+/// The DHCP half of a run, the whole of a `dhcp-storm` and the first phase of a `boot`: how many
+/// machines, who they are, when they start, where their DHCP goes and how long they have.
 #[derive(Debug, Clone)]
-pub struct StormParams {
+pub struct DhcpParams {
     pub clients: usize,
     pub mode: Mode,
     pub arch_mix: Vec<(Arch, u32)>,
     pub mac_base: [u8; 6],
     pub arrival: Arrival,
+    /// Every socket of the run is bound to it (SO_BINDTODEVICE).
     pub interface: Option<String>,
     /// Where DISCOVERs and REQUESTs go (port 67).
     pub server: Ipv4Addr,
+    /// Multiplies the PXE DHCP retransmission timeouts (4, 8, 16, 32 s).
     pub timeout_scale: f64,
     /// Unfinished clients are abandoned (and counted as failed) after this long.
     pub deadline: Duration,
@@ -297,7 +301,7 @@ impl Rng {
     }
 }
 
-pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
+pub fn run(p: &DhcpParams) -> anyhow::Result<StormReport> {
     if p.clients == 0 {
         bail!("--clients must be at least 1");
     }
