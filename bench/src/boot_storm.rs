@@ -18,7 +18,7 @@
 //! counts.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::io::{self, IsTerminal, Read};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -28,15 +28,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use pxe_proto::consts::{DHCP_SERVER_PORT, PXE_PORT};
+use pxe_proto::consts::PXE_PORT;
 use serde::Serialize;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::boot_client::{BootClient, BootPlan, Step, Transmit};
-use crate::dhcp_client::{self, ClientConfig, Dest, Mode, Verdict};
-use crate::dhcp_storm::{self, ArchCount, Arrival, DhcpParams, Latency, Rng};
+use crate::dhcp_client::{Dest, Verdict};
+use crate::dhcp_storm::{ArchCount, Arrival, DhcpParams, Latency};
 use crate::http_client::HttpFailure;
-use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch, SocketOptions};
+use crate::mmsg::{self, ErrorCounts, RecvBatch, SendBatch};
 
 #[derive(Debug, Clone)]
 pub struct BootParams {
@@ -723,59 +723,16 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     let (dhcp_sock, proxy_sock) = if p.plan.skip_dhcp {
         (None, None)
     } else {
-        let sock = mmsg::udp_socket(&SocketOptions {
-            bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.dhcp.client_port),
-            interface: p.dhcp.interface.clone(),
-            rcvbuf: 32 << 20,
-            sndbuf: 8 << 20,
-        })
-        .context("the shared DHCP client socket")?;
+        let (sock, proxy) = p.dhcp.open_sockets()?;
         epoll.add(sock.as_raw_fd(), TOKEN_DHCP)?;
-        let proxy = match p.dhcp.mode {
-            Mode::Proxy => {
-                let s = mmsg::udp_socket(&SocketOptions {
-                    bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-                    interface: p.dhcp.interface.clone(),
-                    rcvbuf: 16 << 20,
-                    sndbuf: 4 << 20,
-                })
-                .context("the port-4011 request socket")?;
-                epoll.add(s.as_raw_fd(), TOKEN_PROXY)?;
-                Some(s)
-            }
-            Mode::Full => None,
-        };
+        if let Some(s) = &proxy {
+            epoll.add(s.as_raw_fd(), TOKEN_PROXY)?;
+        }
         (Some(sock), proxy)
     };
 
     // Client identities now, state machines at their arrival.
-    let archs = dhcp_storm::assign_archs(&p.dhcp.arch_mix, p.dhcp.clients);
-    let timeouts = ClientConfig::pxe_timeouts(p.dhcp.timeout_scale);
-    let mut rng = Rng(p.dhcp.seed | 1);
-    let mut xids: HashSet<u32> = HashSet::with_capacity(p.dhcp.clients * 2);
-    let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(p.dhcp.clients);
-    for (i, &arch) in archs.iter().enumerate() {
-        let xid = loop {
-            let x = (rng.next() >> 32) as u32;
-            if x != 0 && !xids.contains(&x) {
-                break x;
-            }
-        };
-        xids.insert(xid);
-        let mac = dhcp_storm::mac_add(p.dhcp.mac_base, i as u64);
-        let mut uuid = [0u8; 16];
-        uuid[..8].copy_from_slice(&rng.next().to_le_bytes());
-        uuid[8..10].copy_from_slice(&(i as u16).to_be_bytes());
-        uuid[10..].copy_from_slice(&mac);
-        configs.push(Some(ClientConfig {
-            mac,
-            uuid,
-            arch,
-            mode: p.dhcp.mode,
-            xid,
-            timeouts: timeouts.clone(),
-        }));
-    }
+    let mut configs = p.dhcp.client_configs();
     let plan = Arc::new(p.plan.clone());
     let hist = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3);
     let mut stage_counts = [0usize; 7];
@@ -796,7 +753,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         timers: BinaryHeap::with_capacity(p.dhcp.clients),
         dhcp_fd: dhcp_sock.as_ref().map_or(-1, |s| s.as_raw_fd()),
         proxy_fd: proxy_sock.as_ref().map(|s| s.as_raw_fd()),
-        dhcp_server: SocketAddrV4::new(p.dhcp.server, DHCP_SERVER_PORT),
+        dhcp_server: p.dhcp.server_addr(),
         out: SendBatch::new(),
         out_proxy: SendBatch::new(),
         buf: Vec::with_capacity(1500),
@@ -943,10 +900,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
                     for j in 0..got {
                         let (bytes, _from) = inb.datagram(j);
                         sim.packets.dhcp_received += 1;
-                        let idx = dhcp_client::peek_chaddr(bytes).and_then(|m| {
-                            dhcp_storm::mac_index(p.dhcp.mac_base, m, p.dhcp.clients)
-                        });
-                        let Some(i) = idx else {
+                        let Some(i) = p.dhcp.client_of(bytes) else {
                             sim.unknown_client += 1;
                             continue;
                         };
@@ -1152,10 +1106,7 @@ pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
         cpu_user_s: user,
         cpu_system_s: system,
         cpu_percent: 100.0 * (user + system) / wall_s.max(1e-9),
-        mode: match p.dhcp.mode {
-            Mode::Full => "full",
-            Mode::Proxy => "proxy",
-        },
+        mode: p.dhcp.mode.name(),
         skip_dhcp: p.plan.skip_dhcp,
         arrival: match p.dhcp.arrival {
             Arrival::Storm => "storm".into(),

@@ -99,6 +99,16 @@ pub enum Mode {
     Proxy,
 }
 
+impl Mode {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::Proxy => "proxy",
+        }
+    }
+}
+
 /// One simulated machine.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
