@@ -298,6 +298,26 @@ pub struct StormReport {
     pub socket_sndbuf: usize,
 }
 
+/// The text report's failures by cause and clients per architecture (with the boot files the
+/// successful ones were given), a line each.
+pub fn write_outcomes(
+    f: &mut std::fmt::Formatter<'_>,
+    failures: &BTreeMap<String, u64>,
+    per_arch: &BTreeMap<&'static str, ArchCount>,
+) -> std::fmt::Result {
+    for (cause, n) in failures {
+        writeln!(f, "  failure {cause}: {n}")?;
+    }
+    for (arch, c) in per_arch {
+        write!(f, "  {arch}: {} clients, {} ok", c.clients, c.ok)?;
+        for (file, n) in &c.boot_files {
+            write!(f, "  [{file}: {n}]")?;
+        }
+        writeln!(f)?;
+    }
+    Ok(())
+}
+
 /// Per-run counters and histograms.
 struct Tally {
     d2o: Histogram<u64>,
@@ -614,16 +634,7 @@ impl std::fmt::Display for StormReport {
             "dhcp-storm ({} mode): clients {}  ok {}  failed {}",
             self.mode, self.clients, self.ok, self.failed
         )?;
-        for (cause, n) in &self.failures {
-            writeln!(f, "  failure {cause}: {n}")?;
-        }
-        for (arch, c) in &self.per_arch {
-            write!(f, "  {arch}: {} clients, {} ok", c.clients, c.ok)?;
-            for (file, n) in &c.boot_files {
-                write!(f, "  [{file}: {n}]")?;
-            }
-            writeln!(f)?;
-        }
+        write_outcomes(f, &self.failures, &self.per_arch)?;
         if self.duplicate_addresses > 0 {
             writeln!(
                 f,

@@ -12,7 +12,7 @@ use super::event_loop::Ran;
 use super::sim::Sim;
 use crate::boot_client::{BootClient, BootPlan, Step};
 use crate::dhcp_client::ClientConfig;
-use crate::dhcp_storm::{ArchCount, Arrival, Latency};
+use crate::dhcp_storm::{ArchCount, Arrival, Latency, write_outcomes};
 use crate::mmsg::ErrorCounts;
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -327,16 +327,7 @@ impl std::fmt::Display for BootReport {
             self.ok,
             self.failed
         )?;
-        for (cause, n) in &self.failures {
-            writeln!(f, "  failure {cause}: {n}")?;
-        }
-        for (arch, c) in &self.per_arch {
-            write!(f, "  {arch}: {} clients, {} ok", c.clients, c.ok)?;
-            for (file, n) in &c.boot_files {
-                write!(f, "  [{file}: {n}]")?;
-            }
-            writeln!(f)?;
-        }
+        write_outcomes(f, &self.failures, &self.per_arch)?;
         let via: Vec<String> = self
             .transports
             .iter()
