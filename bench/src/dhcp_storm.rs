@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashSet};
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
@@ -130,16 +130,20 @@ pub fn mac_index(base: [u8; 6], mac: [u8; 6], n: usize) -> Option<usize> {
     usize::try_from(i).ok().filter(|&i| i < n)
 }
 
+/// The DHCP half of a run, the whole of a `dhcp-storm` and the first phase of a `boot`: how many
+/// machines, who they are, when they start, where their DHCP goes and how long they have.
 #[derive(Debug, Clone)]
-pub struct StormParams {
+pub struct DhcpParams {
     pub clients: usize,
     pub mode: Mode,
     pub arch_mix: Vec<(Arch, u32)>,
     pub mac_base: [u8; 6],
     pub arrival: Arrival,
+    /// Every socket of the run is bound to it (SO_BINDTODEVICE).
     pub interface: Option<String>,
     /// Where DISCOVERs and REQUESTs go (port 67).
     pub server: Ipv4Addr,
+    /// Multiplies the PXE DHCP retransmission timeouts (4, 8, 16, 32 s).
     pub timeout_scale: f64,
     /// Unfinished clients are abandoned (and counted as failed) after this long.
     pub deadline: Duration,
@@ -147,6 +151,77 @@ pub struct StormParams {
     pub seed: u64,
     /// Port the shared client socket binds (68 for real servers).
     pub client_port: u16,
+}
+
+impl DhcpParams {
+    /// Every client's identity, by index (each taken when its client arrives): its
+    /// architecture from the mix, MAC `mac_base + i`, a UUID, and an xid no other client has,
+    /// all drawn from the seed.
+    pub fn client_configs(&self) -> Vec<Option<ClientConfig>> {
+        let archs = assign_archs(&self.arch_mix, self.clients);
+        let timeouts = ClientConfig::pxe_timeouts(self.timeout_scale);
+        let mut rng = Rng(self.seed | 1);
+        let mut xids: HashSet<u32> = HashSet::with_capacity(self.clients * 2);
+        let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(self.clients);
+        for (i, &arch) in archs.iter().enumerate() {
+            let xid = loop {
+                let x = (rng.next() >> 32) as u32;
+                if x != 0 && !xids.contains(&x) {
+                    break x;
+                }
+            };
+            xids.insert(xid);
+            let mac = mac_add(self.mac_base, i as u64);
+            let mut uuid = [0u8; 16];
+            uuid[..8].copy_from_slice(&rng.next().to_le_bytes());
+            uuid[8..10].copy_from_slice(&(i as u16).to_be_bytes());
+            uuid[10..].copy_from_slice(&mac);
+            configs.push(Some(ClientConfig {
+                mac,
+                uuid,
+                arch,
+                mode: self.mode,
+                xid,
+                timeouts: timeouts.clone(),
+            }));
+        }
+        configs
+    }
+
+    /// The clients' shared DHCP socket (on `client_port`: broadcast answers reach it) and, in
+    /// proxy mode, the socket of their REQUESTs to the boot server's port 4011.
+    pub fn open_sockets(&self) -> anyhow::Result<(UdpSocket, Option<UdpSocket>)> {
+        let sock = pxe_net::open_udp(&UdpOptions {
+            bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.client_port),
+            interface: self.interface.clone(),
+            rcvbuf: 32 << 20,
+            sndbuf: 8 << 20,
+        })
+        .context("the shared DHCP client socket")?;
+        let proxy_sock = match self.mode {
+            Mode::Proxy => Some(
+                pxe_net::open_udp(&UdpOptions {
+                    bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+                    interface: self.interface.clone(),
+                    rcvbuf: 16 << 20,
+                    sndbuf: 4 << 20,
+                })
+                .context("the port-4011 request socket")?,
+            ),
+            Mode::Full => None,
+        };
+        Ok((sock, proxy_sock))
+    }
+
+    /// Where DISCOVERs and REQUESTs go.
+    pub fn server_addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.server, DHCP_SERVER_PORT)
+    }
+
+    /// Which client a DHCP reply is for, by its chaddr.
+    pub fn client_of(&self, reply: &[u8]) -> Option<usize> {
+        dhcp_client::peek_chaddr(reply).and_then(|m| mac_index(self.mac_base, m, self.clients))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -221,6 +296,26 @@ pub struct StormReport {
     pub cpu_percent: f64,
     pub socket_rcvbuf: usize,
     pub socket_sndbuf: usize,
+}
+
+/// The text report's failures by cause and clients per architecture (with the boot files the
+/// successful ones were given), a line each.
+pub fn write_outcomes(
+    f: &mut std::fmt::Formatter<'_>,
+    failures: &BTreeMap<String, u64>,
+    per_arch: &BTreeMap<&'static str, ArchCount>,
+) -> std::fmt::Result {
+    for (cause, n) in failures {
+        writeln!(f, "  failure {cause}: {n}")?;
+    }
+    for (arch, c) in per_arch {
+        write!(f, "  {arch}: {} clients, {} ok", c.clients, c.ok)?;
+        for (file, n) in &c.boot_files {
+            write!(f, "  [{file}: {n}]")?;
+        }
+        writeln!(f)?;
+    }
+    Ok(())
 }
 
 /// Per-run counters and histograms.
@@ -298,29 +393,11 @@ impl Rng {
     }
 }
 
-pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
+pub fn run(p: &DhcpParams) -> anyhow::Result<StormReport> {
     if p.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    let sock = pxe_net::open_udp(&UdpOptions {
-        bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p.client_port),
-        interface: p.interface.clone(),
-        rcvbuf: 32 << 20,
-        sndbuf: 8 << 20,
-    })
-    .context("the shared DHCP client socket")?;
-    let proxy_sock = match p.mode {
-        Mode::Proxy => Some(
-            pxe_net::open_udp(&UdpOptions {
-                bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
-                interface: p.interface.clone(),
-                rcvbuf: 16 << 20,
-                sndbuf: 4 << 20,
-            })
-            .context("the port-4011 request socket")?,
-        ),
-        Mode::Full => None,
-    };
+    let (sock, proxy_sock) = p.open_sockets()?;
     let (socket_rcvbuf, socket_sndbuf) = pxe_net::buffer_sizes(&sock);
     let fd = sock.as_raw_fd();
     let proxy_fd = proxy_sock.as_ref().map(|s| s.as_raw_fd());
@@ -328,39 +405,13 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     fds.extend(proxy_sock.as_ref().map(|s| s.as_fd()));
 
     // Clients: configs now, state machines at their arrival.
-    let archs = assign_archs(&p.arch_mix, p.clients);
-    let timeouts = ClientConfig::pxe_timeouts(p.timeout_scale);
-    let mut rng = Rng(p.seed | 1);
-    let mut xids: HashSet<u32> = HashSet::with_capacity(p.clients * 2);
-    let mut configs: Vec<Option<ClientConfig>> = Vec::with_capacity(p.clients);
-    for (i, &arch) in archs.iter().enumerate() {
-        let xid = loop {
-            let x = (rng.next() >> 32) as u32;
-            if x != 0 && !xids.contains(&x) {
-                break x;
-            }
-        };
-        xids.insert(xid);
-        let mac = mac_add(p.mac_base, i as u64);
-        let mut uuid = [0u8; 16];
-        uuid[..8].copy_from_slice(&rng.next().to_le_bytes());
-        uuid[8..10].copy_from_slice(&(i as u16).to_be_bytes());
-        uuid[10..].copy_from_slice(&mac);
-        configs.push(Some(ClientConfig {
-            mac,
-            uuid,
-            arch,
-            mode: p.mode,
-            xid,
-            timeouts: timeouts.clone(),
-        }));
-    }
+    let mut configs = p.client_configs();
     let mut clients: Vec<Option<DhcpClient>> = (0..p.clients).map(|_| None).collect();
     let mut recorded = vec![false; p.clients];
     let mut armed: Vec<Option<Instant>> = vec![None; p.clients];
     let mut timers: BinaryHeap<Reverse<(Instant, u32)>> = BinaryHeap::with_capacity(p.clients);
 
-    let server = SocketAddrV4::new(p.server, DHCP_SERVER_PORT);
+    let server = p.server_addr();
     let mut out = SendBatch::new();
     let mut out_proxy = SendBatch::new();
     let mut inb = RecvBatch::new();
@@ -479,9 +530,7 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
                 for k in 0..n {
                     let (bytes, _from) = inb.datagram(k);
                     received += 1;
-                    let idx = dhcp_client::peek_chaddr(bytes)
-                        .and_then(|m| mac_index(p.mac_base, m, p.clients));
-                    let Some(i) = idx else {
+                    let Some(i) = p.client_of(bytes) else {
                         unknown_client += 1;
                         continue;
                     };
@@ -549,10 +598,7 @@ pub fn run(p: &StormParams) -> anyhow::Result<StormReport> {
     let user = cpu1.0.saturating_sub(cpu0.0).as_secs_f64();
     let system = cpu1.1.saturating_sub(cpu0.1).as_secs_f64();
     Ok(StormReport {
-        mode: match p.mode {
-            Mode::Full => "full",
-            Mode::Proxy => "proxy",
-        },
+        mode: p.mode.name(),
         clients: p.clients,
         ok: tally.ok,
         failed: p.clients as u64 - tally.ok,
@@ -588,16 +634,7 @@ impl std::fmt::Display for StormReport {
             "dhcp-storm ({} mode): clients {}  ok {}  failed {}",
             self.mode, self.clients, self.ok, self.failed
         )?;
-        for (cause, n) in &self.failures {
-            writeln!(f, "  failure {cause}: {n}")?;
-        }
-        for (arch, c) in &self.per_arch {
-            write!(f, "  {arch}: {} clients, {} ok", c.clients, c.ok)?;
-            for (file, n) in &c.boot_files {
-                write!(f, "  [{file}: {n}]")?;
-            }
-            writeln!(f)?;
-        }
+        write_outcomes(f, &self.failures, &self.per_arch)?;
         if self.duplicate_addresses > 0 {
             writeln!(
                 f,
@@ -701,5 +738,59 @@ mod tests {
         let top = parse_mac("ff:ff:ff:ff:ff:fe").unwrap();
         assert_eq!(mac_index(top, mac_add(top, 3), 10), Some(3));
         assert!(parse_mac("52:54:00:00:00:zz").is_err());
+    }
+
+    #[test]
+    fn client_identities_are_distinct_and_follow_the_seed() {
+        let p = DhcpParams {
+            clients: 500,
+            mode: Mode::Proxy,
+            arch_mix: parse_arch_mix("bios=1,uefi=1").unwrap(),
+            mac_base: parse_mac("02:42:00:00:00:00").unwrap(),
+            arrival: Arrival::Storm,
+            interface: None,
+            server: Ipv4Addr::BROADCAST,
+            timeout_scale: 0.5,
+            deadline: Duration::from_secs(1),
+            seed: 42,
+            client_port: 0,
+        };
+        let configs: Vec<ClientConfig> = p.client_configs().into_iter().flatten().collect();
+        assert_eq!(configs.len(), 500);
+        let xids: HashSet<u32> = configs.iter().map(|c| c.xid).collect();
+        assert_eq!(xids.len(), 500);
+        assert!(!xids.contains(&0));
+        for (i, c) in configs.iter().enumerate() {
+            assert_eq!(c.mac, mac_add(p.mac_base, i as u64));
+            assert_eq!(p.client_of(&reply_to(c.mac)), Some(i));
+            assert_eq!(c.uuid[10..], c.mac);
+            assert_eq!(c.mode, Mode::Proxy);
+            assert_eq!(c.timeouts, ClientConfig::pxe_timeouts(0.5));
+        }
+        assert_eq!(configs[0].arch, Arch::Bios);
+        assert_eq!(configs[1].arch, Arch::UefiX64);
+        let again: Vec<u32> = p
+            .client_configs()
+            .into_iter()
+            .flatten()
+            .map(|c| c.xid)
+            .collect();
+        assert_eq!(again, configs.iter().map(|c| c.xid).collect::<Vec<_>>());
+        let other = DhcpParams {
+            seed: 44,
+            ..p.clone()
+        };
+        assert_ne!(
+            other.client_configs()[0].as_ref().unwrap().xid,
+            configs[0].xid
+        );
+        assert_eq!(p.client_of(&reply_to(mac_add(p.mac_base, 500))), None);
+    }
+
+    /// A datagram with `mac` where a DHCP reply has its chaddr.
+    fn reply_to(mac: [u8; 6]) -> Vec<u8> {
+        let mut b = vec![0u8; 300];
+        b[28..34].copy_from_slice(&mac);
+        b
     }
 }

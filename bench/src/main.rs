@@ -84,37 +84,14 @@ enum Cmd {
     DhcpStorm {
         #[arg(long, default_value_t = 1000)]
         clients: usize,
-        /// full: DISCOVER/OFFER/REQUEST/ACK from one server. proxy: an address offer plus a
-        /// ProxyDHCP offer, then (if the proxy offer names no boot file) a REQUEST to port 4011.
-        #[arg(long, value_enum, default_value_t = ModeArg::Full)]
-        mode: ModeArg,
-        /// Architecture mix, weights: bios, uefi (x64), ipxe (BIOS + user class iPXE).
-        #[arg(long, default_value = "bios=50,uefi=40,ipxe=10")]
-        arch_mix: String,
-        /// MAC of client 0; client i has this + i.
-        #[arg(long, default_value = "02:42:00:00:00:00")]
-        mac_base: String,
-        /// storm (all at t=0), ramp:N/s (arrival rate grows by N/s each second), rate:N/s.
-        #[arg(long, default_value = "storm")]
-        arrival: String,
-        /// Interface to send and receive on (SO_BINDTODEVICE).
-        #[arg(long)]
-        interface: Option<String>,
+        #[command(flatten)]
+        dhcp: DhcpArgs,
         /// Where DISCOVERs and REQUESTs go (port 67).
         #[arg(long, default_value = "255.255.255.255")]
         server: std::net::Ipv4Addr,
-        /// Multiplies the PXE retransmission timeouts (4, 8, 16, 32 s).
-        #[arg(long, default_value_t = 1.0)]
-        timeout_scale: f64,
         /// Unfinished clients are counted as failed after this many seconds.
         #[arg(long, default_value_t = 120)]
         deadline_s: u64,
-        /// Seed of the transaction ids (default: from the clock).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Local port of the shared client socket.
-        #[arg(long, default_value_t = DHCP_CLIENT_PORT)]
-        client_port: u16,
         #[arg(long)]
         json: bool,
     },
@@ -125,17 +102,8 @@ enum Cmd {
     Boot {
         #[arg(long, default_value_t = 100)]
         clients: usize,
-        #[arg(long, value_enum, default_value_t = ModeArg::Full)]
-        mode: ModeArg,
-        /// Architecture mix, weights: bios, uefi (x64), ipxe (BIOS + user class iPXE).
-        #[arg(long, default_value = "bios=50,uefi=40,ipxe=10")]
-        arch_mix: String,
-        /// storm (all at t=0), ramp:N/s (arrival rate grows by N/s each second), rate:N/s.
-        #[arg(long, default_value = "storm")]
-        arrival: String,
-        /// Interface to send and receive on (SO_BINDTODEVICE, every socket).
-        #[arg(long)]
-        interface: Option<String>,
+        #[command(flatten)]
+        dhcp: DhcpArgs,
         /// Where DISCOVERs and REQUESTs go (port 67).
         #[arg(long, default_value = "255.255.255.255")]
         dhcp_server: std::net::Ipv4Addr,
@@ -180,9 +148,6 @@ enum Cmd {
         source_base: Option<std::net::Ipv4Addr>,
         #[arg(long, default_value_t = 1)]
         source_count: u32,
-        /// Multiplies the PXE DHCP retransmission timeouts (4, 8, 16, 32 s).
-        #[arg(long, default_value_t = 1.0)]
-        timeout_scale: f64,
         /// A fixed TFTP retransmission timeout for every phase, in milliseconds, instead of the
         /// firmware's schedule (iPXE: 0.25 s doubling up to 10 s, giving up after 15.75 s of
         /// silence; a UEFI boot file: 4 s, 6 retries).
@@ -194,15 +159,6 @@ enum Cmd {
         /// Unfinished clients are counted as failed after this many seconds.
         #[arg(long, default_value_t = 300)]
         deadline_s: u64,
-        /// MAC of client 0; client i has this + i.
-        #[arg(long, default_value = "02:42:00:00:00:00")]
-        mac_base: String,
-        /// Seed of the transaction ids (default: from the clock).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Local port of the shared DHCP client socket.
-        #[arg(long, default_value_t = DHCP_CLIENT_PORT)]
-        client_port: u16,
         /// Print the report as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -253,6 +209,61 @@ enum Cmd {
     /// The raw UDP limit of a path (sendmmsg, optionally GSO, same datagram size as TFTP), to
     /// quote TFTP results as a percentage of it.
     UdpLimit(udp_limit::Args),
+}
+
+/// The DHCP flags of `boot` and `dhcp-storm`. The client count, the DHCP server and the
+/// deadline stay with each command: their defaults (and the server's flag name) differ.
+#[derive(clap::Args)]
+struct DhcpArgs {
+    /// full: DISCOVER/OFFER/REQUEST/ACK from one server. proxy: an address offer plus a
+    /// ProxyDHCP offer, then (if the proxy offer names no boot file) a REQUEST to port 4011.
+    #[arg(long, value_enum, default_value_t = ModeArg::Full)]
+    mode: ModeArg,
+    /// Architecture mix, weights: bios, uefi (x64), ipxe (BIOS + user class iPXE).
+    #[arg(long, default_value = "bios=50,uefi=40,ipxe=10")]
+    arch_mix: String,
+    /// MAC of client 0; client i has this + i.
+    #[arg(long, default_value = "02:42:00:00:00:00")]
+    mac_base: String,
+    /// storm (all at t=0), ramp:N/s (arrival rate grows by N/s each second), rate:N/s.
+    #[arg(long, default_value = "storm")]
+    arrival: String,
+    /// Interface to send and receive on (SO_BINDTODEVICE, every socket).
+    #[arg(long)]
+    interface: Option<String>,
+    /// Multiplies the PXE DHCP retransmission timeouts (4, 8, 16, 32 s).
+    #[arg(long, default_value_t = 1.0)]
+    timeout_scale: f64,
+    /// Seed of the transaction ids (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Local port of the shared DHCP client socket.
+    #[arg(long, default_value_t = DHCP_CLIENT_PORT)]
+    client_port: u16,
+}
+
+impl DhcpArgs {
+    /// The run's DHCP half, with the command's own client count, DHCP server and deadline.
+    fn params(
+        self,
+        clients: usize,
+        server: std::net::Ipv4Addr,
+        deadline_s: u64,
+    ) -> anyhow::Result<dhcp_storm::DhcpParams> {
+        Ok(dhcp_storm::DhcpParams {
+            clients,
+            mode: self.mode.into(),
+            arch_mix: dhcp_storm::parse_arch_mix(&self.arch_mix)?,
+            mac_base: dhcp_storm::parse_mac(&self.mac_base)?,
+            arrival: dhcp_storm::Arrival::parse(&self.arrival)?,
+            interface: self.interface,
+            server,
+            timeout_scale: self.timeout_scale,
+            deadline: Duration::from_secs(deadline_s),
+            seed: seed_or_clock(self.seed),
+            client_port: self.client_port,
+        })
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -318,10 +329,7 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Boot {
             clients,
-            mode,
-            arch_mix,
-            arrival,
-            interface,
+            dhcp,
             dhcp_server,
             tftp_server,
             tftp_port,
@@ -335,13 +343,9 @@ fn main() -> anyhow::Result<()> {
             verify_dir,
             source_base,
             source_count,
-            timeout_scale,
             tftp_timeout_ms,
             tftp_retries,
             deadline_s,
-            mac_base,
-            seed,
-            client_port,
             json,
             html,
             no_progress,
@@ -374,13 +378,7 @@ fn main() -> anyhow::Result<()> {
             }
             let sources = source_addrs(source_base, source_count);
             let params = boot_storm::BootParams {
-                clients,
-                mode: mode.into(),
-                arch_mix: dhcp_storm::parse_arch_mix(&arch_mix)?,
-                mac_base: dhcp_storm::parse_mac(&mac_base)?,
-                arrival: dhcp_storm::Arrival::parse(&arrival)?,
-                interface,
-                dhcp_server,
+                dhcp: dhcp.params(clients, dhcp_server, deadline_s)?,
                 plan: boot_client::BootPlan {
                     skip_dhcp,
                     boot_file,
@@ -396,10 +394,6 @@ fn main() -> anyhow::Result<()> {
                     http,
                     http_timeout: Duration::from_millis(http_timeout_ms.max(1)),
                 },
-                timeout_scale,
-                deadline: Duration::from_secs(deadline_s),
-                seed: seed_or_clock(seed),
-                client_port,
                 verify_dir,
                 sources,
                 progress: !no_progress,
@@ -467,33 +461,12 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::DhcpStorm {
             clients,
-            mode,
-            arch_mix,
-            mac_base,
-            arrival,
-            interface,
+            dhcp,
             server,
-            timeout_scale,
             deadline_s,
-            seed,
-            client_port,
             json,
         } => {
-            let seed = seed_or_clock(seed);
-            let params = dhcp_storm::StormParams {
-                clients,
-                mode: mode.into(),
-                arch_mix: dhcp_storm::parse_arch_mix(&arch_mix)?,
-                mac_base: dhcp_storm::parse_mac(&mac_base)?,
-                arrival: dhcp_storm::Arrival::parse(&arrival)?,
-                interface,
-                server,
-                timeout_scale,
-                deadline: Duration::from_secs(deadline_s),
-                seed,
-                client_port,
-            };
-            let report = dhcp_storm::run(&params)?;
+            let report = dhcp_storm::run(&dhcp.params(clients, server, deadline_s)?)?;
             print_report(&report, json, report.failed > 0)?;
         }
         Cmd::DhcpFlood {
@@ -532,4 +505,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::UdpLimit(args) => udp_limit::main(&args)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }
