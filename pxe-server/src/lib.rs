@@ -2,7 +2,6 @@
 //!
 //! Protocol logic is sans-IO ([`tftp`]); the [`engine`]s own the sockets.
 pub mod config;
-pub mod control;
 pub mod daemon;
 pub mod dhcp;
 pub mod engine;

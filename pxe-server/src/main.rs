@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pxe_server::config::{Config, ConfigError};
-use pxe_server::control;
+use pxe_server::daemon::socket as control;
 use pxe_server::daemon::{self, Overrides, client};
 use pxe_server::engine::EngineChoice;
 use pxe_server::nextboot::HostAction;

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::daemon::messages::{HostAnswer, HostRow};
+use serde::{Deserialize, Serialize};
+
 use crate::dhcp::leases::LeaseError;
 use crate::hosts::{HostConfig, HostIndex, NextBoot};
 
@@ -197,6 +198,55 @@ mod tests {
         assert_eq!(decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]), None);
         assert_eq!(decode(&[1, 0]), None);
     }
+}
+
+/// The answer to a `host` request: `{"ok": true, "changed": N, "hosts": [...]}` when carried
+/// out, `{"ok": false, "error": "..."}` when refused (the shape of the daemon's error
+/// answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAnswer {
+    pub ok: bool,
+    /// How many hosts' next boot changed (present when `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<usize>,
+    /// The selected hosts, in config order (present when `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<HostRow>>,
+    /// Why the request was refused (present when not `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl HostAnswer {
+    pub fn done(changed: usize, hosts: Vec<HostRow>) -> HostAnswer {
+        HostAnswer {
+            ok: true,
+            changed: Some(changed),
+            hosts: Some(hosts),
+            error: None,
+        }
+    }
+
+    pub fn refused(error: impl Into<String>) -> HostAnswer {
+        HostAnswer {
+            ok: false,
+            changed: None,
+            hosts: None,
+            error: Some(error.into()),
+        }
+    }
+}
+
+/// One host in a [`HostAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRow {
+    /// Its hostname, else its key.
+    pub name: String,
+    /// `mac:...` or `uuid:...`.
+    pub key: Option<String>,
+    pub next_boot: NextBoot,
+    /// When its next boot was last set (none: the config's default applies).
+    pub changed_unix: Option<u64>,
 }
 
 /// What `pxe-server host SELECTOR ACTION` asks.

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::messages::{HostAnswer, Request};
+use super::socket::{self as control, ControlError};
 use super::unix_now;
 use crate::config::{Config, ConfigError, DEFAULT_CONTROL_SOCKET};
-use crate::control::{self, ControlError};
 use crate::dhcp::leases::LeaseError;
 use crate::nextboot::{self, HostAction, NextBootStore};
 

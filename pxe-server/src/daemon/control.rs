@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::messages::{Answer, ErrorAnswer, HostAnswer, Request};
+use super::socket::ControlSocket;
 use super::{DaemonState, unix_now};
-use crate::control::ControlSocket;
 use crate::nextboot::{self, HostAction};
 
 /// How often `serve` logs the counters.

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::dhcp::DhcpMode;
 use crate::dhcp::metrics::DhcpSnapshot;
-use crate::hosts::NextBoot;
 use crate::http::HttpSnapshot;
 use crate::nextboot::HostAction;
+pub use crate::nextboot::{HostAnswer, HostRow};
 use crate::tftp::metrics::TftpSnapshot;
 
 /// What a client asks the daemon.
@@ -90,37 +90,6 @@ impl ErrorAnswer {
     }
 }
 
-/// The answer to a `host` request: `{"ok": true, "changed": N, "hosts": [...]}` when carried
-/// out, `{"ok": false, "error": "..."}` (an [`ErrorAnswer`]) when refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostAnswer {
-    pub ok: bool,
-    /// How many hosts' next boot changed (present when `ok`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changed: Option<usize>,
-    /// The selected hosts, in config order (present when `ok`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hosts: Option<Vec<HostRow>>,
-    /// Why the request was refused (present when not `ok`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl HostAnswer {
-    pub fn done(changed: usize, hosts: Vec<HostRow>) -> HostAnswer {
-        HostAnswer {
-            ok: true,
-            changed: Some(changed),
-            hosts: Some(hosts),
-            error: None,
-        }
-    }
-
-    pub fn refused(error: impl Into<String>) -> HostAnswer {
-        ErrorAnswer::new(error).into()
-    }
-}
-
 impl From<ErrorAnswer> for HostAnswer {
     fn from(e: ErrorAnswer) -> HostAnswer {
         HostAnswer {
@@ -130,18 +99,6 @@ impl From<ErrorAnswer> for HostAnswer {
             error: Some(e.error),
         }
     }
-}
-
-/// One host in a [`HostAnswer`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostRow {
-    /// Its hostname, else its key.
-    pub name: String,
-    /// `mac:...` or `uuid:...`.
-    pub key: Option<String>,
-    pub next_boot: NextBoot,
-    /// When its next boot was last set (none: the config's default applies).
-    pub changed_unix: Option<u64>,
 }
 
 /// The status document (`pxe-server status`). A section is `null` when its service is off.

@@ -1,6 +1,6 @@
 //! The running daemon: start-up and shut-down ([`serve`]), the control thread ([`control`]:
 //! the periodic metrics log, SIGHUP [`reload`]s, the [`status`] document and the `host`
-//! requests on the control socket), the control socket's typed [`messages`], and the client
+//! requests), the control socket itself ([`socket`]) and its typed [`messages`], and the client
 //! side of `pxe-server status` and `pxe-server host` ([`client`]).
 //!
 //! The control thread's state is a [`DaemonState`]: the configuration in effect and a handle
@@ -12,6 +12,7 @@ mod control;
 pub mod messages;
 mod reload;
 mod serve;
+pub mod socket;
 mod status;
 #[cfg(test)]
 mod tests;

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use super::socket::{ControlError, ControlSocket};
 use super::{DaemonState, DhcpControl, Overrides, control};
 use crate::config::Config;
-use crate::control::{ControlError, ControlSocket};
 use crate::dhcp::leases::{self, LeaseError};
 use crate::dhcp::server::{DhcpServer, ServerError, ServiceStore};
 use crate::engine::{self, EngineError};

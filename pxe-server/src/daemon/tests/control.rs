@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Config;
-use crate::control::ControlSocket;
+use crate::daemon::socket::ControlSocket;
 use crate::hosts::NextBoot;
 use crate::nextboot::HostAction;
 

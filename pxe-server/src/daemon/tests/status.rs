@@ -52,7 +52,7 @@ fn tftp_only_status_has_null_sections() {
         3
     );
     // What `pxe-server status` prints from it.
-    let text = crate::control::render_text(&serde_json::to_value(state.status()).unwrap());
+    let text = crate::daemon::socket::render_text(&serde_json::to_value(state.status()).unwrap());
     for line in [
         "tftp:\n  engine: portable\n  threads: 1\n  listen: 127.0.0.1:6969\n",
         "    sessions_started: 3\n",

@@ -14,7 +14,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::daemon::messages::Request;
+use super::messages::Request;
 
 /// How long a client may take to send its request or read the answer before it is dropped.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
