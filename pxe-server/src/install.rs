@@ -17,6 +17,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use crate::hosts::{HostConfig, HostIndex, NextBoot};
+use crate::metrics;
 use crate::nextboot::NextBootStore;
 use crate::templates::{self, Templates};
 use pxe_proto::{ClientUuid, MacAddr};
@@ -39,33 +40,19 @@ impl Reply {
     }
 }
 
-/// Counters of the install routes (for `pxe-server status`).
-#[derive(Debug, Default)]
-pub struct InstallMetrics {
-    pub scripts_install: std::sync::atomic::AtomicU64,
-    pub scripts_local: std::sync::atomic::AtomicU64,
-    pub templates_rendered: std::sync::atomic::AtomicU64,
-    pub callbacks: std::sync::atomic::AtomicU64,
-    pub unknown_hosts: std::sync::atomic::AtomicU64,
-    pub errors: std::sync::atomic::AtomicU64,
-}
-
-impl InstallMetrics {
-    fn inc(c: &std::sync::atomic::AtomicU64) {
-        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> serde_json::Value {
-        let g = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        serde_json::json!({
-            "scripts_install": g(&self.scripts_install),
-            "scripts_local": g(&self.scripts_local),
-            "templates_rendered": g(&self.templates_rendered),
-            "callbacks": g(&self.callbacks),
-            "unknown_hosts": g(&self.unknown_hosts),
-            "errors": g(&self.errors),
-        })
-    }
+metrics::counters! {
+    InstallMetrics, InstallSnapshot, "install routes";
+    /// iPXE scripts that installed (next boot `install`).
+    scripts_install,
+    /// iPXE scripts that boot the local disk.
+    scripts_local,
+    templates_rendered,
+    /// Installer callbacks recorded.
+    callbacks,
+    /// Requests naming no `[[hosts]]` entry.
+    unknown_hosts,
+    /// Answers with a status of 400 or more.
+    errors,
 }
 
 /// The install service in effect, replaced whole by a configuration reload; the HTTP router
@@ -160,7 +147,7 @@ impl InstallService {
             _ => return None,
         };
         if reply.status >= 400 {
-            InstallMetrics::inc(&self.metrics.errors);
+            metrics::inc(&self.metrics.errors);
         }
         Some(reply)
     }
@@ -265,23 +252,23 @@ impl InstallService {
         let next = host.map_or(NextBoot::Local, |h| self.action(h));
         let name = match next {
             NextBoot::Install => {
-                InstallMetrics::inc(&self.metrics.scripts_install);
+                metrics::inc(&self.metrics.scripts_install);
                 templates::IPXE_INSTALL
             }
             NextBoot::Local => {
-                InstallMetrics::inc(&self.metrics.scripts_local);
+                metrics::inc(&self.metrics.scripts_local);
                 templates::IPXE_LOCAL
             }
         };
         if host.is_none() {
-            InstallMetrics::inc(&self.metrics.unknown_hosts);
+            metrics::inc(&self.metrics.unknown_hosts);
         }
         self.render(name, host, next, server_url, now_unix)
     }
 
     fn template(&self, key: &str, name: &str, server_url: &str, now_unix: u64) -> Reply {
         let Some(host) = self.by_key(key) else {
-            InstallMetrics::inc(&self.metrics.unknown_hosts);
+            metrics::inc(&self.metrics.unknown_hosts);
             return Reply::text(404, format!("no [[hosts]] entry {key}\n"));
         };
         let Some(name) = percent_decode(name) else {
@@ -290,13 +277,13 @@ impl InstallService {
         if !self.templates.has(&name) {
             return Reply::text(404, format!("no template {name}\n"));
         }
-        InstallMetrics::inc(&self.metrics.templates_rendered);
+        metrics::inc(&self.metrics.templates_rendered);
         self.render(&name, Some(host), self.action(host), server_url, now_unix)
     }
 
     fn done(&self, key: &str, now_unix: u64) -> Reply {
         let Some(host) = self.by_key(key) else {
-            InstallMetrics::inc(&self.metrics.unknown_hosts);
+            metrics::inc(&self.metrics.unknown_hosts);
             return Reply::text(404, format!("no [[hosts]] entry {key}\n"));
         };
         let Some(store) = &self.next_boot else {
@@ -307,7 +294,7 @@ impl InstallService {
         };
         match store.set(&[host], NextBoot::Local, now_unix) {
             Ok(changed) => {
-                InstallMetrics::inc(&self.metrics.callbacks);
+                metrics::inc(&self.metrics.callbacks);
                 tracing::info!(host = %host.label(), changed,
                     "installer callback: next boot local");
                 Reply::text(200, "ok: next boot local\n")

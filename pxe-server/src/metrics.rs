@@ -1,5 +1,19 @@
-//! How every service defines its counters ([`counters!`]): process-wide, shared by every
-//! thread. Relaxed atomics: they are statistics.
+//! How every service defines its counters ([`counters!`]) and counts ([`inc`], [`add`]):
+//! process-wide, shared by every thread. Relaxed atomics: they are statistics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts one event.
+#[inline]
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts `n` (bytes, packets ...).
+#[inline]
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
 
 /// Defines a struct of named `AtomicU64` counters (`$metrics`), a plain copy of it
 /// (`$snapshot`), `snapshot()`, and a `name=value ...` Display for the copy. Used by every

@@ -25,6 +25,8 @@ use pxe_ebpf::{COUNTER_COUNT, COUNTER_NAMES, Policy, PolicyEnv, TokenBucket, Ver
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics;
+
 /// Where the DHCP discovery filter runs on an interface (`[xdp] mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -112,8 +114,8 @@ impl FallbackCounters {
 
     fn count(&self, v: Verdict) {
         if let Some(c) = v.counter() {
-            self.0[pxe_ebpf::Counter::Seen as usize].fetch_add(1, Ordering::Relaxed);
-            self.0[c as usize].fetch_add(1, Ordering::Relaxed);
+            metrics::inc(&self.0[pxe_ebpf::Counter::Seen as usize]);
+            metrics::inc(&self.0[c as usize]);
         }
     }
 }

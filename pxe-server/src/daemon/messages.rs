@@ -164,9 +164,8 @@ pub struct HttpStatus {
     pub listen: Vec<String>,
     pub root: String,
     pub metrics: HttpSnapshot,
-    /// The install routes' counters, as [`crate::install::InstallMetrics::snapshot`] gives
-    /// them.
-    pub install: serde_json::Value,
+    /// The install routes' counters.
+    pub install: crate::install::InstallSnapshot,
     /// The install templates in effect.
     pub templates: Vec<String>,
 }

@@ -1,8 +1,6 @@
 //! Counters of the DHCP service: one per drop reason and one per answer type. Relaxed atomics
 //! (statistics), shared by every thread that runs a responder.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 crate::metrics::counters! {
     DhcpMetrics, DhcpSnapshot, "DHCP service";
     /// Datagrams handed to the responder.
@@ -62,10 +60,4 @@ crate::metrics::counters! {
     // State changes without an answer.
     declines,
     releases,
-}
-
-impl DhcpMetrics {
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }

@@ -42,6 +42,7 @@ use super::leases::{Lease, LeaseError, LeaseStore, MemoryLeaseStore, RedbLeaseSt
 use super::metrics::DhcpMetrics;
 use super::responder::{Action, RecvMeta, Responder};
 use super::{DhcpMode, DhcpReload, DhcpSettings};
+use crate::metrics;
 use crate::xdp::Fallback;
 use pxe_proto::MacAddr;
 use pxe_proto::consts::{DHCP_SERVER_PORT as SERVER_PORT, PXE_PORT};
@@ -346,7 +347,7 @@ impl<S: LeaseStore> DhcpServer<S> {
         }
         let (logical_port, listener_ifindex) = (l.logical_port, l.ifindex);
         let now = SystemTime::now();
-        let metrics = Arc::clone(self.responder.metrics());
+        let m = Arc::clone(self.responder.metrics());
         self.send.clear();
         self.responder.begin_batch();
         for j in 0..n {
@@ -354,8 +355,8 @@ impl<S: LeaseStore> DhcpServer<S> {
                 continue;
             };
             if self.recv.is_truncated(j) {
-                DhcpMetrics::inc(&metrics.received);
-                DhcpMetrics::inc(&metrics.recv_truncated);
+                metrics::inc(&m.received);
+                metrics::inc(&m.recv_truncated);
                 continue;
             }
             let (local_addr, ifindex) = match self.recv.pktinfo(j) {
@@ -389,7 +390,7 @@ impl<S: LeaseStore> DhcpServer<S> {
         if let Err(e) = self.responder.commit_batch() {
             tracing::warn!(%e, answers = self.send.len(), "lease commit failed: batch dropped");
             for _ in 0..self.send.len() {
-                DhcpMetrics::inc(&metrics.drop_batch_commit);
+                metrics::inc(&m.drop_batch_commit);
             }
             self.send.clear();
             return Ok(n);
@@ -399,7 +400,7 @@ impl<S: LeaseStore> DhcpServer<S> {
                 .flush_with(l.socket.as_raw_fd(), SEND_RETRY, |dst, e| {
                     let dst = Some(dst);
                     tracing::debug!(?dst, %e, "DHCP answer not sent");
-                    DhcpMetrics::inc(&metrics.send_errors);
+                    metrics::inc(&m.send_errors);
                 });
         }
         Ok(n)

@@ -24,6 +24,7 @@ use tokio::net::UdpSocket;
 use tokio::task::LocalSet;
 
 use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
+use crate::metrics;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
 use crate::tftp::session::{Received, Session, Transmit};
@@ -167,7 +168,7 @@ async fn listen(service: Arc<TftpService>, listen_addr: SocketAddr, sock: UdpSoc
                     continue;
                 };
                 if let Err(e) = sock.send_to(bytes, peer).await {
-                    TftpMetrics::add(&service.metrics.send_errors, 1);
+                    metrics::inc(&service.metrics.send_errors);
                     tracing::debug!(%peer, error = %e, "sending error reply failed");
                 }
             }
@@ -214,7 +215,7 @@ fn start_transfer(
         Err(e) => {
             // The client retries its request; the permit is freed here.
             tracing::warn!(%peer, %local_ip, error = %e, "cannot open a transfer socket");
-            TftpMetrics::add(&metrics.sessions_aborted, 1);
+            metrics::inc(&metrics.sessions_aborted);
         }
     }
 }
@@ -249,7 +250,7 @@ async fn transfer(
             };
             if let Err(e) = sent {
                 // The session retransmits on its timeout; a send error is only counted.
-                TftpMetrics::add(&metrics.send_errors, 1);
+                metrics::inc(&metrics.send_errors);
                 tracing::debug!(%peer, error = %e, "send failed");
             }
         }
@@ -266,7 +267,7 @@ async fn transfer(
                     let bytes = recv_buf.get(..n).unwrap_or(&[]);
                     match session.handle_datagram(Instant::now(), src, bytes) {
                         Received::ForeignTid => {
-                            TftpMetrics::add(&metrics.unknown_tid, 1);
+                            metrics::inc(&metrics.unknown_tid);
                             // Never answer an ERROR with an ERROR (two confused peers would
                             // ping-pong forever).
                             let is_error = bytes.get(..2) == Some(&[0, 5][..]);
@@ -274,11 +275,11 @@ async fn transfer(
                                 continue;
                             }
                             if let Err(e) = sock.send_to(UNKNOWN_TID_ERROR, src).await {
-                                TftpMetrics::add(&metrics.send_errors, 1);
+                                metrics::inc(&metrics.send_errors);
                                 tracing::debug!(%src, error = %e, "sending unknown-TID error failed");
                             }
                         }
-                        Received::Malformed => TftpMetrics::add(&metrics.malformed, 1),
+                        Received::Malformed => metrics::inc(&metrics.malformed),
                         Received::Progress | Received::Ignored => {}
                     }
                 }

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::HttpMetrics;
+use crate::metrics;
 
 /// [`ConnShared::expired`] values.
 pub const EXPIRED_NONE: u8 = 0;
@@ -122,9 +123,7 @@ impl Guarded {
         self.write_pending = false;
         if n > 0 {
             self.last_progress = Instant::now();
-            self.metrics
-                .bytes_sent
-                .fetch_add(n as u64, Ordering::Relaxed);
+            metrics::add(&self.metrics.bytes_sent, n as u64);
         }
     }
 

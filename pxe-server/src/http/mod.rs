@@ -40,7 +40,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::images::{Image, ImageStore, OpenError};
-use crate::metrics::counters;
+use crate::metrics::{self, counters};
 use crate::tftp::service::RESERVED_FDS;
 use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, Guarded};
 use router::{Body, State};
@@ -335,10 +335,8 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>, limit
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
             Err(e) => {
-                if m.accept_errors
-                    .fetch_add(1, Ordering::Relaxed)
-                    .is_multiple_of(1000)
-                {
+                metrics::inc(&m.accept_errors);
+                if m.accept_errors.load(Ordering::Relaxed) % 1000 == 1 {
                     tracing::warn!("HTTP accept failed: {e}");
                 }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -348,13 +346,13 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>, limit
         let open = m.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
         let guard = OpenGuard(Arc::clone(m));
         if open > limits.max_connections {
-            m.connections_refused.fetch_add(1, Ordering::Relaxed);
+            metrics::inc(&m.connections_refused);
             // Best effort, never waits: a full socket buffer just loses the 503.
             let _ = stream.try_write(BUSY);
             drop(guard);
             continue;
         }
-        m.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        metrics::inc(&m.connections_accepted);
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(stream, Arc::clone(&state), limits, guard));
     }
@@ -411,7 +409,7 @@ async fn serve_connection(
         }
         (_, Err(_)) => &m.connection_errors,
     };
-    counter.fetch_add(1, Ordering::Relaxed);
+    metrics::inc(counter);
     if let Err(e) = result {
         tracing::debug!("HTTP connection ended: {e}");
     }
@@ -421,7 +419,7 @@ async fn handle(
     state: Arc<State>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    metrics::inc(&state.metrics.requests);
     // The body is never read: dropping it lets hyper discard it or close the connection.
     let (parts, _body) = req.into_parts();
     let req = Request::from_parts(parts, ());

@@ -5,7 +5,6 @@
 //! `/done/...`, see [`crate::install`]); every other path is a file.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,6 +16,7 @@ use super::path::{self, PathRefusal};
 use super::range::{self, RangeAnswer};
 use super::{HttpMetrics, ImageSource};
 use crate::images::{Image, OpenError};
+use crate::metrics;
 
 /// Every response body: one frame, shared bytes (a file is a slice of its image, not a copy).
 pub type Body = Full<Bytes>;
@@ -44,7 +44,7 @@ pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
         return resp;
     }
     let resp = if req.method() != Method::GET && req.method() != Method::HEAD {
-        add(&m.refused_method, 1);
+        metrics::inc(&m.refused_method);
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED);
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
@@ -98,11 +98,7 @@ pub fn count_response(m: &HttpMetrics, status: StatusCode) {
         500..=599 => &m.responses_5xx,
         _ => return,
     };
-    add(counter, 1);
-}
-
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+    metrics::inc(counter);
 }
 
 /// A short text response for an error status.
@@ -138,24 +134,24 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
     let name = match path::file_name(req.uri().path()) {
         Ok(name) => name,
         Err(PathRefusal::BadPath(why)) => {
-            add(&m.refused_bad_path, 1);
+            metrics::inc(&m.refused_bad_path);
             tracing::debug!(path = req.uri().path(), why, "HTTP request refused");
             return error(StatusCode::BAD_REQUEST);
         }
         Err(PathRefusal::Traversal) => {
-            add(&m.refused_traversal, 1);
+            metrics::inc(&m.refused_traversal);
             tracing::debug!(path = req.uri().path(), "HTTP path traversal refused");
             return error(StatusCode::FORBIDDEN);
         }
     };
     if name.is_empty() {
-        add(&m.refused_not_found, 1);
+        metrics::inc(&m.refused_not_found);
         return error(StatusCode::NOT_FOUND);
     }
     let image = match state.images.open_image(&name) {
         Ok(image) => image,
         Err(OpenError::NotFound) => {
-            add(&m.refused_not_found, 1);
+            metrics::inc(&m.refused_not_found);
             return error(StatusCode::NOT_FOUND);
         }
         Err(e @ (OpenError::AccessViolation(_) | OpenError::LeavesRoot)) => {
@@ -166,7 +162,7 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
             } else {
                 &m.refused_access
             };
-            add(counter, 1);
+            metrics::inc(counter);
             tracing::debug!(
                 path = req.uri().path(),
                 why = e.refusal(),
@@ -212,7 +208,7 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
         RangeAnswer::Full => (StatusCode::OK, 0, len),
         RangeAnswer::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
         RangeAnswer::Unsatisfiable => {
-            add(&m.ranges_unsatisfiable, 1);
+            metrics::inc(&m.ranges_unsatisfiable);
             let mut r = error(StatusCode::RANGE_NOT_SATISFIABLE);
             if let Ok(v) = HeaderValue::try_from(format!("bytes */{len}")) {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);

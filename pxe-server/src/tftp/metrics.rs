@@ -1,9 +1,7 @@
 //! The TFTP service's counters, shared by every engine thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use super::session::{Outcome, SessionStats};
-use crate::metrics::counters;
+use crate::metrics::{self, counters};
 
 counters! {
     TftpMetrics, TftpSnapshot, "TFTP service";
@@ -38,10 +36,6 @@ counters! {
 }
 
 impl TftpMetrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
     /// Counts how a transfer ended and what it sent; both engines call this once per session.
     pub fn record_end(&self, outcome: Outcome, stats: SessionStats) {
         let counter = match outcome {
@@ -50,9 +44,9 @@ impl TftpMetrics {
             Outcome::ClientError(_) => &self.sessions_client_error,
             Outcome::Aborted(_) => &self.sessions_aborted,
         };
-        Self::add(counter, 1);
-        Self::add(&self.packets_sent, stats.packets_sent);
-        Self::add(&self.retransmitted, stats.retransmitted);
-        Self::add(&self.payload_bytes_sent, stats.payload_bytes_sent);
+        metrics::inc(counter);
+        metrics::add(&self.packets_sent, stats.packets_sent);
+        metrics::add(&self.retransmitted, stats.retransmitted);
+        metrics::add(&self.payload_bytes_sent, stats.payload_bytes_sent);
     }
 }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::images::{ImageStore, OpenError};
+use crate::metrics;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::session::{Session, SessionConfig};
 use pxe_proto::tftp::{self as packet, ErrorCode, Packet, ParseError, RequestKind};
@@ -210,7 +211,7 @@ impl TftpService {
         buf: &mut [u8],
     ) -> RequestOutcome {
         let m = &self.metrics;
-        TftpMetrics::add(&m.requests_received, 1);
+        metrics::inc(&m.requests_received);
         let mut reply = |code: ErrorCode, msg: &str| RequestOutcome::Reply {
             len: packet::emit_error(code, msg, buf),
         };
@@ -219,11 +220,11 @@ impl TftpService {
             Ok(_) => {
                 // DATA/ACK/ERROR/OACK on a listener: not ours to answer (and answering ERRORs
                 // could start an error ping-pong).
-                TftpMetrics::add(&m.malformed, 1);
+                metrics::inc(&m.malformed);
                 return RequestOutcome::Drop;
             }
             Err(e) => {
-                TftpMetrics::add(&m.malformed, 1);
+                metrics::inc(&m.malformed);
                 let opcode = bytes.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
                 if !matches!(opcode, Some(1 | 2)) {
                     return RequestOutcome::Drop;
@@ -234,17 +235,17 @@ impl TftpService {
             }
         };
         if request.kind == RequestKind::Write {
-            TftpMetrics::add(&m.refused_write, 1);
+            metrics::inc(&m.refused_write);
             return reply(ErrorCode::AccessViolation, "read-only server");
         }
         let permit = match self.admission.acquire(peer) {
             Ok(permit) => permit,
             Err(Refusal::Busy) => {
-                TftpMetrics::add(&m.refused_limit, 1);
+                metrics::inc(&m.refused_limit);
                 return reply(ErrorCode::NotDefined, "server busy");
             }
             Err(Refusal::Duplicate) => {
-                TftpMetrics::add(&m.duplicate_requests, 1);
+                metrics::inc(&m.duplicate_requests);
                 return RequestOutcome::Drop;
             }
         };
@@ -254,13 +255,13 @@ impl TftpService {
                 let name = String::from_utf8_lossy(request.filename);
                 return match e {
                     OpenError::NotFound => {
-                        TftpMetrics::add(&m.refused_not_found, 1);
+                        metrics::inc(&m.refused_not_found);
                         tracing::debug!(%peer, file = %name, "file not found");
                         reply(ErrorCode::FileNotFound, "file not found")
                     }
                     OpenError::AccessViolation(_) | OpenError::LeavesRoot => {
                         let why = e.refusal().unwrap_or("access violation");
-                        TftpMetrics::add(&m.refused_access, 1);
+                        metrics::inc(&m.refused_access);
                         tracing::info!(%peer, file = %name, reason = why, "access violation");
                         reply(ErrorCode::AccessViolation, why)
                     }
@@ -272,7 +273,7 @@ impl TftpService {
             }
         };
         let session = Session::new(peer, &request, image, &self.session_config, now);
-        TftpMetrics::add(&m.sessions_started, 1);
+        metrics::inc(&m.sessions_started);
         RequestOutcome::Start { session, permit }
     }
 }

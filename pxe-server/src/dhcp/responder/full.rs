@@ -9,7 +9,7 @@ use super::boot::add_boot;
 use super::reply::{address_options, destination, emit, nak, reply};
 use super::{Action, Ctx, NoResponse, Responder, usable};
 use crate::dhcp::leases::{Lease, LeaseState, LeaseStore};
-use crate::dhcp::metrics::DhcpMetrics;
+use crate::metrics;
 
 use NoResponse as N;
 
@@ -165,7 +165,7 @@ impl<S: LeaseStore> Responder<S> {
         else {
             return Action::NoResponse(N::NoSubnet);
         };
-        DhcpMetrics::inc(&self.metrics.inform_acks);
+        metrics::inc(&self.metrics.inform_acks);
         self.grant(ctx, pi, Ipv4Addr::UNSPECIFIED, 0, out)
     }
 

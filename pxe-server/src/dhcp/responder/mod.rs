@@ -46,6 +46,7 @@ use pxe_proto::dhcp::{self as wire, ClientRequest, DecodeError};
 use super::leases::{Lease, LeaseError, LeaseStore};
 use super::metrics::DhcpMetrics;
 use super::{DhcpMode, DhcpSettings, UnknownHosts};
+use crate::metrics;
 use pool::Pool;
 
 /// Where and how a request arrived (the engine fills this from IP_PKTINFO).
@@ -206,11 +207,11 @@ impl<S: LeaseStore> Responder<S> {
         meta: &RecvMeta,
         out: &mut Vec<u8>,
     ) -> Action {
-        DhcpMetrics::inc(&self.metrics.received);
+        metrics::inc(&self.metrics.received);
         let action = match wire::decode(bytes) {
             Ok(req) => {
                 if req.lease_time_clamped {
-                    DhcpMetrics::inc(&self.metrics.lease_time_clamped);
+                    metrics::inc(&self.metrics.lease_time_clamped);
                 }
                 self.handle_request(unix_secs(now), &req, meta, out)
             }
@@ -256,7 +257,7 @@ impl<S: LeaseStore> Responder<S> {
                 NoResponse::Released => &m.releases,
             },
         };
-        DhcpMetrics::inc(c);
+        metrics::inc(c);
     }
 
     /// The server address, the client's host entry, then the port and mode.

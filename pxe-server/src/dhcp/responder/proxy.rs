@@ -9,6 +9,7 @@ use super::boot::add_boot;
 use super::reply::{destination, emit, reply};
 use super::{Action, Ctx, NoResponse, Responder};
 use crate::dhcp::leases::LeaseStore;
+use crate::metrics;
 
 impl<S: LeaseStore> Responder<S> {
     /// Port 4011: REQUEST or INFORM from a PXE or HTTP boot client → ACK with the boot file,
@@ -35,7 +36,7 @@ impl<S: LeaseStore> Responder<S> {
             Ipv4Addr::UNSPECIFIED,
         );
         add_boot(&mut m, req, &boot);
-        crate::dhcp::metrics::DhcpMetrics::inc(&self.metrics.pxe_boot_acks);
+        metrics::inc(&self.metrics.pxe_boot_acks);
         emit(&m, out, ctx.meta.src, false, ctx.meta.ifindex)
     }
 

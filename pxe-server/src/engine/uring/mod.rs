@@ -50,6 +50,7 @@ use io_uring::{IoUring, Probe, opcode, types};
 use self::slots::{CTRL_LEN, Owner, SendSlots};
 use self::sys::{RECV_LEN, RecvBuf};
 use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
+use crate::metrics;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
 use crate::tftp::session::{Outcome, Received, Session, SessionStats, Transmit};

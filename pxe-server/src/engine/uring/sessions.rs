@@ -9,7 +9,7 @@ impl Worker {
         let sock = match bind_transfer_socket(local) {
             Ok(s) => s,
             Err(e) => {
-                TftpMetrics::add(&self.metrics.sessions_aborted, 1);
+                metrics::inc(&self.metrics.sessions_aborted);
                 let now = Instant::now();
                 if self
                     .last_bind_warning
@@ -87,7 +87,7 @@ impl Worker {
             Some(src) if !e.rbuf.truncated() => {
                 match e.session.handle_datagram(now, src, &e.rbuf.buf[..n]) {
                     Received::ForeignTid => {
-                        TftpMetrics::add(&self.metrics.unknown_tid, 1);
+                        metrics::inc(&self.metrics.unknown_tid);
                         let fd = e.sock.as_raw_fd();
                         let owner = Owner::Session { idx, generation };
                         if send_ctrl(
@@ -101,11 +101,11 @@ impl Worker {
                             e.sends += 1;
                         }
                     }
-                    Received::Malformed => TftpMetrics::add(&self.metrics.malformed, 1),
+                    Received::Malformed => metrics::inc(&self.metrics.malformed),
                     Received::Progress | Received::Ignored => {}
                 }
             }
-            _ => TftpMetrics::add(&self.metrics.malformed, 1),
+            _ => metrics::inc(&self.metrics.malformed),
         }
         self.arm_session_recv(idx, generation);
         self.mark_ready(idx);
@@ -215,10 +215,10 @@ impl Worker {
             && self.slots.used_gso(s)
             && matches!(-res, libc::EIO | libc::EINVAL | libc::EMSGSIZE);
         if self.slots.used_gso(s) {
-            self.hooks.gso_sends.fetch_add(1, Ordering::Relaxed);
+            metrics::inc(&self.hooks.gso_sends);
         }
         if gso_failed {
-            self.hooks.gso_fallbacks.fetch_add(1, Ordering::Relaxed);
+            metrics::inc(&self.hooks.gso_fallbacks);
         }
         if gso_failed && -res == libc::EMSGSIZE {
             // Segments larger than this path's MTU: GSO cannot work for this session only.
@@ -237,7 +237,7 @@ impl Worker {
                 );
             }
         } else if res < 0 {
-            TftpMetrics::add(&self.metrics.send_errors, 1);
+            metrics::inc(&self.metrics.send_errors);
         }
         if (gso_failed || self.slots.in_fallback(s))
             && !self.quiescing

@@ -152,8 +152,8 @@ impl Worker {
         let rb = &self.lbufs[i];
         if let Some(peer) = rb.source() {
             if rb.truncated() {
-                TftpMetrics::add(&self.metrics.requests_received, 1);
-                TftpMetrics::add(&self.metrics.malformed, 1);
+                metrics::inc(&self.metrics.requests_received);
+                metrics::inc(&self.metrics.malformed);
             } else {
                 let local = self.listeners[li]
                     .local
