@@ -28,7 +28,7 @@ cleanup() {
     netns_destroy "$P"
     rm -rf "$WORK"
 }
-trap cleanup EXIT
+on_exit cleanup
 
 echo "== building (release)"
 cargo build --release -q -p pxe-server -p pxe-bench

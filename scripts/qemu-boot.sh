@@ -173,8 +173,7 @@ cleanup() {
     done
     netns_delete "$NS_CLI" "$NS_SRV" "$NS_DHC"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 
 ip netns add "$NS_SRV"
 ip netns add "$NS_CLI"
