@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, unit tests, the integration tests with real clients
 # in network namespaces (root), short fuzz runs, and a compile check of the benchmarks.
-# Run as root on Debian 12:   sudo scripts/test.sh
+# Run as root on Debian 12 (no sudo needed):   scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

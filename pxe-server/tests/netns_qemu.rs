@@ -30,7 +30,7 @@ fn require_root() {
     if !rustix::process::geteuid().is_root() {
         panic!(
             "netns_qemu: these tests need root (network namespaces, tap devices, QEMU); \
-             run them with `sudo scripts/test.sh`"
+             run them as root with `scripts/test.sh`"
         );
     }
 }
