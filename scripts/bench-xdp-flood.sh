@@ -63,7 +63,7 @@ cleanup() {
     fi
     rm -rf "$WORK"
 }
-trap cleanup EXIT
+on_exit cleanup
 
 cargo build --release -q -p pxe-server -p pxe-bench
 BIN=target/release

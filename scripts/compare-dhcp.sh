@@ -73,7 +73,7 @@ cleanup() {
     fi
     rm -rf "$WORK"
 }
-trap cleanup EXIT
+on_exit cleanup
 
 cargo build --release -q -p pxe-server
 BIN=target/release

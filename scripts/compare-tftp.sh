@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
         --windowsize) WINDOW="$2"; shift 2 ;;
         --servers) SERVERS="$2"; shift 2 ;;
         --engine) ENGINE="$2"; shift 2 ;;
+        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -34,17 +35,10 @@ P=cmptftp
 NET=10.88.0
 SRV="$NET.1"
 WORK=$(mktemp -d /tmp/compare-tftp.XXXXXX)
-cleanup() {
-    [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null || true
-    netns_destroy "$P"
-    if [ -n "${CG:-}" ]; then
-        echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs 2>/dev/null || true
-        rmdir "$CG" 2>/dev/null || true
-    fi
-    [ -n "${SAVED_SYSCTLS:-}" ] && sysctl -qw $SAVED_SYSCTLS
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+SERVER_PID=
+SAMPLER=
+SAVED_SYSCTLS=()
+on_exit storm_cleanup
 
 cargo build --release -q -p pxe-server -p pxe-bench
 BIN=target/release
@@ -55,27 +49,13 @@ netns_create "$P" "$NET"
 MAX_CLIENTS=0
 for n in $CLIENTS; do [ "$n" -gt "$MAX_CLIENTS" ] && MAX_CLIENTS=$n; done
 SOURCE_BASE=$(netns_client_addrs "$P" "$NET" "$MAX_CLIENTS")
-# Let a thousand clients' sockets queue a window each. These sysctls are global (not per
-# namespace); the previous values are restored on exit.
-SYSCTLS="net.core.rmem_max=8388608 net.core.wmem_max=8388608 net.core.rmem_default=1048576"
-SAVED_SYSCTLS=""
-for kv in $SYSCTLS; do
-    SAVED_SYSCTLS="$SAVED_SYSCTLS ${kv%%=*}=$(sysctl -n "${kv%%=*}")"
-done
-sysctl -qw $SYSCTLS
+# Global sysctls for the storm (see lib/netns.sh): a thousand clients' sockets queue a window
+# each. Restored on exit, Ctrl-C included.
+storm_sysctls
 
-# CPU time of a server and of every process it forks (tftpd-hpa forks one per transfer), from
-# a cpuacct cgroup where the kernel offers one, else from /proc (children counted once reaped).
-CG=/sys/fs/cgroup/cpuacct/$P
-if mkdir -p "$CG" 2>/dev/null && [ -w "$CG/cgroup.procs" ]; then
-    echo $$ > "$CG/cgroup.procs"   # children of this shell (the servers) start inside it
-    cpu_ns() { cat "$CG/cpuacct.usage"; }
-else
-    CG=
-    cpu_ns() { echo $(( $(proc_cpu_ticks "$SERVER_PID") * 1000000000 / $(getconf CLK_TCK) )); }
-fi
-# Clients run outside the cgroup.
-client_exec() { if [ -n "$CG" ]; then sh -c 'echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs; exec "$@"' sh "$@"; else "$@"; fi; }
+# CPU time of a server and of every process it forks (tftpd-hpa forks one per transfer); the
+# clients run outside its cgroup (client_exec).
+server_cpu_accounting
 
 start_server() {
     case "$1" in

@@ -84,7 +84,7 @@ WORK=$(mktemp -d /tmp/compare.XXXXXX)
 SERVER_PID=
 SAMPLER=
 SAVED_SYSCTLS=()
-trap storm_cleanup EXIT
+on_exit storm_cleanup
 
 cargo build --release -q -p pxe-server -p pxe-bench
 BIN=target/release

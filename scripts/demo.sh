@@ -3,7 +3,7 @@
 # veth pair), starts pxe-server with its default configuration (only the root and the address
 # set), and lets simulated PXE clients fetch their boot files from it at once. Prints a short
 # report, then boots a real (QEMU) machine from pxe-server's DHCP and TFTP.
-# Run as root on Debian 12:   sudo scripts/demo.sh [--clients N]
+# Run as root on Debian 12 (no sudo needed):   scripts/demo.sh [--clients N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,7 @@ cleanup() {
     netns_destroy "$P"
     rm -rf "$WORK"
 }
-trap cleanup EXIT
+on_exit cleanup
 
 echo "== building (release)"
 cargo build --release -q -p pxe-server -p pxe-bench

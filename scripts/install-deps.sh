@@ -75,20 +75,91 @@ if ! command -v cargo >/dev/null 2>&1; then
     fi
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+# "nightly" itself (a dated nightly-YYYY-MM-DD does not answer to +nightly).
+HOST="$(rustc -vV | sed -n 's/^host: //p')"
+rustup toolchain list | grep -q "^nightly-$HOST" || rustup toolchain install nightly --profile minimal
 # eBPF (pxe-ebpf, built by pxe-server's build.rs through aya-build): nightly's rust-src and a
-# bpf-linker linked against nightly's own LLVM (the default feature wants LLVM 23 and fails with
-# "unable to find library -lLLVM"). See ENVIRONMENT.md.
+# bpf-linker linked against nightly's own libLLVM, built with the llvm-NN feature matching that
+# LLVM's major version (its default feature wants LLVM 23 and fails with "unable to find library
+# -lLLVM" against nightly's 22). See ENVIRONMENT.md.
 rustup component add rust-src --toolchain nightly >/dev/null
-if ! bpf-linker --version 2>/dev/null | grep -q "0\.13\.0"; then
-    P="$HOME/.local/share/bpf-linker-llvm"
-    mkdir -p "$P/lib"
-    L="$(rustc +nightly --print sysroot)/lib"
-    SO="$(basename "$L"/libLLVM.so.*-rust-*)"
-    ln -sf "$L/$SO" "$P/lib/libLLVM.so"
-    ln -sf "$L/$SO" "$P/lib/$SO"
-    LLVM_PREFIX="$P" cargo install bpf-linker --version 0.13.0 --locked --force \
-        --no-default-features --features llvm-22
+BPF_LINKER_VERSION=0.13.0
+# The llvm-NN features bpf-linker 0.13.0 offers, from the [features] table of its Cargo.toml
+# (~/.cargo/registry/src/*/bpf-linker-0.13.0/Cargo.toml: llvm-21, llvm-22, llvm-23).
+BPF_LINKER_LLVM_MAJORS="21 22 23"
+
+# nightly_llvm_major -> the LLVM major version of the nightly toolchain (`rustc +nightly -vV`).
+# PXE_FAKE_NIGHTLY_LLVM_MAJOR replaces it, only to test the mismatch message.
+nightly_llvm_major() {
+    if [ -n "${PXE_FAKE_NIGHTLY_LLVM_MAJOR:-}" ]; then
+        echo "$PXE_FAKE_NIGHTLY_LLVM_MAJOR"
+        return
+    fi
+    { rustc +nightly -vV 2>/dev/null || true; } | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p'
+}
+
+# check_llvm_major MAJOR -> stops with what to do when bpf-linker has no llvm-MAJOR feature.
+check_llvm_major() {
+    local major="$1" m
+    for m in $BPF_LINKER_LLVM_MAJORS; do
+        [ "$m" = "$major" ] && return 0
+    done
+    cat >&2 <<MSG
+install-deps.sh: STOP: the eBPF build (pxe-ebpf) cannot be set up with this nightly toolchain.
+  nightly:     $(rustc +nightly -V 2>/dev/null || echo "rustc +nightly does not run"), LLVM major ${major:-unknown}
+  bpf-linker:  $BPF_LINKER_VERSION can be built for LLVM $BPF_LINKER_LLVM_MAJORS only (its llvm-NN
+               features), and it must link against the nightly's own libLLVM.
+What to do, either:
+  1. make "nightly" a dated nightly whose LLVM major is one of $BPF_LINKER_LLVM_MAJORS (this project
+     was tested with rustc 1.97.0-nightly (e50aa6fba 2026-05-19), LLVM 22.1.4). Check a date with
+     "rustc +nightly-YYYY-MM-DD -vV | grep LLVM" once it is installed; rustup cannot link a toolchain
+     under the name "nightly", so replace that one by a link to the dated one:
+        rustup toolchain install nightly-YYYY-MM-DD --profile minimal --component rust-src
+        rustup toolchain uninstall nightly
+        ln -s nightly-YYYY-MM-DD-$HOST \\
+            "\${RUSTUP_HOME:-\$HOME/.rustup}/toolchains/nightly-$HOST"
+     then run scripts/install-deps.sh again (it rebuilds bpf-linker for that LLVM); or
+  2. use a bpf-linker release with an llvm-${major:-NN} feature: set BPF_LINKER_VERSION and
+     BPF_LINKER_LLVM_MAJORS in scripts/install-deps.sh (the [features] of its Cargo.toml).
+MSG
+    exit 1
+}
+
+LLVM_MAJOR="$(nightly_llvm_major)"
+check_llvm_major "$LLVM_MAJOR"
+BPF_LLVM_PREFIX="$HOME/.local/share/bpf-linker-llvm"
+NIGHTLY_LIB="$(rustc +nightly --print sysroot)/lib"
+NIGHTLY_LLVM_SO="$(cd "$NIGHTLY_LIB" && ls libLLVM.so.*-rust-* 2>/dev/null | head -n 1 || true)"
+[ -n "$NIGHTLY_LLVM_SO" ] || {
+    echo "install-deps.sh: no libLLVM.so.*-rust-* in $NIGHTLY_LIB (the nightly's own LLVM)" >&2
+    exit 1
+}
+
+# bpf_linker_current -> true when the installed bpf-linker is $BPF_LINKER_VERSION and linked
+# against the nightly's libLLVM as it is now: after a nightly update its library (named after
+# the LLVM and rustc versions) has another name, and the old one is gone.
+bpf_linker_current() {
+    local bin needed
+    bin="$(command -v bpf-linker 2>/dev/null)" || { echo "bpf-linker: not installed"; return 1; }
+    needed="$(readelf -d "$bin" 2>/dev/null | sed -n 's/.*NEEDED.*\[\(libLLVM[^]]*\)\].*/\1/p')"
+    if [ "$needed" != "$NIGHTLY_LLVM_SO" ]; then
+        echo "bpf-linker: linked against ${needed:-no libLLVM}, the nightly has $NIGHTLY_LLVM_SO: rebuilding"
+        return 1
+    fi
+    [ "$(readlink -f "$BPF_LLVM_PREFIX/lib/$needed")" = "$(readlink -f "$NIGHTLY_LIB/$needed")" ] ||
+        { echo "bpf-linker: $BPF_LLVM_PREFIX/lib/$needed is not the nightly's: rebuilding"; return 1; }
+    bpf-linker --version 2>/dev/null | grep -qx "bpf-linker $BPF_LINKER_VERSION" ||
+        { echo "bpf-linker: not version $BPF_LINKER_VERSION or it does not start: rebuilding"; return 1; }
+}
+
+if ! bpf_linker_current; then
+    mkdir -p "$BPF_LLVM_PREFIX/lib"
+    rm -f "$BPF_LLVM_PREFIX"/lib/libLLVM.so*
+    ln -s "$NIGHTLY_LIB/$NIGHTLY_LLVM_SO" "$BPF_LLVM_PREFIX/lib/libLLVM.so"
+    ln -s "$NIGHTLY_LIB/$NIGHTLY_LLVM_SO" "$BPF_LLVM_PREFIX/lib/$NIGHTLY_LLVM_SO"
+    LLVM_PREFIX="$BPF_LLVM_PREFIX" cargo install bpf-linker --version "$BPF_LINKER_VERSION" \
+        --locked --force --no-default-features --features "llvm-$LLVM_MAJOR"
+    bpf_linker_current || { echo "install-deps.sh: bpf-linker still does not match the nightly" >&2; exit 1; }
 fi
 command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest --locked
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked

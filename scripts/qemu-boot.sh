@@ -2,12 +2,12 @@
 # Watch a virtual machine boot from pxe-server: real PXE firmware in QEMU, on a tap device in a
 # client network namespace, pxe-server (TFTP, and DHCP with --dhcp pxe-server) in a server
 # namespace. The guest runs Debian's kernel and a tiny initrd that prints
-# "PXE-BOOT-OK bios|uefi" on its serial console and powers off.
+# "PXE-BOOT-OK bios|uefi" on its serial console and powers off. Run as root (no sudo needed):
 #
-#   sudo scripts/qemu-boot.sh                       # SeaBIOS + iPXE ROM, dnsmasq DHCP
-#   sudo scripts/qemu-boot.sh --firmware uefi       # OVMF native PXE -> snponly.efi -> kernel
-#   sudo scripts/qemu-boot.sh --dhcp pxe-server --mode proxy
-#   sudo scripts/qemu-boot.sh --uefi-http            # OVMF UEFI HTTP boot -> snponly.efi
+#   scripts/qemu-boot.sh                        # SeaBIOS + iPXE ROM, dnsmasq DHCP
+#   scripts/qemu-boot.sh --firmware uefi        # OVMF native PXE -> snponly.efi -> kernel
+#   scripts/qemu-boot.sh --dhcp pxe-server --mode proxy
+#   scripts/qemu-boot.sh --uefi-http            # OVMF UEFI HTTP boot -> snponly.efi
 #
 # Options:
 #   --firmware bios|uefi    bios: SeaBIOS with QEMU's iPXE option ROM (it asks DHCP, gets the
@@ -173,8 +173,7 @@ cleanup() {
     done
     netns_delete "$NS_CLI" "$NS_SRV" "$NS_DHC"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit cleanup
 
 ip netns add "$NS_SRV"
 ip netns add "$NS_CLI"

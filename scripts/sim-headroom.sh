@@ -52,7 +52,7 @@ cleanup() {
     rmdir "$CPU_CG" "$ACCT_CG" 2>/dev/null || true
     rm -rf "$WORK"
 }
-trap cleanup EXIT
+on_exit cleanup
 
 cargo build --release -q -p pxe-server -p pxe-bench
 BIN=$PWD/target/release

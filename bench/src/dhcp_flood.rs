@@ -302,10 +302,41 @@ mod tests {
 
     #[test]
     fn paced_flood_on_loopback() {
-        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(Duration::from_millis(500)))
+        // The receiver asks for its own buffer (forced past net.core.rmem_max as root) and
+        // reads while the flood runs: nothing depends on the machine's socket-buffer sysctls.
+        let rx = pxe_net::open_udp(&pxe_net::UdpOptions {
+            bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            interface: None,
+            rcvbuf: 4 << 20,
+            sndbuf: 0,
+        })
+        .unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let port = rx.local_addr().unwrap().port();
+        let sent_all = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let sent_all = sent_all.clone();
+            std::thread::spawn(move || {
+                let mut lens = Vec::new();
+                let mut xids = std::collections::HashSet::new();
+                let mut buf = [0u8; 1500];
+                let give_up = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(n) => {
+                            lens.push(n);
+                            xids.insert(u32::from_be_bytes(buf[4..8].try_into().unwrap()));
+                        }
+                        // Idle for a read timeout after the last send: all arrived.
+                        Err(_) if sent_all.load(std::sync::atomic::Ordering::SeqCst) => break,
+                        Err(_) if Instant::now() > give_up => break,
+                        Err(_) => {}
+                    }
+                }
+                (lens, xids)
+            })
+        };
         let p = FloodParams {
             kind: FloodKind::NonPxe,
             macs: 10,
@@ -319,20 +350,16 @@ mod tests {
             batch: 64,
             mac: [2, 0, 0, 0, 0, 1],
         };
-        let r = run(&p).unwrap();
+        let r = run(&p);
+        sent_all.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (lens, xids) = reader.join().unwrap();
+        let r = r.unwrap();
         // 2000 pps for 0.3 s: about 600 packets, never a burst far beyond the schedule.
         assert!((500..=700).contains(&r.sent), "sent {}", r.sent);
-        let mut buf = [0u8; 1500];
-        let mut got = 0;
-        let mut xids = std::collections::HashSet::new();
-        while let Ok(n) = rx.recv(&mut buf) {
-            assert_eq!(n, r.packet_bytes);
-            xids.insert(u32::from_be_bytes(buf[4..8].try_into().unwrap()));
-            got += 1;
-            if got == r.sent {
-                break;
-            }
+        for n in &lens {
+            assert_eq!(*n, r.packet_bytes);
         }
+        let got = lens.len() as u64;
         assert_eq!(got, r.sent);
         assert_eq!(xids.len() as u64, r.sent, "every packet has its own xid");
     }

@@ -116,23 +116,59 @@ sample_rss() {
     done
 }
 
-# The storm scripts (compare.sh, compare-http.sh) keep their state in these globals: P (the
-# namespace prefix), WORK (a scratch directory), SERVER_PID, SAMPLER (an RSS sampler), CG (the
-# server's cpuacct cgroup, empty without one) and SAVED_SYSCTLS (values to restore).
+# on_exit FUNC -> the one way a script cleans up: when it ends, on success, on failure (set -e)
+# and on Ctrl-C or kill (INT, TERM and HUP make it exit, which runs the EXIT trap), every
+# global sysctl changed with sysctl_set_saved is put back, then FUNC runs (namespaces,
+# processes, files). The exit status is kept; signals are ignored while this runs, so a second
+# Ctrl-C cannot cut it short.
+on_exit() {
+    ON_EXIT_FUNC="$1"
+    trap on_exit_run EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    trap 'exit 129' HUP
+}
 
-# sysctl_set_saved KEY=VALUE... -> sets global sysctls, recording the previous values in
-# SAVED_SYSCTLS for storm_cleanup.
+on_exit_run() {
+    local rc=$?
+    trap '' INT TERM HUP
+    sysctl_restore_saved
+    "$ON_EXIT_FUNC" || true
+    exit "$rc"
+}
+
+# sysctl_set_saved KEY=VALUE... -> sets global sysctls (per-namespace ones die with their
+# namespace and need none of this), recording the previous values in SAVED_SYSCTLS first;
+# on_exit puts them back (so it refuses to run before on_exit).
 sysctl_set_saved() {
     local kv
+    [ -n "${ON_EXIT_FUNC:-}" ] || { echo "sysctl_set_saved: on_exit was not called" >&2; return 1; }
     for kv in "$@"; do
         SAVED_SYSCTLS+=("${kv%%=*}=$(sysctl -n "${kv%%=*}")")
     done
     sysctl -qw "$@"
 }
 
+# sysctl_restore_saved -> writes back what sysctl_set_saved recorded, the latest change first
+# (a key set twice ends at its first recorded value, the one found before), and forgets it.
+sysctl_restore_saved() {
+    [ -n "${SAVED_SYSCTLS+x}" ] || return 0
+    local i
+    for ((i = ${#SAVED_SYSCTLS[@]} - 1; i >= 0; i--)); do
+        sysctl -qw "${SAVED_SYSCTLS[i]}" ||
+            echo "could not restore sysctl ${SAVED_SYSCTLS[i]}" >&2
+    done
+    SAVED_SYSCTLS=()
+}
+
+# The storm scripts (compare.sh, compare-http.sh, compare-tftp.sh) keep their state in these
+# globals: P (the namespace prefix), WORK (a scratch directory), SERVER_PID, SAMPLER (an RSS
+# sampler), CG (the server's cpuacct cgroup, empty without one) and SAVED_SYSCTLS (values to
+# restore).
+
 # storm_sysctls -> socket buffers for a thousand clients' windows in flight, and a neighbour
 # table holding one entry per client address (the default gc_thresh3 of 1024 overflows above
-# that, and clients fail for a reason that is no server's). Global; restored by storm_cleanup.
+# that, and clients fail for a reason that is no server's). Global; restored on exit (on_exit).
 storm_sysctls() {
     sysctl_set_saved net.core.rmem_max=8388608 net.core.wmem_max=8388608 \
         net.core.rmem_default=1048576 net.ipv4.neigh.default.gc_thresh1=16384 \
@@ -156,8 +192,8 @@ server_cpu_accounting() {
     fi
 }
 
-# storm_cleanup -> (the EXIT trap) kills the sampler and the server, removes the namespaces and
-# the cgroup, restores the sysctls, deletes WORK.
+# storm_cleanup -> (on_exit storm_cleanup) kills the sampler and the server, removes the
+# namespaces and the cgroup, deletes WORK.
 storm_cleanup() {
     if [ -n "${SAMPLER:-}" ]; then kill "$SAMPLER" 2>/dev/null || true; fi
     if [ -n "${SERVER_PID:-}" ]; then kill -9 "$SERVER_PID" 2>/dev/null || true; fi
@@ -166,6 +202,5 @@ storm_cleanup() {
         echo $$ > /sys/fs/cgroup/cpuacct/cgroup.procs 2>/dev/null || true
         rmdir "$CG" 2>/dev/null || true
     fi
-    if [ "${#SAVED_SYSCTLS[@]}" -gt 0 ]; then sysctl -qw "${SAVED_SYSCTLS[@]}" || true; fi
     rm -rf "$WORK"
 }
