@@ -157,7 +157,7 @@ fn cumulative(times: &[f64]) -> Vec<(f64, f64)> {
 }
 
 /// The storm curve: successful (and failed) clients over seconds since the start.
-pub fn storm_svg(r: &BootReport) -> String {
+pub(crate) fn storm_svg(r: &BootReport) -> String {
     let c = &r.curves;
     let x_max = c
         .completions
@@ -188,7 +188,7 @@ pub fn storm_svg(r: &BootReport) -> String {
 }
 
 /// Latency per phase against the percentile, x = -log10(1 - q) (0 = p0, 1 = p90, 2 = p99, ...).
-pub fn latency_svg(r: &BootReport) -> String {
+pub(crate) fn latency_svg(r: &BootReport) -> String {
     let qs = &r.curves.quantiles;
     let y_max = qs
         .iter()
@@ -223,7 +223,7 @@ pub fn latency_svg(r: &BootReport) -> String {
 }
 
 /// The whole page.
-pub fn render(r: &BootReport, command: &str) -> String {
+pub(crate) fn render(r: &BootReport, command: &str) -> String {
     let mut h = String::new();
     h.push_str(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>pxe-bench boot report</title>\

@@ -22,13 +22,13 @@ use serde::Serialize;
 use crate::dhcp_client::{Arch, ClientConfig, DhcpClient, Mode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FloodKind {
+pub(crate) enum FloodKind {
     NonPxe,
     SameMac,
 }
 
 #[derive(Debug, Clone)]
-pub struct FloodParams {
+pub(crate) struct FloodParams {
     pub kind: FloodKind,
     /// Distinct MACs cycled over (non-pxe).
     pub macs: u32,
@@ -47,7 +47,7 @@ pub struct FloodParams {
 }
 
 #[derive(Debug, Serialize)]
-pub struct FloodReport {
+pub(crate) struct FloodReport {
     pub kind: &'static str,
     pub threads: usize,
     pub packet_bytes: usize,
@@ -65,7 +65,7 @@ const XID_AT: usize = 4;
 const CHADDR_AT: usize = 28;
 
 /// The datagram a flood repeats.
-pub fn template(kind: FloodKind, mac: [u8; 6]) -> Vec<u8> {
+pub(crate) fn template(kind: FloodKind, mac: [u8; 6]) -> Vec<u8> {
     let mut out = Vec::new();
     match kind {
         FloodKind::SameMac => {
@@ -113,7 +113,7 @@ fn flood_mac(thread: u8, k: u64, macs: u32) -> [u8; 6] {
     [0x02, thread, v[0], v[1], v[2], v[3]]
 }
 
-pub fn run(p: &FloodParams) -> anyhow::Result<FloodReport> {
+pub(crate) fn run(p: &FloodParams) -> anyhow::Result<FloodReport> {
     let threads = p.threads.max(1);
     let batch = p.batch.clamp(1, BATCH);
     let tpl = template(p.kind, p.mac);

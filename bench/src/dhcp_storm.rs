@@ -24,7 +24,7 @@ use crate::dhcp_client::{self, Arch, ClientConfig, Dest, DhcpClient, Mode, Verdi
 
 /// When clients start.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Arrival {
+pub(crate) enum Arrival {
     /// All at t = 0 (power restored to a rack).
     Storm,
     /// The arrival rate grows by N clients/s every second (client k starts at sqrt(2k/N)).
@@ -34,7 +34,7 @@ pub enum Arrival {
 }
 
 impl Arrival {
-    pub fn parse(s: &str) -> anyhow::Result<Arrival> {
+    pub(crate) fn parse(s: &str) -> anyhow::Result<Arrival> {
         let rate = |v: &str| -> anyhow::Result<f64> {
             let v = v.strip_suffix("/s").unwrap_or(v);
             let r: f64 = v.parse().with_context(|| format!("bad rate {v:?}"))?;
@@ -52,7 +52,7 @@ impl Arrival {
     }
 
     /// Start offset of client `k`.
-    pub fn offset(self, k: usize) -> Duration {
+    pub(crate) fn offset(self, k: usize) -> Duration {
         let k = k as f64;
         match self {
             Arrival::Storm => Duration::ZERO,
@@ -63,7 +63,7 @@ impl Arrival {
 }
 
 /// `bios=50,uefi=40,ipxe=10` → weights.
-pub fn parse_arch_mix(s: &str) -> anyhow::Result<Vec<(Arch, u32)>> {
+pub(crate) fn parse_arch_mix(s: &str) -> anyhow::Result<Vec<(Arch, u32)>> {
     let mut mix = Vec::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
         let (name, w) = part.split_once('=').unwrap_or((part, "1"));
@@ -85,7 +85,7 @@ pub fn parse_arch_mix(s: &str) -> anyhow::Result<Vec<(Arch, u32)>> {
 
 /// Architectures for `n` clients, interleaved in the mix's proportions (smooth weighted round
 /// robin, so every stretch of arrivals has the mix).
-pub fn assign_archs(mix: &[(Arch, u32)], n: usize) -> Vec<Arch> {
+pub(crate) fn assign_archs(mix: &[(Arch, u32)], n: usize) -> Vec<Arch> {
     let total: i64 = mix.iter().map(|&(_, w)| i64::from(w)).sum();
     let mut current = vec![0i64; mix.len()];
     (0..n)
@@ -102,7 +102,7 @@ pub fn assign_archs(mix: &[(Arch, u32)], n: usize) -> Vec<Arch> {
         .collect()
 }
 
-pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+pub(crate) fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
     let parts: Vec<&str> = s.split([':', '-']).collect();
     if parts.len() != 6 {
         bail!("a MAC address has six bytes: {s:?}");
@@ -115,7 +115,7 @@ pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
 }
 
 /// `base + i` as a 48-bit number.
-pub fn mac_add(base: [u8; 6], i: u64) -> [u8; 6] {
+pub(crate) fn mac_add(base: [u8; 6], i: u64) -> [u8; 6] {
     let mut b = [0u8; 8];
     b[2..].copy_from_slice(&base);
     let v = u64::from_be_bytes(b).wrapping_add(i) & 0xffff_ffff_ffff;
@@ -124,7 +124,7 @@ pub fn mac_add(base: [u8; 6], i: u64) -> [u8; 6] {
 }
 
 /// The `i` with `mac_add(base, i) == mac` and `i < n`: which client a reply is for.
-pub fn mac_index(base: [u8; 6], mac: [u8; 6], n: usize) -> Option<usize> {
+pub(crate) fn mac_index(base: [u8; 6], mac: [u8; 6], n: usize) -> Option<usize> {
     let v = |m: [u8; 6]| m.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
     let i = v(mac).wrapping_sub(v(base)) & 0xffff_ffff_ffff;
     usize::try_from(i).ok().filter(|&i| i < n)
@@ -133,7 +133,7 @@ pub fn mac_index(base: [u8; 6], mac: [u8; 6], n: usize) -> Option<usize> {
 /// The DHCP half of a run, the whole of a `dhcp-storm` and the first phase of a `boot`: how many
 /// machines, who they are, when they start, where their DHCP goes and how long they have.
 #[derive(Debug, Clone)]
-pub struct DhcpParams {
+pub(crate) struct DhcpParams {
     pub clients: usize,
     pub mode: Mode,
     pub arch_mix: Vec<(Arch, u32)>,
@@ -157,7 +157,7 @@ impl DhcpParams {
     /// Every client's identity, by index (each taken when its client arrives): its
     /// architecture from the mix, MAC `mac_base + i`, a UUID, and an xid no other client has,
     /// all drawn from the seed.
-    pub fn client_configs(&self) -> Vec<Option<ClientConfig>> {
+    pub(crate) fn client_configs(&self) -> Vec<Option<ClientConfig>> {
         let archs = assign_archs(&self.arch_mix, self.clients);
         let timeouts = ClientConfig::pxe_timeouts(self.timeout_scale);
         let mut rng = Rng(self.seed | 1);
@@ -190,7 +190,7 @@ impl DhcpParams {
 
     /// The clients' shared DHCP socket (on `client_port`: broadcast answers reach it) and, in
     /// proxy mode, the socket of their REQUESTs to the boot server's port 4011.
-    pub fn open_sockets(&self) -> anyhow::Result<(UdpSocket, Option<UdpSocket>)> {
+    pub(crate) fn open_sockets(&self) -> anyhow::Result<(UdpSocket, Option<UdpSocket>)> {
         let sock = pxe_net::open_udp(&UdpOptions {
             bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.client_port),
             interface: self.interface.clone(),
@@ -214,18 +214,18 @@ impl DhcpParams {
     }
 
     /// Where DISCOVERs and REQUESTs go.
-    pub fn server_addr(&self) -> SocketAddrV4 {
+    pub(crate) fn server_addr(&self) -> SocketAddrV4 {
         SocketAddrV4::new(self.server, DHCP_SERVER_PORT)
     }
 
     /// Which client a DHCP reply is for, by its chaddr.
-    pub fn client_of(&self, reply: &[u8]) -> Option<usize> {
+    pub(crate) fn client_of(&self, reply: &[u8]) -> Option<usize> {
         dhcp_client::peek_chaddr(reply).and_then(|m| mac_index(self.mac_base, m, self.clients))
     }
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub count: u64,
     pub p50_us: u64,
     pub p90_us: u64,
@@ -235,7 +235,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub fn of(h: &Histogram<u64>) -> Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }
@@ -251,7 +251,7 @@ impl Latency {
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct ArchCount {
+pub(crate) struct ArchCount {
     pub clients: u64,
     pub ok: u64,
     /// Boot file names the successful clients were given.
@@ -259,7 +259,7 @@ pub struct ArchCount {
 }
 
 #[derive(Debug, Serialize)]
-pub struct StormReport {
+pub(crate) struct StormReport {
     pub mode: &'static str,
     pub clients: usize,
     pub ok: u64,
@@ -300,7 +300,7 @@ pub struct StormReport {
 
 /// The text report's failures by cause and clients per architecture (with the boot files the
 /// successful ones were given), a line each.
-pub fn write_outcomes(
+pub(crate) fn write_outcomes(
     f: &mut std::fmt::Formatter<'_>,
     failures: &BTreeMap<String, u64>,
     per_arch: &BTreeMap<&'static str, ArchCount>,
@@ -382,10 +382,10 @@ impl Tally {
 }
 
 /// xorshift64*: the xids.
-pub struct Rng(pub u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -393,7 +393,7 @@ impl Rng {
     }
 }
 
-pub fn run(p: &DhcpParams) -> anyhow::Result<StormReport> {
+pub(crate) fn run(p: &DhcpParams) -> anyhow::Result<StormReport> {
     if p.clients == 0 {
         bail!("--clients must be at least 1");
     }

@@ -13,7 +13,7 @@ use tokio::net::UdpSocket;
 use crate::tftp_client::{ClientOptions, Dest, Failure, TftpClient};
 
 #[derive(Debug, Clone)]
-pub struct StormParams {
+pub(crate) struct StormParams {
     pub server: IpAddr,
     pub port: u16,
     pub file: String,
@@ -28,7 +28,7 @@ pub struct StormParams {
 }
 
 #[derive(Debug, Serialize)]
-pub struct StormReport {
+pub(crate) struct StormReport {
     pub clients: usize,
     pub completed: usize,
     pub failed: usize,
@@ -51,7 +51,7 @@ struct Shared {
     retransmits: u64,
 }
 
-pub async fn run(p: StormParams) -> anyhow::Result<StormReport> {
+pub(crate) async fn run(p: StormParams) -> anyhow::Result<StormReport> {
     let shared = Arc::new(Mutex::new(Shared {
         hist: Histogram::new_with_bounds(1, 3_600_000, 3)?,
         failures: BTreeMap::new(),

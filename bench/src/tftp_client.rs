@@ -11,7 +11,7 @@ use pxe_proto::tftp::{self as packet, Mode, Packet, RequestKind, RequestOptions}
 
 /// What the client asks for.
 #[derive(Debug, Clone)]
-pub struct ClientOptions {
+pub(crate) struct ClientOptions {
     pub blksize: Option<u16>,
     pub windowsize: Option<u16>,
     pub tsize: bool,
@@ -21,7 +21,7 @@ pub struct ClientOptions {
 
 /// A client's retransmission schedule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
+pub(crate) enum Retry {
     /// The same timeout every time; the transfer fails after `retries` retransmissions without
     /// progress (UEFI PXE firmware: 4 s, 6 retries).
     Fixed { timeout: Duration, retries: u32 },
@@ -34,12 +34,12 @@ pub enum Retry {
 
 impl Retry {
     /// iPXE's defaults.
-    pub const IPXE: Retry = Retry::Backoff {
+    pub(crate) const IPXE: Retry = Retry::Backoff {
         min: Duration::from_millis(250),
         max: Duration::from_secs(10),
     };
     /// EDK2's PXE base code (the UEFI firmware's own TFTP for the boot file).
-    pub const UEFI_PXE: Retry = Retry::Fixed {
+    pub(crate) const UEFI_PXE: Retry = Retry::Fixed {
         timeout: Duration::from_secs(4),
         retries: 6,
     };
@@ -54,7 +54,7 @@ impl Retry {
 
 /// Why a transfer failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The server sent ERROR (code, message).
     ServerError(u16, String),
     /// No progress until the retry schedule gave up.
@@ -78,7 +78,7 @@ enum State {
     Failed,
 }
 
-pub struct TftpClient {
+pub(crate) struct TftpClient {
     filename: Box<[u8]>,
     expected: Option<Arc<[u8]>>,
     opts: ClientOptions,
@@ -114,7 +114,7 @@ enum Pending {
 
 /// Where to send a datagram the client produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dest {
+pub(crate) enum Dest {
     /// The server's well-known port (the RRQ).
     Listener,
     /// The transfer port the server answered from.
@@ -122,7 +122,7 @@ pub enum Dest {
 }
 
 impl TftpClient {
-    pub fn new(
+    pub(crate) fn new(
         filename: &[u8],
         expected: Option<Arc<[u8]>>,
         opts: ClientOptions,
@@ -150,28 +150,28 @@ impl TftpClient {
         }
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    pub fn failure(&self) -> Option<&Failure> {
+    pub(crate) fn failure(&self) -> Option<&Failure> {
         self.failure.as_ref()
     }
 
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         matches!(self.state, State::Done | State::Failed)
     }
 
-    pub fn received_bytes(&self) -> u64 {
+    pub(crate) fn received_bytes(&self) -> u64 {
         self.received_bytes
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         (!self.finished()).then_some(self.deadline)
     }
 
     /// The next datagram to send, written into `buf`.
-    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(Dest, usize)> {
+    pub(crate) fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<(Dest, usize)> {
         match std::mem::replace(&mut self.pending, Pending::None) {
             Pending::None => None,
             Pending::Rrq => {
@@ -198,7 +198,7 @@ impl TftpClient {
     }
 
     /// A datagram from the server's address, `src_port` being the port it came from.
-    pub fn handle_datagram(&mut self, now: Instant, src_port: u16, bytes: &[u8]) {
+    pub(crate) fn handle_datagram(&mut self, now: Instant, src_port: u16, bytes: &[u8]) {
         if self.finished() {
             return;
         }
@@ -323,7 +323,7 @@ impl TftpClient {
     }
 
     /// Called when `deadline()` has passed.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.finished() || now < self.deadline {
             return;
         }

@@ -47,7 +47,7 @@ const DRAIN_MAX: Duration = Duration::from_secs(3);
 
 /// `pxe-bench udp-limit` arguments.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Network namespace of the senders (/var/run/netns/NAME); omitted: the current one.
     #[arg(long)]
     pub send_netns: Option<String>,
@@ -81,7 +81,7 @@ pub struct Args {
 
 /// How the senders lay out their messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Layout {
+pub(crate) struct Layout {
     /// Payload bytes per datagram on the wire.
     pub size: usize,
     /// Datagrams per message (1 = no GSO; UDP_SEGMENT is set only when this is above 1 or GSO
@@ -96,7 +96,7 @@ pub struct Layout {
 impl Layout {
     /// The layout for `size`-byte datagrams and `asked` segments per message (0 = no GSO), with
     /// a note when the ask had to be reduced.
-    pub fn new(size: usize, asked: usize) -> (Layout, Option<String>) {
+    pub(crate) fn new(size: usize, asked: usize) -> (Layout, Option<String>) {
         if asked == 0 {
             return (
                 Layout {
@@ -128,18 +128,18 @@ impl Layout {
     }
 
     /// Without GSO (the fallback when the kernel refuses UDP_SEGMENT).
-    pub fn without_gso(self) -> Layout {
+    pub(crate) fn without_gso(self) -> Layout {
         Layout::new(self.size, 0).0
     }
 
     /// Bytes of one message.
-    pub fn message_bytes(&self) -> usize {
+    pub(crate) fn message_bytes(&self) -> usize {
         self.size * self.segments
     }
 
     /// Datagrams on the wire when `bytes` of messages were accepted by the kernel: GSO splits a
     /// message into ceil(bytes / size) datagrams.
-    pub fn datagrams_of(&self, message_bytes: usize) -> u64 {
+    pub(crate) fn datagrams_of(&self, message_bytes: usize) -> u64 {
         message_bytes.div_ceil(self.size.max(1)) as u64
     }
 }
@@ -155,7 +155,7 @@ struct ThreadCount {
 }
 
 #[derive(Debug, Serialize, Clone, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     pub size: usize,
     /// Segments per message actually used (0 = no GSO).
     pub gso_segments: usize,
@@ -182,7 +182,7 @@ pub struct Report {
 
 /// Rates from the counts. `seconds` is the receive window, `send_seconds` the send window.
 #[allow(clippy::too_many_arguments)]
-pub fn report(
+pub(crate) fn report(
     layout: Layout,
     asked: usize,
     threads: usize,
@@ -386,7 +386,7 @@ fn send(sock: &UdpSocket, layout: Layout, end: Instant) -> Result<(ThreadCount, 
 }
 
 /// Runs the measurement.
-pub fn run(a: &Args) -> anyhow::Result<Report> {
+pub(crate) fn run(a: &Args) -> anyhow::Result<Report> {
     let threads = usize::from(a.threads.max(1));
     let size = usize::from(a.size);
     if size == 0 || size > MAX_DATAGRAM {
@@ -580,7 +580,7 @@ fn run_senders(
 }
 
 /// The subcommand: runs and prints.
-pub fn main(a: &Args) -> anyhow::Result<()> {
+pub(crate) fn main(a: &Args) -> anyhow::Result<()> {
     let r = run(a)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -26,7 +26,7 @@ use crate::tftp_client::{self, ClientOptions, Retry, TftpClient};
 
 /// The phases of a boot, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Step {
+pub(crate) enum Step {
     Dhcp,
     BootFile,
     Kernel,
@@ -34,10 +34,10 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 4] = [Step::Dhcp, Step::BootFile, Step::Kernel, Step::Initrd];
+    pub(crate) const ALL: [Step; 4] = [Step::Dhcp, Step::BootFile, Step::Kernel, Step::Initrd];
 
     /// The phase's key in reports and failure causes.
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Step::Dhcp => "dhcp",
             Step::BootFile => "boot_file",
@@ -46,14 +46,14 @@ impl Step {
         }
     }
 
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 }
 
 /// What every client of a run does (shared by all of them).
 #[derive(Debug, Clone)]
-pub struct BootPlan {
+pub(crate) struct BootPlan {
     /// Start with TFTP (`boot_file` and `tftp_server` must be set).
     pub skip_dhcp: bool,
     /// Fetch this instead of the boot file the DHCP answer names.
@@ -76,12 +76,12 @@ pub struct BootPlan {
 
 impl BootPlan {
     /// The phase is fetched over HTTP.
-    pub fn uses_http(&self, step: Step) -> bool {
+    pub(crate) fn uses_http(&self, step: Step) -> bool {
         self.http.is_some() && matches!(step, Step::Kernel | Step::Initrd)
     }
 
     /// How the phase is done, for the report: "dhcp", "tftp" or "http".
-    pub fn transport(&self, step: Step) -> &'static str {
+    pub(crate) fn transport(&self, step: Step) -> &'static str {
         match step {
             Step::Dhcp => "dhcp",
             s if self.uses_http(s) => "http",
@@ -90,7 +90,7 @@ impl BootPlan {
     }
 
     /// The phase after `step` (None: the boot is complete).
-    pub fn step_after(&self, step: Step) -> Option<Step> {
+    pub(crate) fn step_after(&self, step: Step) -> Option<Step> {
         match step {
             Step::Dhcp => Some(Step::BootFile),
             Step::BootFile if self.kernel.is_some() => Some(Step::Kernel),
@@ -102,7 +102,7 @@ impl BootPlan {
 
 /// The TFTP options a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TftpAsk {
+pub(crate) struct TftpAsk {
     pub blksize: Option<u16>,
     pub windowsize: Option<u16>,
     pub tsize: bool,
@@ -113,7 +113,7 @@ pub struct TftpAsk {
 /// a BIOS PXE ROM (iPXE's, as in QEMU) and iPXE blksize 1432 + tsize with iPXE's retry backoff;
 /// OVMF's UEFI PXE blksize 1468 + windowsize 4 + tsize, retrying every 4 s six times.
 /// `windowsize` overrides the window in every phase (0: none asked).
-pub fn firmware_options(arch: Arch, step: Step, windowsize: Option<u16>) -> TftpAsk {
+pub(crate) fn firmware_options(arch: Arch, step: Step, windowsize: Option<u16>) -> TftpAsk {
     let mut ask = match (arch, step) {
         (Arch::UefiX64, Step::BootFile) => TftpAsk {
             blksize: Some(1468),
@@ -136,7 +136,7 @@ pub fn firmware_options(arch: Arch, step: Step, windowsize: Option<u16>) -> Tftp
 
 /// Why a boot failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BootFailure {
+pub(crate) enum BootFailure {
     Dhcp(dhcp_client::Failure),
     /// The DHCP answer named no usable TFTP server and none was configured.
     NoTftpServer,
@@ -156,7 +156,7 @@ pub enum BootFailure {
 
 impl BootFailure {
     /// A short stable name, the key of the report's failure table.
-    pub fn cause(&self) -> String {
+    pub(crate) fn cause(&self) -> String {
         match self {
             BootFailure::Dhcp(f) => format!("dhcp-{}", f.cause()),
             BootFailure::NoTftpServer => "no-tftp-server".into(),
@@ -174,7 +174,7 @@ impl BootFailure {
 
 /// Where a produced datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transmit {
+pub(crate) enum Transmit {
     /// On the shared DHCP socket.
     Dhcp(dhcp_client::Dest),
     /// On this client's socket of the current TFTP transfer.
@@ -193,7 +193,7 @@ enum State {
     Failed,
 }
 
-pub struct BootClient {
+pub(crate) struct BootClient {
     plan: Arc<BootPlan>,
     arch: Arch,
     state: State,
@@ -220,7 +220,7 @@ pub struct BootClient {
 impl BootClient {
     /// A client that starts now: its first DISCOVER (or, with `skip_dhcp`, its first RRQ once
     /// the driver starts the transfer). `dhcp` is its DHCP identity (unused with `skip_dhcp`).
-    pub fn new(plan: Arc<BootPlan>, arch: Arch, dhcp: ClientConfig, now: Instant) -> Self {
+    pub(crate) fn new(plan: Arc<BootPlan>, arch: Arch, dhcp: ClientConfig, now: Instant) -> Self {
         let mut c = Self {
             arch,
             state: State::Dhcp,
@@ -254,87 +254,87 @@ impl BootClient {
         c
     }
 
-    pub fn arch(&self) -> Arch {
+    pub(crate) fn arch(&self) -> Arch {
         self.arch
     }
 
     /// The phase the client is in (or ended in).
-    pub fn step(&self) -> Step {
+    pub(crate) fn step(&self) -> Step {
         self.step
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         matches!(self.state, State::Done | State::Failed)
     }
 
-    pub fn failure(&self) -> Option<&BootFailure> {
+    pub(crate) fn failure(&self) -> Option<&BootFailure> {
         self.failure.as_ref()
     }
 
     /// The TFTP server (known after DHCP).
     #[cfg(test)]
-    pub fn tftp_server(&self) -> Option<Ipv4Addr> {
+    pub(crate) fn tftp_server(&self) -> Option<Ipv4Addr> {
         self.server
     }
 
     /// The boot file name the client fetches (known after DHCP).
-    pub fn boot_file(&self) -> Option<&str> {
+    pub(crate) fn boot_file(&self) -> Option<&str> {
         self.boot_file.as_deref()
     }
 
     /// How long each finished phase took (DHCP: first DISCOVER to the final ACK; TFTP: first
     /// RRQ to the last block).
-    pub fn duration(&self, step: Step) -> Option<Duration> {
+    pub(crate) fn duration(&self, step: Step) -> Option<Duration> {
         self.durations[step.index()]
     }
 
     /// Start to the end of the last phase, once done.
-    pub fn total(&self) -> Option<Duration> {
+    pub(crate) fn total(&self) -> Option<Duration> {
         self.finished_at.map(|t| t - self.started)
     }
 
-    pub fn finished_at(&self) -> Option<Instant> {
+    pub(crate) fn finished_at(&self) -> Option<Instant> {
         self.finished_at
     }
 
     /// Payload bytes received so far (all transfers, including the current one).
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes_done
             + self.tftp.as_ref().map_or(0, TftpClient::received_bytes)
             + self.http.as_ref().map_or(0, HttpConn::received)
     }
 
-    pub fn dhcp_retransmits(&self) -> u64 {
+    pub(crate) fn dhcp_retransmits(&self) -> u64 {
         self.dhcp_retransmits + self.dhcp.as_ref().map_or(0, |d| d.retransmits)
     }
 
-    pub fn tftp_retransmits(&self) -> u64 {
+    pub(crate) fn tftp_retransmits(&self) -> u64 {
         self.tftp_retransmits_done + self.tftp.as_ref().map_or(0, |t| t.retransmits)
     }
 
     /// DHCP NAKs the client obeyed, and the fresh DISCOVERs it sent after them.
-    pub fn dhcp_naks_restarts(&self) -> (u64, u64) {
+    pub(crate) fn dhcp_naks_restarts(&self) -> (u64, u64) {
         self.dhcp.as_ref().map_or((0, 0), |d| (d.naks, d.restarts))
     }
 
     /// DHCP replies the client ignored or could not decode.
-    pub fn dhcp_ignored_malformed(&self) -> (u64, u64) {
+    pub(crate) fn dhcp_ignored_malformed(&self) -> (u64, u64) {
         self.dhcp
             .as_ref()
             .map_or((0, 0), |d| (d.ignored, d.malformed))
     }
 
     /// While a transfer runs, the driver keeps its socket open.
-    pub fn in_transfer(&self) -> bool {
+    pub(crate) fn in_transfer(&self) -> bool {
         self.state == State::Transferring
     }
 
     /// The phase and file name of the transfer waiting for [`start_transfer`](Self::start_transfer).
-    pub fn awaiting_transfer(&self) -> Option<(Step, &str)> {
+    pub(crate) fn awaiting_transfer(&self) -> Option<(Step, &str)> {
         if self.state != State::Awaiting {
             return None;
         }
@@ -348,12 +348,12 @@ impl BootClient {
     }
 
     /// The awaited (or current) phase goes over HTTP: `start_transfer` needs no TFTP socket.
-    pub fn uses_http(&self) -> bool {
+    pub(crate) fn uses_http(&self) -> bool {
         self.plan.uses_http(self.step)
     }
 
     /// The TFTP options this client asks in the current (or next) transfer.
-    pub fn tftp_ask(&self) -> TftpAsk {
+    pub(crate) fn tftp_ask(&self) -> TftpAsk {
         let mut ask = firmware_options(self.arch, self.step, self.plan.windowsize);
         if let Some(r) = self.plan.tftp_retry {
             ask.retry = r;
@@ -363,7 +363,7 @@ impl BootClient {
 
     /// Starts the awaited transfer (its RRQ goes out at the next poll). `expected`: the file's
     /// contents, every block is compared with them.
-    pub fn start_transfer(&mut self, now: Instant, expected: Option<Arc<[u8]>>) {
+    pub(crate) fn start_transfer(&mut self, now: Instant, expected: Option<Arc<[u8]>>) {
         let Some((_, name)) = self.awaiting_transfer() else {
             return;
         };
@@ -396,14 +396,14 @@ impl BootClient {
 
     /// The driver could not do its part of the current phase (`what`: a short cause such as
     /// `socket-EMFILE` or `verify-file-missing`).
-    pub fn fail_local(&mut self, what: &str) {
+    pub(crate) fn fail_local(&mut self, what: &str) {
         if !self.is_finished() {
             self.end_transfer();
             self.fail(BootFailure::Local(what.into(), self.step));
         }
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         match self.state {
             State::Dhcp => self.dhcp.as_ref().and_then(DhcpClient::deadline),
             State::Transferring => self.tftp.as_ref().and_then(TftpClient::deadline),
@@ -412,7 +412,7 @@ impl BootClient {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Dhcp => {
                 if let Some(d) = &mut self.dhcp {
@@ -435,7 +435,7 @@ impl BootClient {
     }
 
     /// A datagram on the shared DHCP socket(s) with this client's xid.
-    pub fn handle_dhcp(&mut self, now: Instant, bytes: &[u8]) -> Verdict {
+    pub(crate) fn handle_dhcp(&mut self, now: Instant, bytes: &[u8]) -> Verdict {
         match &mut self.dhcp {
             Some(d) => d.handle_datagram(now, bytes),
             None => Verdict::Ignored,
@@ -444,7 +444,7 @@ impl BootClient {
 
     /// A datagram on this client's TFTP socket, from `from`. Datagrams from anyone but the
     /// TFTP server are dropped (returns false).
-    pub fn handle_tftp(&mut self, now: Instant, from: SocketAddrV4, bytes: &[u8]) -> bool {
+    pub(crate) fn handle_tftp(&mut self, now: Instant, from: SocketAddrV4, bytes: &[u8]) -> bool {
         if self.state != State::Transferring || Some(*from.ip()) != self.server {
             return false;
         }
@@ -459,39 +459,39 @@ impl BootClient {
     }
 
     /// Where to connect the HTTP socket (once per connection the fetch needs).
-    pub fn poll_http_connect(&mut self) -> Option<SocketAddrV4> {
+    pub(crate) fn poll_http_connect(&mut self) -> Option<SocketAddrV4> {
         self.http.as_mut().and_then(HttpConn::poll_connect)
     }
 
     /// The driver keeps the HTTP socket open while this is true and closes it when not.
-    pub fn http_wants_socket(&self) -> bool {
+    pub(crate) fn http_wants_socket(&self) -> bool {
         self.http.as_ref().is_some_and(HttpConn::wants_socket)
     }
 
     /// The HTTP socket's connect is in progress.
-    pub fn http_connecting(&self) -> bool {
+    pub(crate) fn http_connecting(&self) -> bool {
         self.http.as_ref().is_some_and(HttpConn::is_connecting)
     }
 
     /// Request bytes to write on the HTTP socket.
-    pub fn http_output(&self) -> &[u8] {
+    pub(crate) fn http_output(&self) -> &[u8] {
         self.http.as_ref().map_or(&[], HttpConn::output)
     }
 
-    pub fn http_wrote(&mut self, now: Instant, n: usize) {
+    pub(crate) fn http_wrote(&mut self, now: Instant, n: usize) {
         if let Some(h) = &mut self.http {
             h.wrote(now, n);
         }
     }
 
-    pub fn handle_http_connected(&mut self, now: Instant) {
+    pub(crate) fn handle_http_connected(&mut self, now: Instant) {
         if let Some(h) = &mut self.http {
             h.handle_connected(now);
         }
     }
 
     /// Bytes read from the HTTP socket.
-    pub fn handle_http_data(&mut self, now: Instant, data: &[u8]) {
+    pub(crate) fn handle_http_data(&mut self, now: Instant, data: &[u8]) {
         if let Some(h) = &mut self.http {
             h.handle_data(now, data);
         }
@@ -499,7 +499,7 @@ impl BootClient {
     }
 
     /// The server closed the HTTP connection.
-    pub fn handle_http_eof(&mut self, now: Instant) {
+    pub(crate) fn handle_http_eof(&mut self, now: Instant) {
         if let Some(h) = &mut self.http {
             h.handle_eof(now);
         }
@@ -507,7 +507,7 @@ impl BootClient {
     }
 
     /// The HTTP socket failed.
-    pub fn handle_http_error(&mut self, now: Instant, f: HttpFailure) {
+    pub(crate) fn handle_http_error(&mut self, now: Instant, f: HttpFailure) {
         if let Some(h) = &mut self.http {
             h.handle_io_error(now, f);
         }
@@ -516,7 +516,7 @@ impl BootClient {
 
     /// The next datagram to send, encoded into `buf`; moves to the next phase when the current
     /// one has finished and has nothing left to send.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         match self.state {
             State::Dhcp => {
                 let d = self.dhcp.as_mut()?;

@@ -31,13 +31,13 @@ mod sim;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-pub use report::BootReport;
+pub(crate) use report::BootReport;
 
 use crate::boot_client::BootPlan;
 use crate::dhcp_storm::DhcpParams;
 
 #[derive(Debug, Clone)]
-pub struct BootParams {
+pub(crate) struct BootParams {
     /// The clients, their DHCP and the run's deadline (the DHCP server is `dhcp.server`).
     pub dhcp: DhcpParams,
     pub plan: BootPlan,
@@ -56,7 +56,7 @@ const TOKEN_HTTP: u64 = 1 << 40;
 /// Bytes of one read from an HTTP connection (the buffer all connections share).
 const HTTP_READ: usize = 256 * 1024;
 
-pub fn run(p: &BootParams) -> anyhow::Result<BootReport> {
+pub(crate) fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     let (mut sim, configs) = setup::prepare(p)?;
     let ran = event_loop::run(p, &mut sim, configs);
     Ok(report::build(p, sim, ran))

@@ -16,13 +16,13 @@ use crate::dhcp_storm::{ArchCount, Arrival, Latency, write_outcomes};
 use pxe_net::mmsg::ErrorCounts;
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Retransmits {
+pub(crate) struct Retransmits {
     pub dhcp: u64,
     pub tftp: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Phases {
+pub(crate) struct Phases {
     pub dhcp: Latency,
     pub boot_file: Latency,
     pub kernel: Latency,
@@ -32,7 +32,7 @@ pub struct Phases {
 
 /// The HTTP side of a run (all zero without `--http-base`).
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct HttpStats {
+pub(crate) struct HttpStats {
     /// TCP connections opened (one per client, more if a server closes them).
     pub connections: u64,
     /// GET requests started.
@@ -42,7 +42,7 @@ pub struct HttpStats {
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
-pub struct Packets {
+pub(crate) struct Packets {
     pub dhcp_sent: u64,
     pub dhcp_received: u64,
     pub tftp_sent: u64,
@@ -54,7 +54,7 @@ pub struct Packets {
 
 /// Data behind the HTML report's charts (not in the JSON).
 #[derive(Debug, Clone, Default)]
-pub struct Curves {
+pub(crate) struct Curves {
     /// Seconds from the start at which each successful client finished, sorted.
     pub completions: Vec<f64>,
     /// Seconds at which each failed client failed, sorted.
@@ -64,7 +64,7 @@ pub struct Curves {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct BootReport {
+pub(crate) struct BootReport {
     pub clients: usize,
     pub ok: u64,
     pub failed: u64,

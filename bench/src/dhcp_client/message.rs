@@ -82,7 +82,7 @@ const KEPT_OPTIONS: [(u8, Option<u8>); 4] = [
 /// dhcproto's option decoder is not hardened against hostile input (it asserts on some option
 /// lengths and unwraps others), so the option area is first walked here, with bounds, and only
 /// the options the client reads, with valid lengths, are handed to it.
-pub fn decode_reply(bytes: &[u8]) -> Option<Message> {
+pub(crate) fn decode_reply(bytes: &[u8]) -> Option<Message> {
     // 236-byte header + 4-byte cookie + at least one option byte.
     if bytes.len() < 241 || bytes[236..240] != v4::MAGIC {
         return None;
@@ -126,7 +126,7 @@ pub fn decode_reply(bytes: &[u8]) -> Option<Message> {
 
 /// The client hardware address (the first six bytes of `chaddr`) of a datagram, for
 /// demultiplexing before decoding: unlike the xid it stays the same for a client's lifetime.
-pub fn peek_chaddr(bytes: &[u8]) -> Option<[u8; 6]> {
+pub(crate) fn peek_chaddr(bytes: &[u8]) -> Option<[u8; 6]> {
     bytes.get(28..34)?.try_into().ok()
 }
 

@@ -39,10 +39,10 @@ use dhcproto::v4::{Message, MessageType, Opcode};
 use pxe_proto::consts::arch;
 
 use message::{boot_file, is_pxe_offer, next_server, server_id};
-pub use message::{decode_reply, peek_chaddr};
+pub(crate) use message::{decode_reply, peek_chaddr};
 
 /// The PXE spec's DISCOVER timeouts (also used for the REQUESTs).
-pub const PXE_TIMEOUTS: [Duration; 4] = [
+pub(crate) const PXE_TIMEOUTS: [Duration; 4] = [
     Duration::from_secs(4),
     Duration::from_secs(8),
     Duration::from_secs(16),
@@ -50,7 +50,7 @@ pub const PXE_TIMEOUTS: [Duration; 4] = [
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Arch {
+pub(crate) enum Arch {
     /// Legacy BIOS PXE ROM (option 93 = 0).
     Bios,
     /// UEFI x64 (option 93 = 7).
@@ -60,14 +60,14 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub fn code(self) -> u16 {
+    pub(crate) fn code(self) -> u16 {
         match self {
             Arch::Bios | Arch::Ipxe => arch::X86_BIOS,
             Arch::UefiX64 => arch::X64_UEFI,
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Arch::Bios => "bios",
             Arch::UefiX64 => "uefi",
@@ -75,7 +75,7 @@ impl Arch {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Arch> {
+    pub(crate) fn parse(s: &str) -> Option<Arch> {
         match s {
             "bios" => Some(Arch::Bios),
             "uefi" | "uefi64" | "uefi-x64" => Some(Arch::UefiX64),
@@ -85,20 +85,20 @@ impl Arch {
     }
 
     /// Option 60 as the ROM sends it.
-    pub fn vendor_class(self) -> String {
+    pub(crate) fn vendor_class(self) -> String {
         format!("PXEClient:Arch:{:05}:UNDI:002001", self.code())
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     Full,
     Proxy,
 }
 
 impl Mode {
     /// Its name in reports.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mode::Full => "full",
             Mode::Proxy => "proxy",
@@ -108,7 +108,7 @@ impl Mode {
 
 /// One simulated machine.
 #[derive(Debug, Clone)]
-pub struct ClientConfig {
+pub(crate) struct ClientConfig {
     pub mac: [u8; 6],
     pub uuid: [u8; 16],
     pub arch: Arch,
@@ -123,7 +123,7 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// [`PXE_TIMEOUTS`] multiplied by `scale` (e.g. 0.001 for milliseconds).
-    pub fn pxe_timeouts(scale: f64) -> Vec<Duration> {
+    pub(crate) fn pxe_timeouts(scale: f64) -> Vec<Duration> {
         PXE_TIMEOUTS
             .iter()
             .map(|t| t.mul_f64(scale.max(0.0)).max(Duration::from_micros(100)))
@@ -133,7 +133,7 @@ impl ClientConfig {
 
 /// Where a produced datagram goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dest {
+pub(crate) enum Dest {
     /// The DHCP server port 67 at the configured server address (broadcast by default).
     Server,
     /// A PXE boot server (ProxyDHCP) on port 4011, unicast.
@@ -142,7 +142,7 @@ pub enum Dest {
 
 /// The phase a client is in (or failed in).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// DISCOVER sent, collecting offers.
     Discover,
     /// REQUEST sent to the DHCP server (port 67).
@@ -152,7 +152,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Phase::Discover => "discover",
             Phase::Request => "request",
@@ -162,7 +162,7 @@ impl Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// No usable answer after the last retransmission.
     Timeout(Phase),
     /// Like `Timeout`, but the server did answer with replies that did not decode.
@@ -180,7 +180,7 @@ pub enum Failure {
 
 impl Failure {
     /// A short stable name, used as the key of the report's failure table.
-    pub fn cause(&self) -> String {
+    pub(crate) fn cause(&self) -> String {
         match self {
             Failure::Timeout(p) => format!("timeout-{}", p.name()),
             Failure::Malformed(p) => format!("malformed-reply-{}", p.name()),
@@ -194,7 +194,7 @@ impl Failure {
 
 /// What became of one datagram handed to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// It moved the client on.
     Accepted,
     /// A valid DHCP message not meant for this client or this state (wrong xid/chaddr, a second
@@ -230,7 +230,7 @@ struct ProxyOffer {
 /// Timestamps of the phases (the first DISCOVER, the offer(s) that were taken, the first REQUEST
 /// of the successful cycle, the final ACK).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Timestamps {
+pub(crate) struct Timestamps {
     pub started: Option<Instant>,
     pub discover_sent: Option<Instant>,
     pub offer_got: Option<Instant>,
@@ -238,7 +238,7 @@ pub struct Timestamps {
     pub ack_got: Option<Instant>,
 }
 
-pub struct DhcpClient {
+pub(crate) struct DhcpClient {
     cfg: ClientConfig,
     /// The transaction id in use (a new one after every NAK).
     xid: u32,
@@ -270,7 +270,7 @@ pub struct DhcpClient {
 
 impl DhcpClient {
     /// A client that sends its first DISCOVER at the next [`poll_transmit`](Self::poll_transmit).
-    pub fn new(cfg: ClientConfig, now: Instant) -> Self {
+    pub(crate) fn new(cfg: ClientConfig, now: Instant) -> Self {
         assert!(!cfg.timeouts.is_empty(), "at least one timeout");
         let mac = cfg.mac.iter().fold(0u64, |a, &b| a << 8 | u64::from(b));
         let seed = (u64::from(cfg.xid) << 32 | u64::from(cfg.xid)) ^ mac ^ 0x9e37_79b9_7f4a_7c15;
@@ -303,44 +303,44 @@ impl DhcpClient {
 
     /// The transaction id of the current exchange.
     #[cfg(test)]
-    pub fn xid(&self) -> u32 {
+    pub(crate) fn xid(&self) -> u32 {
         self.xid
     }
 
-    pub fn arch(&self) -> Arch {
+    pub(crate) fn arch(&self) -> Arch {
         self.cfg.arch
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         matches!(self.state, State::Done | State::Failed)
     }
 
-    pub fn failure(&self) -> Option<&Failure> {
+    pub(crate) fn failure(&self) -> Option<&Failure> {
         self.failure.as_ref()
     }
 
     /// The address the client was given (once done).
-    pub fn address(&self) -> Option<Ipv4Addr> {
+    pub(crate) fn address(&self) -> Option<Ipv4Addr> {
         self.addr.map(|a| a.yiaddr)
     }
 
     /// The boot file name of the final ACK / proxy offer (once done).
-    pub fn boot_file(&self) -> Option<&[u8]> {
+    pub(crate) fn boot_file(&self) -> Option<&[u8]> {
         self.boot_file.as_deref()
     }
 
     /// The TFTP server of the answer that named the boot file (its `siaddr`, else its server
     /// identifier), once done.
-    pub fn next_server(&self) -> Option<Ipv4Addr> {
+    pub(crate) fn next_server(&self) -> Option<Ipv4Addr> {
         self.next_server
     }
 
     /// The phase the client is in (meaningful while it runs).
-    pub fn phase(&self) -> Phase {
+    pub(crate) fn phase(&self) -> Phase {
         match self.state {
             State::BackOff | State::Selecting | State::Done | State::Failed => Phase::Discover,
             State::Requesting => Phase::Request,
@@ -350,7 +350,7 @@ impl DhcpClient {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called next; `None` when finished.
     /// While a datagram is pending, call [`poll_transmit`](Self::poll_transmit) first.
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         if self.is_finished() {
             None
         } else {
@@ -359,7 +359,7 @@ impl DhcpClient {
     }
 
     /// Encodes the next datagram to send into `out` (cleared first) and says where it goes.
-    pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Dest> {
+    pub(crate) fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Dest> {
         if !self.pending || self.is_finished() {
             return None;
         }
@@ -393,7 +393,7 @@ impl DhcpClient {
 
     /// The deadline passed: retransmit, restart after a NAK's back-off, or give up after the
     /// last wait (after a NAK: at the overall DHCP deadline).
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         let Some(deadline) = self.deadline else {
             return;
         };
@@ -425,7 +425,7 @@ impl DhcpClient {
     }
 
     /// A datagram arrived (on either of the driver's sockets).
-    pub fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> Verdict {
+    pub(crate) fn handle_datagram(&mut self, now: Instant, bytes: &[u8]) -> Verdict {
         let Some(msg) = decode_reply(bytes) else {
             self.malformed += 1;
             self.malformed_in_phase += 1;

@@ -20,18 +20,18 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use parser::{Event, ResponseParser};
+pub(crate) use parser::{Event, ResponseParser};
 
 /// Where the files are: `http://A.B.C.D[:PORT][/PREFIX/]` (an IPv4 literal, no name lookup).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpBase {
+pub(crate) struct HttpBase {
     pub server: SocketAddrV4,
     /// The path every file name is appended to; starts and ends with `/`.
     pub prefix: String,
 }
 
 impl HttpBase {
-    pub fn parse(url: &str) -> Result<HttpBase, String> {
+    pub(crate) fn parse(url: &str) -> Result<HttpBase, String> {
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("{url}: not an http:// URL"))?;
@@ -66,7 +66,7 @@ impl HttpBase {
     }
 
     /// The request target of `name` (percent-encoded where a URL path needs it).
-    pub fn target(&self, name: &str) -> String {
+    pub(crate) fn target(&self, name: &str) -> String {
         let mut t = self.prefix.clone();
         for &b in name.trim_start_matches('/').as_bytes() {
             if b.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=:@".contains(&b) {
@@ -79,7 +79,7 @@ impl HttpBase {
     }
 
     /// The `Host` header's value.
-    pub fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         match self.server.port() {
             80 => self.server.ip().to_string(),
             _ => self.server.to_string(),
@@ -95,7 +95,7 @@ impl std::fmt::Display for HttpBase {
 
 /// Why a response (or the connection it needed) failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HttpFailure {
+pub(crate) enum HttpFailure {
     /// The server refused the connection (RST to the SYN).
     Refused,
     /// No connection within the timeout.
@@ -124,7 +124,7 @@ pub enum HttpFailure {
 
 impl HttpFailure {
     /// A short stable name (the report prefixes `http-` and appends the phase).
-    pub fn cause(&self) -> String {
+    pub(crate) fn cause(&self) -> String {
         match self {
             HttpFailure::Refused => "refused".into(),
             HttpFailure::ConnectTimeout => "connect-timeout".into(),
@@ -165,7 +165,7 @@ struct Request {
 /// One client's HTTP connection: `get` a file, let the driver connect and write
 /// [`output`](Self::output), feed it what the socket reads, collect the outcome.
 #[derive(Debug)]
-pub struct HttpConn {
+pub(crate) struct HttpConn {
     base: Arc<HttpBase>,
     timeout: Duration,
     link: Link,
@@ -181,7 +181,7 @@ pub struct HttpConn {
 
 impl HttpConn {
     /// `timeout`: connect timeout, and the longest silence while a request is outstanding.
-    pub fn new(base: Arc<HttpBase>, timeout: Duration, now: Instant) -> Self {
+    pub(crate) fn new(base: Arc<HttpBase>, timeout: Duration, now: Instant) -> Self {
         Self {
             base,
             timeout,
@@ -198,7 +198,7 @@ impl HttpConn {
 
     /// Starts `GET name` (on the open connection, or on a new one). `expected`: the file's
     /// contents, the body is compared with them as it arrives.
-    pub fn get(&mut self, now: Instant, name: &str, expected: Option<Arc<[u8]>>) {
+    pub(crate) fn get(&mut self, now: Instant, name: &str, expected: Option<Arc<[u8]>>) {
         self.out.clear();
         self.out_sent = 0;
         self.out.extend_from_slice(b"GET ");
@@ -225,7 +225,7 @@ impl HttpConn {
     }
 
     /// Where to connect, once per connection the current request needs.
-    pub fn poll_connect(&mut self) -> Option<SocketAddrV4> {
+    pub(crate) fn poll_connect(&mut self) -> Option<SocketAddrV4> {
         if self.link == Link::Down && self.pending() {
             self.link = Link::Connecting;
             self.connects += 1;
@@ -235,16 +235,16 @@ impl HttpConn {
     }
 
     /// The driver keeps (or opens) a socket while this is true, and closes it when false.
-    pub fn wants_socket(&self) -> bool {
+    pub(crate) fn wants_socket(&self) -> bool {
         self.link != Link::Down
     }
 
-    pub fn is_connecting(&self) -> bool {
+    pub(crate) fn is_connecting(&self) -> bool {
         self.link == Link::Connecting
     }
 
     /// The connect completed.
-    pub fn handle_connected(&mut self, now: Instant) {
+    pub(crate) fn handle_connected(&mut self, now: Instant) {
         if self.link == Link::Connecting {
             self.link = Link::Up;
             self.touch(now);
@@ -252,7 +252,7 @@ impl HttpConn {
     }
 
     /// Request bytes to write now.
-    pub fn output(&self) -> &[u8] {
+    pub(crate) fn output(&self) -> &[u8] {
         if self.link == Link::Up && self.pending() {
             &self.out[self.out_sent..]
         } else {
@@ -260,7 +260,7 @@ impl HttpConn {
         }
     }
 
-    pub fn wrote(&mut self, now: Instant, n: usize) {
+    pub(crate) fn wrote(&mut self, now: Instant, n: usize) {
         self.out_sent = (self.out_sent + n).min(self.out.len());
         if n > 0 {
             self.touch(now);
@@ -268,7 +268,7 @@ impl HttpConn {
     }
 
     /// Bytes read from the socket.
-    pub fn handle_data(&mut self, now: Instant, mut data: &[u8]) {
+    pub(crate) fn handle_data(&mut self, now: Instant, mut data: &[u8]) {
         self.touch(now);
         if !self.pending() {
             // Nothing asked: a server that talks out of turn.
@@ -308,7 +308,7 @@ impl HttpConn {
     }
 
     /// The peer closed its side (read returned 0).
-    pub fn handle_eof(&mut self, now: Instant) {
+    pub(crate) fn handle_eof(&mut self, now: Instant) {
         if !self.pending() {
             self.link = Link::Down;
             return;
@@ -322,21 +322,21 @@ impl HttpConn {
     }
 
     /// The socket failed (connect refused, reset, …).
-    pub fn handle_io_error(&mut self, now: Instant, f: HttpFailure) {
+    pub(crate) fn handle_io_error(&mut self, now: Instant, f: HttpFailure) {
         self.link = Link::Down;
         if self.pending() {
             self.finish(now, Err(f));
         }
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.pending().then_some(self.timer)
     }
 
     /// Fails the request if nothing happened for the timeout; else re-arms at the last
     /// activity plus the timeout (activity does not move the timer, so it is armed once per
     /// timeout, not once per read).
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if !self.pending() {
             return;
         }
@@ -355,13 +355,15 @@ impl HttpConn {
     }
 
     /// Body bytes of the current request so far.
-    pub fn received(&self) -> u64 {
+    pub(crate) fn received(&self) -> u64 {
         self.req.as_ref().map_or(0, |r| r.received)
     }
 
     /// The current request's outcome, once it has one (taken: the next call returns None),
     /// with when its last byte arrived.
-    pub fn take_outcome(&mut self) -> Option<(Result<(), HttpFailure>, Option<Instant>, u64)> {
+    pub(crate) fn take_outcome(
+        &mut self,
+    ) -> Option<(Result<(), HttpFailure>, Option<Instant>, u64)> {
         let r = self.req.as_mut()?;
         let outcome = r.outcome.take()?;
         let r = self.req.take()?;

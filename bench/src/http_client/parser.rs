@@ -5,11 +5,11 @@ use super::HttpFailure;
 
 /// A response head (status line and headers, or a chunked body's trailers) longer than this
 /// is refused.
-pub const MAX_HEAD: usize = 16 * 1024;
+pub(super) const MAX_HEAD: usize = 16 * 1024;
 
 /// What [`ResponseParser::advance`] found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Event<'a> {
+pub(crate) enum Event<'a> {
     /// The final (non-1xx) head is complete.
     Head(u16),
     /// Body bytes (decoded), in order.
@@ -36,7 +36,7 @@ enum PState {
 
 /// An HTTP/1.1 response parser over a byte stream split anywhere.
 #[derive(Debug)]
-pub struct ResponseParser {
+pub(crate) struct ResponseParser {
     state: PState,
     /// The line being read (without its end until it is complete). Seen by the tests, which
     /// check that it stays bounded.
@@ -58,7 +58,7 @@ impl Default for ResponseParser {
 }
 
 impl ResponseParser {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: PState::Status,
             line: Vec::with_capacity(256),
@@ -73,7 +73,7 @@ impl ResponseParser {
     }
 
     /// Ready for the next response on the same connection (keeps the line buffer).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.state = PState::Status;
         self.line.clear();
         self.head_len = 0;
@@ -87,13 +87,13 @@ impl ResponseParser {
 
     /// The connection cannot carry another request after this response (`Connection: close`,
     /// HTTP/1.0 without keep-alive, or a body delimited by the close).
-    pub fn closes(&self) -> bool {
+    pub(crate) fn closes(&self) -> bool {
         self.close || (self.http10 && !self.keep_alive) || self.state == PState::UntilClose
     }
 
     /// Consumes a prefix of `input`; returns how many bytes and what it found. With non-empty
     /// input it always consumes a byte or returns an event. After `Done`, it consumes nothing.
-    pub fn advance<'a>(
+    pub(crate) fn advance<'a>(
         &mut self,
         input: &'a [u8],
     ) -> Result<(usize, Option<Event<'a>>), HttpFailure> {
@@ -158,7 +158,7 @@ impl ResponseParser {
 
     /// The connection ended: `Ok(true)` if that completes the response (a body delimited by
     /// the close), else why the response is incomplete.
-    pub fn eof(&mut self) -> Result<bool, HttpFailure> {
+    pub(crate) fn eof(&mut self) -> Result<bool, HttpFailure> {
         match self.state {
             PState::Done => Ok(true),
             PState::UntilClose => {

@@ -95,7 +95,7 @@ pub(super) struct SendSlots {
 }
 
 impl SendSlots {
-    pub fn new(n: usize) -> SendSlots {
+    pub(super) fn new(n: usize) -> SendSlots {
         // SAFETY: RawSlot holds only integers, arrays of integers and raw pointers, for which
         // all-zero bits are valid values.
         let raw = unsafe { Box::<[RawSlot]>::new_zeroed_slice(n).assume_init() };
@@ -105,16 +105,16 @@ impl SendSlots {
         SendSlots { raw, meta, free }
     }
 
-    pub fn available(&self) -> usize {
+    pub(super) fn available(&self) -> usize {
         self.free.len()
     }
 
-    pub fn alloc(&mut self) -> Option<u32> {
+    pub(super) fn alloc(&mut self) -> Option<u32> {
         self.free.pop()
     }
 
     /// Frees a slot after its completion; returns whom it belonged to.
-    pub fn release(&mut self, s: u32) -> Owner {
+    pub(super) fn release(&mut self, s: u32) -> Owner {
         let m = &mut self.meta[s as usize];
         let owner = m.owner;
         *m = SlotMeta::EMPTY;
@@ -122,16 +122,23 @@ impl SendSlots {
         owner
     }
 
-    pub fn owner(&self, s: u32) -> Owner {
+    pub(super) fn owner(&self, s: u32) -> Owner {
         self.meta[s as usize].owner
     }
 
-    pub fn used_gso(&self, s: u32) -> bool {
+    pub(super) fn used_gso(&self, s: u32) -> bool {
         self.meta[s as usize].gso
     }
 
     /// Sets a slot up to send `bytes` (a control packet, copied) to `dst` from `fd`.
-    pub fn fill_ctrl(&mut self, s: u32, fd: RawFd, dst: SocketAddr, owner: Owner, bytes: &[u8]) {
+    pub(super) fn fill_ctrl(
+        &mut self,
+        s: u32,
+        fd: RawFd,
+        dst: SocketAddr,
+        owner: Owner,
+        bytes: &[u8],
+    ) {
         let (r, m) = (&mut self.raw[s as usize], &mut self.meta[s as usize]);
         let len = bytes.len().min(CTRL_LEN);
         r.ctrl[..len].copy_from_slice(&bytes[..len]);
@@ -146,7 +153,7 @@ impl SendSlots {
     }
 
     /// Sets a slot up for DATA packets from `image` to `dst`; add them with [`Self::append`].
-    pub fn start_data(
+    pub(super) fn start_data(
         &mut self,
         s: u32,
         fd: RawFd,
@@ -166,7 +173,7 @@ impl SendSlots {
     }
 
     /// Whether a DATA packet with `len` payload bytes can join this slot's GSO send.
-    pub fn can_append(&self, s: u32, len: usize) -> bool {
+    pub(super) fn can_append(&self, s: u32, len: usize) -> bool {
         let m = &self.meta[s as usize];
         m.npkts > 0
             && !m.sealed
@@ -175,7 +182,7 @@ impl SendSlots {
             && m.bytes + 4 + len <= GSO_MAX_BYTES
     }
 
-    pub fn is_sealed(&self, s: u32) -> bool {
+    pub(super) fn is_sealed(&self, s: u32) -> bool {
         self.meta[s as usize].sealed
     }
 
@@ -185,7 +192,7 @@ impl SendSlots {
     /// # Safety
     /// `payload` must point into memory owned by the image given to [`Self::start_data`] for
     /// this slot (the slot's `Arc` keeps it alive until [`Self::release`]).
-    pub unsafe fn append(&mut self, s: u32, header: [u8; 4], payload: &[u8]) {
+    pub(super) unsafe fn append(&mut self, s: u32, header: [u8; 4], payload: &[u8]) {
         let (r, m) = (&mut self.raw[s as usize], &mut self.meta[s as usize]);
         let n = m.npkts;
         debug_assert!(n < MAX_SEGMENTS);
@@ -212,7 +219,7 @@ impl SendSlots {
 
     /// Fills the slot's `msghdr` for everything added and returns the SQE (user data not set).
     /// With `gso` and more than one packet, a `UDP_SEGMENT` control message makes it one send.
-    pub fn build(&mut self, s: u32, gso: bool) -> squeue::Entry {
+    pub(super) fn build(&mut self, s: u32, gso: bool) -> squeue::Entry {
         let (r, m) = (&mut self.raw[s as usize], &mut self.meta[s as usize]);
         r.msg.msg_name = (&raw mut r.addr).cast();
         r.msg.msg_namelen = m.namelen;
@@ -242,7 +249,7 @@ impl SendSlots {
 
     /// After a GSO send failed: the SQE that sends the next packet of this slot on its own, or
     /// `None` when all have been resent.
-    pub fn next_fallback(&mut self, s: u32) -> Option<squeue::Entry> {
+    pub(super) fn next_fallback(&mut self, s: u32) -> Option<squeue::Entry> {
         let (r, m) = (&mut self.raw[s as usize], &mut self.meta[s as usize]);
         let i = m.fallback_next.unwrap_or(0);
         if m.npkts == 0 || i >= m.npkts {
@@ -259,7 +266,7 @@ impl SendSlots {
     }
 
     /// Whether the slot is resending packets one by one after a GSO failure.
-    pub fn in_fallback(&self, s: u32) -> bool {
+    pub(super) fn in_fallback(&self, s: u32) -> bool {
         self.meta[s as usize].fallback_next.is_some()
     }
 }
