@@ -36,12 +36,10 @@
 //! Why: rustix is a well-kept safe wrapper that already covers most of what we call, so the
 //! raw calls left are few and in one place. nix duplicated rustix (its socket options, `setns`,
 //! `recvmsg`/`sendmsg`, `if_nametoindex`), and socket2 duplicated rustix's socket calls; both
-//! are gone from the project's own dependencies (nix is left only to pxe-server's
-//! `tests/common`, whose `setns` is [`enter_netns`] once that helper moves to the test-support
-//! crate).
+//! are gone from the project's own dependencies (they may remain in `Cargo.lock` through
+//! tokio and others).
 
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cmsg;
 pub mod cpu;
