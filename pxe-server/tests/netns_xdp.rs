@@ -231,6 +231,7 @@ fn daemon(mode: &str, net: u8) {
     );
     // No tagged frames here: they never reach a socket (no VLAN interface), so the
     // responder's count could not equal what passed once plain DHCP is let through.
+    let first_round = Instant::now();
     send_frames(&cli, "xc", 0);
     let total = (PXE_MACS + NON_PXE + FLOOD) as u64;
     let filter_counter = |s: &serde_json::Value, name: &str| -> u64 {
@@ -259,6 +260,9 @@ fn daemon(mode: &str, net: u8) {
     assert_eq!(last["needs_restart"], serde_json::json!([]), "{last:#}");
     assert!(server.log().contains("configuration reloaded"));
     send_frames(&cli, "xc", 0);
+    // The flood MAC's bucket refills at 1/s (up to BURST) between the rounds: how long that
+    // was depends on the machine (each round starts a Python interpreter), so it is measured.
+    let refill = (first_round.elapsed().as_secs_f64().ceil() as u64).min(u64::from(BURST));
     let settled = wait_until(Duration::from_secs(10), || {
         s = server.status();
         filter_counter(&s, "seen") == 2 * total
@@ -271,12 +275,12 @@ fn daemon(mode: &str, net: u8) {
         "no plain DISCOVER dropped after the reload: {s:#}"
     );
     // Second round: every PXE MAC and every plain MAC has tokens; the flood MAC only what
-    // refilled (1/s) since the first round.
+    // refilled (1/s) since the first round (one more for a token that refilled during it).
     let second = filter_counter(&s, "passed") - passed;
     let base = (PXE_MACS + NON_PXE) as u64;
     assert!(
-        (base..=base + 4).contains(&second),
-        "{second} passed: {s:#}"
+        (base..=base + refill + 1).contains(&second),
+        "{second} passed ({refill} s of refill): {s:#}"
     );
 
     // A bad file is refused with its line, and the running policy stays.
