@@ -358,6 +358,67 @@ fn restart_after_kill9_keeps_every_lease() {
     eprintln!("restart test took {:?}", t0.elapsed());
 }
 
+/// RFC 2131 §4.3.2 with a real client: dhclient comes up remembering an address (10.78.11.120)
+/// that another server gave it. Its INIT-REBOOT REQUEST gets no answer from a server that
+/// never saw it (no ACK for an address it did not give, no NAK either); dhclient then falls
+/// back to DISCOVER and is given an address the usual way.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn full_mode_is_silent_to_init_reboot_from_a_stranger() {
+    let t0 = Instant::now();
+    let lan = Lan::new(11, false);
+    let mut server = lan.start_full();
+    let d = lan.dir();
+    let remembered = lan.ip(120);
+    std::fs::write(
+        d.join("reboot.leases"),
+        format!(
+            "lease {{\n  interface \"dc\";\n  fixed-address {remembered};\n\
+             option subnet-mask 255.255.255.0;\n  option dhcp-lease-time 86400;\n\
+             option dhcp-server-identifier 10.78.11.254;\n\
+             renew 4 2037/01/01 00:00:00;\n  rebind 4 2037/01/01 00:00:00;\n\
+             expire 4 2037/01/01 00:00:00;\n}}\n"
+        ),
+    )
+    .unwrap();
+    // INIT-REBOOT for 3 s, then DISCOVER.
+    let conf = d.join("reboot.conf");
+    std::fs::write(&conf, "reboot 3;\ntimeout 30;\nretry 60;\n").unwrap();
+    let r = dhclient(
+        &lan.cli,
+        d,
+        "reboot",
+        Some(&conf),
+        "dc",
+        Duration::from_secs(45),
+    );
+    assert!(r.success(), "dhclient failed:\n{}", r.all());
+    let out = r.all();
+    let asked = out
+        .find(&format!("DHCPREQUEST for {remembered}"))
+        .unwrap_or_else(|| panic!("dhclient did not try INIT-REBOOT:\n{out}"));
+    let discover = out
+        .find("DHCPDISCOVER")
+        .unwrap_or_else(|| panic!("the INIT-REBOOT was answered, no DISCOVER:\n{out}"));
+    assert!(asked < discover, "{out}");
+    assert!(!out.contains("DHCPNAK"), "{out}");
+    assert!(out.contains("DHCPACK of 10.78.11."), "{out}");
+
+    let log = server.stop();
+    let unanswered = metric(&log, "drop_init_reboot_unknown").unwrap_or(0);
+    assert!(unanswered >= 1, "{log}");
+    assert_eq!(
+        (
+            metric(&log, "offers"),
+            metric(&log, "acks"),
+            metric(&log, "naks")
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{log}"
+    );
+    eprintln!("INIT-REBOOT test took {:?}", t0.elapsed());
+}
+
 /// Runs perfdhcp (a storm of fresh clients) while the server is killed with SIGKILL and
 /// restarted; afterwards no address is bound to two clients.
 #[test]

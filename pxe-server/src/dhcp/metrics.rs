@@ -38,6 +38,9 @@ crate::metrics::counters! {
     /// Full mode: a reservation lies outside the link's subnet, or its address is leased to
     /// another client.
     drop_reservation_conflict,
+    /// Full mode: an INIT-REBOOT REQUEST from a client with no lease and no reservation, left
+    /// unanswered (RFC 2131 §4.3.2).
+    drop_init_reboot_unknown,
     /// The lease store failed to commit.
     drop_store_error,
     /// The reply did not fit or failed to encode.

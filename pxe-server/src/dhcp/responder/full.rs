@@ -92,6 +92,13 @@ impl<S: LeaseStore> Responder<S> {
         let Some(pi) = self.link_pool(ctx).or_else(|| self.pool_holding(ip)) else {
             return Action::NoResponse(N::NoSubnet);
         };
+        // INIT-REBOOT (RFC 2131 §4.3.2): a client on the wrong network is NAKed, but one we
+        // have no record of gets no answer at all, so that a server that never saw it cannot
+        // confirm an address it did not give (another server on the segment may have).
+        let init_reboot = req.server_id.is_none() && req.requested_ip.is_some();
+        if init_reboot && self.pools[pi].cfg.subnet.contains(ip) && !self.knows(ctx) {
+            return Action::NoResponse(N::UnknownClient);
+        }
         if !self.valid_for(pi, ip, ctx) {
             let m = nak(&self.cfg, req, ctx.server_ip);
             let (dst, bcast) = destination(req, true);
@@ -180,6 +187,15 @@ impl<S: LeaseStore> Responder<S> {
             .lease_time
             .unwrap_or(default)
             .clamp(60, self.cfg.max_lease_time_secs.max(default))
+    }
+
+    /// We have a record of this client: a lease (active, expired or offered) or a reserved
+    /// address.
+    fn knows(&self, ctx: &Ctx<'_, '_>) -> bool {
+        self.store.ip_of(&ctx.req.chaddr).is_some()
+            || ctx
+                .host
+                .is_some_and(|h| self.cfg.hosts.get(h).address.is_some())
     }
 
     /// `ip` may be held by this client: in the pool's range (or its reservation), reserved for

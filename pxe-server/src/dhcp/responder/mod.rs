@@ -17,8 +17,9 @@
 //! - [`full`]: a DHCP server, one function per message type. Pools per `[[dhcp.subnets]]` (the
 //!   pool is the one containing giaddr when relayed, else the local address the request
 //!   arrived on), leases via the store, reservations from `[[hosts]].address`. The server is
-//!   authoritative for its subnets: an INIT-REBOOT REQUEST for an address it cannot give is
-//!   NAKed. Leases are keyed by the client hardware address (chaddr); option 61 is not used.
+//!   authoritative for its subnets: an INIT-REBOOT REQUEST for an address on another network,
+//!   or for one a known client may not have, is NAKed; one from a client it has no record of
+//!   (no lease, no reservation) is not answered (RFC 2131 §4.3.2), as Kea does. Leases are keyed by the client hardware address (chaddr); option 61 is not used.
 //! - [`pool`]: the free addresses of each pool (a free list checked against the store, not a
 //!   scan of the range per request).
 //! - [`boot`]: the boot file for the client's architecture (option 93) or iPXE.
@@ -87,6 +88,9 @@ pub enum NoResponse {
     NoSubnet,
     PoolExhausted,
     ReservationConflict,
+    /// Full mode: an INIT-REBOOT REQUEST from a client with no lease and no reservation
+    /// (RFC 2131 §4.3.2: the server stays silent).
+    UnknownClient,
     StoreError,
     EncodeError,
     /// A DECLINE was recorded (no answer is due).
@@ -251,6 +255,7 @@ impl<S: LeaseStore> Responder<S> {
                 NoResponse::NoSubnet => &m.drop_no_subnet,
                 NoResponse::PoolExhausted => &m.drop_pool_exhausted,
                 NoResponse::ReservationConflict => &m.drop_reservation_conflict,
+                NoResponse::UnknownClient => &m.drop_init_reboot_unknown,
                 NoResponse::StoreError => &m.drop_store_error,
                 NoResponse::EncodeError => &m.drop_encode_error,
                 NoResponse::Declined => &m.declines,

@@ -567,25 +567,80 @@ fn full_mode_naks() {
         Some(&DhcpOption::ServerIdentifier(SERVER))
     );
     assert!(opt(&m, v4::OptionCode::AddressLeaseTime).is_none());
-    // INIT-REBOOT asking for another client's address: NAK.
+    // A client the server knows (it holds a lease) in INIT-REBOOT, asking for another client's
+    // address: NAK.
+    let b_ip = dora(&mut r, [2, 0, 0, 0, 0, 2], &meta());
     let q = Pkt::new(MessageType::Request, [2, 0, 0, 0, 0, 2])
         .opt(DhcpOption::RequestedIpAddress(a_ip));
     assert_eq!(
         transmit(run(&mut r, &q.bytes(), &meta()).0).msg_type,
         MessageType::Nak
     );
+    assert_eq!(r.store().get(b_ip).unwrap().mac.0, [2, 0, 0, 0, 0, 2]);
     // Renewing somebody else's address (ciaddr set) is NAKed, still broadcast.
     let q = Pkt::new(MessageType::Request, [2, 0, 0, 0, 0, 2]).ciaddr(a_ip);
     let t = transmit(run(&mut r, &q.bytes(), &meta()).0);
     assert_eq!((t.msg_type, t.dst), (MessageType::Nak, bcast68()));
-    // INIT-REBOOT for a free address of the subnet: ACK (authoritative).
-    let q = Pkt::new(MessageType::Request, [2, 0, 0, 0, 0, 2])
-        .opt(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 0, 120)));
+    assert_eq!(r.metrics().snapshot().naks, 3);
+}
+
+/// RFC 2131 §4.3.2: an INIT-REBOOT REQUEST from a client the server has no record of gets no
+/// answer, whatever it asks for (a free address, another client's, our own); a client that
+/// is known (a lease, even an expired one, or a reservation) is answered; one on the wrong
+/// network is NAKed either way.
+#[test]
+fn init_reboot_from_an_unknown_client_is_not_answered() {
+    let mut r = Responder::new(&config(FULL), MemoryLeaseStore::new());
+    let a_ip = dora(&mut r, [2, 0, 0, 0, 0, 1], &meta());
+    let stranger = [2, 0, 0, 0, 0, 0x99];
+    for ip in [Ipv4Addr::new(10, 0, 0, 120), a_ip, SERVER] {
+        let q = Pkt::new(MessageType::Request, stranger).opt(DhcpOption::RequestedIpAddress(ip));
+        assert_eq!(
+            run(&mut r, &q.bytes(), &meta()).0,
+            Action::NoResponse(NoResponse::UnknownClient),
+            "{ip}"
+        );
+    }
+    let snap = r.metrics().snapshot();
+    assert_eq!(
+        (snap.drop_init_reboot_unknown, snap.acks, snap.naks),
+        (3, 1, 0)
+    );
+    assert!(r.store().ip_of(&pxe_proto::MacAddr(stranger)).is_none());
+    // Another network: NAK even for a stranger (the first check of §4.3.2).
+    let q = Pkt::new(MessageType::Request, stranger).opt(DhcpOption::RequestedIpAddress(
+        Ipv4Addr::new(192, 168, 1, 10),
+    ));
     assert_eq!(
         transmit(run(&mut r, &q.bytes(), &meta()).0).msg_type,
-        MessageType::Ack
+        MessageType::Nak
     );
-    assert_eq!(r.metrics().snapshot().naks, 3);
+    // The known client, after its lease ran out, still gets its address back.
+    let later = t0() + Duration::from_secs(2 * 86_400);
+    let q = Pkt::new(MessageType::Request, [2, 0, 0, 0, 0, 1])
+        .opt(DhcpOption::RequestedIpAddress(a_ip));
+    let mut out = Vec::new();
+    let a = r.handle(later, &q.bytes(), &meta(), &mut out);
+    assert!(
+        matches!(a, Action::Respond(t) if t.msg_type == MessageType::Ack),
+        "{a:?}"
+    );
+}
+
+/// A host with a reserved address is known before it ever had a lease: its INIT-REBOOT for
+/// that address is ACKed, for another one NAKed.
+#[test]
+fn init_reboot_from_a_reserved_host_is_answered() {
+    let text =
+        format!("{FULL}\n[[hosts]]\nmac = \"02:00:00:00:00:77\"\naddress = \"10.0.0.177\"\n");
+    let mut r = Responder::new(&config(&text), MemoryLeaseStore::new());
+    let mac = [2, 0, 0, 0, 0, 0x77];
+    let ask = |ip| Pkt::new(MessageType::Request, mac).opt(DhcpOption::RequestedIpAddress(ip));
+    let t = transmit(run(&mut r, &ask(Ipv4Addr::new(10, 0, 0, 130)).bytes(), &meta()).0);
+    assert_eq!(t.msg_type, MessageType::Nak);
+    let (a, m) = run(&mut r, &ask(Ipv4Addr::new(10, 0, 0, 177)).bytes(), &meta());
+    assert_eq!(transmit(a).msg_type, MessageType::Ack);
+    assert_eq!(m.unwrap().yiaddr(), Ipv4Addr::new(10, 0, 0, 177));
 }
 
 #[test]
@@ -785,9 +840,18 @@ fn reservations() {
         transmit(run(&mut r, &q.bytes(), &meta()).0).msg_type,
         MessageType::Nak
     );
-    // Nobody else gets the reserved address.
+    // Nobody else gets the reserved address: a stranger is not answered (RFC 2131 §4.3.2),
+    // a known client is NAKed.
     let q = Pkt::new(MessageType::Request, [2, 0, 0, 0, 4, 2])
         .opt(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 0, 0, 50)));
+    assert_eq!(
+        run(&mut r, &q.bytes(), &meta()).0,
+        Action::NoResponse(NoResponse::UnknownClient)
+    );
+    assert_ne!(
+        dora(&mut r, [2, 0, 0, 0, 4, 2], &meta()),
+        Ipv4Addr::new(10, 0, 0, 50)
+    );
     assert_eq!(
         transmit(run(&mut r, &q.bytes(), &meta()).0).msg_type,
         MessageType::Nak
