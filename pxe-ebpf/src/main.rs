@@ -118,7 +118,7 @@ mod prog {
     }
 
     #[xdp]
-    pub fn pxe_xdp(ctx: XdpContext) -> u32 {
+    fn pxe_xdp(ctx: XdpContext) -> u32 {
         let policy = match CONFIG.get(0) {
             Some(p) => *p,
             None => Policy::default(),
