@@ -8,9 +8,12 @@
 //!   `slice::get`;
 //! - every offset is bounded by a constant ([`MAX_FRAME_OFF`]) before it is used, so the
 //!   verifier knows the range of every variable offset;
-//! - the DHCP option walk stops after [`MAX_OPTIONS`] options, and a walk that hits that bound
-//!   before the END option without having found what the policy needs is [`Verdict::Malformed`]
-//!   (passed: the policy fails open);
+//! - the DHCP option walk stops after [`MAX_OPTIONS`] options; a walk that hits that bound
+//!   before the END option without having found what the policy needs, or that meets a
+//!   repeated option of interest (53, 60, 93, 97) or an option overload (52), which the
+//!   responder reads differently (first occurrence, overloaded `file`/`sname`), does not judge
+//!   the request: [`Verdict::Malformed`], passed by the XDP program to the daemon, whose
+//!   userspace filter judges it with the responder's own decoder;
 //! - [`PacketBytes::forget_path`] marks the points (the walk's offset, its end, what the walk
 //!   found) where the XDP side makes the verifier forget how a value was computed, so that the
 //!   walk is verified once per step rather than once per path through the packet.
@@ -111,8 +114,8 @@ impl DhcpInfo {
 pub enum ParseError {
     /// Not IPv4/UDP to port 67 or 4011: not ours to judge (passed, not counted as seen).
     NotDhcp,
-    /// Claims to be DHCP to us but is truncated or inconsistent, or the option walk reached its
-    /// bound: passed, counted.
+    /// Claims to be DHCP to us but is truncated or inconsistent, or the option walk did not
+    /// judge it (its bound, a repeated option of interest, an overload): passed, counted.
     Malformed,
 }
 
@@ -125,7 +128,9 @@ pub enum Verdict {
     DropNotPxe,
     DropRateLimited,
     DropDenied,
-    /// Unparseable DHCP: passed (fail open) and counted.
+    /// Not judged here (truncated, or beyond what the bounded walk reads the way the
+    /// responder does): passed and counted. The XDP program passes it to the daemon, whose
+    /// userspace filter judges it with the responder's decoder ([`parse_dhcp`] doc).
     Malformed,
 }
 
@@ -412,8 +417,12 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
     // The walk only records where the options of interest are (0 = absent: no option's data
     // can start at offset 0); their contents are read after it. Tests on what was found, or
     // reads that may fail, inside the walk would make the verifier tell apart every
-    // combination at every step. A repeated option: the last occurrence wins.
+    // combination at every step. The responder reads the first occurrence of an option and
+    // follows option overload (52) into `file`/`sname`; this walk does neither, so a repeated
+    // option of interest or an overload makes the request one it does not judge (`odd`, a
+    // bit set of what it has seen, is tested only after the walk).
     let (mut pos53, mut pos60, mut len60, mut pos93, mut len93, mut has97) = (0, 0, 0, 0, 0, false);
+    let (mut seen, mut odd) = (0usize, 0usize);
     let mut off = base + BOOTP_OPTIONS_OFF;
     let mut ended = false;
     let mut n = 0;
@@ -439,17 +448,29 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         if data + olen > end {
             return Err(ParseError::Malformed);
         }
-        if code == opt::MESSAGE_TYPE && olen >= 1 {
-            pos53 = p.forget_path(data);
+        let bit = if code == opt::MESSAGE_TYPE {
+            if olen >= 1 {
+                pos53 = p.forget_path(data);
+            }
+            SEEN_53
         } else if code == opt::VENDOR_CLASS {
             pos60 = p.forget_path(data);
             len60 = olen;
+            SEEN_60
         } else if code == opt::CLIENT_ARCH {
             pos93 = p.forget_path(data);
             len93 = olen;
+            SEEN_93
         } else if code == opt::CLIENT_UUID {
             has97 = true;
-        }
+            SEEN_97
+        } else if code == opt::OVERLOAD {
+            ODD
+        } else {
+            0
+        };
+        odd = p.forget_path((odd | (seen & bit) | (bit & ODD)) & SEEN_MASK);
+        seen = p.forget_path((seen | bit) & SEEN_MASK);
         off = p.forget_path(data + olen);
     }
     // Every way out of the walk leaves the same kind of state for what follows (otherwise the
@@ -462,6 +483,9 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
     let (pos93, len93) = (p.forget_path(pos93), p.forget_path(len93));
     let has97 = p.forget_path(has97 as usize) != 0;
     let ended = p.forget_path(ended as usize) != 0;
+    if p.forget_path(odd) != 0 {
+        return Err(ParseError::Malformed);
+    }
     let info = DhcpInfo {
         mac,
         msg_type: if pos53 != 0 {
@@ -490,6 +514,15 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         Err(ParseError::Malformed)
     }
 }
+
+/// `seen`/`odd` bits of the option walk: an option of interest seen once, and the walk's
+/// reason not to judge (one of them seen twice, or an option overload).
+const SEEN_53: usize = 1;
+const SEEN_60: usize = 1 << 1;
+const SEEN_93: usize = 1 << 2;
+const SEEN_97: usize = 1 << 3;
+const ODD: usize = 1 << 4;
+const SEEN_MASK: usize = 0x1f;
 
 #[inline(always)]
 fn vendor_class<P: PacketBytes + ?Sized>(p: &P, data: usize, len: usize) -> Option<ClientClass> {

@@ -148,6 +148,9 @@ pub fn table() -> Vec<(String, Vec<u8>)> {
         "past_bound".into(),
         frame(&bootp(MAC, &o), &[], 0, DHCP_SERVER_PORT),
     ));
+    for (name, payload) in crafted() {
+        t.push((name.into(), frame(&payload, &[], 0, DHCP_SERVER_PORT)));
+    }
     for (c, payload) in [("pxe_bios", pxe_bios()), ("dhclient", dhclient())] {
         let f = frame(&payload, &[ETH_P_8021Q], 8, DHCP_SERVER_PORT);
         for cut in 0..f.len() {
@@ -155,6 +158,76 @@ pub fn table() -> Vec<(String, Vec<u8>)> {
         }
     }
     t
+}
+
+/// Requests built to make a bounded or naive option walk read them otherwise than the
+/// responder does (first occurrence of an option, overload followed, every option read): the
+/// XDP program must not judge them, the daemon's filter judges them as the responder reads
+/// them ([`expected_in_userspace`]).
+pub fn crafted() -> Vec<(&'static str, Vec<u8>)> {
+    let pxe_class = opt(opt::VENDOR_CLASS, b"PXEClient:Arch:00000:UNDI:002001");
+    let with = |parts: &[&[u8]]| -> Vec<u8> { parts.concat() };
+    let discover = opt(opt::MESSAGE_TYPE, &[msg_type::DISCOVER]);
+    let pads = std::vec![opt::PAD; MAX_OPTIONS + 4];
+    let many: Vec<u8> = (0..MAX_OPTIONS as u8 + 4)
+        .flat_map(|i| opt(224 + (i % 30), &[i]))
+        .collect();
+    // Option 52 = 1: the options continue in the 128-byte `file` field.
+    let overloaded = |file_opts: &[u8]| {
+        let mut p = bootp(MAC, &with(&[&discover, &opt(opt::OVERLOAD, &[1])]));
+        let mut file = file_opts.to_vec();
+        file.push(opt::END);
+        let at = pxe_proto::consts::BOOTP_FILE.start;
+        p[at..at + file.len()].copy_from_slice(&file);
+        p
+    };
+    std::vec![
+        // A plain client padded past the walk's bound: not PXE for the responder.
+        ("pad_run_plain", bootp(MAC, &with(&[&pads, &discover]))),
+        (
+            "pad_run_pxe",
+            bootp(MAC, &with(&[&pads, &discover, &pxe_class]))
+        ),
+        ("long_list_plain", bootp(MAC, &with(&[&many, &discover]))),
+        (
+            "long_list_pxe",
+            bootp(MAC, &with(&[&many, &discover, &pxe_class]))
+        ),
+        // Two message types: the responder takes the first (a DISCOVER).
+        (
+            "dup53_pxe",
+            bootp(
+                MAC,
+                &with(&[
+                    &discover,
+                    &pxe_class,
+                    &opt(opt::MESSAGE_TYPE, &[msg_type::REQUEST])
+                ]),
+            ),
+        ),
+        // Two vendor classes: the responder takes the first.
+        (
+            "dup60_plain_first",
+            bootp(
+                MAC,
+                &with(&[&discover, &opt(opt::VENDOR_CLASS, b"MSFT 5.0"), &pxe_class])
+            ),
+        ),
+        ("overload_pxe", overloaded(&pxe_class)),
+        ("overload_plain", overloaded(&opt(12, b"host"))),
+    ]
+}
+
+/// What the daemon's userspace filter decides for each [`crafted`] request under
+/// [`TABLE_POLICY_FLAGS`]: the responder's reading of it.
+pub fn expected_in_userspace(name: &str) -> Verdict {
+    match name {
+        "pad_run_pxe" | "long_list_pxe" | "dup53_pxe" | "overload_pxe" => Verdict::Pass,
+        "pad_run_plain" | "long_list_plain" | "dup60_plain_first" | "overload_plain" => {
+            Verdict::DropNotPxe
+        }
+        other => panic!("unknown crafted request {other}"),
+    }
 }
 
 /// The MAC of the `deny_me` frames.
@@ -175,6 +248,13 @@ pub fn expected_for_table(name: &str) -> Option<Verdict> {
         "dhclient" => Verdict::DropNotPxe,
         "deny_me" => Verdict::DropDenied,
         "bootreply" | "past_bound" => Verdict::Malformed,
+        c if c.starts_with("pad_run")
+            || c.starts_with("long_list")
+            || c.starts_with("dup")
+            || c.starts_with("overload") =>
+        {
+            Verdict::Malformed
+        }
         "to_port_68" => Verdict::NotDhcp,
         other => panic!("unknown table entry {other}"),
     })

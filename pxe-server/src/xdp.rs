@@ -167,13 +167,18 @@ impl Fallback {
     }
 
     /// Judges one datagram received on `ifindex` (0 = unknown); the caller drops it when the
-    /// verdict is a drop. Datagrams from interfaces with XDP are not judged again.
+    /// verdict is a drop. A datagram from an interface with XDP was judged by the program
+    /// unless the program could not ([`Verdict::Malformed`]: a repeated option, an overload, a
+    /// walk past its bound, see [`pxe_ebpf::parse_dhcp`]); the same bounded walk here tells
+    /// which, and only those are judged again, so nothing passes unjudged and nothing is metered
+    /// twice.
     pub fn check(&mut self, payload: &[u8], ifindex: u32) -> Verdict {
-        if self.set.passes_everything() || (ifindex != 0 && self.xdp_ifindexes.contains(&ifindex)) {
+        if self.set.passes_everything() {
             return Verdict::Pass;
         }
+        let behind_xdp = ifindex != 0 && self.xdp_ifindexes.contains(&ifindex);
         let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.check_at(payload, now_ns)
+        self.judge(payload, behind_xdp, now_ns)
     }
 
     /// The decision for a whole Ethernet frame, as the XDP program takes it (the rate limit
@@ -189,18 +194,57 @@ impl Fallback {
         pxe_ebpf::classify_frame(frame, &policy, &mut env)
     }
 
-    /// [`Fallback::check`] at a given time (tests).
+    /// [`Fallback::check`] at a given time, on an interface without XDP (tests).
     pub fn check_at(&mut self, payload: &[u8], now_ns: u64) -> Verdict {
-        let policy = self.set.policy;
-        let mut env = FallbackEnv {
-            set: &self.set,
-            buckets: &mut self.buckets,
-            now_ns,
+        self.judge(payload, false, now_ns)
+    }
+
+    /// The bounded walk shared with the XDP program first; what it does not judge is read with
+    /// the responder's decoder ([`request_info`]), so both sides of the daemon agree on every
+    /// request. Counted, except a datagram the program already judged.
+    fn judge(&mut self, payload: &[u8], behind_xdp: bool, now_ns: u64) -> Verdict {
+        let info = match pxe_ebpf::parse_dhcp(payload, 0, payload.len()) {
+            Ok(_) if behind_xdp => return Verdict::Pass,
+            Ok(info) => Some(info),
+            Err(_) => request_info(payload),
         };
-        let v = pxe_ebpf::classify_payload(payload, payload.len(), &policy, &mut env);
+        let v = match info {
+            Some(info) => {
+                let policy = self.set.policy;
+                let mut env = FallbackEnv {
+                    set: &self.set,
+                    buckets: &mut self.buckets,
+                    now_ns,
+                };
+                pxe_ebpf::decide(&info, &policy, &mut env)
+            }
+            // The responder refuses it too (and counts why).
+            None => Verdict::Malformed,
+        };
         self.counters.count(v);
         v
     }
+}
+
+/// What the policy needs, read the responder's way ([`pxe_proto::dhcp::decode`]: first
+/// occurrence of each option, overload followed, every option read); `None` for a request the
+/// responder refuses.
+pub fn request_info(payload: &[u8]) -> Option<pxe_ebpf::DhcpInfo> {
+    let req = pxe_proto::dhcp::decode(payload).ok()?;
+    let class = if req.is_pxe() {
+        pxe_ebpf::ClientClass::Pxe
+    } else if req.is_http() {
+        pxe_ebpf::ClientClass::Http
+    } else {
+        pxe_ebpf::ClientClass::Other
+    };
+    Some(pxe_ebpf::DhcpInfo {
+        mac: req.chaddr.0,
+        msg_type: u8::from(req.msg_type),
+        class,
+        arch: req.client_arch,
+        has_uuid: req.client_uuid.is_some(),
+    })
 }
 
 struct FallbackEnv<'a> {
@@ -515,5 +559,69 @@ pub(crate) mod tests {
             format_counters(&c),
             "seen=6 passed=3 dropped_not_pxe=1 dropped_rate=1 dropped_denied=0 malformed=1"
         );
+    }
+
+    /// The crafted requests the XDP program does not judge are judged here the responder's
+    /// way, on an interface with XDP as without, and counted; a request the program judged is
+    /// not judged (or metered) again.
+    #[test]
+    fn fallback_judges_what_the_program_could_not() {
+        use pxe_ebpf::vectors::{DENIED_MAC, TABLE_POLICY_FLAGS, crafted, expected_in_userspace};
+        let mut s = set(TABLE_POLICY_FLAGS);
+        s.deny.insert(DENIED_MAC);
+        let mut f = Fallback::new(s, vec![7]);
+        let list = crafted();
+        for (name, payload) in &list {
+            assert_eq!(
+                pxe_ebpf::parse_dhcp(payload.as_slice(), 0, payload.len()),
+                Err(pxe_ebpf::ParseError::Malformed),
+                "{name}: the bounded walk must not judge it"
+            );
+            let want = expected_in_userspace(name);
+            assert_eq!(f.check_at(payload, 0), want, "{name}");
+            assert_eq!(f.check(payload, 7), want, "{name} behind XDP");
+        }
+        let c = f.counters().get();
+        assert_eq!(c[pxe_ebpf::Counter::Seen as usize], 2 * list.len() as u64);
+        assert_eq!(c[pxe_ebpf::Counter::Malformed as usize], 0);
+        let judged = discover([2; 6], None);
+        assert_eq!(f.check(&judged, 7), Verdict::Pass);
+        assert_eq!(
+            f.counters().get(),
+            c,
+            "judged by the program: not counted again"
+        );
+        assert_eq!(f.check(&judged, 3), Verdict::DropNotPxe);
+    }
+
+    /// Where the bounded walk judges a request, it reads what the responder's decoder reads.
+    #[test]
+    fn the_bounded_walk_and_the_decoder_agree() {
+        let mut judged = 0;
+        for (name, frame) in pxe_ebpf::vectors::table() {
+            let Ok(info) = pxe_ebpf::parse_frame(frame.as_slice()) else {
+                continue;
+            };
+            // The payload: after Ethernet, the tags, IPv4 (its IHL) and UDP.
+            let start = frame.len() - payload_len(&frame);
+            let payload = &frame[start..];
+            assert_eq!(request_info(payload), Some(info), "{name}");
+            judged += 1;
+        }
+        assert!(judged > 20, "{judged}");
+    }
+
+    /// The UDP payload length of a table frame (its UDP header's length field, minus 8).
+    fn payload_len(frame: &[u8]) -> usize {
+        let mut off = 12;
+        while matches!(
+            u16::from_be_bytes([frame[off], frame[off + 1]]),
+            pxe_proto::consts::ETH_P_8021Q | pxe_proto::consts::ETH_P_8021AD
+        ) {
+            off += 4;
+        }
+        let ip = off + 2;
+        let udp = ip + usize::from(frame[ip] & 0x0f) * 4;
+        usize::from(u16::from_be_bytes([frame[udp + 4], frame[udp + 5]])) - 8
     }
 }
