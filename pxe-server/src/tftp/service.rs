@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::images::{ImageStore, OpenError};
-use crate::metrics;
+use crate::metrics::{self, LogLimiter};
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::session::{Session, SessionConfig};
 use pxe_proto::tftp::{self as packet, ErrorCode, Packet, ParseError, RequestKind};
@@ -51,8 +51,10 @@ impl Drop for SessionPermit {
 /// Why a request got no permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    /// `max_sessions` or `max_sessions_per_client` reached.
-    Busy,
+    /// `max_sessions` reached.
+    ServerFull,
+    /// The client's address has `max_sessions_per_client` transfers.
+    ClientFull,
     /// This address and port already has a transfer.
     Duplicate,
 }
@@ -98,12 +100,12 @@ impl Admission {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_sessions).then_some(n + 1)
             })
-            .map_err(|_| Refusal::Busy)?;
+            .map_err(|_| Refusal::ServerFull)?;
         let count = peers.per_client.entry(peer.ip()).or_insert(0);
         if *count >= self.max_per_client {
             drop(peers);
             self.active.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::Busy);
+            return Err(Refusal::ClientFull);
         }
         *count += 1;
         peers.transfers.insert(peer);
@@ -154,7 +156,12 @@ pub struct TftpService {
     pub images: ImageStore,
     pub metrics: Arc<TftpMetrics>,
     admission: Arc<Admission>,
+    /// One "server busy" warning per [`REFUSAL_LOG_INTERVAL`].
+    refusal_log: LogLimiter,
 }
+
+/// How often a refusal under load may be logged (every refusal is counted).
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl TftpService {
     /// Opens the image root and sets the limits. `max_sessions` is clamped so that one socket
@@ -188,6 +195,33 @@ impl TftpService {
             images,
             metrics,
             admission: Arc::new(Admission::new(max_sessions, max_sessions_per_client)),
+            refusal_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+        }
+    }
+
+    /// The rate-limited warning for a request refused for lack of a slot: who, which limit,
+    /// and the setting to raise.
+    fn warn_refused(&self, refusal: Refusal, peer: SocketAddr) {
+        let Some(held_back) = self.refusal_log.allow() else {
+            return;
+        };
+        let a = &self.admission;
+        match refusal {
+            Refusal::ClientFull => tracing::warn!(
+                client = %peer.ip(),
+                max_sessions_per_client = a.max_per_client,
+                refusals_not_logged = held_back,
+                "TFTP request refused (server busy): this client address already has \
+                 max_sessions_per_client transfers; raise [tftp] max_sessions_per_client \
+                 if many machines share one address (NAT, a load tester)"
+            ),
+            _ => tracing::warn!(
+                client = %peer.ip(),
+                max_sessions = a.max_sessions,
+                refusals_not_logged = held_back,
+                "TFTP request refused (server busy): max_sessions transfers are running; \
+                 raise [tftp] max_sessions (and the open-file limit it is fitted to)"
+            ),
         }
     }
 
@@ -240,8 +274,9 @@ impl TftpService {
         }
         let permit = match self.admission.acquire(peer) {
             Ok(permit) => permit,
-            Err(Refusal::Busy) => {
+            Err(refusal @ (Refusal::ServerFull | Refusal::ClientFull)) => {
                 metrics::inc(&m.refused_limit);
+                self.warn_refused(refusal, peer);
                 return reply(ErrorCode::NotDefined, "server busy");
             }
             Err(Refusal::Duplicate) => {

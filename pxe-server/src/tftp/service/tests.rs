@@ -167,7 +167,7 @@ fn admission_limits_and_release_on_drop() {
     let a2 = adm.acquire(at(a, 2)).unwrap();
     assert_eq!(
         adm.acquire(at(a, 3)).err(),
-        Some(Refusal::Busy),
+        Some(Refusal::ClientFull),
         "per-client limit"
     );
     // The per-client refusal did not leak a global slot.
@@ -175,7 +175,7 @@ fn admission_limits_and_release_on_drop() {
     let b1 = adm.acquire(at(b, 1)).unwrap();
     assert_eq!(
         adm.acquire(at(c, 1)).err(),
-        Some(Refusal::Busy),
+        Some(Refusal::ServerFull),
         "global limit"
     );
     drop(a1);
@@ -183,7 +183,7 @@ fn admission_limits_and_release_on_drop() {
     let c1 = adm.acquire(at(c, 1)).unwrap();
     assert_eq!(
         adm.acquire(at(a, 4)).err(),
-        Some(Refusal::Busy),
+        Some(Refusal::ServerFull),
         "global limit again"
     );
     drop((a2, b1, c1));
@@ -199,7 +199,7 @@ fn admission_limits_and_release_on_drop() {
     let v6 = IpAddr::from(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
     let p1 = adm.acquire(at(a, 1)).unwrap();
     let p2 = adm.acquire(at(v6, 2)).unwrap();
-    assert_eq!(adm.acquire(at(v6, 3)).err(), Some(Refusal::Busy));
+    assert_eq!(adm.acquire(at(v6, 3)).err(), Some(Refusal::ClientFull));
     drop((p1, p2));
     assert_eq!(adm.active.load(Ordering::Acquire), 0);
 }
