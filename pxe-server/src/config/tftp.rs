@@ -34,9 +34,10 @@ pub struct TftpConfig {
     /// whole seconds up to 255), in milliseconds (1000..=255000, rounded down to a second); the
     /// OACK names the value granted. A silent transfer holds its slot for `max_retries` + 1
     /// times this, so without a cap 32 requests from one spoofed address would lock that
-    /// address out for 25 minutes. Default 5000: iPXE and OVMF never ask for a timeout, atftp
-    /// and tftp-hpa ask only when told to, curl asks for its retry time (6 s by default, less
-    /// with `--connect-timeout`) and ignores the OACK's value.
+    /// address out for 25 minutes. Default 5000: iPXE, OVMF and the tftp-hpa client never ask
+    /// for a timeout, atftp asks only when told to (`--option`), curl asks for its retry time
+    /// (6 s by default, less with `--connect-timeout` or `--max-time`) and ignores the OACK's
+    /// value.
     pub max_client_timeout_ms: u64,
     /// Retransmissions without progress before a transfer is abandoned.
     pub max_retries: u8,
