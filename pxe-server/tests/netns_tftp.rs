@@ -43,6 +43,7 @@ both_engines! {
     loss_5pct_atftp => case_loss_atftp;
     loss_5pct_curl_and_windowed => case_loss_curl_and_windowed;
     refusals => case_refusals;
+    client_timeout_capped => case_client_timeout_capped;
 }
 
 /// Fetches `remote` with `client` and asserts the output file's sha256 is `want`.
@@ -317,6 +318,76 @@ fn case_loss_curl_and_windowed(engine: Engine) {
 }
 
 const LOSS_LEN: usize = 4 * 1024 * 1024;
+
+/// A client that asks for `timeout 255` is granted `max_client_timeout_ms` (5 s by default),
+/// the OACK says so, and the real clients accept the smaller value and finish the transfer.
+fn case_client_timeout_capped(engine: Engine) {
+    let net = TestNet::new();
+    let server = Server::start(&net, engine, "");
+    let sum = server.put("capped.bin", &test_bytes(300_000, 21));
+    let out = server.scratch().join("capped.out");
+
+    // atftp asks for exactly what --option says; its trace shows the OACK it received.
+    let atftp = Client::Atftp {
+        blksize: Some(1468),
+        windowsize: None,
+    };
+    let run = atftp.get_with(
+        &net,
+        "capped.bin",
+        &out,
+        LIMIT,
+        &["--option", "timeout 255", "--trace"],
+    );
+    assert!(run.success(), "atftp asking for timeout 255: {run}");
+    assert_eq!(
+        sha256_file(&out).unwrap(),
+        sum,
+        "atftp asking for timeout 255"
+    );
+    let oack = run
+        .stdout
+        .lines()
+        .chain(run.stderr.lines())
+        .find(|l| l.contains("received OACK"))
+        .unwrap_or_else(|| panic!("no OACK in atftp's trace: {run}"))
+        .to_string();
+    assert!(
+        oack.contains("timeout: 5,") && oack.contains("blksize: 1468"),
+        "atftp asked for timeout 255, OACK was: {oack}"
+    );
+    assert_eq!(tftp_counter(&server, "timeout_capped"), 1);
+
+    // curl asks for its retry time: 6 s when its connect timeout is the default 300 s (a
+    // --max-time below that shortens it, hence the long one here). -v shows what it asked
+    // and what it read; it reads the OACK's timeout and keeps its own retry time.
+    let _ = std::fs::remove_file(&out);
+    let run = Client::Curl {
+        blksize: Some(1468),
+    }
+    .get_with(
+        &net,
+        "capped.bin",
+        &out,
+        LIMIT,
+        &["--max-time", "600", "-v"],
+    );
+    assert!(run.success(), "curl asking for timeout 6: {run}");
+    assert_eq!(sha256_file(&out).unwrap(), sum, "curl asking for timeout 6");
+    assert!(
+        run.stderr.contains("retry 6 maxtry")
+            && run.stderr.contains("got option=(timeout) value=(5)"),
+        "curl's default request of 6 s should be granted 5: {run}"
+    );
+    assert_eq!(tftp_counter(&server, "timeout_capped"), 2);
+}
+
+fn tftp_counter(server: &Server, name: &str) -> u64 {
+    let s = server.status();
+    s["tftp"]["metrics"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no tftp.metrics.{name} in the status: {s}"))
+}
 
 fn case_refusals(engine: Engine) {
     let net = TestNet::new();

@@ -30,6 +30,15 @@ pub struct TftpConfig {
     pub max_windowsize: u16,
     /// Retransmit timeout in milliseconds when the client asks for none.
     pub timeout_ms: u64,
+    /// Longest retransmit timeout granted when the client asks for one (RFC 2349 `timeout`, in
+    /// whole seconds up to 255), in milliseconds (1000..=255000, rounded down to a second); the
+    /// OACK names the value granted. A silent transfer holds its slot for `max_retries` + 1
+    /// times this, so without a cap 32 requests from one spoofed address would lock that
+    /// address out for 25 minutes. Default 5000: iPXE, OVMF and the tftp-hpa client never ask
+    /// for a timeout, atftp asks only when told to (`--option`), curl asks for its retry time
+    /// (6 s by default, less with `--connect-timeout` or `--max-time`) and ignores the OACK's
+    /// value.
+    pub max_client_timeout_ms: u64,
     /// Retransmissions without progress before a transfer is abandoned.
     pub max_retries: u8,
     /// Block number after 65535: 0 or 1.
@@ -52,6 +61,7 @@ impl Default for TftpConfig {
             max_blksize: 1468,
             max_windowsize: 64,
             timeout_ms: 1000,
+            max_client_timeout_ms: 5000,
             max_retries: 5,
             rollover: 0,
             max_sessions: 10_000,
@@ -70,6 +80,7 @@ impl TftpConfig {
                 max_blksize: self.max_blksize,
                 max_windowsize: self.max_windowsize,
                 default_timeout: Duration::from_millis(self.timeout_ms),
+                max_client_timeout: Duration::from_millis(self.max_client_timeout_ms),
                 max_retries: self.max_retries,
                 rollover_to: self.rollover,
             },
@@ -112,6 +123,15 @@ impl TftpConfig {
             return fail(
                 "timeout_ms",
                 format!("{} is not in 1..=255000", self.timeout_ms),
+            );
+        }
+        if !(1000..=255_000).contains(&self.max_client_timeout_ms) {
+            return fail(
+                "max_client_timeout_ms",
+                format!(
+                    "{} is not in 1000..=255000 (the option counts whole seconds, 1 to 255)",
+                    self.max_client_timeout_ms
+                ),
             );
         }
         if self.max_retries < 1 {

@@ -9,6 +9,9 @@ counters! {
     requests_received,
     /// Read requests that started a transfer.
     sessions_started,
+    /// Transfers whose client asked for a `timeout` above `max_client_timeout_ms` and was
+    /// granted the cap (curl's default request of 6 s is one with the default cap of 5 s).
+    timeout_capped,
     sessions_completed,
     sessions_timed_out,
     /// Transfers ended by an ERROR from the client.

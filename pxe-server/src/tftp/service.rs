@@ -309,6 +309,9 @@ impl TftpService {
         };
         let session = Session::new(peer, &request, image, &self.session_config, now);
         metrics::inc(&m.sessions_started);
+        if session.timeout_capped() {
+            metrics::inc(&m.timeout_capped);
+        }
         RequestOutcome::Start { session, permit }
     }
 }

@@ -12,10 +12,12 @@
 //!
 //! Rules this implements (RFC 1350, 2347-2349, 7440):
 //! - Negotiation in [`Session::new`]: `blksize` = min(requested, `max_blksize`), `windowsize` =
-//!   min(requested, `max_windowsize`, [`MAX_WINDOW`]), `timeout` accepted as is and used as the
-//!   retransmit timeout, `tsize` answered with the size of [`Session::payload`]. If any option
-//!   was accepted the first transmit is the OACK and DATA starts after ACK 0; otherwise DATA 1
-//!   goes out at once with blksize 512 and window 1.
+//!   min(requested, `max_windowsize`, [`MAX_WINDOW`]), `timeout` = min(requested,
+//!   `max_client_timeout` in whole seconds, at least 1) and used as the retransmit timeout,
+//!   `tsize` answered with the size of [`Session::payload`]. The OACK carries the values
+//!   granted, so a client that asked for a longer timeout learns the one the server uses. If
+//!   any option was accepted the first transmit is the OACK and DATA starts after ACK 0;
+//!   otherwise DATA 1 goes out at once with blksize 512 and window 1.
 //! - Blocks are counted as u64 internally; the wire number is the low 16 bits with rollover to
 //!   `rollover_to` (0 or 1; any other value is treated as 1). An ACK maps back to the one block
 //!   with that wire number in (last acked, highest sent]; the window cap keeps that unique.
@@ -63,10 +65,23 @@ pub struct SessionConfig {
     pub max_windowsize: u16,
     /// Retransmit timeout when the client did not ask for one (RFC 2349 `timeout`).
     pub default_timeout: Duration,
+    /// Longest retransmit timeout granted when the client asks for one. The option counts whole
+    /// seconds, so this is rounded down to a second, and at least 1 s is granted. It bounds how
+    /// long a silent transfer holds its slot: `max_retries` + 1 sends of this timeout.
+    pub max_client_timeout: Duration,
     /// Retransmissions of the same window before the transfer is abandoned.
     pub max_retries: u8,
     /// Block number after 65535: 0 (tftp-hpa, atftp, curl, iPXE) or 1.
     pub rollover_to: u16,
+}
+
+impl SessionConfig {
+    /// The largest `timeout` option value granted, in seconds (1..=255).
+    fn max_client_timeout_secs(&self) -> u8 {
+        u8::try_from(self.max_client_timeout.as_secs())
+            .unwrap_or(u8::MAX)
+            .max(1)
+    }
 }
 
 impl Default for SessionConfig {
@@ -75,6 +90,7 @@ impl Default for SessionConfig {
             max_blksize: 1468,
             max_windowsize: 64,
             default_timeout: Duration::from_secs(1),
+            max_client_timeout: Duration::from_secs(5),
             max_retries: 5,
             rollover_to: 0,
         }
@@ -156,6 +172,8 @@ pub struct Session {
     /// Retransmissions since the last progress.
     retries: u8,
     timeout: Duration,
+    /// The client asked for a longer timeout than `max_client_timeout` and got the cap.
+    timeout_capped: bool,
     payload_len: u64,
     /// Number of the final (short or empty) block; blocks count from 1.
     last_block: u64,
@@ -209,12 +227,13 @@ impl Session {
             }
             None => 1,
         };
-        let timeout = match req.timeout {
+        let (timeout, timeout_capped) = match req.timeout {
             Some(t) if t > 0 => {
-                oack.timeout = Some(t);
-                Duration::from_secs(t.into())
+                let granted = t.min(config.max_client_timeout_secs());
+                oack.timeout = Some(granted);
+                (Duration::from_secs(granted.into()), granted < t)
             }
-            _ => config.default_timeout,
+            _ => (config.default_timeout, false),
         };
         if req.tsize.is_some() {
             oack.tsize = Some(payload_len);
@@ -239,6 +258,7 @@ impl Session {
             max_retries: config.max_retries,
             retries: 0,
             timeout,
+            timeout_capped,
             payload_len,
             last_block: payload_len / u64::from(blksize) + 1,
             last_acked: 0,
@@ -283,6 +303,11 @@ impl Session {
     /// The options the OACK carries (all `None` when no OACK is sent).
     pub fn accepted_options(&self) -> AcceptedOptions {
         self.oack
+    }
+
+    /// The client asked for a `timeout` above `max_client_timeout` and was granted the cap.
+    pub fn timeout_capped(&self) -> bool {
+        self.timeout_capped
     }
 
     pub fn outcome(&self) -> Option<Outcome> {

@@ -1,4 +1,7 @@
+use std::time::Duration;
+
 use super::*;
+use crate::tftp::session::SessionConfig;
 
 #[test]
 fn minimal_file_gets_defaults() {
@@ -12,12 +15,25 @@ fn minimal_file_gets_defaults() {
 }
 
 #[test]
+fn client_timeout_cap_defaults_to_5_s() {
+    let c = TftpConfig::default();
+    assert_eq!(c.max_client_timeout_ms, 5000);
+    assert_eq!(
+        c.settings().session.max_client_timeout,
+        Duration::from_secs(5)
+    );
+    // The session's own default agrees with the file's.
+    assert_eq!(c.settings().session, SessionConfig::default());
+}
+
+#[test]
 fn full_file_and_round_trip() {
     let f = fixture();
     let text = format!(
         "[tftp]\nroot = \"{}\"\nlisten = [\"10.0.0.1:69\", \"[::1]:6969\"]\nengine = \"portable\"\n\
-         threads = 3\nmax_blksize = 8192\nmax_windowsize = 16\ntimeout_ms = 250\nmax_retries = 9\n\
-         rollover = 1\nmax_sessions = 100\nmax_sessions_per_client = 4\ngso = false\n",
+         threads = 3\nmax_blksize = 8192\nmax_windowsize = 16\ntimeout_ms = 250\n\
+         max_client_timeout_ms = 2500\nmax_retries = 9\nrollover = 1\nmax_sessions = 100\n\
+         max_sessions_per_client = 4\ngso = false\n",
         f.root
     );
     let c = Config::parse(&text, Path::new("x")).unwrap();
@@ -31,6 +47,12 @@ fn full_file_and_round_trip() {
     assert_eq!(
         (c.tftp.timeout_ms, c.tftp.max_retries, c.tftp.rollover),
         (250, 9, 1)
+    );
+    assert_eq!(c.tftp.max_client_timeout_ms, 2500);
+    let session = c.tftp.settings().session;
+    assert_eq!(
+        (session.default_timeout, session.max_client_timeout),
+        (Duration::from_millis(250), Duration::from_millis(2500))
     );
     assert_eq!(
         (c.tftp.max_sessions, c.tftp.max_sessions_per_client),
@@ -53,6 +75,21 @@ fn semantic_errors_name_the_line() {
         ("max_windowsize = 0", "tftp.max_windowsize", "at least 1"),
         ("timeout_ms = 0", "tftp.timeout_ms", "1..=255000"),
         ("timeout_ms = 255001", "tftp.timeout_ms", "1..=255000"),
+        (
+            "max_client_timeout_ms = 0",
+            "tftp.max_client_timeout_ms",
+            "1000..=255000",
+        ),
+        (
+            "max_client_timeout_ms = 999",
+            "tftp.max_client_timeout_ms",
+            "whole seconds",
+        ),
+        (
+            "max_client_timeout_ms = 255001",
+            "tftp.max_client_timeout_ms",
+            "1000..=255000",
+        ),
         ("max_retries = 0", "tftp.max_retries", "at least 1"),
         ("rollover = 2", "tftp.rollover", "neither 0 nor 1"),
         ("max_sessions = 0", "tftp.max_sessions", "at least 1"),
@@ -75,6 +112,8 @@ fn semantic_errors_name_the_line() {
         "max_blksize = 8",
         "max_blksize = 65464",
         "timeout_ms = 255000",
+        "max_client_timeout_ms = 1000",
+        "max_client_timeout_ms = 255000",
         "rollover = 1",
     ] {
         Config::parse(&format!("[tftp]\nroot = \"{r}\"\n{line}\n"), Path::new("x")).unwrap();

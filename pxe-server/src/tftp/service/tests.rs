@@ -338,3 +338,27 @@ fn read_request_starts_a_session_with_a_permit() {
     let again = svc.handle_request(Instant::now(), from, &rrq(b"pxelinux.0"), &mut buf);
     assert!(matches!(again, RequestOutcome::Start { .. }));
 }
+
+#[test]
+fn capped_client_timeouts_are_counted() {
+    let f = fixture(10, 10);
+    let svc = &f.service;
+    let mut buf = [0u8; 600];
+    let mut start = |port: u16, timeout: &[u8]| {
+        let mut bytes = rrq(b"pxelinux.0");
+        bytes.extend_from_slice(b"timeout\0");
+        bytes.extend_from_slice(timeout);
+        bytes.push(0);
+        let outcome = svc.handle_request(Instant::now(), peer(3, port), &bytes, &mut buf);
+        let RequestOutcome::Start { session, .. } = outcome else {
+            panic!("expected a transfer start");
+        };
+        session.accepted_options().timeout
+    };
+    assert_eq!(start(1000, b"255"), Some(5));
+    assert_eq!(start(1001, b"5"), Some(5));
+    assert_eq!(start(1002, b"6"), Some(5));
+    assert_eq!(start(1003, b"1"), Some(1));
+    let m = metrics(svc);
+    assert_eq!((m.sessions_started, m.timeout_capped), (4, 2));
+}

@@ -534,6 +534,7 @@ fn progress_resets_retry_count() {
 fn oack_is_retransmitted_and_client_timeout_option_is_used() {
     let cfg = SessionConfig {
         max_retries: 1,
+        max_client_timeout: Duration::from_secs(10),
         ..SessionConfig::default()
     };
     let o = RequestOptions {
@@ -555,6 +556,99 @@ fn oack_is_retransmitted_and_client_timeout_option_is_used() {
     assert_eq!(s.poll_timeout(), Some(t1 + Duration::from_secs(7)));
     s.handle_timeout(t1 + Duration::from_secs(7));
     assert_eq!(s.outcome(), Some(Outcome::TimedOut));
+}
+
+fn timeout_opt(timeout: u8) -> RequestOptions {
+    RequestOptions {
+        timeout: Some(timeout),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn client_timeout_above_the_cap_is_granted_the_cap() {
+    let cfg = SessionConfig::default();
+    assert_eq!(cfg.max_client_timeout, Duration::from_secs(5));
+    let mut s = session(pattern(10), Mode::Octet, timeout_opt(255), &cfg);
+    let mut now = Instant::now();
+    let granted = packet::AcceptedOptions {
+        timeout: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(s.accepted_options(), granted);
+    assert!(s.timeout_capped());
+    assert_eq!(drain(&mut s, now), vec![Sent::Oack(granted)]);
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(5)));
+    // A silent client: the OACK goes out max_retries more times, 5 s apart, and the transfer
+    // ends 6 x 5 s after it started instead of 6 x 255 s.
+    let start = now;
+    for _ in 0..cfg.max_retries {
+        now = s.poll_timeout().unwrap();
+        s.handle_timeout(now);
+        assert_eq!(drain(&mut s, now), vec![Sent::Oack(granted)]);
+        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(5)));
+    }
+    now = s.poll_timeout().unwrap();
+    s.handle_timeout(now);
+    assert_eq!(s.outcome(), Some(Outcome::TimedOut));
+    assert_eq!(now - start, Duration::from_secs(30));
+}
+
+#[test]
+fn client_timeout_cap_is_whole_seconds_and_at_least_one() {
+    for (cap, want) in [(2999, 2), (1000, 1), (500, 1), (0, 1), (300_000, 255)] {
+        let cfg = SessionConfig {
+            max_client_timeout: Duration::from_millis(cap),
+            ..SessionConfig::default()
+        };
+        let mut s = session(pattern(10), Mode::Octet, timeout_opt(255), &cfg);
+        let now = Instant::now();
+        assert_eq!(s.accepted_options().timeout, Some(want), "cap {cap} ms");
+        assert_eq!(s.timeout_capped(), want < 255, "cap {cap} ms");
+        assert_eq!(drain(&mut s, now).len(), 1, "cap {cap} ms");
+        assert_eq!(
+            s.poll_timeout(),
+            Some(now + Duration::from_secs(want.into())),
+            "cap {cap} ms"
+        );
+    }
+}
+
+#[test]
+fn client_timeout_at_or_under_the_cap_is_echoed() {
+    let cfg = SessionConfig::default();
+    for asked in [1u8, 3, 5] {
+        let mut s = session(pattern(10), Mode::Octet, timeout_opt(asked), &cfg);
+        let now = Instant::now();
+        let echoed = packet::AcceptedOptions {
+            timeout: Some(asked),
+            ..Default::default()
+        };
+        assert_eq!(
+            drain(&mut s, now),
+            vec![Sent::Oack(echoed)],
+            "asked {asked}"
+        );
+        assert!(!s.timeout_capped(), "asked {asked}");
+        assert_eq!(
+            s.poll_timeout(),
+            Some(now + Duration::from_secs(asked.into())),
+            "asked {asked}"
+        );
+    }
+}
+
+#[test]
+fn client_timeout_0_is_ignored() {
+    // Only possible for a hand-built request (the parser refuses 0): no OACK, the default
+    // timeout, and nothing counted as capped.
+    let cfg = SessionConfig::default();
+    let mut s = session(pattern(10), Mode::Octet, timeout_opt(0), &cfg);
+    let now = Instant::now();
+    assert_eq!(s.accepted_options(), packet::AcceptedOptions::default());
+    assert!(!s.timeout_capped());
+    assert_eq!(blocks(&drain(&mut s, now)), vec![1]);
+    assert_eq!(s.poll_timeout(), Some(now + cfg.default_timeout));
 }
 
 #[test]
