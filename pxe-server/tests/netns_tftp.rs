@@ -5,7 +5,7 @@
 //! (`--run-ignored all` / `--include-ignored`). Run as non-root they fail loudly.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pxe_testkit::testnet::{Client, Engine, Server, TestNet};
 use pxe_testkit::tftp::{FetchOptions, fetch};
@@ -44,6 +44,7 @@ both_engines! {
     loss_5pct_curl_and_windowed => case_loss_curl_and_windowed;
     refusals => case_refusals;
     client_timeout_capped => case_client_timeout_capped;
+    busy_refusals_are_logged => case_busy_refusals_are_logged;
 }
 
 /// Fetches `remote` with `client` and asserts the output file's sha256 is `want`.
@@ -380,6 +381,60 @@ fn case_client_timeout_capped(engine: Engine) {
         "curl's default request of 6 s should be granted 5: {run}"
     );
     assert_eq!(tftp_counter(&server, "timeout_capped"), 2);
+}
+
+/// Six curl downloads at once from one address with `max_sessions_per_client = 2`: two are
+/// served, the others get "server busy", each refusal is counted, and the log holds one
+/// warning (rate-limited) that names the client, the limit and the setting to raise.
+fn case_busy_refusals_are_logged(engine: Engine) {
+    let net = TestNet::new();
+    let server = Server::start(&net, engine, "max_sessions_per_client = 2");
+    // Lock-step 512-byte blocks: long enough that all six requests meet two running transfers.
+    let sum = server.put("big.bin", &test_bytes(16 << 20, 3));
+    let dir = server.scratch();
+    let started = Instant::now();
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let (net, out) = (&net, dir.join(format!("busy{i}.out")));
+                s.spawn(move || Client::Curl { blksize: None }.get(net, "big.bin", &out, LIMIT))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed();
+    let served = runs.iter().filter(|r| r.success()).count();
+    for (i, r) in runs.iter().enumerate() {
+        if r.success() {
+            let got = sha256_file(&dir.join(format!("busy{i}.out"))).unwrap();
+            assert_eq!(got, sum, "download {i}");
+        }
+    }
+    let refused = runs.len() - served;
+    assert!(
+        served >= 2 && refused >= 1,
+        "{served} served, {refused} refused: {runs:?}"
+    );
+    assert_eq!(tftp_counter(&server, "refused_limit"), refused as u64);
+    let log = server.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("TFTP request refused"))
+        .collect();
+    let allowed = 1 + elapsed.as_secs() as usize / 10;
+    assert!(
+        !warnings.is_empty() && warnings.len() <= allowed,
+        "{} warnings in {elapsed:?} for {refused} refusals:\n{log}",
+        warnings.len()
+    );
+    let w = warnings[0];
+    assert!(
+        w.contains("WARN")
+            && w.contains(&format!("client={}", net.client_ip))
+            && w.contains("max_sessions_per_client=2")
+            && w.contains("raise [tftp] max_sessions_per_client"),
+        "{w}"
+    );
 }
 
 fn tftp_counter(server: &Server, name: &str) -> u64 {
