@@ -7,7 +7,10 @@
 //!   relative to that fd, so the kernel refuses any path, including through a symlink, that
 //!   leaves the root. Relative symlinks that stay inside the root work; absolute symlinks are
 //!   refused even when they point inside the root (a `RESOLVE_BENEATH` rule). Only regular
-//!   files are served; the open uses `O_NONBLOCK` so a FIFO cannot block the caller.
+//!   files are served; the open uses `O_NONBLOCK` so a FIFO cannot block the caller. While the
+//!   daemon runs as root, only world-readable files (mode `o+r`) are served, as tftp-hpa does:
+//!   a private file, or a hard link to one placed under the root (which `RESOLVE_BENEATH`
+//!   cannot see), is an access violation.
 //! - **Snapshots.** Serving an mmap of the file itself would SIGBUS the server if the file is
 //!   truncated while a transfer reads it. Instead the file is copied kernel-side
 //!   (`copy_file_range`, falling back to `sendfile`, then to read/write) into a memfd, which is
@@ -246,6 +249,9 @@ impl ImageStore {
         if !meta.file_type().is_file() {
             return Err(OpenError::AccessViolation(not_regular_reason(&meta)));
         }
+        if !readable_by_the_service(meta.mode(), rustix::process::geteuid().is_root()) {
+            return Err(OpenError::AccessViolation(NOT_WORLD_READABLE));
+        }
         let identity = Identity::of(&meta);
 
         let slot = {
@@ -397,6 +403,17 @@ fn map_open_errno(e: rustix::io::Errno) -> OpenError {
         Errno::ISDIR => OpenError::AccessViolation("is a directory"),
         e => OpenError::Io(e.into()),
     }
+}
+
+/// The refusal of a file that is not world-readable while the daemon runs as root.
+pub const NOT_WORLD_READABLE: &str = "not world-readable";
+
+/// A file the service may serve, as tftp-hpa decides: running as root (which may open
+/// anything), only a world-readable one, so that a file the administrator kept private (0600,
+/// 0640, a hard link to /etc/shadow placed under the root) is never sent; running as another
+/// user, whatever the open allowed (the kernel checked that user's permissions).
+fn readable_by_the_service(mode: u32, running_as_root: bool) -> bool {
+    !running_as_root || mode & 0o004 != 0
 }
 
 fn not_regular_reason(meta: &std::fs::Metadata) -> &'static str {

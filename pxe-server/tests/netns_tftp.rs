@@ -506,6 +506,37 @@ fn case_refusals(engine: Engine) {
             &out_dir.join("a"),
         );
     }
+    // Files the daemon (root) could open but must not serve: a private file under the root,
+    // and a hard link under the root to the private file outside it (no path rule sees it).
+    use std::os::unix::fs::PermissionsExt;
+    let private = |p: &Path| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    };
+    private(&server.outside_root().join("secret.txt"));
+    std::fs::write(server.root.join("private.txt"), secret).unwrap();
+    private(&server.root.join("private.txt"));
+    std::fs::hard_link(
+        server.outside_root().join("secret.txt"),
+        server.root.join("linked.txt"),
+    )
+    .unwrap();
+    let counted = tftp_counter(&server, "refused_access");
+    for remote in ["private.txt", "linked.txt"] {
+        let run = refused(Client::Curl { blksize: None }, remote, &out_dir.join("c"));
+        assert_eq!(run.code(), Some(69), "curl {remote}: want ERROR 2: {run}");
+        let run = refused(Client::TftpHpa, remote, &out_dir.join("h"));
+        assert!(
+            client_said(&run, "Error code 2"),
+            "tftp-hpa {remote}: {run}"
+        );
+    }
+    assert_eq!(tftp_counter(&server, "refused_access"), counted + 4);
+    assert!(
+        server.log_text().contains("not world-readable"),
+        "{}",
+        server.log_text()
+    );
+
     // Missing file: curl exit 68 = TFTP error 1 (file not found).
     let run = refused(
         Client::Curl { blksize: None },

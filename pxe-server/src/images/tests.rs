@@ -113,6 +113,45 @@ fn non_regular_files_are_refused() {
 }
 
 #[test]
+fn the_service_reads_only_what_its_user_may() {
+    assert!(readable_by_the_service(0o100644, true));
+    assert!(readable_by_the_service(0o100604, true));
+    assert!(!readable_by_the_service(0o100640, true));
+    assert!(!readable_by_the_service(0o100600, true));
+    // Not root: the open itself was checked against that user's permissions.
+    assert!(readable_by_the_service(0o100600, false));
+}
+
+/// A private file, and a hard link under the root to a private file outside it (which no
+/// path rule can see), are refused while the daemon runs as root, as by tftp-hpa; a
+/// world-readable one is served. As another user the kernel decides: its own 0600 file is
+/// served.
+#[test]
+fn private_files_and_hard_links_to_them_are_refused_as_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = store();
+    let root = store.root().to_path_buf();
+    let set_mode =
+        |p: &Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    fs::write(root.join("public"), b"ok").unwrap();
+    set_mode(&root.join("public"), 0o644);
+    fs::write(root.join("private"), b"secret").unwrap();
+    set_mode(&root.join("private"), 0o600);
+    let outside = dir.path().join("shadow");
+    fs::write(&outside, b"root:$6$hash").unwrap();
+    set_mode(&outside, 0o640);
+    fs::hard_link(&outside, root.join("linked")).unwrap();
+    assert_eq!(store.open(b"public").unwrap().len(), 2);
+    if rustix::process::geteuid().is_root() {
+        assert_eq!(refused(&store, b"private"), NOT_WORLD_READABLE);
+        assert_eq!(refused(&store, b"linked"), NOT_WORLD_READABLE);
+    } else {
+        assert_eq!(store.open(b"private").unwrap().len(), 6);
+        assert_eq!(store.open(b"linked").unwrap().len(), 12);
+    }
+}
+
+#[test]
 fn missing_files_are_not_found() {
     let (_d, store) = store();
     fs::write(store.root().join("file"), b"x").unwrap();
