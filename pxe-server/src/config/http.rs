@@ -28,6 +28,11 @@ pub struct HttpConfig {
     /// start, with a warning, when it does not fit the open-file limit next to
     /// `tftp.max_sessions` (see `http::fit_fd_limit`).
     pub max_connections: usize,
+    /// Open connections from one client address at most (an IPv4-mapped IPv6 address is the
+    /// IPv4 client); beyond it a new connection from that address gets 503 and is closed. A
+    /// booting machine uses one keep-alive connection; NAT or a load tester puts many behind
+    /// one address. At least 1; at or above `max_connections` only that limit applies.
+    pub max_connections_per_client: usize,
     /// A request head must arrive within this many milliseconds of its first byte (of the
     /// connection, for the first request).
     pub header_timeout_ms: u64,
@@ -43,6 +48,7 @@ impl Default for HttpConfig {
             root: None,
             threads: 2,
             max_connections: 10_000,
+            max_connections_per_client: 32,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
         }
@@ -63,6 +69,7 @@ impl HttpConfig {
             root: self.root_or(&tftp.root).to_path_buf(),
             threads: self.threads,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             tftp_max_sessions: tftp.max_sessions,
@@ -82,6 +89,9 @@ impl HttpConfig {
         }
         if self.max_connections < 1 {
             return fail("max_connections", "must be at least 1".into());
+        }
+        if self.max_connections_per_client < 1 {
+            return fail("max_connections_per_client", "must be at least 1".into());
         }
         for (key, ms) in [
             ("header_timeout_ms", self.header_timeout_ms),

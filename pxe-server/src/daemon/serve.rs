@@ -258,6 +258,7 @@ fn bind_http(
         root = %h.root.display(),
         threads = h.threads,
         max_connections = server.max_connections(),
+        max_connections_per_client = server.max_connections_per_client(),
         "HTTP service ready"
     );
     Ok(BoundHttp {

@@ -11,13 +11,15 @@ fn http_section_defaults_and_errors() {
     assert_eq!(c.http.listen, vec![SocketAddr::from(([0, 0, 0, 0], 80))]);
     assert_eq!(c.http.root_or(&c.tftp.root), Path::new(r));
     assert_eq!(c.http.max_connections, 10_000);
+    assert_eq!(c.http.max_connections_per_client, 32);
+    assert_eq!(c.http_settings().max_connections_per_client, 32);
     let sub = format!("{r}/http");
     std::fs::create_dir(&sub).unwrap();
     let c = Config::parse(
         &format!(
             "{head}[http]\nenabled = true\nlisten = [\"10.0.0.1:8080\", \"[::1]:80\"]\n\
              root = \"{sub}\"\nthreads = 1\nmax_connections = 5\nheader_timeout_ms = 500\n\
-             idle_timeout_ms = 9000\n"
+             idle_timeout_ms = 9000\nmax_connections_per_client = 3\n"
         ),
         Path::new("x"),
     )
@@ -34,6 +36,8 @@ fn http_section_defaults_and_errors() {
         ),
         (1, 5, 500, 9000)
     );
+    assert_eq!(c.http.max_connections_per_client, 3);
+    assert_eq!(c.http_settings().max_connections_per_client, 3);
     let again = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
     assert_eq!(again, c);
 
@@ -41,6 +45,16 @@ fn http_section_defaults_and_errors() {
         ("listen = []", "http.listen", "at least one"),
         ("threads = 0", "http.threads", "1..=64"),
         ("max_connections = 0", "http.max_connections", "at least 1"),
+        (
+            "max_connections_per_client = 0",
+            "http.max_connections_per_client",
+            "at least 1",
+        ),
+        (
+            "max_connections_per_client = -1",
+            "http.max_connections_per_client",
+            "invalid value",
+        ),
         (
             "header_timeout_ms = 0",
             "http.header_timeout_ms",
