@@ -1,6 +1,6 @@
 //! The HTTP service on 127.0.0.1 (no privileges needed), spoken to over raw TCP: the wire
-//! format of GET/HEAD/ranges, keep-alive, oversized heads, the header and idle deadlines,
-//! `max_connections` and `max_connections_per_client`.
+//! format of GET/HEAD/ranges, keep-alive, oversized heads, the header, idle and send-rate
+//! deadlines, `max_connections` and `max_connections_per_client`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -469,6 +469,33 @@ fn one_client_address_is_capped_and_another_is_served() {
         ),
         (4, 1, 0)
     );
+}
+
+#[test]
+fn a_client_that_does_not_read_is_cut_by_the_send_rate() {
+    let big = data(32 << 20);
+    let srv = Running::start(
+        "min_send_rate_bytes_per_sec = 65536\nsend_rate_window_ms = 500\nidle_timeout_ms = 30000",
+        &[("big", &big)],
+    );
+    // Asks for 32 MiB and reads nothing: the socket buffers take a few MiB, then the server
+    // waits.
+    let mut stuck = srv.connect();
+    request(&mut stuck, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    let start = Instant::now();
+    // A client that reads is served the whole file meanwhile.
+    let mut ok = srv.connect();
+    request(&mut ok, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_response(&mut ok, false);
+    assert!(r.status == 200 && r.body == big);
+    srv.wait_for("a send-rate cut", |m| m.send_rate_cuts == 1);
+    let cut_after = start.elapsed();
+    // Two windows of waiting at most (the first may be passed on what the buffers took).
+    assert!(cut_after < Duration::from_millis(2500), "{cut_after:?}");
+    srv.wait_for("the slot given back", |m| m.connections_open == 1);
+    let m = srv.snapshot();
+    assert_eq!((m.idle_timeouts, m.connection_errors), (0, 0));
+    drop(stuck);
 }
 
 #[test]

@@ -11,6 +11,9 @@ use super::tftp::TftpConfig;
 use super::{Check, Invalid, directory};
 use crate::http::HttpSettings;
 
+/// The highest `min_send_rate_bytes_per_sec` (1 GB/s; a minimum above it is a typo).
+const MAX_MIN_SEND_RATE: u64 = 1_000_000_000;
+
 /// `[http]`: the HTTP/1.1 service for boot files (off by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,6 +41,14 @@ pub struct HttpConfig {
     pub header_timeout_ms: u64,
     /// A connection with no traffic either way for this many milliseconds is closed.
     pub idle_timeout_ms: u64,
+    /// The least a client must read of a response, in bytes per second of the time the server
+    /// waits for it to make room (0: no minimum). Judged over windows of `send_rate_window_ms`
+    /// of waiting; a client below it (a slow reader holding a connection) is cut within two
+    /// windows. An idle keep-alive connection is `idle_timeout_ms`'s business, not this one's.
+    pub min_send_rate_bytes_per_sec: u64,
+    /// The window over which `min_send_rate_bytes_per_sec` is judged, in milliseconds of
+    /// waiting for the client.
+    pub send_rate_window_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -51,6 +62,8 @@ impl Default for HttpConfig {
             max_connections_per_client: 32,
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            min_send_rate_bytes_per_sec: 1024,
+            send_rate_window_ms: 30_000,
         }
     }
 }
@@ -72,6 +85,8 @@ impl HttpConfig {
             max_connections_per_client: self.max_connections_per_client,
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            min_send_rate: self.min_send_rate_bytes_per_sec,
+            send_rate_window: Duration::from_millis(self.send_rate_window_ms),
             tftp_max_sessions: tftp.max_sessions,
         }
     }
@@ -93,9 +108,19 @@ impl HttpConfig {
         if self.max_connections_per_client < 1 {
             return fail("max_connections_per_client", "must be at least 1".into());
         }
+        if self.min_send_rate_bytes_per_sec > MAX_MIN_SEND_RATE {
+            return fail(
+                "min_send_rate_bytes_per_sec",
+                format!(
+                    "{} is not in 0..={MAX_MIN_SEND_RATE} (0: no minimum)",
+                    self.min_send_rate_bytes_per_sec
+                ),
+            );
+        }
         for (key, ms) in [
             ("header_timeout_ms", self.header_timeout_ms),
             ("idle_timeout_ms", self.idle_timeout_ms),
+            ("send_rate_window_ms", self.send_rate_window_ms),
         ] {
             if !(1..=3_600_000).contains(&ms) {
                 return fail(key, format!("{ms} is not in 1..=3600000"));

@@ -259,6 +259,7 @@ fn bind_http(
         threads = h.threads,
         max_connections = server.max_connections(),
         max_connections_per_client = server.max_connections_per_client(),
+        min_send_rate_bytes_per_sec = h.min_send_rate,
         "HTTP service ready"
     );
     Ok(BoundHttp {

@@ -10,13 +10,16 @@
 //!   ([`conditional`]). Paths are percent-decoded and then checked ([`path`]); the store's
 //!   `RESOLVE_BENEATH` open refuses symlinks leaving the root. See [`router`].
 //! - **Bounds**: a request head is at most [`MAX_HEAD_BYTES`] (hyper answers 431 beyond) and
-//!   [`MAX_HEADERS`] lines; it must arrive within `header_timeout_ms`, and a connection with no
-//!   traffic for `idle_timeout_ms` is closed ([`conn`]). Per connection: the read buffer, the
-//!   response head and references to shared image bytes.
+//!   [`MAX_HEADERS`] lines; it must arrive within `header_timeout_ms`, a connection with no
+//!   traffic for `idle_timeout_ms` is closed, and a client that reads its response at less
+//!   than `min_send_rate_bytes_per_sec` (over windows of `send_rate_window_ms` of waiting for
+//!   it) is cut ([`conn`]). Per connection: the read buffer, the response head and references
+//!   to shared image bytes.
 //! - **Slots** ([`slots`]): beyond `max_connections` open connections, or
 //!   `max_connections_per_client` from one client address, a new connection gets a fixed 503
 //!   and is closed; each refusal is counted, and a rate-limited warning names the client, the
-//!   limit and the setting to raise. So one address cannot take every slot.
+//!   limit and the setting to raise. So one address cannot take every slot, and a slow reader
+//!   cannot keep one.
 //! - **Open files**: each connection is a descriptor, and so is each TFTP transfer. At start the
 //!   soft `RLIMIT_NOFILE` is raised to the hard limit; if `max_connections` does not fit next
 //!   to TFTP's `max_sessions` and [`RESERVED_FDS`], it is lowered with a warning
@@ -46,7 +49,7 @@ use hyper_util::rt::TokioIo;
 use crate::images::{Image, ImageStore, OpenError};
 use crate::metrics::{self, counters};
 use crate::tftp::service::RESERVED_FDS;
-use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, Guarded};
+use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, EXPIRED_SEND_RATE, Guarded, SendPace};
 use router::{Body, State};
 use slots::{Slot, Slots};
 
@@ -104,6 +107,9 @@ counters! {
     header_timeouts,
     /// Connections closed after `idle_timeout_ms` without traffic.
     idle_timeouts,
+    /// Connections cut because the client took less than `min_send_rate_bytes_per_sec` of a
+    /// response over a `send_rate_window_ms` of waiting (a slow reader, see [`conn`]).
+    send_rate_cuts,
     /// Request heads over the size or header-count limit (431).
     headers_too_large,
     /// Unparsable request heads (400 from hyper).
@@ -147,6 +153,10 @@ pub struct HttpSettings {
     pub max_connections_per_client: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Bytes per second a client must take of a response it keeps the server waiting on
+    /// (0: no minimum), over windows of `send_rate_window` of waiting ([`conn::SendPace`]).
+    pub min_send_rate: u64,
+    pub send_rate_window: Duration,
     /// TFTP's `max_sessions`: descriptors left to TFTP when `max_connections` is fitted to the
     /// open-file limit.
     pub tftp_max_sessions: usize,
@@ -157,6 +167,8 @@ pub struct HttpSettings {
 struct Limits {
     header_timeout: Duration,
     idle_timeout: Duration,
+    min_send_rate: u64,
+    send_rate_window: Duration,
 }
 
 /// The bound HTTP service, ready to run.
@@ -213,6 +225,8 @@ impl HttpServer {
         let limits = Limits {
             header_timeout: h.header_timeout,
             idle_timeout: h.idle_timeout,
+            min_send_rate: h.min_send_rate,
+            send_rate_window: h.send_rate_window,
         };
         let slots = Arc::new(Slots::new(
             fit.connections(),
@@ -393,6 +407,7 @@ async fn serve_connection(
         Arc::clone(&m),
         limits.header_timeout,
         limits.idle_timeout,
+        SendPace::new(limits.min_send_rate, limits.send_rate_window),
     ));
     let service = {
         let shared = Arc::clone(&shared);
@@ -418,6 +433,7 @@ async fn serve_connection(
     let counter = match (shared.expired.load(Ordering::Relaxed), &result) {
         (EXPIRED_HEADER, _) => &m.header_timeouts,
         (EXPIRED_IDLE, _) => &m.idle_timeouts,
+        (EXPIRED_SEND_RATE, _) => &m.send_rate_cuts,
         (_, Ok(())) => return,
         (_, Err(e)) if e.is_parse_too_large() => {
             router::count_response(&m, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -511,6 +527,8 @@ mod tests {
             max_connections_per_client: 3,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            min_send_rate: 1024,
+            send_rate_window: Duration::from_secs(30),
             tftp_max_sessions: 10_000,
         };
         let images = Arc::new(ImageStore::new(dir.path().to_path_buf()).unwrap());
