@@ -1,5 +1,6 @@
 //! The real `pxe-server` binary with `[http] enabled` in a network namespace, fetched from by
-//! `curl` (and a python3 slowloris client) in a second namespace over a veth pair.
+//! `curl` (and python3 raw clients: slowloris, slow readers) in a second namespace over a veth
+//! pair.
 //!
 //! Needs root and `ip netns`: the tests are `#[ignore]`d and run by scripts/test.sh. Run as
 //! non-root they fail loudly.
@@ -552,4 +553,139 @@ fn one_address_cannot_take_every_connection() {
             && w.contains("raise [http] max_connections "),
         "{w}"
     );
+}
+
+/// A python3 client that GETs `path` from `ip` with a 16 KiB receive buffer and reads it at
+/// `rate` bytes per second; prints the status code, the body's sha256 and the seconds taken.
+fn paced_reader_script(ip: std::net::Ipv4Addr, path: &str, rate: u32) -> String {
+    format!(
+        "import hashlib, socket, time\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)\n\
+         s.settimeout(20)\n\
+         s.connect(('{ip}', 80))\n\
+         s.sendall(b'GET {path} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         start = time.monotonic()\n\
+         data = b''\n\
+         while True:\n\
+         \x20   d = s.recv(4096)\n\
+         \x20   if not d:\n\
+         \x20       break\n\
+         \x20   data += d\n\
+         \x20   ahead = len(data) / {rate} - (time.monotonic() - start)\n\
+         \x20   if ahead > 0:\n\
+         \x20       time.sleep(ahead)\n\
+         head, _, body = data.partition(b'\\r\\n\\r\\n')\n\
+         print(head.split()[1].decode(), hashlib.sha256(body).hexdigest(), \
+         round(time.monotonic() - start, 2))\n"
+    )
+}
+
+/// `min_send_rate_bytes_per_sec = 262144` over 1 s windows: a raw client with a 4 KiB receive
+/// buffer that reads one byte a second (so the idle timeout never fires) is cut within two
+/// windows of its request, with a reset, counted as a send-rate cut, and its slot is given
+/// back; meanwhile a full-speed curl of 32 MiB, and a client reading 2 MiB at 512 KiB/s (twice
+/// the minimum: slow but healthy, and far more than the socket buffers hold), both get their
+/// files whole.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn a_slow_reader_is_cut_and_healthy_downloads_finish() {
+    let net = TestNet::new();
+    let server = start(
+        &net,
+        "min_send_rate_bytes_per_sec = 262144\nsend_rate_window_ms = 1000\nidle_timeout_ms = 30000",
+    );
+    let big = server.put("big.bin", &test_bytes(32 << 20, 51));
+    let medium = server.put("medium.bin", &test_bytes(2 << 20, 52));
+    // Says "requested" on stderr once its request is sent, then reads one byte a second for
+    // 20 s, and says "tcp state N" when its socket leaves ESTABLISHED (7: CLOSE, reset). The
+    // kernel still hands it the bytes it had buffered after a reset, so reads alone would not
+    // tell.
+    let script = format!(
+        "import socket, sys, time\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n\
+         s.connect(('{ip}', 80))\n\
+         s.sendall(b'GET /big.bin HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+         print('requested', file=sys.stderr, flush=True)\n\
+         start = time.monotonic()\n\
+         s.settimeout(2.0)\n\
+         got, said = 0, False\n\
+         while time.monotonic() - start < 20:\n\
+         \x20   state = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]\n\
+         \x20   if state != 1 and not said:\n\
+         \x20       print('tcp state', state, file=sys.stderr, flush=True)\n\
+         \x20       said = True\n\
+         \x20   try:\n\
+         \x20       if not s.recv(1):\n\
+         \x20           break\n\
+         \x20       got += 1\n\
+         \x20   except socket.timeout:\n\
+         \x20       continue\n\
+         \x20   except OSError:\n\
+         \x20       break\n\
+         \x20   time.sleep(1.0)\n\
+         print(got, flush=True)\n",
+        ip = server.ip
+    );
+    let mut cmd = net.client.command("python3");
+    cmd.args(["-c", &script]);
+    let mut slow = Proc::spawn(cmd, &server.scratch(), "slow-reader");
+    slow.wait_for_within("requested", Duration::from_secs(10));
+    let requested = std::time::Instant::now();
+    let fast_out = server.scratch().join("big.out");
+    let paced = paced_reader_script(server.ip, "/medium.bin", 512 << 10);
+    let cut_after = std::thread::scope(|s| {
+        // Meanwhile: full speed, and slow but twice the minimum.
+        let fast = s.spawn(|| curl_to(&net, &fast_out, &[&url(&server, "/big.bin")]));
+        let healthy = s.spawn(|| net.in_client(&["python3", "-c", &paced], LIMIT));
+        let cut = pxe_testkit::wait_until(Duration::from_secs(15), || {
+            http_counter(&server, "send_rate_cuts") >= 1
+        });
+        let cut_after = requested.elapsed();
+        assert!(cut, "the slow reader was never cut: {}", server.status());
+        let (code, run) = fast.join().unwrap();
+        assert!(
+            run.success() && code == 200,
+            "full-speed curl: {code} {run}"
+        );
+        eprintln!("full-speed curl of 32 MiB took {:.1?}", run.elapsed);
+        let run = healthy.join().unwrap();
+        assert!(run.success(), "paced reader: {run}");
+        let out: Vec<&str> = run.stdout.split_whitespace().collect();
+        assert_eq!(out[..2], ["200", medium.as_str()], "paced reader: {run}");
+        let secs: f64 = out[2].parse().unwrap();
+        eprintln!("paced reader (512 KiB/s) took {secs} s for 2 MiB");
+        assert!(secs >= 3.0, "the paced reader was not slow: {secs} s");
+        cut_after
+    });
+    eprintln!("slow reader cut {cut_after:.1?} after its request");
+    // Two windows of waiting, and the status polls' own time.
+    assert!(
+        cut_after < Duration::from_millis(3500),
+        "cut {cut_after:?} after the request, windows are 1 s"
+    );
+    assert!(
+        slow.is_running(),
+        "the slow reader stopped by itself: {} {}",
+        slow.stdout(),
+        slow.stderr()
+    );
+    // The cut is a reset: the server keeps neither the bytes the reader did not take nor a
+    // FIN queued behind them (it checks its state once a second).
+    slow.wait_for_within("tcp state 7", Duration::from_secs(3));
+    assert_eq!(
+        sha256_file(&fast_out).unwrap(),
+        big,
+        "full-speed body differs"
+    );
+    let s = server.status();
+    let m = &s["http"]["metrics"];
+    assert_eq!(m["send_rate_cuts"], 1, "{s}");
+    assert_eq!(m["idle_timeouts"], 0, "{s}");
+    assert_eq!(m["responses_2xx"], 3, "{s}");
+    let released = pxe_testkit::wait_until(Duration::from_secs(5), || {
+        http_counter(&server, "connections_open") == 0
+    });
+    assert!(released, "slots not given back: {}", server.status());
 }
