@@ -8,8 +8,9 @@
 //! a [`LogLimiter`]: one warning per [`REFUSAL_LOG_INTERVAL`] and kind of refusal, naming the
 //! client, the limit and the setting to raise, with the count of warnings held back.
 //!
-//! An IPv4-mapped IPv6 address (`::ffff:10.0.0.5`, from a dual-stack listener) is the same
-//! client as the plain IPv4 address. The per-address counts are a map with one entry per
+//! An IPv4-mapped IPv6 address (`::ffff:10.0.0.5`) is the same client as the plain IPv4
+//! address (the IPv6 listeners are IPv6-only today, so only a dual-stack socket would report
+//! one; the count does not rely on that). The per-address counts are a map with one entry per
 //! address that has a connection open, taken and given back once per connection, never per
 //! request.
 
