@@ -1,6 +1,6 @@
 //! The HTTP service on 127.0.0.1 (no privileges needed), spoken to over raw TCP: the wire
-//! format of GET/HEAD/ranges, keep-alive, oversized heads, the header and idle deadlines,
-//! and `max_connections`.
+//! format of GET/HEAD/ranges, keep-alive, oversized heads, the header, idle and send-rate
+//! deadlines, `max_connections` and `max_connections_per_client`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -55,6 +55,18 @@ impl Running {
 
     fn connect(&self) -> TcpStream {
         let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// A connection from `from` (another loopback address than 127.0.0.1: another client).
+    fn connect_from(&self, from: std::net::Ipv4Addr) -> TcpStream {
+        let SocketAddr::V4(to) = self.addr else {
+            panic!("the server listens on IPv4");
+        };
+        let s = pxe_net::tcp_connect_nonblocking(to, Some(from), None).unwrap();
+        // Blocking from here: the first write waits for the connect to finish.
+        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s
     }
@@ -419,6 +431,74 @@ fn connections_beyond_the_limit_get_503() {
 }
 
 #[test]
+fn one_client_address_is_capped_and_another_is_served() {
+    let srv = Running::start(
+        "max_connections = 10\nmax_connections_per_client = 2",
+        &[("f", b"x")],
+    );
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    srv.wait_for("two open", |m| m.connections_open == 2);
+    // A third from 127.0.0.1: 503, closed, counted as a per-client refusal.
+    let mut c = srv.connect();
+    let r = read_response(&mut c, true);
+    assert_eq!(r.status, 503);
+    assert!(closed_within(&mut c, Duration::from_secs(5)));
+    srv.wait_for("one refused", |m| m.connections_refused_per_client == 1);
+    // Another address is served meanwhile.
+    let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let mut d = srv.connect_from(other);
+    request(&mut d, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut d, false).status, 200);
+    for s in [&mut a, &mut b] {
+        request(s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(read_response(s, false).status, 200);
+    }
+    // A connection that ends gives its address's slot back.
+    drop(a);
+    srv.wait_for("two open again", |m| m.connections_open == 2);
+    let mut e = srv.connect();
+    request(&mut e, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(&mut e, false).status, 200);
+    let m = srv.snapshot();
+    assert_eq!(
+        (
+            m.connections_accepted,
+            m.connections_refused_per_client,
+            m.connections_refused
+        ),
+        (4, 1, 0)
+    );
+}
+
+#[test]
+fn a_client_that_does_not_read_is_cut_by_the_send_rate() {
+    let big = data(32 << 20);
+    let srv = Running::start(
+        "min_send_rate_bytes_per_sec = 65536\nsend_rate_window_ms = 500\nidle_timeout_ms = 30000",
+        &[("big", &big)],
+    );
+    // Asks for 32 MiB and reads nothing: the socket buffers take a few MiB, then the server
+    // waits.
+    let mut stuck = srv.connect();
+    request(&mut stuck, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    let start = Instant::now();
+    // A client that reads is served the whole file meanwhile.
+    let mut ok = srv.connect();
+    request(&mut ok, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = read_response(&mut ok, false);
+    assert!(r.status == 200 && r.body == big);
+    srv.wait_for("a send-rate cut", |m| m.send_rate_cuts == 1);
+    let cut_after = start.elapsed();
+    // Two windows of waiting at most (the first may be passed on what the buffers took).
+    assert!(cut_after < Duration::from_millis(2500), "{cut_after:?}");
+    srv.wait_for("the slot given back", |m| m.connections_open == 1);
+    let m = srv.snapshot();
+    assert_eq!((m.idle_timeouts, m.connection_errors), (0, 0));
+    drop(stuck);
+}
+
+#[test]
 fn garbage_gets_400_and_is_counted() {
     let srv = Running::start("", &[("f", b"x")]);
     let mut s = srv.connect();
@@ -523,7 +603,8 @@ fn serve_runs_http_until_sigterm() {
 /// `serve` under a small open-file limit (started through `prlimit --nofile=64:400`): the soft
 /// limit is raised to the hard one, and `max_connections = 1000` is lowered, with a warning, to
 /// what TFTP's 100 sessions and the 256 reserved descriptors leave (400 - 256 - 100 = 44): the
-/// 45th open connection gets the 503 instead of a failed accept().
+/// 45th open connection gets the 503 instead of a failed accept(). (All from 127.0.0.1: the
+/// per-client cap is raised out of the way.)
 #[test]
 fn serve_fits_max_connections_to_the_open_file_limit() {
     use std::process::Command;
@@ -544,7 +625,7 @@ fn serve_fits_max_connections_to_the_open_file_limit() {
             "[tftp]\nroot = {root:?}\nlisten = [\"127.0.0.1:{tftp_port}\"]\nengine = \"portable\"\n\
              threads = 1\nmax_sessions = 100\n[http]\nenabled = true\n\
              listen = [\"127.0.0.1:{http_port}\"]\nthreads = 1\nmax_connections = 1000\n\
-             [control]\nsocket = {sock:?}\n"
+             max_connections_per_client = 1000\n[control]\nsocket = {sock:?}\n"
         ),
     )
     .unwrap();

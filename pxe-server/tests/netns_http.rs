@@ -1,5 +1,6 @@
 //! The real `pxe-server` binary with `[http] enabled` in a network namespace, fetched from by
-//! `curl` (and a python3 slowloris client) in a second namespace over a veth pair.
+//! `curl` (and python3 raw clients: slowloris, slow readers) in a second namespace over a veth
+//! pair.
 //!
 //! Needs root and `ip netns`: the tests are `#[ignore]`d and run by scripts/test.sh. Run as
 //! non-root they fail loudly.
@@ -292,7 +293,8 @@ fn curl_files_head_ranges_keep_alive_and_refusals() {
 fn two_hundred_concurrent_downloads() {
     const CLIENTS: usize = 200;
     let net = TestNet::new();
-    let server = start(&net, "");
+    // 200 machines behind one address (a load tester): the per-client cap must allow them.
+    let server = start(&net, "max_connections_per_client = 200");
     let sum = server.put("initrd.img", &test_bytes(8 << 20, 77));
     let dir = server.scratch().join("parallel");
     std::fs::create_dir_all(&dir).unwrap();
@@ -427,4 +429,263 @@ fn slowloris_is_cut_and_huge_headers_are_refused() {
     let s = server.status();
     assert_eq!(s["http"]["metrics"]["headers_too_large"], 1, "{s}");
     assert_eq!(s["http"]["metrics"]["header_timeouts"], 1, "{s}");
+}
+
+/// `curl --parallel --parallel-immediate` of `n` transfers of `path` at once from `from` (one
+/// of the client namespace's addresses), each read at 32 kB/s and given up after `hold_s`
+/// seconds, so that the ones served hold their connections that long; returns the status code
+/// of each transfer, sorted.
+fn parallel_codes(
+    net: &TestNet,
+    server: &Server,
+    from: &str,
+    path: &str,
+    n: usize,
+    hold_s: u32,
+) -> Vec<u16> {
+    let u = url(server, path);
+    let (n_text, hold) = (n.to_string(), hold_s.to_string());
+    let mut argv: Vec<String> = [
+        "curl",
+        "-sS",
+        "--interface",
+        from,
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        &n_text,
+        "--limit-rate",
+        "32k",
+        "--max-time",
+        &hold,
+        "-w",
+        "%{http_code}\\n",
+    ]
+    .map(String::from)
+    .to_vec();
+    for i in 0..n {
+        argv.push("-o".into());
+        argv.push("/dev/null".into());
+        // A distinct query per URL, so curl cannot treat them as one transfer.
+        argv.push(format!("{u}?c={i}"));
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    // The transfers served end by curl's --max-time (exit 28): only the codes matter.
+    let run = net.in_client(&argv, LIMIT);
+    let mut codes: Vec<u16> = run
+        .stdout
+        .lines()
+        .map(|l| l.trim().parse().unwrap_or(0))
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(codes.len(), n, "{run}");
+    codes
+}
+
+/// The lines of the server log that contain every one of `words`.
+fn log_lines(server: &Server, words: &[&str]) -> Vec<String> {
+    server
+        .log_text()
+        .lines()
+        .filter(|l| words.iter().all(|w| l.contains(w)))
+        .map(String::from)
+        .collect()
+}
+
+/// `max_connections_per_client = 4`, `max_connections = 6`: seven connections at once from one
+/// address get four 200 and three 503; while those four are open a second address is served
+/// (two connections) until the global limit refuses its third. Each refusal is counted, each
+/// kind is logged once (rate-limited) naming the client, the limit and the setting, and every
+/// slot is given back when the transfers end.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn one_address_cannot_take_every_connection() {
+    let net = TestNet::new();
+    let second = std::net::Ipv4Addr::from(u32::from(net.client_ip) + 1);
+    net.client.add_addresses("eth0", second, 1, 24);
+    let server = start(&net, "max_connections = 6\nmax_connections_per_client = 4");
+    // Far more than 32 kB/s reads in the few seconds the transfers are held.
+    server.put("big.bin", &test_bytes(4 << 20, 41));
+    let (first, second) = (net.client_ip.to_string(), second.to_string());
+    let (first_codes, second_codes) = std::thread::scope(|s| {
+        let a = s.spawn(|| parallel_codes(&net, &server, &first, "/big.bin", 7, 4));
+        // The first address holds its four connections (and got its three refusals).
+        let held = pxe_testkit::wait_until(Duration::from_secs(10), || {
+            let s = server.status();
+            let m = &s["http"]["metrics"];
+            m["connections_open"] == 4 && m["connections_refused_per_client"] == 3
+        });
+        assert!(held, "the first address never held 4: {}", server.status());
+        let b = parallel_codes(&net, &server, &second, "/big.bin", 3, 1);
+        (a.join().unwrap(), b)
+    });
+    assert_eq!(first_codes, [200, 200, 200, 200, 503, 503, 503]);
+    // Two served beside the first address's four: the third is refused by the global limit
+    // (which also shows that the first address still held its four then).
+    assert_eq!(second_codes, [200, 200, 503]);
+    let s = server.status();
+    let m = &s["http"]["metrics"];
+    assert_eq!(m["connections_refused_per_client"], 3, "{s}");
+    assert_eq!(m["connections_refused"], 1, "{s}");
+    assert_eq!(m["connections_accepted"], 6, "{s}");
+    let released = pxe_testkit::wait_until(Duration::from_secs(5), || {
+        http_counter(&server, "connections_open") == 0
+    });
+    assert!(released, "slots not given back: {}", server.status());
+
+    let refused = "HTTP connection refused (503)";
+    let per_client = log_lines(&server, &[refused, "max_connections_per_client="]);
+    assert_eq!(per_client.len(), 1, "{per_client:?}");
+    let w = &per_client[0];
+    assert!(
+        w.contains("WARN")
+            && w.contains(&format!("client={first} "))
+            && w.contains("max_connections_per_client=4")
+            && w.contains("raise [http] max_connections_per_client"),
+        "{w}"
+    );
+    let global = log_lines(&server, &[refused, " max_connections=6"]);
+    assert_eq!(global.len(), 1, "{global:?}");
+    let w = &global[0];
+    assert!(
+        w.contains("WARN")
+            && w.contains(&format!("client={second} "))
+            && w.contains("raise [http] max_connections "),
+        "{w}"
+    );
+}
+
+/// A python3 client that GETs `path` from `ip` with a 16 KiB receive buffer and reads it at
+/// `rate` bytes per second; prints the status code, the body's sha256 and the seconds taken.
+fn paced_reader_script(ip: std::net::Ipv4Addr, path: &str, rate: u32) -> String {
+    format!(
+        "import hashlib, socket, time\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)\n\
+         s.settimeout(20)\n\
+         s.connect(('{ip}', 80))\n\
+         s.sendall(b'GET {path} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         start = time.monotonic()\n\
+         data = b''\n\
+         while True:\n\
+         \x20   d = s.recv(4096)\n\
+         \x20   if not d:\n\
+         \x20       break\n\
+         \x20   data += d\n\
+         \x20   ahead = len(data) / {rate} - (time.monotonic() - start)\n\
+         \x20   if ahead > 0:\n\
+         \x20       time.sleep(ahead)\n\
+         head, _, body = data.partition(b'\\r\\n\\r\\n')\n\
+         print(head.split()[1].decode(), hashlib.sha256(body).hexdigest(), \
+         round(time.monotonic() - start, 2))\n"
+    )
+}
+
+/// `min_send_rate_bytes_per_sec = 262144` over 1 s windows: a raw client with a 4 KiB receive
+/// buffer that reads one byte a second (so the idle timeout never fires) is cut within two
+/// windows of its request, with a reset, counted as a send-rate cut, and its slot is given
+/// back; meanwhile a full-speed curl of 32 MiB, and a client reading 2 MiB at 512 KiB/s (twice
+/// the minimum: slow but healthy, and far more than the socket buffers hold), both get their
+/// files whole.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn a_slow_reader_is_cut_and_healthy_downloads_finish() {
+    let net = TestNet::new();
+    let server = start(
+        &net,
+        "min_send_rate_bytes_per_sec = 262144\nsend_rate_window_ms = 1000\nidle_timeout_ms = 30000",
+    );
+    let big = server.put("big.bin", &test_bytes(32 << 20, 51));
+    let medium = server.put("medium.bin", &test_bytes(2 << 20, 52));
+    // Says "requested" on stderr once its request is sent, then reads one byte a second for
+    // 20 s, and says "tcp state N" when its socket leaves ESTABLISHED (7: CLOSE, reset). The
+    // kernel still hands it the bytes it had buffered after a reset, so reads alone would not
+    // tell.
+    let script = format!(
+        "import socket, sys, time\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n\
+         s.connect(('{ip}', 80))\n\
+         s.sendall(b'GET /big.bin HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+         print('requested', file=sys.stderr, flush=True)\n\
+         start = time.monotonic()\n\
+         s.settimeout(2.0)\n\
+         got, said = 0, False\n\
+         while time.monotonic() - start < 20:\n\
+         \x20   state = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]\n\
+         \x20   if state != 1 and not said:\n\
+         \x20       print('tcp state', state, file=sys.stderr, flush=True)\n\
+         \x20       said = True\n\
+         \x20   try:\n\
+         \x20       if not s.recv(1):\n\
+         \x20           break\n\
+         \x20       got += 1\n\
+         \x20   except socket.timeout:\n\
+         \x20       continue\n\
+         \x20   except OSError:\n\
+         \x20       break\n\
+         \x20   time.sleep(1.0)\n\
+         print(got, flush=True)\n",
+        ip = server.ip
+    );
+    let mut cmd = net.client.command("python3");
+    cmd.args(["-c", &script]);
+    let mut slow = Proc::spawn(cmd, &server.scratch(), "slow-reader");
+    slow.wait_for_within("requested", Duration::from_secs(10));
+    let requested = std::time::Instant::now();
+    let fast_out = server.scratch().join("big.out");
+    let paced = paced_reader_script(server.ip, "/medium.bin", 512 << 10);
+    let cut_after = std::thread::scope(|s| {
+        // Meanwhile: full speed, and slow but twice the minimum.
+        let fast = s.spawn(|| curl_to(&net, &fast_out, &[&url(&server, "/big.bin")]));
+        let healthy = s.spawn(|| net.in_client(&["python3", "-c", &paced], LIMIT));
+        let cut = pxe_testkit::wait_until(Duration::from_secs(15), || {
+            http_counter(&server, "send_rate_cuts") >= 1
+        });
+        let cut_after = requested.elapsed();
+        assert!(cut, "the slow reader was never cut: {}", server.status());
+        let (code, run) = fast.join().unwrap();
+        assert!(
+            run.success() && code == 200,
+            "full-speed curl: {code} {run}"
+        );
+        eprintln!("full-speed curl of 32 MiB took {:.1?}", run.elapsed);
+        let run = healthy.join().unwrap();
+        assert!(run.success(), "paced reader: {run}");
+        let out: Vec<&str> = run.stdout.split_whitespace().collect();
+        assert_eq!(out[..2], ["200", medium.as_str()], "paced reader: {run}");
+        let secs: f64 = out[2].parse().unwrap();
+        eprintln!("paced reader (512 KiB/s) took {secs} s for 2 MiB");
+        assert!(secs >= 3.0, "the paced reader was not slow: {secs} s");
+        cut_after
+    });
+    eprintln!("slow reader cut {cut_after:.1?} after its request");
+    // Two windows of waiting, and the status polls' own time.
+    assert!(
+        cut_after < Duration::from_millis(3500),
+        "cut {cut_after:?} after the request, windows are 1 s"
+    );
+    assert!(
+        slow.is_running(),
+        "the slow reader stopped by itself: {} {}",
+        slow.stdout(),
+        slow.stderr()
+    );
+    // The cut is a reset: the server keeps neither the bytes the reader did not take nor a
+    // FIN queued behind them (it checks its state once a second).
+    slow.wait_for_within("tcp state 7", Duration::from_secs(3));
+    assert_eq!(
+        sha256_file(&fast_out).unwrap(),
+        big,
+        "full-speed body differs"
+    );
+    let s = server.status();
+    let m = &s["http"]["metrics"];
+    assert_eq!(m["send_rate_cuts"], 1, "{s}");
+    assert_eq!(m["idle_timeouts"], 0, "{s}");
+    assert_eq!(m["responses_2xx"], 3, "{s}");
+    let released = pxe_testkit::wait_until(Duration::from_secs(5), || {
+        http_counter(&server, "connections_open") == 0
+    });
+    assert!(released, "slots not given back: {}", server.status());
 }

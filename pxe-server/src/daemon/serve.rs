@@ -258,6 +258,8 @@ fn bind_http(
         root = %h.root.display(),
         threads = h.threads,
         max_connections = server.max_connections(),
+        max_connections_per_client = server.max_connections_per_client(),
+        min_send_rate_bytes_per_sec = h.min_send_rate,
         "HTTP service ready"
     );
     Ok(BoundHttp {

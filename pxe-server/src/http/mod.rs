@@ -10,10 +10,16 @@
 //!   ([`conditional`]). Paths are percent-decoded and then checked ([`path`]); the store's
 //!   `RESOLVE_BENEATH` open refuses symlinks leaving the root. See [`router`].
 //! - **Bounds**: a request head is at most [`MAX_HEAD_BYTES`] (hyper answers 431 beyond) and
-//!   [`MAX_HEADERS`] lines; it must arrive within `header_timeout_ms`, and a connection with no
-//!   traffic for `idle_timeout_ms` is closed ([`conn`]). Beyond `max_connections` open
-//!   connections a new one gets a fixed 503 and is closed. Per connection: the read buffer,
-//!   the response head and references to shared image bytes.
+//!   [`MAX_HEADERS`] lines; it must arrive within `header_timeout_ms`, a connection with no
+//!   traffic for `idle_timeout_ms` is closed, and a client that reads its response at less
+//!   than `min_send_rate_bytes_per_sec` (over windows of `send_rate_window_ms` of waiting for
+//!   it) is cut ([`conn`]). Per connection: the read buffer, the response head and references
+//!   to shared image bytes.
+//! - **Slots** ([`slots`]): beyond `max_connections` open connections, or
+//!   `max_connections_per_client` from one client address, a new connection gets a fixed 503
+//!   and is closed; each refusal is counted, and a rate-limited warning names the client, the
+//!   limit and the setting to raise. So one address cannot take every slot, and a slow reader
+//!   cannot keep one.
 //! - **Open files**: each connection is a descriptor, and so is each TFTP transfer. At start the
 //!   soft `RLIMIT_NOFILE` is raised to the hard limit; if `max_connections` does not fit next
 //!   to TFTP's `max_sessions` and [`RESERVED_FDS`], it is lowered with a warning
@@ -26,6 +32,7 @@ pub mod conn;
 pub mod path;
 pub mod range;
 pub mod router;
+pub mod slots;
 
 use std::convert::Infallible;
 use std::io;
@@ -42,8 +49,9 @@ use hyper_util::rt::TokioIo;
 use crate::images::{Image, ImageStore, OpenError};
 use crate::metrics::{self, counters};
 use crate::tftp::service::RESERVED_FDS;
-use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, Guarded};
+use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, EXPIRED_SEND_RATE, Guarded, SendPace};
 use router::{Body, State};
+use slots::{Slot, Slots};
 
 /// Largest request head (request line + headers) read; hyper answers 431 beyond it.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -55,7 +63,7 @@ const BLOCKING_THREADS: usize = 16;
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// Pause after a failed accept (EMFILE ...), so the loop cannot spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// The answer to a connection beyond `max_connections`.
+/// The answer to a connection beyond `max_connections` or `max_connections_per_client`.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
 
 counters! {
@@ -64,6 +72,9 @@ counters! {
     connections_accepted,
     /// Connections answered 503 and closed because `max_connections` were open.
     connections_refused,
+    /// Connections answered 503 and closed because their client address had
+    /// `max_connections_per_client` open.
+    connections_refused_per_client,
     /// Connections open now (a gauge).
     connections_open,
     /// The `max_connections` in force: the configured one, or less to fit the open-file limit
@@ -96,6 +107,9 @@ counters! {
     header_timeouts,
     /// Connections closed after `idle_timeout_ms` without traffic.
     idle_timeouts,
+    /// Connections cut because the client took less than `min_send_rate_bytes_per_sec` of a
+    /// response over a `send_rate_window_ms` of waiting (a slow reader, see [`conn`]).
+    send_rate_cuts,
     /// Request heads over the size or header-count limit (431).
     headers_too_large,
     /// Unparsable request heads (400 from hyper).
@@ -135,8 +149,14 @@ pub struct HttpSettings {
     pub threads: usize,
     /// Open connections at most (before [`fit_fd_limit`]).
     pub max_connections: usize,
+    /// Open connections from one client address at most.
+    pub max_connections_per_client: usize,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Bytes per second a client must take of a response it keeps the server waiting on
+    /// (0: no minimum), over windows of `send_rate_window` of waiting ([`conn::SendPace`]).
+    pub min_send_rate: u64,
+    pub send_rate_window: Duration,
     /// TFTP's `max_sessions`: descriptors left to TFTP when `max_connections` is fitted to the
     /// open-file limit.
     pub tftp_max_sessions: usize,
@@ -145,15 +165,17 @@ pub struct HttpSettings {
 /// Limits applied to each connection.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
-    max_connections: u64,
     header_timeout: Duration,
     idle_timeout: Duration,
+    min_send_rate: u64,
+    send_rate_window: Duration,
 }
 
 /// The bound HTTP service, ready to run.
 pub struct HttpServer {
     listeners: Vec<std::net::TcpListener>,
     state: Arc<State>,
+    slots: Arc<Slots>,
     limits: Limits,
     threads: usize,
 }
@@ -201,13 +223,19 @@ impl HttpServer {
             ),
         }
         let limits = Limits {
-            max_connections: fit.connections(),
             header_timeout: h.header_timeout,
             idle_timeout: h.idle_timeout,
+            min_send_rate: h.min_send_rate,
+            send_rate_window: h.send_rate_window,
         };
+        let slots = Arc::new(Slots::new(
+            fit.connections(),
+            h.max_connections_per_client,
+            Arc::clone(&metrics),
+        ));
         metrics
             .connections_limit
-            .store(limits.max_connections, Ordering::Relaxed);
+            .store(slots.max_connections(), Ordering::Relaxed);
         let threads = h.threads.max(1);
         Ok(HttpServer {
             listeners,
@@ -216,6 +244,7 @@ impl HttpServer {
                 metrics,
                 install,
             }),
+            slots,
             limits,
             threads,
         })
@@ -223,7 +252,12 @@ impl HttpServer {
 
     /// The `max_connections` in force (see [`fit_fd_limit`]).
     pub fn max_connections(&self) -> u64 {
-        self.limits.max_connections
+        self.slots.max_connections()
+    }
+
+    /// The `max_connections_per_client` in force.
+    pub fn max_connections_per_client(&self) -> u32 {
+        self.slots.max_per_client()
     }
 
     /// The bound addresses (with the actual ports when the config said port 0).
@@ -251,6 +285,7 @@ impl HttpServer {
                 tasks.push(tokio::spawn(accept_loop(
                     listener,
                     Arc::clone(&self.state),
+                    Arc::clone(&self.slots),
                     self.limits,
                 )));
             }
@@ -320,20 +355,16 @@ fn listen(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     pxe_net::tcp_listener(addr, 4096)
 }
 
-/// Decrements `connections_open` when a connection ends (or its task is dropped).
-struct OpenGuard(Arc<HttpMetrics>);
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>, limits: Limits) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    state: Arc<State>,
+    slots: Arc<Slots>,
+    limits: Limits,
+) {
     let m = &state.metrics;
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 metrics::inc(&m.accept_errors);
                 if m.accept_errors.load(Ordering::Relaxed) % 1000 == 1 {
@@ -343,26 +374,29 @@ async fn accept_loop(listener: tokio::net::TcpListener, state: Arc<State>, limit
                 continue;
             }
         };
-        let open = m.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
-        let guard = OpenGuard(Arc::clone(m));
-        if open > limits.max_connections {
-            metrics::inc(&m.connections_refused);
-            // Best effort, never waits: a full socket buffer just loses the 503.
-            let _ = stream.try_write(BUSY);
-            drop(guard);
-            continue;
-        }
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // Best effort, never waits: a full socket buffer just loses the 503.
+                let _ = stream.try_write(BUSY);
+                drop(stream);
+                slots.refused(refusal, peer.ip());
+                continue;
+            }
+        };
         metrics::inc(&m.connections_accepted);
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(stream, Arc::clone(&state), limits, guard));
+        tokio::spawn(serve_connection(stream, Arc::clone(&state), limits, slot));
     }
 }
 
+/// Serves one connection; `_slot` is given back when it ends, however it ends (or when the
+/// task is dropped).
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     state: Arc<State>,
     limits: Limits,
-    _open: OpenGuard,
+    _slot: Slot,
 ) {
     let m = Arc::clone(&state.metrics);
     let local = stream.local_addr().ok();
@@ -373,6 +407,7 @@ async fn serve_connection(
         Arc::clone(&m),
         limits.header_timeout,
         limits.idle_timeout,
+        SendPace::new(limits.min_send_rate, limits.send_rate_window),
     ));
     let service = {
         let shared = Arc::clone(&shared);
@@ -398,6 +433,7 @@ async fn serve_connection(
     let counter = match (shared.expired.load(Ordering::Relaxed), &result) {
         (EXPIRED_HEADER, _) => &m.header_timeouts,
         (EXPIRED_IDLE, _) => &m.idle_timeouts,
+        (EXPIRED_SEND_RATE, _) => &m.send_rate_cuts,
         (_, Ok(())) => return,
         (_, Err(e)) if e.is_parse_too_large() => {
             router::count_response(&m, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -488,8 +524,11 @@ mod tests {
             root: dir.path().to_path_buf(),
             threads: 2,
             max_connections: 7,
+            max_connections_per_client: 3,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            min_send_rate: 1024,
+            send_rate_window: Duration::from_secs(30),
             tftp_max_sessions: 10_000,
         };
         let images = Arc::new(ImageStore::new(dir.path().to_path_buf()).unwrap());
@@ -498,6 +537,7 @@ mod tests {
         assert_eq!(lim.soft, lim.hard, "soft limit not raised to the hard one");
         let want = fit_fd_limit(7, 10_000, lim.soft).connections();
         assert_eq!(server.max_connections(), want);
+        assert_eq!(server.max_connections_per_client(), 3);
         assert_eq!(server.metrics().snapshot().connections_limit, want);
     }
 }
