@@ -8,6 +8,10 @@
 # target with its total executions and executions per second (libFuzzer's
 # -print_final_stats=1), then a table of all targets. Each target's output is kept in
 # target/fuzz-logs/TARGET.log.
+#
+# Each target starts from its committed seeds, fuzz/corpus/TARGET/seed-* (scripts/fuzz-seeds.sh),
+# copied into a scratch corpus, target/fuzz-corpus/TARGET, emptied first: what libFuzzer adds
+# goes there, so a run never changes the checkout and every run starts from the same seeds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,15 +34,25 @@ done <<< "$listing"
 echo "fuzz targets: ${targets[*]} (${SECONDS_PER_TARGET} s each)"
 
 LOGS=target/fuzz-logs
+SCRATCH="$PWD/target/fuzz-corpus"
 mkdir -p "$LOGS"
 ROWS=()
 FAILED=()
 for t in "${targets[@]}"; do
     log="$LOGS/$t.log"
     ok=1
-    echo "fuzz $t: running for ${SECONDS_PER_TARGET} s (output in $log)"
-    cargo +nightly fuzz run "$t" -- -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 \
-        -print_final_stats=1 > "$log" 2>&1 || ok=0
+    corpus="$SCRATCH/$t"
+    rm -rf "$corpus"
+    mkdir -p "$corpus"
+    seeds=0
+    for s in fuzz/corpus/"$t"/seed-*; do
+        [ -f "$s" ] || continue
+        cp "$s" "$corpus/"
+        seeds=$((seeds + 1))
+    done
+    echo "fuzz $t: running for ${SECONDS_PER_TARGET} s from $seeds seeds (output in $log)"
+    cargo +nightly fuzz run "$t" "$corpus" -- -max_total_time="$SECONDS_PER_TARGET" \
+        -rss_limit_mb=2048 -print_final_stats=1 > "$log" 2>&1 || ok=0
     execs=$(awk '/^stat::number_of_executed_units:/ {print $2}' "$log" | tail -n 1)
     per_sec=$(awk '/^stat::average_exec_per_sec:/ {print $2}' "$log" | tail -n 1)
     if [ "$ok" -eq 0 ]; then

@@ -379,3 +379,166 @@ fn shared_table_on_the_host() {
         }
     }
 }
+
+/// Writes the binary seeds of two fuzz targets into `$FUZZ_CORPUS/TARGET/seed-NAME`
+/// (`scripts/fuzz-seeds.sh` runs it, with the repository's `fuzz/corpus`): for `xdp_decision`
+/// a 12-byte header (policy, list bits, repeats, clock step; see that target) before frames
+/// and payloads of this table, for `dhcp_roundtrip` DHCP requests built with its builders.
+#[test]
+#[ignore = "writes files: run by scripts/fuzz-seeds.sh"]
+fn write_fuzz_seeds() {
+    use std::string::String;
+    let dir = std::path::PathBuf::from(
+        std::env::var_os("FUZZ_CORPUS").expect("FUZZ_CORPUS names the fuzz corpus directory"),
+    );
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let d = dir.join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(std::format!("seed-{name}")), bytes).unwrap();
+    };
+
+    // xdp_decision: flags byte (policy bits 0-3, payload 0x10, denied 0x20, allowed 0x40),
+    // rate, burst, repeats - 1, step in ms.
+    let header = |flags: u8, rate: u32, burst: u32, repeats: u8, step_ms: i16| -> Vec<u8> {
+        let mut h = std::vec![flags];
+        h.extend_from_slice(&rate.to_le_bytes());
+        h.extend_from_slice(&burst.to_le_bytes());
+        h.push(repeats);
+        h.extend_from_slice(&step_ms.to_le_bytes());
+        h
+    };
+    let proxy = TABLE_POLICY_FLAGS as u8;
+    let rate = (POLICY_RATE_LIMIT | POLICY_DROP_NON_PXE) as u8;
+    let allow = POLICY_ALLOW_LIST as u8;
+    let table = table();
+    let framed = |name: &str| -> &Vec<u8> { &table.iter().find(|(n, _)| n == name).expect(name).1 };
+    let mut xdp: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in [
+        "pxe_bios/plain",
+        "pxe_uefi/vlan",
+        "ipxe/qinq_ipopts",
+        "http_boot/ipopts",
+        "dhclient/plain",
+        "bootreply",
+        "to_port_68",
+        "past_bound",
+        "pad_run_pxe",
+        "long_list_pxe",
+        "dup53_pxe",
+        "dup60_plain_first",
+        "overload_pxe",
+    ] {
+        xdp.push((
+            name.replace('/', "-"),
+            [header(proxy, 0, 0, 0, 0), framed(name).clone()].concat(),
+        ));
+    }
+    xdp.push((
+        "deny_me-plain-denied".into(),
+        [
+            header(proxy | 0x20, 0, 0, 0, 0),
+            framed("deny_me/plain").clone(),
+        ]
+        .concat(),
+    ));
+    xdp.push((
+        "pxe_bios-allow-list".into(),
+        [
+            header(allow | 0x40, 0, 0, 0, 0),
+            framed("pxe_bios/qinq").clone(),
+        ]
+        .concat(),
+    ));
+    xdp.push((
+        "pxe_uefi-rate-2-burst-3-x10-every-100ms".into(),
+        [header(rate, 2, 3, 9, 100), framed("pxe_uefi/plain").clone()].concat(),
+    ));
+    xdp.push((
+        "ipxe-rate-clock-backwards".into(),
+        [header(rate, 1, 1, 5, -700), framed("ipxe/vlan").clone()].concat(),
+    ));
+    xdp.push((
+        "payload-pxe_bios".into(),
+        [header(proxy | 0x10, 0, 0, 0, 0), pxe_bios()].concat(),
+    ));
+    xdp.push((
+        "payload-dhclient-rate".into(),
+        [header(rate | 0x10, 5, 2, 3, 10), dhclient()].concat(),
+    ));
+    for (name, bytes) in &xdp {
+        write("xdp_decision", name, bytes);
+    }
+
+    // dhcp_roundtrip: the clients of the table (their MAC is the fuzz configuration's host
+    // with a reservation), a REQUEST for that reservation, and a stranger's exchange with the
+    // pool (full mode).
+    let stranger = [0x02, 0, 0, 0, 0, 0x42];
+    let with = |parts: &[Vec<u8>]| -> Vec<u8> { parts.concat() };
+    let pxe_class = opt(opt::VENDOR_CLASS, b"PXEClient:Arch:00007:UNDI:003016");
+    let req_ip = |ip: [u8; 4]| opt(50, &ip);
+    let server = opt(54, &[10, 0, 0, 1]);
+    let mut inform = bootp(
+        stranger,
+        &with(&[
+            opt(opt::MESSAGE_TYPE, &[msg_type::INFORM]),
+            pxe_class.clone(),
+        ]),
+    );
+    inform[12..16].copy_from_slice(&[10, 0, 0, 101]);
+    let dhcp: [(&str, Vec<u8>); 11] = [
+        ("pxe_bios", pxe_bios()),
+        ("pxe_uefi", pxe_uefi()),
+        ("ipxe", ipxe()),
+        ("http_boot", http_boot()),
+        ("dhclient", dhclient()),
+        (
+            "request-reserved",
+            bootp(
+                MAC,
+                &with(&[
+                    opt(opt::MESSAGE_TYPE, &[msg_type::REQUEST]),
+                    req_ip([10, 0, 0, 50]),
+                    server.clone(),
+                    pxe_class.clone(),
+                    opt(opt::CLIENT_ARCH, &[0, 7]),
+                ]),
+            ),
+        ),
+        (
+            "stranger-discover",
+            bootp(stranger, &discover_opts(Some(b"PXEClient"), Some(7), true)),
+        ),
+        (
+            "stranger-request-pool",
+            bootp(
+                stranger,
+                &with(&[
+                    opt(opt::MESSAGE_TYPE, &[msg_type::REQUEST]),
+                    req_ip([10, 0, 0, 100]),
+                    server.clone(),
+                ]),
+            ),
+        ),
+        (
+            "stranger-init-reboot-elsewhere",
+            bootp(
+                stranger,
+                &with(&[
+                    opt(opt::MESSAGE_TYPE, &[msg_type::REQUEST]),
+                    req_ip([192, 168, 1, 9]),
+                ]),
+            ),
+        ),
+        ("stranger-inform", inform),
+        (
+            "release",
+            bootp(
+                MAC,
+                &with(&[opt(opt::MESSAGE_TYPE, &[msg_type::RELEASE]), server.clone()]),
+            ),
+        ),
+    ];
+    for (name, bytes) in &dhcp {
+        write("dhcp_roundtrip", name, bytes);
+    }
+}
