@@ -9,10 +9,10 @@
 //! - every offset is bounded by a constant ([`MAX_FRAME_OFF`]) before it is used, so the
 //!   verifier knows the range of every variable offset;
 //! - the DHCP option walk stops after [`MAX_OPTIONS`] options; a walk that hits that bound
-//!   before the END option without having found what the policy needs, or that meets a
-//!   repeated option of interest (53, 60, 93, 97) or an option overload (52), which the
-//!   responder reads differently (first occurrence, overloaded `file`/`sname`), does not judge
-//!   the request: [`Verdict::Malformed`], passed by the XDP program to the daemon, whose
+//!   before the END option, or that meets a repeated option of interest (53, 60, 93, 97), one
+//!   of them with a length the responder's decoder refuses, or an option overload (52), which
+//!   the responder reads differently (first occurrence, overloaded `file`/`sname`), does not
+//!   judge the request: [`Verdict::Malformed`], passed by the XDP program to the daemon, whose
 //!   userspace filter judges it with the responder's own decoder;
 //! - [`PacketBytes::forget_path`] marks the points (the walk's offset, its end, what the walk
 //!   found) where the XDP side makes the verifier forget how a value was computed, so that the
@@ -92,7 +92,7 @@ pub struct DhcpInfo {
     pub class: ClientClass,
     /// Option 93 (first architecture), when present with a length of at least 2.
     pub arch: Option<u16>,
-    /// Option 97 present.
+    /// Option 97 present with type byte 0 (a UUID, as the responder reads it).
     pub has_uuid: bool,
 }
 
@@ -101,6 +101,13 @@ impl DhcpInfo {
     /// REQUEST) both an architecture and a UUID.
     pub fn is_boot_client(&self) -> bool {
         self.class != ClientClass::Other || (self.arch.is_some() && self.has_uuid)
+    }
+
+    /// What the policy ([`decide`]) reads of a request: its MAC, its message type and whether
+    /// it is a boot client. Where the bounded walk judges a request, the responder's decoder
+    /// reads the same (the vendor class itself may differ: see [`parse_dhcp`]).
+    pub fn policy_reading(&self) -> ([u8; 6], u8, bool) {
+        (self.mac, self.msg_type, self.is_boot_client())
     }
 
     /// DISCOVER or REQUEST: what a storm is made of, and what the rate limit meters.
@@ -421,7 +428,7 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
     // follows option overload (52) into `file`/`sname`; this walk does neither, so a repeated
     // option of interest or an overload makes the request one it does not judge (`odd`, a
     // bit set of what it has seen, is tested only after the walk).
-    let (mut pos53, mut pos60, mut len60, mut pos93, mut len93, mut has97) = (0, 0, 0, 0, 0, false);
+    let (mut pos53, mut pos60, mut len60, mut pos93, mut pos97) = (0, 0, 0, 0, 0);
     let (mut seen, mut odd) = (0usize, 0usize);
     let mut off = base + BOOTP_OPTIONS_OFF;
     let mut ended = false;
@@ -448,22 +455,25 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         if data + olen > end {
             return Err(ParseError::Malformed);
         }
+        // A length the responder's decoder refuses (53 not 1 byte, 93 not whole 16-bit
+        // words, 97 not 17 bytes) makes the request one this walk does not judge either.
         let bit = if code == opt::MESSAGE_TYPE {
-            if olen >= 1 {
-                pos53 = p.forget_path(data);
-            }
-            SEEN_53
+            pos53 = p.forget_path(data);
+            if olen == 1 { SEEN_53 } else { ODD }
         } else if code == opt::VENDOR_CLASS {
             pos60 = p.forget_path(data);
             len60 = olen;
             SEEN_60
         } else if code == opt::CLIENT_ARCH {
             pos93 = p.forget_path(data);
-            len93 = olen;
-            SEEN_93
+            if olen >= 2 && olen & 1 == 0 {
+                SEEN_93
+            } else {
+                ODD
+            }
         } else if code == opt::CLIENT_UUID {
-            has97 = true;
-            SEEN_97
+            pos97 = p.forget_path(data);
+            if olen == 17 { SEEN_97 } else { ODD }
         } else if code == opt::OVERLOAD {
             ODD
         } else {
@@ -480,8 +490,8 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         p.forget_path(pos60),
         p.forget_path(len60),
     );
-    let (pos93, len93) = (p.forget_path(pos93), p.forget_path(len93));
-    let has97 = p.forget_path(has97 as usize) != 0;
+    let pos93 = p.forget_path(pos93);
+    let pos97 = p.forget_path(pos97);
     let ended = p.forget_path(ended as usize) != 0;
     if p.forget_path(odd) != 0 {
         return Err(ParseError::Malformed);
@@ -498,16 +508,26 @@ pub fn parse_dhcp<P: PacketBytes + ?Sized>(
         } else {
             ClientClass::Other
         },
-        arch: if pos93 != 0 && len93 >= 2 {
+        // The walk checked the lengths of 93 (whole 16-bit words) and 97 (17 bytes).
+        arch: if pos93 != 0 {
             Some(be16(p, pos93).ok_or(m)?)
         } else {
             None
         },
-        has_uuid: has97,
+        // As the responder reads option 97: a UUID only with type byte 0.
+        has_uuid: if pos97 != 0 {
+            p.byte(pos97).ok_or(m)? == 0
+        } else {
+            false
+        },
     };
     // No END within the bound or the payload. What was found so far is enough when it
-    // identifies a boot client with a message type; otherwise the packet is not judged, so a
-    // truncated or padded-out request is never dropped as "not PXE".
+    // identifies a boot client with a message type: the responder reads the first occurrence
+    // of each option, which the walk has seen, so options past the bound cannot change the
+    // verdict (the vendor class alone may: a request known as a boot client by its
+    // architecture and UUID may carry `PXEClient` past the bound, which the policy does not
+    // need). Otherwise the packet is not judged, so a truncated or padded-out request is never
+    // dropped as "not PXE".
     if ended || (info.msg_type != 0 && info.is_boot_client()) {
         Ok(info)
     } else {

@@ -148,6 +148,38 @@ pub fn table() -> Vec<(String, Vec<u8>)> {
         "past_bound".into(),
         frame(&bootp(MAC, &o), &[], 0, DHCP_SERVER_PORT),
     ));
+    // Option 97 with type byte 1: the responder reads no UUID, so an architecture alone does
+    // not make a boot client.
+    let mut o = discover_opts(None, Some(7), false);
+    let mut u = std::vec![1u8];
+    u.extend_from_slice(&[7; 16]);
+    o.extend(opt(opt::CLIENT_UUID, &u));
+    t.push((
+        "uuid_type1".into(),
+        frame(&bootp(MAC, &o), &[], 0, DHCP_SERVER_PORT),
+    ));
+    // Lengths the responder's decoder refuses: not judged by the walk either.
+    let mut o = discover_opts(Some(b"PXEClient"), Some(7), false);
+    o.extend(opt(opt::CLIENT_UUID, &[0; 16]));
+    t.push((
+        "bad_len97".into(),
+        frame(&bootp(MAC, &o), &[], 0, DHCP_SERVER_PORT),
+    ));
+    let mut o = discover_opts(Some(b"PXEClient"), None, true);
+    o.extend(opt(opt::CLIENT_ARCH, &[0, 7, 0]));
+    t.push((
+        "bad_len93".into(),
+        frame(&bootp(MAC, &o), &[], 0, DHCP_SERVER_PORT),
+    ));
+    // A boot client by its architecture and UUID before the walk's bound, its vendor class
+    // (which the policy does not need) after it: judged on what the walk found.
+    let mut o = discover_opts(None, Some(7), true);
+    o.extend((0..MAX_OPTIONS as u8).flat_map(|i| opt(224 + i, &[i])));
+    o.extend(opt(opt::VENDOR_CLASS, b"PXEClient"));
+    t.push((
+        "late60_pxe".into(),
+        frame(&bootp(MAC, &o), &[], 0, DHCP_SERVER_PORT),
+    ));
     for (name, payload) in crafted() {
         t.push((name.into(), frame(&payload, &[], 0, DHCP_SERVER_PORT)));
     }
@@ -244,10 +276,10 @@ pub fn expected_for_table(name: &str) -> Option<Verdict> {
         return None; // only: never a drop
     }
     Some(match client {
-        "pxe_bios" | "pxe_uefi" | "ipxe" | "http_boot" => Verdict::Pass,
-        "dhclient" => Verdict::DropNotPxe,
+        "pxe_bios" | "pxe_uefi" | "ipxe" | "http_boot" | "late60_pxe" => Verdict::Pass,
+        "dhclient" | "uuid_type1" => Verdict::DropNotPxe,
         "deny_me" => Verdict::DropDenied,
-        "bootreply" | "past_bound" => Verdict::Malformed,
+        "bootreply" | "past_bound" | "bad_len97" | "bad_len93" => Verdict::Malformed,
         c if c.starts_with("pad_run")
             || c.starts_with("long_list")
             || c.starts_with("dup")
