@@ -99,16 +99,50 @@ pub fn select(choice: EngineChoice) -> Result<EngineKind, EngineError> {
     }
 }
 
-/// Runs the chosen engine until `shutdown` is set.
+/// Runs the chosen engine on `listeners` until `shutdown` is set.
 pub fn run(
     kind: EngineKind,
     service: Arc<TftpService>,
     params: &EngineParams,
+    listeners: Listeners,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), EngineError> {
     match kind {
-        EngineKind::Uring => uring::run(service, params, shutdown),
-        EngineKind::Portable => portable::run(service, params, shutdown),
+        EngineKind::Uring => uring::run_bound(service, params, listeners, shutdown),
+        EngineKind::Portable => portable::run_bound(service, listeners, shutdown),
+    }
+}
+
+/// The TFTP listening sockets of every worker thread: for each of `params.threads` workers,
+/// one socket per listen address (SO_REUSEPORT), with that address (a port 0 resolved to
+/// the port the first socket got, so that every worker shares it). Bound before the daemon
+/// drops its privileges (port 69), and before any worker starts, so that a bad address
+/// fails the start.
+#[derive(Debug)]
+pub struct Listeners {
+    pub per_worker: Vec<Vec<(SocketAddr, UdpSocket)>>,
+}
+
+impl Listeners {
+    pub fn bind(params: &EngineParams) -> Result<Listeners, EngineError> {
+        let threads = params.threads.max(1);
+        let mut per_worker: Vec<Vec<(SocketAddr, UdpSocket)>> =
+            (0..threads).map(|_| Vec::new()).collect();
+        for &requested in &params.listen {
+            let mut addr = requested;
+            for sockets in per_worker.iter_mut() {
+                let sock = bind_listener(addr)?;
+                if addr.port() == 0 {
+                    let bound = sock.local_addr().map_err(|_| EngineError::Bind {
+                        addr,
+                        source: io::Error::other("bound socket has no inet address"),
+                    })?;
+                    addr.set_port(bound.port());
+                }
+                sockets.push((addr, sock));
+            }
+        }
+        Ok(Listeners { per_worker })
     }
 }
 

@@ -23,7 +23,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::LocalSet;
 
-use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
+use super::{EngineError, EngineParams, Listeners, bind_transfer_socket};
 use crate::metrics;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
@@ -45,33 +45,29 @@ const SESSION_RECV_BUF: usize = 1_536;
 /// ERROR 5 for a datagram that reached a transfer socket from the wrong address (RFC 1350 §4).
 const UNKNOWN_TID_ERROR: &[u8] = b"\x00\x05\x00\x05Unknown transfer ID\x00";
 
-/// Runs `params.threads` workers until `shutdown` is set.
-///
-/// All listening sockets are bound before any worker starts, so a bind failure is returned
-/// here. A listen address with port 0 is resolved to the port the first socket got, so every
-/// worker shares that one port.
+/// Binds the listeners ([`Listeners::bind`]) and runs `params.threads` workers on them until
+/// `shutdown` is set; a bind failure is returned here.
 pub fn run(
     service: Arc<TftpService>,
     params: &EngineParams,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), EngineError> {
-    let threads = params.threads.max(1);
-    let mut per_worker: Vec<Vec<(SocketAddr, std::net::UdpSocket)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for &requested in &params.listen {
-        let mut addr = requested;
-        for sockets in per_worker.iter_mut() {
-            let sock = bind_listener(addr)?;
-            if addr.port() == 0 {
-                let bound = sock.local_addr().map_err(|_| EngineError::Bind {
-                    addr,
-                    source: io::Error::other("bound socket has no inet address"),
-                })?;
-                addr.set_port(bound.port());
-            }
-            sockets.push((addr, sock));
+    let listeners = Listeners::bind(params)?;
+    run_bound(service, listeners, shutdown)
+}
+
+/// Runs one worker per entry of `listeners` until `shutdown` is set.
+pub fn run_bound(
+    service: Arc<TftpService>,
+    listeners: Listeners,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), EngineError> {
+    let per_worker = listeners.per_worker;
+    let threads = per_worker.len();
+    if let Some(first) = per_worker.first() {
+        for (addr, _) in first {
+            tracing::info!(listen = %addr, threads, "portable engine listening");
         }
-        tracing::info!(listen = %addr, threads, "portable engine listening");
     }
 
     // Stops every worker when the caller asks, or when one worker fails.
@@ -319,6 +315,7 @@ async fn send_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::bind_listener;
 
     #[test]
     fn unknown_tid_error_is_a_well_formed_error_5() {

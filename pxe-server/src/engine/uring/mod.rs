@@ -49,7 +49,7 @@ use io_uring::{IoUring, Probe, opcode, types};
 
 use self::slots::{CTRL_LEN, Owner, SendSlots};
 use self::sys::{RECV_LEN, RecvBuf};
-use super::{EngineError, EngineParams, bind_listener, bind_transfer_socket};
+use super::{EngineError, EngineParams, Listeners, bind_transfer_socket};
 use crate::metrics;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
@@ -148,13 +148,25 @@ fn describe_setup_error(e: &io::Error) -> String {
     }
 }
 
-/// Runs `params.threads` workers until `shutdown` is set (or one of them fails).
+/// Binds the listeners ([`Listeners::bind`]) and runs `params.threads` workers on them until
+/// `shutdown` is set (or one of them fails).
 pub fn run(
     service: Arc<TftpService>,
     params: &EngineParams,
     shutdown: Arc<AtomicBool>,
 ) -> Result<(), EngineError> {
-    run_with(service, params, shutdown, Hooks::default())
+    let listeners = Listeners::bind(params)?;
+    run_with(service, params, listeners, shutdown, Hooks::default())
+}
+
+/// Runs one worker per entry of `listeners` until `shutdown` is set (or one of them fails).
+pub fn run_bound(
+    service: Arc<TftpService>,
+    params: &EngineParams,
+    listeners: Listeners,
+    shutdown: Arc<AtomicBool>,
+) -> Result<(), EngineError> {
+    run_with(service, params, listeners, shutdown, Hooks::default())
 }
 
 /// Knobs and counters for tests; production runs use the defaults.
@@ -171,35 +183,29 @@ struct Hooks {
 fn run_with(
     service: Arc<TftpService>,
     params: &EngineParams,
+    listeners: Listeners,
     shutdown: Arc<AtomicBool>,
     hooks: Hooks,
 ) -> Result<(), EngineError> {
-    let threads = params.threads.max(1);
+    let threads = listeners.per_worker.len();
     let gso = params.gso && pxe_net::udp_gso_supported();
     if params.gso && !gso {
         tracing::info!("UDP GSO not supported by the kernel: DATA packets are sent one by one");
     }
-
-    // Bind every listener before starting threads, so a bad address fails `run` directly. With
-    // port 0 the first socket picks the port and the other threads share it.
-    let mut per_thread: Vec<Vec<Listener>> = (0..threads).map(|_| Vec::new()).collect();
-    for &configured in &params.listen {
-        let mut addr = configured;
-        for listeners in per_thread.iter_mut() {
-            let sock = bind_listener(addr)?;
-            if addr.port() == 0
-                && let Ok(bound) = sock.local_addr()
-            {
-                addr.set_port(bound.port());
-            }
-            let local = (!addr.ip().is_unspecified()).then_some(addr.ip());
-            listeners.push(Listener {
-                sock,
-                local,
-                errors: 0,
-            });
-        }
-    }
+    let per_thread: Vec<Vec<Listener>> = listeners
+        .per_worker
+        .into_iter()
+        .map(|socks| {
+            socks
+                .into_iter()
+                .map(|(addr, sock)| Listener {
+                    sock,
+                    local: (!addr.ip().is_unspecified()).then_some(addr.ip()),
+                    errors: 0,
+                })
+                .collect()
+        })
+        .collect();
     tracing::info!(threads, gso, listen = ?params.listen, "io_uring engine running");
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{Hooks, Op, run_with};
 use crate::config::TftpConfig;
-use crate::engine::{EngineError, EngineParams};
+use crate::engine::{EngineError, EngineParams, Listeners};
 use crate::tftp::metrics::{TftpMetrics, TftpSnapshot};
 use crate::tftp::service::TftpService;
 use pxe_proto::tftp::{self as packet, Mode, Packet, RequestKind, RequestOptions};
@@ -77,7 +77,8 @@ impl Server {
         let shutdown = Arc::new(AtomicBool::new(false));
         let sd = Arc::clone(&shutdown);
         let h = hooks.clone();
-        let handle = std::thread::spawn(move || run_with(service, &params, sd, h));
+        let listeners = Listeners::bind(&params).unwrap();
+        let handle = std::thread::spawn(move || run_with(service, &params, listeners, sd, h));
         Server {
             addr,
             shutdown,
