@@ -46,7 +46,7 @@ enum Command {
         /// The server's config file (for `[control] socket`).
         #[arg(long, value_name = "FILE", conflicts_with = "socket")]
         config: Option<PathBuf>,
-        /// The control socket (default: /run/pxe-server.sock).
+        /// The control socket (default: /run/pxe-server/control.sock).
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
         /// Print the JSON document as the server sent it.

@@ -67,11 +67,14 @@ fn bad_config_exits_2_naming_file_line_and_key() {
 }
 
 /// `serve` on loopback (TFTP only), then `status` through the control socket: text and JSON;
-/// a second server on the same socket is refused; SIGTERM removes the socket.
+/// a second server on the same socket is refused; SIGTERM removes the socket. Run as root, the
+/// server runs as its service account once started: it created the socket's directory and
+/// hands it over to that account, which removes the socket at exit.
 #[test]
 fn status_reports_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("ctl.sock");
+    pxe_testkit::data::open_to_all(dir.path());
+    let sock = dir.path().join("run").join("ctl.sock");
     let file = dir.path().join("pxe.toml");
     let port = {
         // A free loopback port for TFTP (released before the server binds it).

@@ -34,6 +34,23 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex(&hasher.finalize()))
 }
 
+/// Gives every account read and search permission on `dir` (a `tempfile` directory is 0700),
+/// so that a server that dropped root's privileges can open by path what the test put there
+/// (the config file and templates it reads again on reload, its control socket at exit;
+/// served files are opened beneath the root's descriptor, which the server opened as root).
+/// The files keep their own modes: a test of unreadable files still gets its refusal.
+pub fn open_to_all(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .permissions()
+        .mode();
+    if mode & 0o055 != 0o055 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o055))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", dir.display()));
+    }
+}
+
 fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -132,6 +132,18 @@ impl Server {
     /// Starts the server and waits (bounded) until a client in the client namespace can fetch
     /// a small file from it. `extra` is appended to the `[tftp]` section.
     pub fn start(net: &TestNet, engine: Engine, extra: &str) -> Server {
+        Self::start_under(net, engine, extra, Vec::new(), None)
+    }
+
+    /// [`Server::start`], the server run under `prefix` (a command and its arguments, e.g.
+    /// `setpriv ...` to an account), with the test directory given to `dir_owner`.
+    pub fn start_under(
+        net: &TestNet,
+        engine: Engine,
+        extra: &str,
+        prefix: Vec<String>,
+        dir_owner: Option<(u32, u32)>,
+    ) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         std::fs::create_dir(&root).expect("root dir");
@@ -144,6 +156,8 @@ impl Server {
         let opts = ServeOptions {
             args: vec!["--engine".into(), engine.name().into()],
             ready: vec![],
+            prefix,
+            dir_owner,
             ..ServeOptions::default()
         };
         let server = PxeServer::start_with(&net.server, dir.path(), &text, opts);
@@ -220,6 +234,11 @@ impl Server {
 
     pub fn is_running(&mut self) -> bool {
         self.server.is_running()
+    }
+
+    /// The running daemon (its process, config file, reloads).
+    pub fn daemon(&mut self) -> &mut PxeServer {
+        &mut self.server
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Check, Invalid};
 
 /// Default path of the control socket.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/pxe-server.sock";
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/pxe-server/control.sock";
 
 /// `[control]`: where the running server answers `pxe-server status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! The TOML configuration file: its shape, one file per section ([`tftp`], [`http`], [`dhcp`],
-//! [`hosts`] for `[boot]` and `[[hosts]]`, [`xdp`], [`install`], [`control`]), loading with
+//! [`hosts`] for `[boot]` and `[[hosts]]`, [`xdp`], [`install`], [`control`], [`server`]), loading with
 //! errors that name the file, the line and the key ([`locate`]), the reload plan, and the
 //! conversion into each service's runtime settings (`TftpSettings`, `HttpSettings`,
 //! `DhcpSettings`, `XdpSettings`, `InstallSettings`): the services never see the file shape.
@@ -14,6 +14,7 @@ mod http;
 mod install;
 mod locate;
 mod reload;
+mod server;
 #[cfg(test)]
 mod tests;
 mod tftp;
@@ -29,6 +30,7 @@ pub use dhcp::{DhcpConfig, SubnetConfig};
 pub use http::HttpConfig;
 pub use install::InstallConfig;
 pub use reload::ReloadPlan;
+pub use server::{DEFAULT_USER, ServerConfig};
 pub use tftp::TftpConfig;
 pub use xdp::XdpConfig;
 
@@ -58,6 +60,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// Install templates and their values.
     pub install: InstallConfig,
+    /// The account the daemon runs as after start, and its system call filter.
+    pub server: ServerConfig,
 }
 
 /// A config file that cannot be used: `file:line: key: reason`.
@@ -69,6 +73,29 @@ pub struct ConfigError {
     pub line: usize,
     pub key: String,
     pub reason: String,
+}
+
+impl ConfigError {
+    /// An error about the setting at `path` of `file`, found after the file was accepted (an
+    /// account that does not exist on this machine, ...): at the key's line when the file
+    /// sets it, else at line 0 with the note that the default is in effect.
+    pub fn at_key(file: &Path, path: &[&str], reason: impl Into<String>) -> ConfigError {
+        let reason = reason.into();
+        let key = path.join(".");
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let line = toml_edit::ImDocument::parse(text.as_str())
+            .ok()
+            .and_then(|doc| key_line(&doc, &text, path));
+        ConfigError {
+            file: file.to_path_buf(),
+            line: line.unwrap_or(0),
+            reason: match line {
+                Some(_) => reason,
+                None => format!("{reason} (the default; set it in the file)"),
+            },
+            key,
+        }
+    }
 }
 
 /// A value a section holds that cannot be used: the key path (`hosts[2]` names an entry of an
@@ -164,6 +191,7 @@ impl Config {
         hosts::validate(&self.boot, &self.hosts, &self.dhcp)?;
         self.xdp.validate(&self.hosts)?;
         self.control.validate()?;
+        self.server.validate()?;
         self.install.validate_cmdlines(&self.boot, &self.hosts)
     }
 

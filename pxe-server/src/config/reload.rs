@@ -31,6 +31,10 @@ impl Config {
             needs_restart.push("control");
             effective.control = self.control.clone();
         }
+        if effective.server != self.server {
+            needs_restart.push("server");
+            effective.server = self.server.clone();
+        }
         let (d, e) = (&self.dhcp, &mut effective.dhcp);
         macro_rules! keep {
             ($($field:ident),*) => {$(

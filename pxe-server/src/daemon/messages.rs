@@ -119,6 +119,20 @@ pub struct ServerStatus {
     /// The config file.
     pub config: String,
     pub uptime_secs: u64,
+    /// What the process runs as: the account and filter `[server]` asked for, and what the
+    /// kernel reports.
+    pub process: ProcessStatus,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessStatus {
+    /// The account switched to at start (`null`: started unprivileged, or `user = "root"`).
+    pub user: Option<String>,
+    /// `[server] seccomp` in effect.
+    pub seccomp_mode: String,
+    /// `/proc/self/status`: uids, gids, effective and permitted capabilities,
+    /// no-new-privileges, seccomp (2 = filter).
+    pub kernel: crate::privilege::ProcessIdentity,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -92,6 +92,8 @@ struct DaemonState {
     db: Option<Arc<redb::Database>>,
     reloads: u64,
     last_reload: Option<LastReload>,
+    /// What the process gave up at start (the account it runs as, its seccomp mode).
+    privileges: crate::privilege::Dropped,
 }
 
 /// The DHCP side as the control thread sees it.

@@ -20,7 +20,10 @@ impl DaemonState {
         let at_unix = unix_now();
         let (mut new, templates) = match super::load(&self.config_path) {
             Ok(c) => c,
-            Err(e) => {
+            Err(mut e) => {
+                if let Some(why) = self.dropped_privilege(&e.file) {
+                    e.reason = format!("{}; {why}", e.reason);
+                }
                 tracing::error!("configuration reload refused, the running one stays: {e}");
                 self.last_reload = Some(LastReload {
                     at_unix,
@@ -36,7 +39,9 @@ impl DaemonState {
         if !plan.needs_restart.is_empty() {
             tracing::warn!(
                 settings = ?plan.needs_restart,
-                "changed settings need a restart; they keep their running values"
+                "changed settings need a restart; they keep their running values (binding \
+                 ports, attaching XDP and opening the database need the privileges the daemon \
+                 dropped after start)"
             );
         }
         let config = plan.effective;
@@ -65,6 +70,31 @@ impl DaemonState {
             error,
             needs_restart: plan.needs_restart,
         });
+    }
+
+    /// Why `file` cannot be read again after the start: the daemon runs as an account that
+    /// may not read it (`None` when it may, or when the daemon still runs as root).
+    fn dropped_privilege(&self, file: &std::path::Path) -> Option<String> {
+        let p = &self.privileges;
+        if !p.is_unprivileged() {
+            return None;
+        }
+        match rustix::fs::access(file, rustix::fs::Access::READ_OK) {
+            Err(e) if e == rustix::io::Errno::ACCESS || e == rustix::io::Errno::PERM => {
+                Some(format!(
+                    "the daemon runs as {} (uid {}) since it dropped root's privileges after \
+                     start, and that account may not read {}: make it readable by that \
+                     account (or its group {})",
+                    p.switched_to
+                        .as_deref()
+                        .unwrap_or("an unprivileged account"),
+                    p.uid,
+                    file.display(),
+                    p.gid
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// The new filter policy to the XDP maps, and the answer settings and policy to the DHCP

@@ -1,8 +1,9 @@
 //! Start-up and shut-down: bind, attach and open everything first (a busy port, a held
-//! control socket or an unreadable root stops the start), spawn the DHCP, HTTP and control
-//! threads, run the TFTP engine in this one, then stop the others and report in order.
+//! control socket or an unreadable root stops the start), drop privileges
+//! ([`crate::privilege`]), spawn the DHCP, HTTP and control threads, run the TFTP engine in
+//! this one, then stop the others and report in order.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -10,7 +11,7 @@ use std::time::Instant;
 
 use super::socket::{ControlError, ControlSocket};
 use super::{DaemonState, DhcpControl, Overrides, control};
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::dhcp::leases::{self, LeaseError};
 use crate::dhcp::server::{DhcpServer, ServerError, ServiceStore};
 use crate::engine::{self, EngineError};
@@ -19,6 +20,7 @@ use crate::http::{HttpMetrics, HttpServer, ImageSource};
 use crate::images::ImageStore;
 use crate::install::{InstallMetrics, InstallService, InstallSlot};
 use crate::nextboot::NextBootStore;
+use crate::privilege::{self, PrivilegeError, ProcessIdentity};
 use crate::templates::Templates;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::TftpService;
@@ -63,6 +65,8 @@ pub enum ServeError {
     Dhcp(#[source] ServerError),
     #[error("starting the {0} thread")]
     Thread(&'static str, #[source] std::io::Error),
+    #[error("dropping privileges: {0}")]
+    Privileges(String),
     #[error("TFTP engine failed")]
     TftpFailed(#[source] EngineError),
     #[error("HTTP service failed")]
@@ -123,6 +127,7 @@ pub fn serve(
         "TFTP service ready"
     );
 
+    let listeners = engine::Listeners::bind(&params)?;
     let (db, next_boot) = open_host_state(&config)?.unzip();
     let install_metrics = Arc::new(InstallMetrics::default());
     let http = if config.http.enabled {
@@ -143,7 +148,34 @@ pub fn serve(
         None
     };
 
-    // Everything is bound: the service threads start.
+    // Everything is bound, attached and open: the privileges go before any thread starts.
+    let hand_over = socket
+        .created_dir()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .collect();
+    let privileges =
+        privilege::drop_privileges(&config.server.settings(hand_over)).map_err(|e| {
+            ServeError::Privileges(match e {
+                PrivilegeError::NoSuchUser { .. } => {
+                    ConfigError::at_key(&config_path, &["server", "user"], e.to_string())
+                        .to_string()
+                }
+                e => e.to_string(),
+            })
+        })?;
+    let id = ProcessIdentity::current();
+    tracing::info!(
+        user = privileges.switched_to.as_deref().unwrap_or("(unchanged)"),
+        uid = privileges.uid,
+        gid = privileges.gid,
+        cap_eff = %id.cap_eff,
+        no_new_privs = id.no_new_privs,
+        seccomp = %privileges.seccomp,
+        "privileges dropped"
+    );
+
+    // The service threads start.
     let (dhcp_handle, dhcp_metrics, dhcp_control) = match dhcp {
         Some((mut server, control)) => (
             Some(spawn_service("DHCP", Arc::clone(&shutdown), move |stop| {
@@ -183,11 +215,12 @@ pub fn serve(
         db,
         reloads: 0,
         last_reload: None,
+        privileges,
     };
     let control = control::spawn(state, socket, Arc::clone(&shutdown), reload)
         .map_err(|e| ServeError::Thread("control", e))?;
 
-    let result = engine::run(kind, service, &params, Arc::clone(&shutdown));
+    let result = engine::run(kind, service, &params, listeners, Arc::clone(&shutdown));
     shutdown.store(true, Ordering::Relaxed);
     // The control thread logs the filter counters and detaches the XDP program as it ends.
     if control.join().is_err() {

@@ -53,6 +53,8 @@ pub struct ControlSocket {
     path: PathBuf,
     /// (device, inode) of the socket file we created.
     identity: (u64, u64),
+    /// The socket's directory, when this bind created it.
+    created_dir: Option<PathBuf>,
 }
 
 impl ControlSocket {
@@ -76,7 +78,11 @@ impl ControlSocket {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(path)(e)),
         }
+        let mut created_dir = None;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                created_dir = Some(dir.to_path_buf());
+            }
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
         let listener = UnixListener::bind(path).map_err(io_err(path))?;
@@ -88,7 +94,14 @@ impl ControlSocket {
             listener,
             path: path.to_path_buf(),
             identity: (m.dev(), m.ino()),
+            created_dir,
         })
+    }
+
+    /// The directory this bind created for the socket (`/run/pxe-server` by default), which the
+    /// service account gets so that it can remove the socket at exit; `None` when it existed.
+    pub fn created_dir(&self) -> Option<&Path> {
+        self.created_dir.as_deref()
     }
 
     pub fn path(&self) -> &Path {

@@ -3,7 +3,7 @@
 
 use super::messages::{
     DhcpStatus, FilterCounters, FilterInterface, FilterPolicy, FilterStatus, HttpStatus,
-    ReloadStatus, ServerStatus, StatusReport, TftpStatus, XdpCounters,
+    ProcessStatus, ReloadStatus, ServerStatus, StatusReport, TftpStatus, XdpCounters,
 };
 use super::{DaemonState, DhcpControl};
 
@@ -18,6 +18,11 @@ impl DaemonState {
                 pid: std::process::id(),
                 config: self.config_path.display().to_string(),
                 uptime_secs: self.started.elapsed().as_secs(),
+                process: ProcessStatus {
+                    user: self.privileges.switched_to.clone(),
+                    seccomp_mode: self.privileges.seccomp.to_string(),
+                    kernel: crate::privilege::ProcessIdentity::current(),
+                },
             },
             reload: ReloadStatus {
                 count: self.reloads,

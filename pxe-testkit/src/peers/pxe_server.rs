@@ -19,6 +19,11 @@ pub struct ServeOptions {
     /// Log lines to wait for (each at most [`crate::process::LOG_WAIT`]) before the start
     /// returns.
     pub ready: Vec<String>,
+    /// A command the server runs under (`setpriv ...`), its arguments before the binary.
+    pub prefix: Vec<String>,
+    /// The uid and gid to give the test directory to, for a server started unprivileged
+    /// (it creates its control socket there).
+    pub dir_owner: Option<(u32, u32)>,
 }
 
 impl Default for ServeOptions {
@@ -28,6 +33,8 @@ impl Default for ServeOptions {
             rust_log: "info".into(),
             args: vec![],
             ready: vec!["DHCP service ready".into()],
+            prefix: vec![],
+            dir_owner: None,
         }
     }
 }
@@ -66,6 +73,10 @@ impl PxeServer {
     pub fn start_with(ns: &Netns, dir: &Path, config: &str, opts: ServeOptions) -> PxeServer {
         let path = dir.join("pxe.toml");
         write_config(&path, dir, config);
+        if let Some((uid, gid)) = opts.dir_owner {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .unwrap_or_else(|e| panic!("chown {}: {e}", dir.display()));
+        }
         let mut s = PxeServer {
             proc: spawn(ns.name(), dir, &path, &opts, 0),
             config: path,
@@ -182,7 +193,15 @@ impl Drop for PxeServer {
 
 fn spawn(ns: &str, dir: &Path, config: &Path, opts: &ServeOptions, n: u32) -> Proc {
     let bin = server_bin();
-    let mut cmd = exec_in(ns, bin.to_str().expect("utf-8 path"));
+    let bin = bin.to_str().expect("utf-8 path");
+    let mut cmd = match opts.prefix.split_first() {
+        Some((program, args)) => {
+            let mut cmd = exec_in(ns, program);
+            cmd.args(args).arg(bin);
+            cmd
+        }
+        None => exec_in(ns, bin),
+    };
     cmd.arg("serve")
         .arg("--config")
         .arg(config)
@@ -191,13 +210,17 @@ fn spawn(ns: &str, dir: &Path, config: &Path, opts: &ServeOptions, n: u32) -> Pr
     Proc::spawn(cmd, dir, &format!("pxe-server-{n}"))
 }
 
-/// Writes `config` plus the test's own `[control]` socket in `dir`.
+/// Writes `config` plus the test's own `[control]` socket in `dir`, and opens `dir` (a
+/// temporary directory, mode 0700) to every account: the server reads its config file,
+/// templates and served files again as its service account after it dropped root's
+/// privileges (`[server] user`).
 fn write_config(path: &Path, dir: &Path, config: &str) {
     let config = format!(
         "{config}\n[control]\nsocket = {:?}\n",
         dir.join("control.sock")
     );
     std::fs::write(path, config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    crate::data::open_to_all(dir);
 }
 
 /// The value of `key=N` in the last "DHCP service stopped" / "DHCP metrics" line of `log`.

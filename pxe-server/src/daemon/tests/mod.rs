@@ -67,6 +67,12 @@ impl Fixture {
             db: None,
             reloads: 0,
             last_reload: None,
+            privileges: crate::privilege::Dropped {
+                switched_to: None,
+                uid: 0,
+                gid: 0,
+                seccomp: crate::privilege::SeccompMode::Off,
+            },
         }
     }
 }

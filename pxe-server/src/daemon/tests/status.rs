@@ -13,6 +13,12 @@ fn document(state: &DaemonState) -> String {
     assert_eq!(report.server.pid, std::process::id());
     report.server.pid = 0;
     report.server.uptime_secs = 0;
+    // What the kernel reports of this test process (its own uids and capabilities).
+    assert_eq!(
+        report.server.process.kernel,
+        crate::privilege::ProcessIdentity::current()
+    );
+    report.server.process.kernel = crate::privilege::ProcessIdentity::default();
     serde_json::to_string(&report).unwrap()
 }
 
@@ -23,6 +29,14 @@ fn server(f: &Fixture) -> serde_json::Value {
         "pid": 0,
         "config": f.config_path().display().to_string(),
         "uptime_secs": 0,
+        "process": {
+            "user": null,
+            "seccomp_mode": "off",
+            "kernel": {
+                "uid": [], "gid": [], "cap_eff": "", "cap_prm": "",
+                "no_new_privs": false, "seccomp": 0,
+            },
+        },
     })
 }
 
