@@ -65,6 +65,10 @@ apt_install tshark
 # Profilers for BENCHMARKS.md.
 apt_install linux-perf valgrind iperf3 || true
 
+# The account pxe-server runs as after start ([server] user): a system user with no login shell
+# and no home, in a group of its own.
+bash "$(dirname "$0")/lib/account.sh"
+
 # Rust: stable is the project toolchain; nightly builds the fuzz targets.
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then
