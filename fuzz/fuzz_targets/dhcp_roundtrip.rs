@@ -21,7 +21,7 @@ use pxe_proto::consts::BOOTP_MIN_REPLY_LEN as MIN_REPLY_LEN;
 use pxe_proto::dhcp as wire;
 use pxe_server::config::Config;
 use pxe_server::dhcp::DhcpSettings;
-use pxe_server::dhcp::leases::MemoryLeaseStore;
+use pxe_server::dhcp::leases::{IfName, MemoryLeaseStore};
 use pxe_server::dhcp::responder::{Action, RecvMeta, Responder};
 
 const RESERVED: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
@@ -66,6 +66,7 @@ fuzz_target!(|data: &[u8]| {
                 src: SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 77), 68),
                 local_addr: Ipv4Addr::new(10, 0, 0, 1),
                 ifindex: 2,
+                ifname: IfName::new("eth0").unwrap(),
                 port,
             };
             // Twice: the second pass sees the leases the first one made.

@@ -6,7 +6,7 @@
 //! - [`socket`]: UDP and TCP sockets with the options the project uses (address and port reuse,
 //!   broadcast, bound to a device, buffers forced past the sysctl caps when permitted, read
 //!   back), `IP_PKTINFO` on, UDP GSO (`UDP_SEGMENT`) probed and set, UDP GRO enabled,
-//!   `if_nametoindex`.
+//!   `if_nametoindex` and `if_indextoname`.
 //! - [`cmsg`]: one walker over a raw control buffer, the `IP_PKTINFO` parser and builder, the
 //!   `UDP_SEGMENT` builder and the `UDP_GRO` parser, for every receive and send path (the
 //!   batches here, the portable engine's `recvmsg`, the io_uring engine's `RecvMsg`/`SendMsg`).

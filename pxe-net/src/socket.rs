@@ -243,6 +243,12 @@ pub fn if_nametoindex(name: &str) -> io::Result<u32> {
     Ok(rustix::net::netdevice::name_to_index(&s, name)?)
 }
 
+/// The name of interface `index` (`if_indextoname`; ENODEV for an unknown index).
+pub fn if_indextoname(index: u32) -> io::Result<String> {
+    let s = udp(Family::V4)?;
+    Ok(rustix::net::netdevice::index_to_name(&s, index)?)
+}
+
 /// Options of [`open_udp`].
 #[derive(Debug, Clone)]
 pub struct UdpOptions {
@@ -387,6 +393,7 @@ mod tests {
     #[test]
     fn interfaces_by_name() {
         assert_eq!(if_nametoindex("lo").unwrap(), 1);
+        assert_eq!(if_indextoname(1).unwrap(), "lo");
         let e = if_nametoindex("nosuchif0").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENODEV));
         let e = open_udp(&UdpOptions {

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use criterion::{Criterion, criterion_group, criterion_main};
 use pxe_server::config::Config;
 use pxe_server::dhcp::DhcpSettings;
-use pxe_server::dhcp::leases::{Lease, LeaseState, LeaseStore, MemoryLeaseStore};
+use pxe_server::dhcp::leases::{IfName, Lease, LeaseState, LeaseStore, MemoryLeaseStore};
 use pxe_server::dhcp::responder::{Action, RecvMeta, Responder};
 use pxe_server::xdp::Fallback;
 
@@ -77,6 +77,7 @@ fn meta() -> RecvMeta {
         src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
         local_addr: Ipv4Addr::new(10, 0, 0, 1),
         ifindex: 2,
+        ifname: IfName::new("eth0").unwrap(),
         port: 67,
     }
 }
@@ -147,6 +148,7 @@ fn pool(c: &mut Criterion) {
                 uuid: None,
                 expires,
                 state: LeaseState::Bound,
+                link: None,
             };
             r.store_mut().put(&lease).unwrap();
         }

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pxe_proto::MacAddr;
-use pxe_server::dhcp::leases::{LeaseState, LeaseStore, RedbLeaseStore};
+use pxe_server::dhcp::leases::{LeaseState, LeaseStore, Link, RedbLeaseStore};
 use pxe_testkit::{
     Netns, Proc, PxeServer, Run, ServeOptions, Signal, dhclient, lan, metric, pair, perfdhcp_block,
     run, server_bin, start_dnsmasq, wait_until,
@@ -51,8 +51,14 @@ impl Lan {
     }
 
     fn start_full(&self) -> PxeServer {
+        self.start_full_with("")
+    }
+
+    /// Full mode with `dhcp_keys` (lines of `[dhcp]`) added.
+    fn start_full_with(&self, dhcp_keys: &str) -> PxeServer {
         std::fs::create_dir_all(self.dir().join("tftp")).unwrap();
-        let config = full_config(self.net, self.dir());
+        let config =
+            full_config(self.net, self.dir()).replace("[dhcp]\n", &format!("[dhcp]\n{dhcp_keys}"));
         PxeServer::start_with(&self.srv, self.dir(), &config, ServeOptions::debug())
     }
 
@@ -356,6 +362,64 @@ fn restart_after_kill9_keeps_every_lease() {
         assert!(owners.insert(l.ip, l.mac).is_none(), "{} twice", l.ip);
     }
     eprintln!("restart test took {:?}", t0.elapsed());
+}
+
+/// `max_leases_per_link`: perfdhcp, acting as a relay (giaddr 10.78.12.2, in the pool's
+/// subnet), floods 400 DISCOVERs from random MACs; its clients get 20 addresses, the bound, of
+/// the 50-address pool (a MAC drawn again gets its own offer again). busybox udhcpc on the same subnet but directly on the server's interface
+/// (another link) still gets its lease, and the refusals are counted and logged with the
+/// setting to raise.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn one_relay_flooding_random_macs_cannot_take_the_whole_pool() {
+    let t0 = Instant::now();
+    let lan = Lan::new(12, true);
+    let mut server = lan.start_full_with("max_leases_per_link = 20\n");
+    let mut cmd = lan.cli.command("perfdhcp");
+    // Whole exchanges: the clients that get an offer bind it (perfdhcp 2.2's -i, DISCOVER-OFFER
+    // only, fails with "Packets exchange not specified").
+    cmd.args([
+        "-4", "-r", "200", "-n", "400", "-R", "400", "-l", "dc", "-W", "2000000",
+    ]);
+    let r = run(cmd, lan.dir(), "perfdhcp", Duration::from_secs(60));
+    let out = r.all();
+    let (sent, offers, _) = perfdhcp_block(&out, "DISCOVER-OFFER");
+    assert_eq!(sent, 400, "{out}");
+    assert!((20..400).contains(&offers), "{out}");
+    // A machine on the directly attached link: its own share of the pool is untouched.
+    set_mac(&lan.cli, "dc", "02:78:0c:00:00:01");
+    let env = udhcpc(&lan, "direct", &[]);
+    let ip: Ipv4Addr = env_get(&env, "ip").unwrap().parse().unwrap();
+    assert!(lan.in_pool(ip), "{ip}");
+
+    let log = server.stop();
+    let refused = metric(&log, "drop_link_full").unwrap_or(0);
+    assert_eq!(
+        (offers + refused, metric(&log, "offers")),
+        (400, Some(offers + 1)),
+        "{log}"
+    );
+    assert!(
+        log.contains("relay 10.78.12.2 holds 20 leases of pool 10.78.12.0/24")
+            && log.contains("raise [dhcp] max_leases_per_link"),
+        "{log}"
+    );
+    let db = leases(&lan.lease_db());
+    let mut relay = 0;
+    for l in db.memory().iter() {
+        match l.link {
+            Some(Link::Relay(a)) if a == lan.ip(2) => relay += 1,
+            Some(Link::Interface(n)) if n.as_str() == "ds" => {
+                assert_eq!((l.ip, l.state), (ip, LeaseState::Bound));
+            }
+            other => panic!("{l:?}: link {other:?}"),
+        }
+    }
+    assert_eq!((relay, db.len()), (20, 21));
+    eprintln!(
+        "per-link bound test took {:?}: {offers} offers, {refused} refused",
+        t0.elapsed()
+    );
 }
 
 /// RFC 2131 §4.3.2 with a real client: dhclient comes up remembering an address (10.78.11.120)

@@ -37,6 +37,11 @@ pub struct DhcpConfig {
     pub offer_hold_secs: u32,
     /// How long a declined address stays unusable, in seconds.
     pub decline_hold_secs: u32,
+    /// Full mode: most leases (offered, bound or declined) of a pool that one link may hold:
+    /// one relay address (giaddr), or one interface for clients on it directly. Past it, new
+    /// clients from that link get no answer; clients that hold a lease keep and renew it.
+    /// 0 (the default): no bound.
+    pub max_leases_per_link: u32,
     /// Address pools (full mode).
     pub subnets: Vec<SubnetConfig>,
 }
@@ -56,6 +61,7 @@ impl Default for DhcpConfig {
             max_lease_time_secs: 86_400,
             offer_hold_secs: 60,
             decline_hold_secs: 600,
+            max_leases_per_link: 0,
             subnets: Vec::new(),
         }
     }
@@ -82,6 +88,9 @@ pub struct SubnetConfig {
     /// Overrides `dhcp.lease_time_secs` for this pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_time_secs: Option<u32>,
+    /// Overrides `dhcp.max_leases_per_link` for this pool (0: no bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_leases_per_link: Option<u32>,
 }
 
 impl DhcpConfig {
@@ -104,7 +113,11 @@ impl DhcpConfig {
             max_lease_time_secs: self.max_lease_time_secs,
             offer_hold_secs: self.offer_hold_secs,
             decline_hold_secs: self.decline_hold_secs,
-            subnets: self.subnets.iter().map(SubnetConfig::subnet).collect(),
+            subnets: self
+                .subnets
+                .iter()
+                .map(|s| s.subnet(self.max_leases_per_link))
+                .collect(),
             boot: boot.clone(),
             hosts,
         }
@@ -161,6 +174,17 @@ impl DhcpConfig {
             {
                 return sfail("lease_time_secs", "must be at least 60".into());
             }
+            let size = u32::from(s.range_end) - u32::from(s.range_start) + 1;
+            if let Some(n) = s.max_leases_per_link
+                && n > size
+            {
+                return sfail(
+                    "max_leases_per_link",
+                    format!(
+                        "{n} is more than the {size} addresses of the range (0 turns the bound off)"
+                    ),
+                );
+            }
             if let Some(j) = self.subnets[..i].iter().position(|o| {
                 o.subnet.contains(s.subnet.network()) || s.subnet.contains(o.subnet.network())
             }) {
@@ -172,7 +196,8 @@ impl DhcpConfig {
 }
 
 impl SubnetConfig {
-    fn subnet(&self) -> Subnet {
+    /// The runtime pool; `max_leases_per_link` is `[dhcp]`'s unless the subnet sets its own.
+    fn subnet(&self, max_leases_per_link: u32) -> Subnet {
         Subnet {
             subnet: self.subnet,
             range_start: self.range_start,
@@ -181,6 +206,7 @@ impl SubnetConfig {
             dns: self.dns.clone(),
             domain: self.domain.clone(),
             lease_time_secs: self.lease_time_secs,
+            max_leases_per_link: self.max_leases_per_link.unwrap_or(max_leases_per_link),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Leases: `ip -> (mac, uuid, expiry, state)` with an index `mac -> ip`.
+//! Leases: `ip -> (mac, uuid, expiry, state, link)` with an index `mac -> ip`.
 //!
 //! The responder sees the store through [`LeaseStore`]. [`MemoryLeaseStore`] is the
 //! in-process table (unit tests, fuzzing); [`RedbLeaseStore`] persists every change in one
@@ -21,6 +21,14 @@
 //! Expiry is lazy: a record whose `expires` has passed is simply free (the responder checks it);
 //! it stays in the table, keeping the client's affinity to its last address, until the address
 //! is given to another client.
+//!
+//! Records: a fixed-size value per address, its first byte the format version. Version 2
+//! (written since the per-link bound) adds the [`Link`] the lease was given through: a relay
+//! address or an interface name, both stable across restarts (an interface index is not).
+//! Version 1 records (33 bytes, written before) are still read, with no link: such a lease
+//! counts against no link until its client's next REQUEST rewrites it as version 2 with the
+//! link it came through. A binary older than version 2 skips version 2 records (it logs
+//! "unreadable lease record skipped"): downgrading loses the leases written since.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -50,6 +58,69 @@ pub enum LeaseState {
     Released,
 }
 
+/// An interface name as the kernel spells it (at most 15 bytes, `IFNAMSIZ` - 1), NUL-padded:
+/// a fixed-size, copyable key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct IfName([u8; IF_NAME_LEN]);
+
+/// Bytes of an [`IfName`] (`IFNAMSIZ`).
+pub const IF_NAME_LEN: usize = 16;
+
+impl IfName {
+    /// `None` for an empty name, one of 16 bytes or more, or one with a NUL.
+    pub fn new(name: &str) -> Option<IfName> {
+        let b = name.as_bytes();
+        if b.is_empty() || b.len() >= IF_NAME_LEN || b.contains(&0) {
+            return None;
+        }
+        let mut n = [0u8; IF_NAME_LEN];
+        n[..b.len()].copy_from_slice(b);
+        Some(IfName(n))
+    }
+
+    /// No name (the interface is not known).
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0[..self.len()]).unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.0.iter().position(|&b| b == 0).unwrap_or(IF_NAME_LEN)
+    }
+}
+
+impl std::fmt::Display for IfName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for IfName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// The link a client's requests come through: the relay (giaddr) for a relayed request, else
+/// the interface it arrived on. What `[dhcp] max_leases_per_link` bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Link {
+    Relay(Ipv4Addr),
+    Interface(IfName),
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Link::Relay(ip) => write!(f, "relay {ip}"),
+            Link::Interface(n) => write!(f, "interface {n}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     pub ip: Ipv4Addr,
@@ -58,6 +129,8 @@ pub struct Lease {
     /// Seconds since the Unix epoch.
     pub expires: u64,
     pub state: LeaseState,
+    /// The link it was given through; `None` for a record read from format version 1.
+    pub link: Option<Link>,
 }
 
 impl Lease {
@@ -106,6 +179,8 @@ pub trait LeaseStore {
     fn put(&mut self, lease: &Lease) -> Result<(), LeaseError>;
     /// Number of records.
     fn len(&self) -> usize;
+    /// Calls `f` with every record, in no particular order (rebuilding per-link counts).
+    fn for_each(&self, f: &mut dyn FnMut(&Lease));
     /// Starts a batch: the following `put`s are committed together by
     /// [`LeaseStore::commit_batch`] (see the module doc). No-op for an in-memory table.
     fn begin_batch(&mut self) {}
@@ -207,12 +282,20 @@ impl LeaseStore for MemoryLeaseStore {
     fn len(&self) -> usize {
         self.by_ip.len()
     }
+    fn for_each(&self, f: &mut dyn FnMut(&Lease)) {
+        self.by_ip.values().for_each(f);
+    }
 }
 
 const LEASES: TableDefinition<u32, &[u8]> = TableDefinition::new("leases");
 const BY_MAC: TableDefinition<&[u8], u32> = TableDefinition::new("leases_by_mac");
-const RECORD_VERSION: u8 = 1;
-const RECORD_LEN: usize = 33;
+/// The format written. Layout (big-endian numbers): version, state, MAC (6), expiry (8), UUID
+/// flag, UUID (16), then since version 2: link kind (0 none, 1 relay, 2 interface), link (16:
+/// the relay's IPv4 address in the first 4 bytes, or the interface name NUL-padded).
+const RECORD_VERSION: u8 = 2;
+/// Bytes of a version 1 record (no link).
+const RECORD_V1_LEN: usize = 33;
+const RECORD_LEN: usize = RECORD_V1_LEN + 1 + IF_NAME_LEN;
 
 /// The address bound to `mac` and not yet expired at `now_unix`, read from the database (for
 /// readers outside the DHCP thread, e.g. the install templates). `None` when there is none
@@ -241,14 +324,27 @@ fn encode_record(l: &Lease) -> [u8; RECORD_LEN] {
         b[16] = 1;
         b[17..33].copy_from_slice(&u.0);
     }
+    match l.link {
+        None => {}
+        Some(Link::Relay(ip)) => {
+            b[33] = 1;
+            b[34..38].copy_from_slice(&ip.octets());
+        }
+        Some(Link::Interface(name)) => {
+            b[33] = 2;
+            b[34..].copy_from_slice(&name.0);
+        }
+    }
     b
 }
 
+/// Reads a record of format version 2, or 1 (no link). `None` for anything else.
 fn decode_record(ip: u32, b: &[u8]) -> Option<Lease> {
-    let b: &[u8; RECORD_LEN] = b.try_into().ok()?;
-    if b[0] != RECORD_VERSION {
-        return None;
-    }
+    let link = match (b.first()?, b.len()) {
+        (1, RECORD_V1_LEN) => None,
+        (2, RECORD_LEN) => decode_link(&b[RECORD_V1_LEN..])?,
+        _ => return None,
+    };
     let state = match b[1] {
         1 => LeaseState::Offered,
         2 => LeaseState::Bound,
@@ -271,7 +367,25 @@ fn decode_record(ip: u32, b: &[u8]) -> Option<Lease> {
         uuid,
         expires: u64::from_be_bytes(exp),
         state,
+        link,
     })
+}
+
+/// The link of a version 2 record (kind, then 16 bytes): `Some(None)` for none, `None` when
+/// it does not decode.
+fn decode_link(b: &[u8]) -> Option<Option<Link>> {
+    let (kind, v) = b.split_first()?;
+    let v: [u8; IF_NAME_LEN] = v.try_into().ok()?;
+    match kind {
+        0 => Some(None),
+        1 => Some(Some(Link::Relay(Ipv4Addr::new(v[0], v[1], v[2], v[3])))),
+        2 => {
+            let name = IfName(v);
+            let valid = !name.is_empty() && std::str::from_utf8(&v[..name.len()]).is_ok();
+            valid.then_some(Some(Link::Interface(name)))
+        }
+        _ => None,
+    }
 }
 
 /// Leases in a redb file, mirrored in memory.
@@ -434,6 +548,9 @@ impl LeaseStore for RedbLeaseStore {
     fn len(&self) -> usize {
         self.mem.len()
     }
+    fn for_each(&self, f: &mut dyn FnMut(&Lease)) {
+        self.mem.for_each(f);
+    }
     fn begin_batch(&mut self) {
         if self.batch.is_none() {
             self.batch = Some(Batch::default());
@@ -460,6 +577,44 @@ impl LeaseStore for RedbLeaseStore {
         }
         result
     }
+}
+
+/// Writes `leases` into the database at `path` as the format version 1 records (and index
+/// entries) that binaries before version 2 wrote, bytes laid out by hand: what a database
+/// left by such a binary holds.
+#[cfg(test)]
+pub(crate) fn write_v1_records(path: &Path, leases: &[Lease]) {
+    let db = Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(LEASES).unwrap();
+        let mut index = txn.open_table(BY_MAC).unwrap();
+        for l in leases {
+            let mut b = vec![1u8, 0];
+            b[1] = match l.state {
+                LeaseState::Offered => 1,
+                LeaseState::Bound => 2,
+                LeaseState::Declined => 3,
+                LeaseState::Released => 4,
+            };
+            b.extend_from_slice(&l.mac.0);
+            b.extend_from_slice(&l.expires.to_be_bytes());
+            b.push(u8::from(l.uuid.is_some()));
+            b.extend_from_slice(&l.uuid.map_or([0; 16], |u| u.0));
+            assert_eq!(b.len(), RECORD_V1_LEN);
+            table.insert(u32::from(l.ip), &b[..]).unwrap();
+            index.insert(&l.mac.0[..], u32::from(l.ip)).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// The format version of the record stored for `ip` (tests: what a rewrite left on disk).
+#[cfg(test)]
+pub(crate) fn record_version(db: &Database, ip: Ipv4Addr) -> Option<u8> {
+    let read = db.begin_read().ok()?;
+    let rec = read.open_table(LEASES).ok()?.get(u32::from(ip)).ok()??;
+    rec.value().first().copied()
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ crate::metrics::counters! {
     /// Full mode: an INIT-REBOOT REQUEST from a client with no lease and no reservation, left
     /// unanswered (RFC 2131 §4.3.2).
     drop_init_reboot_unknown,
+    /// Full mode: a new client from a link (relay or interface) that holds
+    /// `max_leases_per_link` leases of its pool.
+    drop_link_full,
     /// The lease store failed to commit.
     drop_store_error,
     /// The reply did not fit or failed to encode.

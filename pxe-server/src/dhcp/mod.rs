@@ -52,6 +52,9 @@ pub struct Subnet {
     pub domain: Option<String>,
     /// Lease time of this pool (else the service's).
     pub lease_time_secs: Option<u32>,
+    /// Most leases of this pool one link (relay address or interface) may hold; 0: no bound.
+    /// The subnet's `max_leases_per_link`, else `[dhcp]`'s.
+    pub max_leases_per_link: u32,
 }
 
 /// What the DHCP service answers with (converted from `[dhcp]`, `[boot]` and `[[hosts]]`;

@@ -5,8 +5,9 @@
 //! interface and port, bound to its device (SO_BINDTODEVICE), so the server hears nothing from
 //! other links; otherwise one socket per port hears every interface.
 //!
-//! IP_PKTINFO tells, for each request, the interface it came in on (`ipi_ifindex`) and our
-//! address there (`ipi_spec_dst`: the responder's server identifier and next-server when they
+//! IP_PKTINFO tells, for each request, the interface it came in on (`ipi_ifindex`, whose name
+//! the server looks up once per interface and hands to the responder as the request's link
+//! when it is not relayed) and our address there (`ipi_spec_dst`: the responder's server identifier and next-server when they
 //! are not configured). Every answer is sent from the socket the request came in on, with an
 //! IP_PKTINFO control message carrying that interface and that source address: a broadcast
 //! (255.255.255.255:68) thus leaves through the request's interface even on a socket bound to
@@ -38,7 +39,7 @@ use std::time::{Duration, SystemTime};
 use pxe_net::{PktInfo, RecvBatch, Retry, SendBatch};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
-use super::leases::{Lease, LeaseError, LeaseStore, MemoryLeaseStore, RedbLeaseStore};
+use super::leases::{IfName, Lease, LeaseError, LeaseStore, MemoryLeaseStore, RedbLeaseStore};
 use super::metrics::DhcpMetrics;
 use super::responder::{Action, RecvMeta, Responder};
 use super::{DhcpMode, DhcpReload, DhcpSettings};
@@ -129,6 +130,12 @@ impl LeaseStore for ServiceStore {
             ServiceStore::Redb(s) => s.len(),
         }
     }
+    fn for_each(&self, f: &mut dyn FnMut(&Lease)) {
+        match self {
+            ServiceStore::Memory(s) => s.for_each(f),
+            ServiceStore::Redb(s) => s.for_each(f),
+        }
+    }
     fn begin_batch(&mut self) {
         match self {
             ServiceStore::Memory(s) => s.begin_batch(),
@@ -140,6 +147,32 @@ impl LeaseStore for ServiceStore {
             ServiceStore::Memory(s) => s.commit_batch(),
             ServiceStore::Redb(s) => s.commit_batch(),
         }
+    }
+}
+
+/// Interface names remembered (more are resolved again: interfaces come and go).
+const MAX_IFNAMES: usize = 64;
+
+/// Interface names by index: each looked up once (`if_indextoname`), all forgotten at a
+/// reload (an interface may have been renamed). An index that cannot be named gets the empty
+/// name: its direct clients count against no link.
+#[derive(Debug, Default)]
+struct IfNames(Vec<(u32, IfName)>);
+
+impl IfNames {
+    fn name(&mut self, ifindex: u32) -> IfName {
+        if let Some(&(_, n)) = self.0.iter().find(|(i, _)| *i == ifindex) {
+            return n;
+        }
+        let n = pxe_net::if_indextoname(ifindex)
+            .ok()
+            .and_then(|s| IfName::new(&s))
+            .unwrap_or_default();
+        if self.0.len() >= MAX_IFNAMES {
+            self.0.clear();
+        }
+        self.0.push((ifindex, n));
+        n
     }
 }
 
@@ -173,6 +206,8 @@ pub struct DhcpServer<S: LeaseStore> {
     filter: Option<Fallback>,
     /// New configurations (SIGHUP), applied between batches.
     reloads: Option<crossbeam::channel::Receiver<DhcpReload>>,
+    /// Names of the interfaces requests arrive on.
+    ifnames: IfNames,
 }
 
 impl<S: LeaseStore> std::fmt::Debug for DhcpServer<S> {
@@ -245,6 +280,7 @@ impl<S: LeaseStore> DhcpServer<S> {
             send: SendBatch::with_capacity(BATCH, ANSWER_BUF),
             filter: None,
             reloads: None,
+            ifnames: IfNames::default(),
         })
     }
 
@@ -260,6 +296,7 @@ impl<S: LeaseStore> DhcpServer<S> {
     /// Applies a reloaded configuration now.
     pub fn reconfigure(&mut self, reload: DhcpReload) {
         self.responder.reconfigure(&reload.settings);
+        self.ifnames.0.clear();
         if let Some(f) = &mut self.filter {
             f.set_policy(reload.policy);
         }
@@ -363,14 +400,16 @@ impl<S: LeaseStore> DhcpServer<S> {
                 Some(p) => (p.local, p.ifindex),
                 None => (Ipv4Addr::UNSPECIFIED, 0),
             };
+            let ifindex = if ifindex != 0 {
+                ifindex
+            } else {
+                listener_ifindex
+            };
             let meta = RecvMeta {
                 src,
                 local_addr,
-                ifindex: if ifindex != 0 {
-                    ifindex
-                } else {
-                    listener_ifindex
-                },
+                ifindex,
+                ifname: self.ifnames.name(ifindex),
                 port: logical_port,
             };
             let bytes = self.recv.data(j);

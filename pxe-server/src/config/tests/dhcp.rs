@@ -107,6 +107,18 @@ fn dhcp_errors_name_the_line() {
         "before range_start",
     );
     assert_err(
+        &format!("{head}{sub}max_leases_per_link = 12\n"),
+        7,
+        "dhcp.subnets[0].max_leases_per_link",
+        "more than the 11 addresses",
+    );
+    assert_err(
+        &format!("{head}[dhcp]\nmax_leases_per_link = -1\n"),
+        4,
+        "dhcp.max_leases_per_link",
+        "invalid value",
+    );
+    assert_err(
         &format!("{head}{sub}{sub}"),
         8,
         "dhcp.subnets[1].subnet",
@@ -149,4 +161,35 @@ fn dhcp_errors_name_the_line() {
         "hosts[0].boot.uefi_x64",
         "1 to 255 bytes",
     );
+}
+
+/// `max_leases_per_link`: off by default, a subnet's own value over `[dhcp]`'s.
+#[test]
+fn dhcp_max_leases_per_link_per_subnet() {
+    let f = fixture();
+    let r = &f.root;
+    let sub = |extra: &str, n: u8| {
+        format!(
+            "[[dhcp.subnets]]\nsubnet = \"10.0.{n}.0/24\"\nrange_start = \"10.0.{n}.10\"\n\
+             range_end = \"10.0.{n}.20\"\n{extra}"
+        )
+    };
+    let text = |dhcp: &str| {
+        format!(
+            "[tftp]\nroot = \"{r}\"\n[dhcp]\n{dhcp}{}{}{}",
+            sub("", 0),
+            sub("max_leases_per_link = 11\n", 1),
+            sub("max_leases_per_link = 0\n", 2)
+        )
+    };
+    let bounds = |dhcp: &str| -> Vec<u32> {
+        let c = Config::parse(&text(dhcp), Path::new("x")).unwrap();
+        let s = c.dhcp_settings(&c.host_index());
+        s.subnets.iter().map(|s| s.max_leases_per_link).collect()
+    };
+    assert_eq!(DhcpConfig::default().max_leases_per_link, 0);
+    assert_eq!(bounds(""), [0, 11, 0]);
+    assert_eq!(bounds("max_leases_per_link = 4\n"), [4, 11, 0]);
+    let c = Config::parse(&text("max_leases_per_link = 4\n"), Path::new("x")).unwrap();
+    assert_eq!(Config::parse(&c.to_toml(), Path::new("x")).unwrap(), c);
 }

@@ -7,6 +7,11 @@ fn lease(ip: [u8; 4], mac: u8, expires: u64, state: LeaseState) -> Lease {
         uuid: mac.is_multiple_of(2).then_some(ClientUuid([mac; 16])),
         expires,
         state,
+        link: Some(if mac.is_multiple_of(2) {
+            Link::Interface(IfName::new("eth1").unwrap())
+        } else {
+            Link::Relay(Ipv4Addr::new(10, 0, 0, 1))
+        }),
     }
 }
 
@@ -117,6 +122,39 @@ fn records_round_trip() {
     let mut b = encode_record(&lease([1, 2, 3, 4], 1, 5, LeaseState::Bound));
     b[0] = 9;
     assert_eq!(decode_record(0, &b), None);
+    // Version 2: no link, and links that do not decode (unknown kind, empty or non-UTF-8 name).
+    let none = Lease {
+        link: None,
+        ..lease([1, 2, 3, 4], 1, 5, LeaseState::Bound)
+    };
+    assert_eq!(
+        decode_record(0x0102_0304, &encode_record(&none)),
+        Some(none)
+    );
+    let eth = encode_record(&lease([1, 2, 3, 4], 2, 5, LeaseState::Bound));
+    for (at, byte) in [(33, 3), (34, 0), (34, 0xff)] {
+        let mut b = eth;
+        b[at] = byte;
+        assert_eq!(decode_record(0, &b), None, "byte {at} = {byte}");
+    }
+    // Version 1 (33 bytes, no link) is still read; a version 1 tag on a longer record is not.
+    let mut v1 = eth[..33].to_vec();
+    v1[0] = 1;
+    let read = decode_record(0x0102_0304, &v1).unwrap();
+    assert_eq!(
+        read,
+        Lease {
+            link: None,
+            ..lease([1, 2, 3, 4], 2, 5, LeaseState::Bound)
+        }
+    );
+    let mut long = eth;
+    long[0] = 1;
+    assert_eq!(decode_record(0, &long), None);
+    assert_eq!(IfName::new(""), None);
+    assert!(IfName::new("a-name-too-long").is_some());
+    assert_eq!(IfName::new("a-name-too-long!"), None);
+    assert_eq!(IfName::new("eth0").unwrap().to_string(), "eth0");
 }
 
 const CHILD_ENV: &str = "PXE_LEASE_KILL9_DB";
@@ -143,6 +181,7 @@ fn kill9_child_writer() {
             uuid: None,
             expires: 1_000_000 + u64::from(i),
             state: LeaseState::Offered,
+            link: Some(Link::Relay(Ipv4Addr::new(10, 0, 0, 1))),
         };
         s.put(&l).unwrap();
         l.state = LeaseState::Bound;

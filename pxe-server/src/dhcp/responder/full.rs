@@ -1,5 +1,14 @@
 //! Full mode: the DHCP server for `[[dhcp.subnets]]`, one function per message type. Every
 //! lease change is committed to the store before the answer is encoded.
+//!
+//! The per-link bound (`max_leases_per_link`): a client that holds no active lease or offer
+//! is new; a new client whose link (relay or interface) already holds the bound of its pool
+//! gets no OFFER and no ACK ([`NoResponse::LinkFull`]), counted and logged at most once per
+//! 10 s. A client that holds a lease or an offer is never refused (it renews, rebinds, reboots
+//! and gets its offer again), nor is a host with a reserved address (whose lease takes no
+//! share). A lease keeps the link it was given through while its client renews it; a record
+//! with no link (format version 1) takes the link of its client's next relayed or broadcast
+//! REQUEST (a unicast renewal shows no link: it may come through any interface).
 
 use std::net::Ipv4Addr;
 
@@ -8,7 +17,7 @@ use dhcproto::v4::MessageType;
 use super::boot::add_boot;
 use super::reply::{address_options, destination, emit, nak, reply};
 use super::{Action, Ctx, NoResponse, Responder, usable};
-use crate::dhcp::leases::{Lease, LeaseState, LeaseStore};
+use crate::dhcp::leases::{Lease, LeaseState, LeaseStore, Link};
 use crate::metrics;
 
 use NoResponse as N;
@@ -16,6 +25,7 @@ use NoResponse as N;
 impl<S: LeaseStore> Responder<S> {
     /// Dispatches a port-67 request in full mode by message type.
     pub(super) fn full(&mut self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
+        self.shares.expire(ctx.now, &self.store, &self.cfg.hosts);
         match ctx.req.msg_type {
             MessageType::Discover => self.discover(ctx, out),
             MessageType::Request => self.request(ctx, out),
@@ -50,6 +60,9 @@ impl<S: LeaseStore> Responder<S> {
         let Some(pi) = self.link_pool(ctx) else {
             return Action::NoResponse(N::NoSubnet);
         };
+        if self.link_at_bound(pi, ctx) {
+            return Action::NoResponse(N::LinkFull);
+        }
         let ip = match self.allocate(pi, ctx) {
             Ok(ip) => ip,
             Err(r) => return Action::NoResponse(r),
@@ -65,8 +78,9 @@ impl<S: LeaseStore> Responder<S> {
                 uuid: req.client_uuid,
                 expires: now + u64::from(self.cfg.offer_hold_secs),
                 state: LeaseState::Offered,
+                link: ctx.link,
             };
-            if let Err(e) = self.put(&offer) {
+            if let Err(e) = self.put(&offer, now) {
                 tracing::warn!(%e, "lease store: offer not recorded");
                 return Action::NoResponse(N::StoreError);
             }
@@ -104,6 +118,9 @@ impl<S: LeaseStore> Responder<S> {
             let (dst, bcast) = destination(req, true);
             return emit(&m, out, dst, bcast, ctx.meta.ifindex);
         }
+        if self.link_at_bound(pi, ctx) {
+            return Action::NoResponse(N::LinkFull);
+        }
         let secs = self.lease_secs(pi, ctx);
         let bound = Lease {
             ip,
@@ -111,8 +128,9 @@ impl<S: LeaseStore> Responder<S> {
             uuid: req.client_uuid,
             expires: ctx.now + u64::from(secs),
             state: LeaseState::Bound,
+            link: self.renewed_link(ip, ctx),
         };
-        if let Err(e) = self.put(&bound) {
+        if let Err(e) = self.put(&bound, ctx.now) {
             tracing::warn!(%e, "lease store: bind not committed, no ACK");
             return Action::NoResponse(N::StoreError);
         }
@@ -153,11 +171,14 @@ impl<S: LeaseStore> Responder<S> {
         let Some(l) = self.store.get(ip).filter(|l| l.mac == req.chaddr) else {
             return Action::NoResponse(N::NotForUs);
         };
-        if let Err(e) = self.put(&Lease {
-            state,
-            expires,
-            ..l
-        }) {
+        if let Err(e) = self.put(
+            &Lease {
+                state,
+                expires,
+                ..l
+            },
+            ctx.now,
+        ) {
             tracing::warn!(%e, "lease store: decline/release not recorded");
             return Action::NoResponse(N::StoreError);
         }
@@ -189,13 +210,72 @@ impl<S: LeaseStore> Responder<S> {
             .clamp(60, self.cfg.max_lease_time_secs.max(default))
     }
 
+    /// This client is new and its link already holds the bound of pool `pi` (logged, at most
+    /// once per interval). Never for a client that holds an active lease or offer, nor for a
+    /// host with a reserved address.
+    fn link_at_bound(&self, pi: usize, ctx: &Ctx<'_, '_>) -> bool {
+        let bound = self.pools[pi].cfg.max_leases_per_link;
+        let Some(link) = ctx.link.filter(|_| bound > 0) else {
+            return false;
+        };
+        let held = self.shares.held(&link);
+        if held < bound || self.reserved_host(ctx) || self.holds_lease(ctx) {
+            return false;
+        }
+        if let Some(held_back) = self.link_full_log.allow() {
+            tracing::warn!(
+                %link,
+                held,
+                bound,
+                pool = %self.pools[pi].cfg.subnet,
+                client = %ctx.req.chaddr,
+                held_back,
+                "DHCP: {link} holds {held} leases of pool {}, its bound: new clients from it get \
+                 no answer; raise [dhcp] max_leases_per_link (or this subnet's) if they are \
+                 legitimate",
+                self.pools[pi].cfg.subnet
+            );
+        }
+        true
+    }
+
+    /// The client holds an active lease or offer (its own record, not expired).
+    fn holds_lease(&self, ctx: &Ctx<'_, '_>) -> bool {
+        let mac = &ctx.req.chaddr;
+        self.store
+            .ip_of(mac)
+            .and_then(|ip| self.store.get(ip))
+            .is_some_and(|l| l.mac == *mac && l.is_active(ctx.now))
+    }
+
+    /// The client is a `[[hosts]]` entry with a reserved address.
+    fn reserved_host(&self, ctx: &Ctx<'_, '_>) -> bool {
+        ctx.host
+            .is_some_and(|h| self.cfg.hosts.get(h).address.is_some())
+    }
+
+    /// The link to record with the client's lease on `ip`: the one its active record already
+    /// has (a renewal keeps its link), else the request's. A unicast renewal (ciaddr, not
+    /// relayed) shows no link: a record without one keeps none.
+    fn renewed_link(&self, ip: Ipv4Addr, ctx: &Ctx<'_, '_>) -> Option<Link> {
+        let req = ctx.req;
+        let unicast_renewal = usable(req.ciaddr) && !usable(req.giaddr);
+        match self.store.get(ip) {
+            Some(l)
+                if l.mac == req.chaddr
+                    && l.is_active(ctx.now)
+                    && (l.link.is_some() || unicast_renewal) =>
+            {
+                l.link
+            }
+            _ => ctx.link,
+        }
+    }
+
     /// We have a record of this client: a lease (active, expired or offered) or a reserved
     /// address.
     fn knows(&self, ctx: &Ctx<'_, '_>) -> bool {
-        self.store.ip_of(&ctx.req.chaddr).is_some()
-            || ctx
-                .host
-                .is_some_and(|h| self.cfg.hosts.get(h).address.is_some())
+        self.store.ip_of(&ctx.req.chaddr).is_some() || self.reserved_host(ctx)
     }
 
     /// `ip` may be held by this client: in the pool's range (or its reservation), reserved for

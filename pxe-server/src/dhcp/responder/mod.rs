@@ -22,6 +22,9 @@
 //!   (no lease, no reservation) is not answered (RFC 2131 §4.3.2), as Kea does. Leases are keyed by the client hardware address (chaddr); option 61 is not used.
 //! - [`pool`]: the free addresses of each pool (a free list checked against the store, not a
 //!   scan of the range per request).
+//! - [`shares`]: how many leases each link holds, for `max_leases_per_link`. The link of a
+//!   request is its relay (giaddr) when relayed, else the interface it arrived on
+//!   ([`RecvMeta::ifname`]); each lease records the link it was given through.
 //! - [`boot`]: the boot file for the client's architecture (option 93) or iPXE.
 //! - [`reply`]: the BOOTREPLY, its options and its destination.
 //!
@@ -33,6 +36,7 @@ mod full;
 mod pool;
 mod proxy;
 mod reply;
+mod shares;
 #[cfg(test)]
 mod tests;
 
@@ -44,11 +48,15 @@ use dhcproto::v4::MessageType;
 use pxe_proto::consts::PXE_PORT;
 use pxe_proto::dhcp::{self as wire, ClientRequest, DecodeError};
 
-use super::leases::{Lease, LeaseError, LeaseStore};
+use super::leases::{IfName, Lease, LeaseError, LeaseStore, Link};
 use super::metrics::DhcpMetrics;
 use super::{DhcpMode, DhcpSettings, UnknownHosts};
-use crate::metrics;
+use crate::metrics::{self, LogLimiter};
 use pool::Pool;
+use shares::Shares;
+
+/// At most one warning per interval about links at their lease bound.
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where and how a request arrived (the engine fills this from IP_PKTINFO).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +66,9 @@ pub struct RecvMeta {
     /// Our address on the interface it arrived on (`ipi_spec_dst`); 0.0.0.0 if unknown.
     pub local_addr: Ipv4Addr,
     pub ifindex: u32,
+    /// The name of that interface (empty if unknown): the link of a request that is not
+    /// relayed. The engine resolves it (names are stable across restarts, indexes are not).
+    pub ifname: IfName,
     /// The local port: 67, or 4011 (PXE boot server).
     pub port: u16,
 }
@@ -91,6 +102,8 @@ pub enum NoResponse {
     /// Full mode: an INIT-REBOOT REQUEST from a client with no lease and no reservation
     /// (RFC 2131 §4.3.2: the server stays silent).
     UnknownClient,
+    /// Full mode: a new client from a link that holds `max_leases_per_link` leases of its pool.
+    LinkFull,
     StoreError,
     EncodeError,
     /// A DECLINE was recorded (no answer is due).
@@ -113,6 +126,8 @@ struct Ctx<'r, 'p> {
     host: Option<usize>,
     /// Our address towards the client (option 54).
     server_ip: Ipv4Addr,
+    /// The link the request came through: its relay, else its interface (if named).
+    link: Option<Link>,
     /// Wall-clock time, seconds since the Unix epoch.
     now: u64,
 }
@@ -122,6 +137,10 @@ pub struct Responder<S: LeaseStore> {
     pools: Vec<Pool>,
     store: S,
     metrics: Arc<DhcpMetrics>,
+    /// Leases held per link (full mode).
+    shares: Shares,
+    /// Warnings about links at their bound.
+    link_full_log: LogLimiter,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -141,6 +160,8 @@ impl<S: LeaseStore> Responder<S> {
             pools: Vec::new(),
             store,
             metrics: Arc::default(),
+            shares: Shares::off(),
+            link_full_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
         };
         r.reconfigure(settings);
         r
@@ -166,6 +187,14 @@ impl<S: LeaseStore> Responder<S> {
             .collect();
         self.cfg = settings.clone();
         self.pools = pools;
+        // Counted only where a pool has a bound, with room for a lease per pool address;
+        // rebuilt from the store at the next request (reservations may have changed).
+        self.shares = if self.pools.iter().any(|p| p.cfg.max_leases_per_link > 0) {
+            let addresses: usize = self.pools.iter().map(|p| p.size() as usize).sum();
+            Shares::with_capacity(addresses.min(1 << 20))
+        } else {
+            Shares::off()
+        };
     }
 
     pub fn metrics(&self) -> &Arc<DhcpMetrics> {
@@ -192,12 +221,14 @@ impl<S: LeaseStore> Responder<S> {
     }
 
     /// Commits the batch begun by [`Responder::begin_batch`]. On `Err` the batch's lease
-    /// changes are gone, and so are the addresses it took from the pools' free lists: the
-    /// pools are rebuilt from the store at their next allocation.
+    /// changes are gone, and so are the addresses it took from the pools' free lists and the
+    /// shares it counted: the pools are rebuilt from the store at their next allocation, the
+    /// per-link counts at the next request.
     pub fn commit_batch(&mut self) -> Result<(), LeaseError> {
         let result = self.store.commit_batch();
         if result.is_err() {
             self.pools.iter_mut().for_each(Pool::mark_stale);
+            self.shares.mark_stale();
         }
         result
     }
@@ -256,6 +287,7 @@ impl<S: LeaseStore> Responder<S> {
                 NoResponse::PoolExhausted => &m.drop_pool_exhausted,
                 NoResponse::ReservationConflict => &m.drop_reservation_conflict,
                 NoResponse::UnknownClient => &m.drop_init_reboot_unknown,
+                NoResponse::LinkFull => &m.drop_link_full,
                 NoResponse::StoreError => &m.drop_store_error,
                 NoResponse::EncodeError => &m.drop_encode_error,
                 NoResponse::Declined => &m.declines,
@@ -285,11 +317,17 @@ impl<S: LeaseStore> Responder<S> {
         if host.is_none() && self.cfg.unknown_hosts == UnknownHosts::Ignore {
             return Action::NoResponse(NoResponse::UnknownHost);
         }
+        let link = if usable(req.giaddr) {
+            Some(Link::Relay(req.giaddr))
+        } else {
+            (!meta.ifname.is_empty()).then_some(Link::Interface(meta.ifname))
+        };
         let ctx = Ctx {
             req,
             meta,
             host,
             server_ip,
+            link,
             now,
         };
         if meta.port == PXE_PORT {
@@ -301,14 +339,17 @@ impl<S: LeaseStore> Responder<S> {
         }
     }
 
-    /// Stores `lease` (committed before it returns). The client's record at another address,
-    /// which the store releases in the same commit, goes back to its pool's free list.
-    fn put(&mut self, lease: &Lease) -> Result<(), LeaseError> {
+    /// Stores `lease` at `now` (committed before it returns) and counts its link's share.
+    /// The client's record at another address, which the store releases in the same commit,
+    /// goes back to its pool's free list and no longer counts.
+    fn put(&mut self, lease: &Lease, now: u64) -> Result<(), LeaseError> {
         let previous = self.store.ip_of(&lease.mac).filter(|&ip| ip != lease.ip);
         self.store.put(lease)?;
         if let Some(ip) = previous {
             self.release_to_pool(ip);
+            self.shares.forget(ip);
         }
+        self.shares.record(lease, now, &self.cfg.hosts);
         Ok(())
     }
 

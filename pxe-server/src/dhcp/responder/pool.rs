@@ -62,6 +62,11 @@ impl Pool {
         self.next
     }
 
+    /// Addresses in the range.
+    pub(super) fn size(&self) -> u32 {
+        self.size
+    }
+
     pub(super) fn in_range(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip).wrapping_sub(self.start) < self.size
     }
@@ -149,6 +154,7 @@ mod tests {
                 dns: Vec::new(),
                 domain: None,
                 lease_time_secs: None,
+                max_leases_per_link: 0,
             },
             0,
         )
@@ -161,6 +167,7 @@ mod tests {
             uuid: None,
             expires,
             state: LeaseState::Bound,
+            link: None,
         }
     }
 

@@ -1,5 +1,5 @@
 use super::*;
-use crate::dhcp::leases::{LeaseError, LeaseState, MemoryLeaseStore, RedbLeaseStore};
+use crate::dhcp::leases::{IfName, LeaseError, LeaseState, MemoryLeaseStore, RedbLeaseStore};
 use dhcproto::v4::{self, DhcpOption};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use pxe_proto::ClientUuid;
@@ -38,6 +38,7 @@ fn meta() -> RecvMeta {
         src: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
         local_addr: SERVER,
         ifindex: 3,
+        ifname: IfName::new("eth0").unwrap(),
         port: 67,
     }
 }
@@ -999,6 +1000,9 @@ impl LeaseStore for FlakyStore {
     fn len(&self) -> usize {
         self.mem.len()
     }
+    fn for_each(&self, f: &mut dyn FnMut(&Lease)) {
+        self.mem.for_each(f);
+    }
     fn begin_batch(&mut self) {
         self.before_batch = Some(self.mem.clone());
     }
@@ -1087,3 +1091,5 @@ fn pool_reuses_the_address_a_client_moved_away_from() {
     );
     assert_eq!(o.unwrap().yiaddr(), Ipv4Addr::new(10, 0, 0, 100));
 }
+
+mod link_bound;
