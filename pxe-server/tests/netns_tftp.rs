@@ -178,13 +178,7 @@ fn case_atftp_windowsizes(engine: Engine) {
             exact,
             "atftp windowsize {windowsize}"
         );
-        let oack = run
-            .stdout
-            .lines()
-            .chain(run.stderr.lines())
-            .find(|l| l.contains("received OACK"))
-            .unwrap_or_else(|| panic!("no OACK in atftp's trace: {run}"))
-            .to_string();
+        let oack = atftp_oack(&run);
         assert!(
             oack.contains(&format!("windowsize: {windowsize},")) && oack.contains("blksize: 1468"),
             "atftp asked for windowsize {windowsize}, OACK was: {oack}"
@@ -346,13 +340,7 @@ fn case_client_timeout_capped(engine: Engine) {
         sum,
         "atftp asking for timeout 255"
     );
-    let oack = run
-        .stdout
-        .lines()
-        .chain(run.stderr.lines())
-        .find(|l| l.contains("received OACK"))
-        .unwrap_or_else(|| panic!("no OACK in atftp's trace: {run}"))
-        .to_string();
+    let oack = atftp_oack(&run);
     assert!(
         oack.contains("timeout: 5,") && oack.contains("blksize: 1468"),
         "atftp asked for timeout 255, OACK was: {oack}"
@@ -435,6 +423,16 @@ fn case_busy_refusals_are_logged(engine: Engine) {
             && w.contains("raise [tftp] max_sessions_per_client"),
         "{w}"
     );
+}
+
+/// The "received OACK" line of an atftp run with `--trace`.
+fn atftp_oack(run: &Run) -> String {
+    run.stdout
+        .lines()
+        .chain(run.stderr.lines())
+        .find(|l| l.contains("received OACK"))
+        .unwrap_or_else(|| panic!("no OACK in atftp's trace: {run}"))
+        .to_string()
 }
 
 fn tftp_counter(server: &Server, name: &str) -> u64 {
