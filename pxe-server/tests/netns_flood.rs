@@ -106,10 +106,13 @@ fn counter(server: &Server, service: &str, name: &str) -> u64 {
 fn case_flood(engine: Engine) {
     pxe_net::raise_fd_limit().expect("raise the open-file limit");
     let net = TestNet::new();
-    // The defaults, except a 2 s send-rate window (30 s by default) so the slow readers are cut
-    // within the test's time.
+    // The defaults, except a TFTP table smaller than the flood (4,000 of 10,000 by default: a
+    // flood of exactly the table's size would fill it only if no request were lost on the way,
+    // and the point is a table under pressure), and a 2 s send-rate window (30 s by default)
+    // so the slow readers are cut within the test's time.
     let extra = format!(
-        "\n[http]\nenabled = true\nlisten = [\"{}:80\"]\nsend_rate_window_ms = 2000\n",
+        "max_sessions = 4000\n\n[http]\nenabled = true\nlisten = [\"{}:80\"]\n\
+         send_rate_window_ms = 2000\n",
         net.server_ip
     );
     let server = Server::start(&net, engine, &extra);
@@ -234,6 +237,11 @@ fn case_flood(engine: Engine) {
         m["unverified_expired"].as_u64() > Some(0),
         "no flood transfer expired unverified: {m}"
     );
+    // Every evicted transfer was ended by its engine as evicted, not left to run out its
+    // retransmissions.
+    let evicted =
+        m["evicted_unverified"].as_u64().unwrap_or(0) + m["evicted_finished"].as_u64().unwrap_or(0);
+    assert_eq!(m["sessions_evicted"].as_u64(), Some(evicted), "{m}");
 
     // The slow readers are cut by the send rate (two 2 s windows of waiting), counted, and
     // logged once per 10 s.

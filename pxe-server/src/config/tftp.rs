@@ -47,12 +47,19 @@ pub struct TftpConfig {
     /// RRQ gets at most two 516-byte packets back.
     pub unverified_retries: u8,
     /// Longest life of a transfer whose client has acknowledged nothing, in milliseconds
-    /// (100..=60000), whatever its retransmit timeout.
+    /// (100..=60000), whatever its retransmit timeout; after its retransmissions it waits
+    /// silently for a late ACK until then.
     pub unverified_lifetime_ms: u64,
-    /// The share of `max_sessions` and of `max_sessions_per_client` (1..=100 %, rounded up)
-    /// that unacknowledged transfers may hold. A request that finds its share taken, or the
-    /// table full, ends the oldest unacknowledged transfer rather than being refused.
+    /// The share of `max_sessions` (1..=100 %, rounded up) that unacknowledged transfers may
+    /// hold. A request that finds it taken, or the table full, ends the oldest unacknowledged
+    /// transfer rather than being refused. 100 by default: in a real boot storm every machine
+    /// asks at once and all their transfers are unacknowledged for a moment, so a smaller
+    /// share would evict real clients of a storm larger than the share.
     pub unverified_share_percent: u8,
+    /// The same share of `max_sessions_per_client` (1..=100 %, rounded up): one address (a
+    /// spoofed one) holds at most this many unacknowledged transfers; a further request from
+    /// it ends its own oldest one.
+    pub unverified_share_per_client_percent: u8,
     /// Block number after 65535: 0 or 1.
     pub rollover: u16,
     /// Simultaneous transfers in all.
@@ -76,8 +83,9 @@ impl Default for TftpConfig {
             max_client_timeout_ms: 5000,
             max_retries: 5,
             unverified_retries: 1,
-            unverified_lifetime_ms: 2000,
-            unverified_share_percent: 50,
+            unverified_lifetime_ms: 4000,
+            unverified_share_percent: 100,
+            unverified_share_per_client_percent: 50,
             rollover: 0,
             max_sessions: 10_000,
             max_sessions_per_client: 32,
@@ -104,6 +112,7 @@ impl TftpConfig {
             max_sessions: self.max_sessions,
             max_sessions_per_client: self.max_sessions_per_client,
             unverified_share_percent: self.unverified_share_percent,
+            unverified_share_per_client_percent: self.unverified_share_per_client_percent,
         }
     }
 
@@ -170,11 +179,16 @@ impl TftpConfig {
                 format!("{} is not in 100..=60000", self.unverified_lifetime_ms),
             );
         }
-        if !(1..=100).contains(&self.unverified_share_percent) {
-            return fail(
-                "unverified_share_percent",
-                format!("{} is not in 1..=100", self.unverified_share_percent),
-            );
+        for (key, value) in [
+            ("unverified_share_percent", self.unverified_share_percent),
+            (
+                "unverified_share_per_client_percent",
+                self.unverified_share_per_client_percent,
+            ),
+        ] {
+            if !(1..=100).contains(&value) {
+                return fail(key, format!("{value} is not in 1..=100"));
+            }
         }
         if self.rollover > 1 {
             return fail("rollover", format!("{} is neither 0 nor 1", self.rollover));

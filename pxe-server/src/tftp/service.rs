@@ -5,7 +5,9 @@
 //!
 //! Order of checks for a request: parse (malformed requests get ERROR 4, or 8 for a bad
 //! option; anything else unparseable is dropped), refuse writes (ERROR 2), take a session
-//! permit (ERROR 0 "server busy" when `max_sessions` or `max_sessions_per_client` is reached;
+//! permit (ending an unverified or finishing transfer to make room, see `Admission`; ERROR 0
+//! "server busy" when `max_sessions` or `max_sessions_per_client` is reached and nothing can
+//! give way;
 //! checked before the file is opened so a flood costs no file I/O; a request from the address
 //! and port of a running transfer is that client's retransmission, ignored: the transfer
 //! answers it, and a second one would double the work exactly when the server is slow), then
@@ -316,12 +318,13 @@ impl Table {
 ///    moved on. Any other transfer from A:P makes the request a [`Refusal::Duplicate`].
 /// 2. A at `max_sessions_per_client`: A's oldest finishing transfer is retired, else A's
 ///    oldest unverified one is evicted, else [`Refusal::ClientFull`].
-/// 3. A at its unverified share (`unverified_share_percent` of `max_sessions_per_client`):
-///    A's oldest unverified transfer is evicted.
-/// 4. The unverified share of `max_sessions` taken: the oldest unverified transfer is evicted.
+/// 3. A at its unverified share (`unverified_share_per_client_percent` of
+///    `max_sessions_per_client`): A's oldest unverified transfer is evicted.
+/// 4. The unverified share of `max_sessions` (`unverified_share_percent`) taken: the oldest
+///    unverified transfer is evicted.
 /// 5. `max_sessions` reached: A's oldest finishing transfer is retired, else the oldest
-///    unverified one is evicted, else the oldest finishing one is retired, else
-///    [`Refusal::ServerFull`].
+///    finishing one of anyone (its client has every block but perhaps the last), else the
+///    oldest unverified one is evicted, else [`Refusal::ServerFull`].
 ///
 /// So a verified transfer still sending is never ended for a newer request, a request is
 /// refused only when every slot it could take is held by one, and a refused request ends
@@ -362,15 +365,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Admission {
-    fn new(max_sessions: usize, max_per_client: usize, unverified_percent: u8) -> Admission {
-        let max_sessions = max_sessions.max(1);
-        let max_per_client = max_per_client.max(1);
+    fn new(limits: Limits) -> Admission {
+        let max_sessions = limits.max_sessions.max(1);
+        let max_per_client = limits.max_sessions_per_client.max(1);
+        let per_client_share = share(max_per_client, limits.unverified_share_per_client_percent);
         Admission {
             max_sessions,
             max_per_client: u32::try_from(max_per_client).unwrap_or(u32::MAX),
-            unverified_max: share(max_sessions, unverified_percent),
-            unverified_per_client: u32::try_from(share(max_per_client, unverified_percent))
-                .unwrap_or(u32::MAX),
+            unverified_max: share(max_sessions, limits.unverified_share_percent),
+            unverified_per_client: u32::try_from(per_client_share).unwrap_or(u32::MAX),
             active: AtomicUsize::new(0),
             revoked_pending: AtomicUsize::new(0),
             table: Mutex::new(Table::default()),
@@ -408,8 +411,8 @@ impl Admission {
         if t.entries.len() >= self.max_sessions {
             let victim = t
                 .oldest_of(ip, Phase::Finishing)
-                .or_else(|| t.oldest(Phase::Unverified))
                 .or_else(|| t.oldest(Phase::Finishing))
+                .or_else(|| t.oldest(Phase::Unverified))
                 .ok_or(Refusal::ServerFull)?;
             self.evict(&mut t, victim, &mut ev, Pressure::ServerFull);
         }
@@ -498,8 +501,10 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Transfers per client address.
     pub max_sessions_per_client: usize,
-    /// The share (1..=100 %) of both that unverified transfers may hold.
+    /// The share (1..=100 %) of `max_sessions` that unverified transfers may hold.
     pub unverified_share_percent: u8,
+    /// The share (1..=100 %) of `max_sessions_per_client` that they may hold.
+    pub unverified_share_per_client_percent: u8,
 }
 
 impl TftpService {
@@ -515,6 +520,7 @@ impl TftpService {
             max_sessions: clamp_to_fd_limit(settings.max_sessions, raise_nofile_limit()),
             max_sessions_per_client: settings.max_sessions_per_client,
             unverified_share_percent: settings.unverified_share_percent,
+            unverified_share_per_client_percent: settings.unverified_share_per_client_percent,
         };
         Ok(TftpService::from_parts(
             settings.session,
@@ -535,11 +541,7 @@ impl TftpService {
             session_config,
             images,
             metrics,
-            admission: Arc::new(Admission::new(
-                limits.max_sessions,
-                limits.max_sessions_per_client,
-                limits.unverified_share_percent,
-            )),
+            admission: Arc::new(Admission::new(limits)),
             refusal_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             eviction_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
         }
@@ -582,7 +584,7 @@ impl TftpService {
             Pressure::ClientShare => (
                 "the client's unverified share",
                 a.unverified_per_client as usize,
-                "[tftp] max_sessions_per_client",
+                "[tftp] max_sessions_per_client or unverified_share_per_client_percent",
             ),
             Pressure::ClientFull => (
                 "max_sessions_per_client",

@@ -30,8 +30,9 @@
 //! - Unverified: until the peer has acknowledged something (ACK 0 of the OACK, or an ACK that
 //!   advances), nothing shows that the request came from the address it names: it may be
 //!   spoofed, and every byte sent is sent to a stranger. Such a session retransmits its first
-//!   packet (OACK or DATA 1) at most `unverified_retries` times and lives at most
-//!   `unverified_lifetime`; then it ends as [`Outcome::TimedOut`] with
+//!   packet (OACK or DATA 1) at most `unverified_retries` times, then waits without sending
+//!   until `unverified_lifetime` (a late ACK still verifies it: a busy segment or server
+//!   delays real clients too), and then ends as [`Outcome::TimedOut`] with
 //!   [`SessionStats::acknowledged`] false. So at most `1 + unverified_retries` copies of one
 //!   packet go to an address that never answered: with the defaults (one retransmission) at
 //!   most 2 × 516 bytes of UDP payload for an RRQ of at least 10 bytes (`tests::amplification`).
@@ -106,7 +107,7 @@ impl Default for SessionConfig {
             max_client_timeout: Duration::from_secs(5),
             max_retries: 5,
             unverified_retries: 1,
-            unverified_lifetime: Duration::from_secs(2),
+            unverified_lifetime: Duration::from_secs(4),
             rollover_to: 0,
         }
     }
@@ -396,13 +397,14 @@ impl Session {
             Some(d) if now >= d => {}
             _ => return,
         }
-        let (retry_limit, expired) = if self.stats.acknowledged {
-            (self.max_retries, false)
-        } else {
-            (self.unverified_retries, now >= self.unverified_until)
-        };
-        if expired || self.retries >= retry_limit {
+        let unverified = !self.stats.acknowledged;
+        if self.retries >= self.max_retries || (unverified && now >= self.unverified_until) {
             self.finish(Outcome::TimedOut);
+            return;
+        }
+        if unverified && self.retries >= self.unverified_retries {
+            // Nothing more to a stranger: wait for a late ACK until the lifetime ends.
+            self.deadline = None;
             return;
         }
         self.retries += 1;

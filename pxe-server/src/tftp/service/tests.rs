@@ -22,6 +22,7 @@ fn fixture(max_sessions: usize, per_client: usize) -> Fixture {
             max_sessions,
             max_sessions_per_client: per_client,
             unverified_share_percent: 50,
+            unverified_share_per_client_percent: 50,
         },
     );
     Fixture { dir, service }
@@ -161,6 +162,16 @@ fn at(ip: IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+/// An admission with the same share of both limits.
+fn admission(max_sessions: usize, per_client: usize, share: u8) -> Arc<Admission> {
+    Arc::new(Admission::new(Limits {
+        max_sessions,
+        max_sessions_per_client: per_client,
+        unverified_share_percent: share,
+        unverified_share_per_client_percent: share,
+    }))
+}
+
 /// Takes a permit for `peer`, or the refusal.
 fn take(adm: &Arc<Admission>, peer: SocketAddr) -> Result<SessionPermit, Refusal> {
     adm.acquire(peer).map(|(p, _)| p)
@@ -206,7 +217,7 @@ fn shares_are_rounded_up_and_at_least_one() {
 /// its slot.
 #[test]
 fn admission_limits_and_release_on_drop() {
-    let adm = Arc::new(Admission::new(3, 2, 50));
+    let adm = admission(3, 2, 50);
     let a = IpAddr::from([10, 0, 0, 1]);
     let b = IpAddr::from([10, 0, 0, 2]);
     let c = IpAddr::from([10, 0, 0, 3]);
@@ -249,7 +260,7 @@ fn admission_limits_and_release_on_drop() {
 /// that transfer ends. Another port of the same client is another transfer.
 #[test]
 fn admission_knows_a_retransmitted_request() {
-    let adm = Arc::new(Admission::new(10, 10, 50));
+    let adm = admission(10, 10, 50);
     let a = IpAddr::from([10, 0, 0, 1]);
     let v6 = IpAddr::from(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
     let mut first = take(&adm, at(a, 2000)).unwrap();
@@ -269,7 +280,7 @@ fn admission_knows_a_retransmitted_request() {
 /// whichever client it belongs to; verified ones are never touched.
 #[test]
 fn the_oldest_unverified_transfer_gives_way_to_a_new_request() {
-    let adm = Arc::new(Admission::new(10, 10, 50));
+    let adm = admission(10, 10, 50);
     let ip = |n: u8| IpAddr::from([10, 0, 1, n]);
     let kept = verified(&adm, at(ip(100), 1));
     let mut held: Vec<SessionPermit> = (0..5).map(|n| take(&adm, at(ip(n), 1)).unwrap()).collect();
@@ -296,7 +307,7 @@ fn the_oldest_unverified_transfer_gives_way_to_a_new_request() {
 /// every slot holds a verified transfer still sending; a refused request ends nothing.
 #[test]
 fn a_full_table_evicts_unverified_before_refusing() {
-    let adm = Arc::new(Admission::new(4, 10, 100));
+    let adm = admission(4, 10, 100);
     let ip = |n: u8| IpAddr::from([10, 0, 2, n]);
     let mut v: Vec<SessionPermit> = (0..3).map(|n| verified(&adm, at(ip(n), 1))).collect();
     let pending = take(&adm, at(ip(3), 1)).unwrap();
@@ -321,7 +332,7 @@ fn a_full_table_evicts_unverified_before_refusing() {
 /// the request is refused.
 #[test]
 fn a_client_share_evicts_only_that_clients_transfers() {
-    let adm = Arc::new(Admission::new(100, 4, 50));
+    let adm = admission(100, 4, 50);
     let a = IpAddr::from([10, 0, 3, 1]);
     let b = IpAddr::from([10, 0, 3, 2]);
     let other = take(&adm, at(b, 1)).unwrap();
@@ -356,7 +367,7 @@ fn a_client_share_evicts_only_that_clients_transfers() {
 /// finishing one of anyone is retired before the request would be refused.
 #[test]
 fn a_finishing_transfer_gives_way_to_its_clients_next_request() {
-    let adm = Arc::new(Admission::new(3, 10, 50));
+    let adm = admission(3, 10, 50);
     let ip = |n: u8| IpAddr::from([10, 0, 4, n]);
     let mut a = verified(&adm, at(ip(1), 1000));
     let mut b = verified(&adm, at(ip(2), 1000));
@@ -384,7 +395,7 @@ fn a_finishing_transfer_gives_way_to_its_clients_next_request() {
 
 #[test]
 fn admission_is_consistent_across_threads() {
-    let adm = Arc::new(Admission::new(50, 1000, 50));
+    let adm = admission(50, 1000, 50);
     std::thread::scope(|s| {
         for t in 0..4u8 {
             let adm = Arc::clone(&adm);
@@ -425,7 +436,7 @@ impl std::task::Wake for CountWakes {
 /// `SessionPermit::revoked` is pending until an eviction, which wakes the task awaiting it.
 #[test]
 fn revocation_wakes_the_waiting_task() {
-    let adm = Arc::new(Admission::new(1, 1, 100));
+    let adm = admission(1, 1, 100);
     let a = IpAddr::from([10, 0, 5, 1]);
     let old = take(&adm, at(a, 1)).unwrap();
     let count = Arc::new(CountWakes(AtomicUsize::new(0)));
@@ -477,7 +488,8 @@ fn new_reads_the_config_and_fits_the_fd_limit() {
         },
         max_sessions: usize::MAX,
         max_sessions_per_client: 3,
-        unverified_share_percent: 50,
+        unverified_share_percent: 100,
+        unverified_share_per_client_percent: 50,
     };
     let svc = TftpService::new(&config, Arc::new(TftpMetrics::default())).unwrap();
     let soft = pxe_net::fd_limit().soft;

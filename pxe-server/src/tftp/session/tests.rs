@@ -197,8 +197,7 @@ fn negotiation_clamps_and_oack_waits_for_ack_0() {
     };
     assert_eq!(s.accepted_options(), expected);
     assert_eq!(drain(&mut s, now), vec![Sent::Oack(expected)]);
-    // The 3 s timeout granted, but an unverified session ends after 2 s.
-    assert_eq!(s.poll_timeout(), Some(now + cfg.unverified_lifetime));
+    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(3)));
     // Nothing else until ACK 0; an ACK of a data block is ignored meanwhile.
     assert!(drain(&mut s, now).is_empty());
     assert_eq!(ack(&mut s, now, 1), Received::Ignored);
@@ -207,7 +206,6 @@ fn negotiation_clamps_and_oack_waits_for_ack_0() {
     let sent = drain(&mut s, now);
     assert_eq!(blocks(&sent), (1..=64).collect::<Vec<u16>>());
     assert_eq!(sent[0], Sent::Data(1, content[..1468].to_vec()));
-    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(3)));
     // Duplicate ACK 0 after the OACK was acknowledged: no burst.
     assert_eq!(ack(&mut s, now, 0), Received::Ignored);
     assert!(drain(&mut s, now).is_empty());
@@ -590,7 +588,7 @@ fn timeout_opt(timeout: u8) -> RequestOptions {
 #[test]
 fn client_timeout_above_the_cap_is_granted_the_cap() {
     // The cap bounds every retransmission, also those of a verified transfer: the unverified
-    // limits (which would end this one at 2 s) are tested on their own.
+    // limits (which would end this one at 4 s) are tested on their own.
     let cfg = patient(SessionConfig::default());
     assert_eq!(cfg.max_client_timeout, Duration::from_secs(5));
     let mut s = session(pattern(10), Mode::Octet, timeout_opt(255), &cfg);
@@ -1174,8 +1172,8 @@ fn run_silent(s: &mut Session, start: Instant) -> (usize, usize, Duration) {
 }
 
 /// A peer that never answers gets the first DATA once and one retransmission one timeout
-/// later, and the session ends as timed out and unacknowledged after two timeouts (the
-/// unverified lifetime, 2 s), not after `max_retries` + 1.
+/// later, then nothing; the session ends as timed out and unacknowledged at the unverified
+/// lifetime (4 s), not after `max_retries` + 1 timeouts.
 #[test]
 fn unverified_session_retransmits_once_and_ends_early() {
     let cfg = SessionConfig::default();
@@ -1193,15 +1191,41 @@ fn unverified_session_retransmits_once_and_ends_early() {
     let t1 = start + Duration::from_secs(1);
     s.handle_timeout(t1);
     assert_eq!(blocks(&drain(&mut s, t1)), vec![1]);
-    assert_eq!(s.poll_timeout(), Some(start + Duration::from_secs(2)));
-    s.handle_timeout(start + Duration::from_secs(2));
+    let t2 = start + Duration::from_secs(2);
+    assert_eq!(s.poll_timeout(), Some(t2));
+    s.handle_timeout(t2);
+    assert!(drain(&mut s, t2).is_empty(), "no second retransmission");
+    assert_eq!(s.outcome(), None);
+    assert_eq!(s.poll_timeout(), Some(start + cfg.unverified_lifetime));
+    s.handle_timeout(start + cfg.unverified_lifetime);
     assert_eq!(s.outcome(), Some(Outcome::TimedOut));
     assert!(!s.acknowledged() && !s.stats().acknowledged);
     assert_eq!(s.stats().packets_sent, 2);
 }
 
+/// An ACK that comes late, after the retransmissions to an unverified peer have stopped but
+/// within its lifetime, still verifies the session and the transfer goes on.
+#[test]
+fn a_late_first_ack_within_the_lifetime_verifies() {
+    let cfg = SessionConfig::default();
+    let start = Instant::now();
+    let o = RequestOptions::default();
+    let mut s = session_at(pattern(5000), Mode::Octet, o, &cfg, start);
+    drain(&mut s, start);
+    for secs in [1, 2] {
+        let t = start + Duration::from_secs(secs);
+        s.handle_timeout(t);
+        drain(&mut s, t);
+    }
+    let late = start + Duration::from_secs(3);
+    assert_eq!(ack(&mut s, late, 1), Received::Progress);
+    assert!(s.acknowledged());
+    assert_eq!(blocks(&drain(&mut s, late)), vec![2]);
+    assert_eq!(s.poll_timeout(), Some(late + cfg.default_timeout));
+}
+
 /// The lifetime bounds an unverified session whatever timeout the client was granted: with
-/// 5 s granted and 2 s of life, the OACK goes out once and the session ends at 2 s.
+/// 5 s granted and 4 s of life, the OACK goes out once and the session ends at 4 s.
 #[test]
 fn unverified_lifetime_caps_a_long_granted_timeout() {
     let cfg = SessionConfig::default();
