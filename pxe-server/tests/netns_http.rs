@@ -684,6 +684,22 @@ fn a_slow_reader_is_cut_and_healthy_downloads_finish() {
     assert_eq!(m["send_rate_cuts"], 1, "{s}");
     assert_eq!(m["idle_timeouts"], 0, "{s}");
     assert_eq!(m["responses_2xx"], 3, "{s}");
+    // The cut is logged, naming the reader and the settings to change.
+    let log = server.log_text();
+    let cuts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("HTTP connection cut"))
+        .collect();
+    assert_eq!(cuts.len(), 1, "{log}");
+    assert!(
+        cuts[0].contains("WARN")
+            && cuts[0].contains(&format!("client={}", net.client_ip))
+            && cuts[0].contains("min_send_rate_bytes_per_sec=262144")
+            && cuts[0].contains("send_rate_window_ms=1000")
+            && cuts[0].contains("[http] min_send_rate_bytes_per_sec"),
+        "{}",
+        cuts[0]
+    );
     let released = pxe_testkit::wait_until(Duration::from_secs(5), || {
         http_counter(&server, "connections_open") == 0
     });

@@ -102,6 +102,28 @@ impl TestNet {
     }
 }
 
+/// Generates, for each `name => body;`, `mod name { fn uring(); fn portable(); }`: two
+/// `#[ignore]`d tests (they need root and network namespaces; scripts/test.sh runs them) that
+/// call `body(Engine::Uring)` and `body(Engine::Portable)`. The modules `use super::*`.
+#[macro_export]
+macro_rules! both_engines {
+    ($($name:ident => $body:path;)*) => {$(
+        mod $name {
+            use super::*;
+            #[test]
+            #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+            fn uring() {
+                $body($crate::testnet::Engine::Uring)
+            }
+            #[test]
+            #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+            fn portable() {
+                $body($crate::testnet::Engine::Portable)
+            }
+        }
+    )*};
+}
+
 /// The TFTP engine the server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {

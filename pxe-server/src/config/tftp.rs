@@ -41,6 +41,25 @@ pub struct TftpConfig {
     pub max_client_timeout_ms: u64,
     /// Retransmissions without progress before a transfer is abandoned.
     pub max_retries: u8,
+    /// Retransmissions of the first packet (OACK or DATA 1) to a client that has acknowledged
+    /// nothing yet (0..=max_retries). Until its first ACK a request may come from a spoofed
+    /// address, so each retransmission is traffic sent to a stranger: with the default 1, an
+    /// RRQ gets at most two 516-byte packets back.
+    pub unverified_retries: u8,
+    /// Longest life of a transfer whose client has acknowledged nothing, in milliseconds
+    /// (100..=60000), whatever its retransmit timeout; after its retransmissions it waits
+    /// silently for a late ACK until then.
+    pub unverified_lifetime_ms: u64,
+    /// The share of `max_sessions` (1..=100 %, rounded up) that unacknowledged transfers may
+    /// hold. A request that finds it taken, or the table full, ends the oldest unacknowledged
+    /// transfer rather than being refused. 100 by default: in a real boot storm every machine
+    /// asks at once and all their transfers are unacknowledged for a moment, so a smaller
+    /// share would evict real clients of a storm larger than the share.
+    pub unverified_share_percent: u8,
+    /// The same share of `max_sessions_per_client` (1..=100 %, rounded up): one address (a
+    /// spoofed one) holds at most this many unacknowledged transfers; a further request from
+    /// it ends its own oldest one.
+    pub unverified_share_per_client_percent: u8,
     /// Block number after 65535: 0 or 1.
     pub rollover: u16,
     /// Simultaneous transfers in all.
@@ -63,6 +82,10 @@ impl Default for TftpConfig {
             timeout_ms: 1000,
             max_client_timeout_ms: 5000,
             max_retries: 5,
+            unverified_retries: 1,
+            unverified_lifetime_ms: 4000,
+            unverified_share_percent: 100,
+            unverified_share_per_client_percent: 50,
             rollover: 0,
             max_sessions: 10_000,
             max_sessions_per_client: 32,
@@ -82,10 +105,14 @@ impl TftpConfig {
                 default_timeout: Duration::from_millis(self.timeout_ms),
                 max_client_timeout: Duration::from_millis(self.max_client_timeout_ms),
                 max_retries: self.max_retries,
+                unverified_retries: self.unverified_retries,
+                unverified_lifetime: Duration::from_millis(self.unverified_lifetime_ms),
                 rollover_to: self.rollover,
             },
             max_sessions: self.max_sessions,
             max_sessions_per_client: self.max_sessions_per_client,
+            unverified_share_percent: self.unverified_share_percent,
+            unverified_share_per_client_percent: self.unverified_share_per_client_percent,
         }
     }
 
@@ -136,6 +163,32 @@ impl TftpConfig {
         }
         if self.max_retries < 1 {
             return fail("max_retries", "must be at least 1".into());
+        }
+        if self.unverified_retries > self.max_retries {
+            return fail(
+                "unverified_retries",
+                format!(
+                    "{} is more than max_retries ({})",
+                    self.unverified_retries, self.max_retries
+                ),
+            );
+        }
+        if !(100..=60_000).contains(&self.unverified_lifetime_ms) {
+            return fail(
+                "unverified_lifetime_ms",
+                format!("{} is not in 100..=60000", self.unverified_lifetime_ms),
+            );
+        }
+        for (key, value) in [
+            ("unverified_share_percent", self.unverified_share_percent),
+            (
+                "unverified_share_per_client_percent",
+                self.unverified_share_per_client_percent,
+            ),
+        ] {
+            if !(1..=100).contains(&value) {
+                return fail(key, format!("{value} is not in 1..=100"));
+            }
         }
         if self.rollover > 1 {
             return fail("rollover", format!("{} is neither 0 nor 1", self.rollover));

@@ -8,8 +8,9 @@
 //! then wait for a datagram or the session's next timeout.
 //!
 //! DATA packets go out as a two-entry iovec (4-byte header, then a slice of the image) through
-//! `sendmsg`, so nothing is copied or allocated per packet. Sessions still running at shutdown
-//! are dropped with their runtime.
+//! `sendmsg`, so nothing is copied or allocated per packet. A transfer whose permit the service
+//! revokes (evicted for a newer request) is woken by it and ends at once. Sessions still
+//! running at shutdown are dropped with their runtime.
 
 use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +28,7 @@ use super::{EngineError, EngineParams, Listeners, bind_transfer_socket};
 use crate::metrics;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::{RequestOutcome, SessionPermit, TftpService};
-use crate::tftp::session::{Received, Session, Transmit};
+use crate::tftp::session::{Outcome, Received, Session, Transmit};
 
 /// How often workers look at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -222,7 +223,7 @@ async fn transfer(
     sock: UdpSocket,
     mut session: Session,
     // Held until the transfer's end: dropping it frees the session slots.
-    _permit: SessionPermit,
+    mut permit: SessionPermit,
 ) {
     let peer = session.peer();
     // Both buffers are allocated once per transfer, never per packet.
@@ -250,6 +251,7 @@ async fn transfer(
                 tracing::debug!(%peer, error = %e, "send failed");
             }
         }
+        permit.observe(&session);
         if let Some(outcome) = session.outcome() {
             break outcome;
         }
@@ -287,6 +289,8 @@ async fn transfer(
             () = &mut timer, if deadline.is_some() => {
                 session.handle_timeout(Instant::now());
             }
+            // The service gave this transfer's slot to a newer request.
+            () = permit.revoked() => break Outcome::Evicted,
         }
     };
 

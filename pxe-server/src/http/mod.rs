@@ -13,7 +13,8 @@
 //!   [`MAX_HEADERS`] lines; it must arrive within `header_timeout_ms`, a connection with no
 //!   traffic for `idle_timeout_ms` is closed, and a client that reads its response at less
 //!   than `min_send_rate_bytes_per_sec` (over windows of `send_rate_window_ms` of waiting for
-//!   it) is cut ([`conn`]). Per connection: the read buffer, the response head and references
+//!   it) is cut ([`conn`]), counted (`send_rate_cuts`) and logged (one warning per
+//!   [`REFUSAL_LOG_INTERVAL`] naming the client and both settings). Per connection: the read buffer, the response head and references
 //!   to shared image bytes.
 //! - **Slots** ([`slots`]): beyond `max_connections` open connections, or
 //!   `max_connections_per_client` from one client address, a new connection gets a fixed 503
@@ -47,8 +48,8 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::images::{Image, ImageStore, OpenError};
-use crate::metrics::{self, counters};
-use crate::tftp::service::RESERVED_FDS;
+use crate::metrics::{self, LogLimiter, counters};
+use crate::tftp::service::{REFUSAL_LOG_INTERVAL, RESERVED_FDS};
 use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, EXPIRED_SEND_RATE, Guarded, SendPace};
 use router::{Body, State};
 use slots::{Slot, Slots};
@@ -177,6 +178,8 @@ pub struct HttpServer {
     state: Arc<State>,
     slots: Arc<Slots>,
     limits: Limits,
+    /// One "slow reader cut" warning per [`REFUSAL_LOG_INTERVAL`].
+    send_rate_log: Arc<LogLimiter>,
     threads: usize,
 }
 
@@ -246,6 +249,7 @@ impl HttpServer {
             }),
             slots,
             limits,
+            send_rate_log: Arc::new(LogLimiter::new(REFUSAL_LOG_INTERVAL)),
             threads,
         })
     }
@@ -287,6 +291,7 @@ impl HttpServer {
                     Arc::clone(&self.state),
                     Arc::clone(&self.slots),
                     self.limits,
+                    Arc::clone(&self.send_rate_log),
                 )));
             }
             while !shutdown.load(Ordering::Relaxed) {
@@ -360,6 +365,7 @@ async fn accept_loop(
     state: Arc<State>,
     slots: Arc<Slots>,
     limits: Limits,
+    send_rate_log: Arc<LogLimiter>,
 ) {
     let m = &state.metrics;
     loop {
@@ -386,7 +392,14 @@ async fn accept_loop(
         };
         metrics::inc(&m.connections_accepted);
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(stream, Arc::clone(&state), limits, slot));
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            Arc::clone(&state),
+            limits,
+            Arc::clone(&send_rate_log),
+            slot,
+        ));
     }
 }
 
@@ -394,8 +407,10 @@ async fn accept_loop(
 /// task is dropped).
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     state: Arc<State>,
     limits: Limits,
+    send_rate_log: Arc<LogLimiter>,
     _slot: Slot,
 ) {
     let m = Arc::clone(&state.metrics);
@@ -433,7 +448,10 @@ async fn serve_connection(
     let counter = match (shared.expired.load(Ordering::Relaxed), &result) {
         (EXPIRED_HEADER, _) => &m.header_timeouts,
         (EXPIRED_IDLE, _) => &m.idle_timeouts,
-        (EXPIRED_SEND_RATE, _) => &m.send_rate_cuts,
+        (EXPIRED_SEND_RATE, _) => {
+            warn_send_rate_cut(&send_rate_log, peer, &limits);
+            &m.send_rate_cuts
+        }
         (_, Ok(())) => return,
         (_, Err(e)) if e.is_parse_too_large() => {
             router::count_response(&m, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -449,6 +467,24 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!("HTTP connection ended: {e}");
     }
+}
+
+/// The rate-limited warning for a connection cut for reading too slowly: who, the limit, and
+/// the settings to change.
+fn warn_send_rate_cut(log: &LogLimiter, peer: SocketAddr, limits: &Limits) {
+    let Some(held_back) = log.allow() else {
+        return;
+    };
+    tracing::warn!(
+        client = %peer.ip().to_canonical(),
+        min_send_rate_bytes_per_sec = limits.min_send_rate,
+        send_rate_window_ms = limits.send_rate_window.as_millis() as u64,
+        cuts_not_logged = held_back,
+        "HTTP connection cut: the client read its response more slowly than \
+         min_send_rate_bytes_per_sec over a send_rate_window_ms of waiting (a slow reader \
+         holding a slot); if real clients on slow links are cut, lower \
+         [http] min_send_rate_bytes_per_sec or raise send_rate_window_ms"
+    );
 }
 
 async fn handle(

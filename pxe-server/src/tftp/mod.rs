@@ -21,4 +21,9 @@ pub struct TftpSettings {
     pub max_sessions: usize,
     /// Simultaneous transfers per client IP address.
     pub max_sessions_per_client: usize,
+    /// The share (1..=100 %) of `max_sessions` that transfers whose peer has acknowledged
+    /// nothing yet may hold (see `service`).
+    pub unverified_share_percent: u8,
+    /// The same share of `max_sessions_per_client`.
+    pub unverified_share_per_client_percent: u8,
 }

@@ -5,17 +5,22 @@
 //!
 //! Order of checks for a request: parse (malformed requests get ERROR 4, or 8 for a bad
 //! option; anything else unparseable is dropped), refuse writes (ERROR 2), take a session
-//! permit (ERROR 0 "server busy" when `max_sessions` or `max_sessions_per_client` is reached;
+//! permit (ending an unverified or finishing transfer to make room, see `Admission`; ERROR 0
+//! "server busy" when `max_sessions` or `max_sessions_per_client` is reached and nothing can
+//! give way;
 //! checked before the file is opened so a flood costs no file I/O; a request from the address
 //! and port of a running transfer is that client's retransmission, ignored: the transfer
 //! answers it, and a second one would double the work exactly when the server is slow), then
 //! open the image (ERROR 1 / 2 / 0). Nothing here allocates per datagram except what `ImageStore::open` and
 //! the permit's per-client map need once per accepted request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::images::{ImageStore, OpenError};
@@ -27,52 +32,316 @@ use pxe_proto::tftp::{self as packet, ErrorCode, Packet, ParseError, RequestKind
 /// File descriptors kept out of `max_sessions` for listeners, rings, the image store, logs.
 pub const RESERVED_FDS: u64 = 256;
 
+/// How far a transfer has got, as the admission ranks it when it must make room: an
+/// unverified one is evicted first, a finishing one may be retired, a verified one is never
+/// touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Phase {
+    /// The peer has acknowledged nothing: the request may come from a spoofed address.
+    Unverified,
+    /// Acknowledged; blocks still to send.
+    Verified,
+    /// Acknowledged, and the last block is out: only the final ACK is awaited.
+    Finishing,
+}
+
+impl Phase {
+    fn of(session: &Session) -> Phase {
+        if !session.acknowledged() {
+            Phase::Unverified
+        } else if session.last_block_sent() {
+            Phase::Finishing
+        } else {
+            Phase::Verified
+        }
+    }
+}
+
+/// Shared by a permit and the admission: set when the admission takes the slot back; the
+/// engine then ends the transfer.
+#[derive(Debug, Default)]
+struct Ticket {
+    revoked: AtomicBool,
+    /// The task awaiting [`SessionPermit::revoked`], if any.
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Ticket {
+    fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+}
+
 /// Holds one slot of `max_sessions` and of the client's `max_sessions_per_client`, and marks
-/// the client's address and port as having a transfer; dropping it frees all three.
+/// the client's address and port as having a transfer; dropping it frees all three. The
+/// admission may take the slot back for a newer request while the transfer is unverified or
+/// finishing ([`SessionPermit::is_revoked`]); the engine then ends the transfer.
 pub struct SessionPermit {
     admission: Arc<Admission>,
-    peer: SocketAddr,
+    seq: u64,
+    /// The phase last reported to the admission.
+    phase: Phase,
+    ticket: Arc<Ticket>,
 }
 
 impl std::fmt::Debug for SessionPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionPermit")
-            .field("peer", &self.peer)
+            .field("seq", &self.seq)
+            .field("phase", &self.phase)
+            .field("revoked", &self.is_revoked())
             .finish()
+    }
+}
+
+impl SessionPermit {
+    /// Tells the admission how far `session` has got (first ACK, last block out). Engines call
+    /// it after every step; it takes the admission's lock only when the phase changed (at most
+    /// twice per transfer).
+    pub fn observe(&mut self, session: &Session) {
+        let phase = Phase::of(session);
+        if phase != self.phase {
+            self.phase = phase;
+            self.admission.set_phase(self.seq, phase);
+        }
+    }
+
+    /// The admission gave this transfer's slot to a newer request: end the transfer
+    /// ([`crate::tftp::session::Outcome::Evicted`]) without sending anything more.
+    pub fn is_revoked(&self) -> bool {
+        self.ticket.is_revoked()
+    }
+
+    /// Resolves once the permit is revoked (for engines that await their sessions).
+    pub fn revoked(&self) -> Revoked<'_> {
+        Revoked {
+            ticket: &self.ticket,
+        }
     }
 }
 
 impl Drop for SessionPermit {
     fn drop(&mut self) {
-        self.admission.release(self.peer);
+        self.admission.release(self.seq);
+    }
+}
+
+/// The future of [`SessionPermit::revoked`].
+#[derive(Debug)]
+pub struct Revoked<'a> {
+    ticket: &'a Ticket,
+}
+
+impl Future for Revoked<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.ticket.is_revoked() {
+            return Poll::Ready(());
+        }
+        {
+            let mut slot = lock(&self.ticket.waker);
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
+            }
+        }
+        // `revoke` sets the flag before it takes the waker: a revocation that took no waker
+        // is seen here.
+        if self.ticket.is_revoked() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
 /// Why a request got no permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    /// `max_sessions` reached.
+    /// `max_sessions` transfers, none of them unverified or finishing.
     ServerFull,
-    /// The client's address has `max_sessions_per_client` transfers.
+    /// The client's address has `max_sessions_per_client` transfers, none of them unverified
+    /// or finishing.
     ClientFull,
-    /// This address and port already has a transfer.
+    /// This address and port already has a transfer that is not finishing: the client's
+    /// retransmitted request.
     Duplicate,
 }
 
-/// Transfers per client address, and the client addresses and ports with a transfer.
-#[derive(Debug, Default)]
-struct Peers {
-    per_client: HashMap<IpAddr, u32>,
-    transfers: HashSet<SocketAddr>,
+/// Which limit made an admission end an unverified transfer (for the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pressure {
+    /// The client address had its share of unverified transfers.
+    ClientShare,
+    /// The unverified share of `max_sessions` was taken.
+    Share,
+    /// The client address had `max_sessions_per_client` transfers.
+    ClientFull,
+    /// `max_sessions` transfers were running.
+    ServerFull,
 }
 
-/// The session counters shared by every engine thread.
+/// The transfers one admission ended to make room.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Evictions {
+    unverified: u32,
+    finishing: u32,
+    /// The last unverified transfer ended, and the limit that ended it.
+    last_unverified: Option<(SocketAddr, Pressure)>,
+}
+
+/// One admitted transfer.
+#[derive(Debug)]
+struct Entry {
+    peer: SocketAddr,
+    phase: Phase,
+    ticket: Arc<Ticket>,
+}
+
+/// Transfers per client address.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClientCount {
+    total: u32,
+    unverified: u32,
+}
+
+/// Every admitted transfer, indexed by admission order, peer, client address and phase.
+#[derive(Debug, Default)]
+struct Table {
+    next_seq: u64,
+    entries: HashMap<u64, Entry>,
+    by_peer: HashMap<SocketAddr, u64>,
+    clients: HashMap<IpAddr, ClientCount>,
+    /// (phase, admission order): the oldest transfer of a phase comes first.
+    order: BTreeSet<(Phase, u64)>,
+    /// The same per client address.
+    client_order: BTreeSet<(IpAddr, Phase, u64)>,
+    unverified: usize,
+}
+
+impl Table {
+    /// The oldest transfer in `phase`.
+    fn oldest(&self, phase: Phase) -> Option<u64> {
+        self.order
+            .range((phase, 0)..=(phase, u64::MAX))
+            .next()
+            .map(|&(_, seq)| seq)
+    }
+
+    /// The oldest transfer of `client` in `phase`.
+    fn oldest_of(&self, client: IpAddr, phase: Phase) -> Option<u64> {
+        self.client_order
+            .range((client, phase, 0)..=(client, phase, u64::MAX))
+            .next()
+            .map(|&(_, _, seq)| seq)
+    }
+
+    fn client(&self, client: IpAddr) -> ClientCount {
+        self.clients.get(&client).copied().unwrap_or_default()
+    }
+
+    fn insert(&mut self, peer: SocketAddr, ticket: Arc<Ticket>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let phase = Phase::Unverified;
+        self.entries.insert(
+            seq,
+            Entry {
+                peer,
+                phase,
+                ticket,
+            },
+        );
+        self.by_peer.insert(peer, seq);
+        let c = self.clients.entry(peer.ip()).or_default();
+        c.total += 1;
+        c.unverified += 1;
+        self.unverified += 1;
+        self.order.insert((phase, seq));
+        self.client_order.insert((peer.ip(), phase, seq));
+        seq
+    }
+
+    /// Removes `seq`; `None` if it is not (or no longer) admitted.
+    fn remove(&mut self, seq: u64) -> Option<Entry> {
+        let e = self.entries.remove(&seq)?;
+        let ip = e.peer.ip();
+        self.by_peer.remove(&e.peer);
+        self.order.remove(&(e.phase, seq));
+        self.client_order.remove(&(ip, e.phase, seq));
+        let unverified = u32::from(e.phase == Phase::Unverified);
+        self.unverified -= unverified as usize;
+        if let Some(c) = self.clients.get_mut(&ip) {
+            c.total -= 1;
+            c.unverified -= unverified;
+            if c.total == 0 {
+                self.clients.remove(&ip);
+            }
+        }
+        Some(e)
+    }
+
+    fn set_phase(&mut self, seq: u64, phase: Phase) {
+        let Some(e) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        let (ip, old) = (e.peer.ip(), e.phase);
+        if old == phase {
+            return;
+        }
+        e.phase = phase;
+        self.order.remove(&(old, seq));
+        self.order.insert((phase, seq));
+        self.client_order.remove(&(ip, old, seq));
+        self.client_order.insert((ip, phase, seq));
+        if old == Phase::Unverified {
+            self.unverified -= 1;
+            if let Some(c) = self.clients.get_mut(&ip) {
+                c.unverified -= 1;
+            }
+        }
+    }
+}
+
+/// The session table shared by every engine thread: the limits, and which transfer gives way
+/// when a request finds them reached.
+///
+/// A request from address A, port P, in this order:
+/// 1. A transfer from A:P that is finishing (last block out) is retired: the client has
+///    moved on. Any other transfer from A:P makes the request a [`Refusal::Duplicate`].
+/// 2. A at `max_sessions_per_client`: A's oldest finishing transfer is retired, else A's
+///    oldest unverified one is evicted, else [`Refusal::ClientFull`].
+/// 3. A at its unverified share (`unverified_share_per_client_percent` of
+///    `max_sessions_per_client`): A's oldest unverified transfer is evicted.
+/// 4. The unverified share of `max_sessions` (`unverified_share_percent`) taken: the oldest
+///    unverified transfer is evicted.
+/// 5. `max_sessions` reached: A's oldest finishing transfer is retired, else the oldest
+///    finishing one of anyone (its client has every block but perhaps the last), else the
+///    oldest unverified one is evicted, else [`Refusal::ServerFull`].
+///
+/// So a verified transfer still sending is never ended for a newer request, a request is
+/// refused only when every slot it could take is held by one, and a refused request ends
+/// nothing. The new transfer starts unverified.
 #[derive(Debug)]
 struct Admission {
     max_sessions: usize,
     max_per_client: u32,
+    /// Unverified transfers in all at most.
+    unverified_max: usize,
+    /// Unverified transfers per client address at most.
+    unverified_per_client: u32,
+    /// Transfers admitted now (read without the lock).
     active: AtomicUsize,
-    peers: Mutex<Peers>,
+    /// Revoked permits not yet dropped by their engine.
+    revoked_pending: AtomicUsize,
+    table: Mutex<Table>,
 }
 
 /// `peer` with an IPv4-mapped IPv6 address written as plain IPv4 (the same client).
@@ -80,58 +349,118 @@ fn canonical(peer: SocketAddr) -> SocketAddr {
     SocketAddr::new(peer.ip().to_canonical(), peer.port())
 }
 
+/// `percent`% of `n`, rounded up, in 1..=n (for n >= 1).
+fn share(n: usize, percent: u8) -> usize {
+    let percent = u128::from(percent.clamp(1, 100));
+    let share = (n as u128 * percent).div_ceil(100);
+    usize::try_from(share)
+        .unwrap_or(usize::MAX)
+        .clamp(1, n.max(1))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks leaves the value consistent before anything that could
+    // panic: a poisoned value is usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Admission {
-    fn new(max_sessions: usize, max_per_client: usize) -> Admission {
+    fn new(limits: Limits) -> Admission {
+        let max_sessions = limits.max_sessions.max(1);
+        let max_per_client = limits.max_sessions_per_client.max(1);
+        let per_client_share = share(max_per_client, limits.unverified_share_per_client_percent);
         Admission {
-            max_sessions: max_sessions.max(1),
-            max_per_client: u32::try_from(max_per_client).unwrap_or(u32::MAX).max(1),
+            max_sessions,
+            max_per_client: u32::try_from(max_per_client).unwrap_or(u32::MAX),
+            unverified_max: share(max_sessions, limits.unverified_share_percent),
+            unverified_per_client: u32::try_from(per_client_share).unwrap_or(u32::MAX),
             active: AtomicUsize::new(0),
-            peers: Mutex::new(Peers::default()),
+            revoked_pending: AtomicUsize::new(0),
+            table: Mutex::new(Table::default()),
         }
     }
 
-    fn acquire(self: &Arc<Self>, peer: SocketAddr) -> Result<SessionPermit, Refusal> {
+    fn acquire(self: &Arc<Self>, peer: SocketAddr) -> Result<(SessionPermit, Evictions), Refusal> {
         let peer = canonical(peer);
-        let mut peers = self.lock();
-        if peers.transfers.contains(&peer) {
-            return Err(Refusal::Duplicate);
-        }
-        self.active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_sessions).then_some(n + 1)
-            })
-            .map_err(|_| Refusal::ServerFull)?;
-        let count = peers.per_client.entry(peer.ip()).or_insert(0);
-        if *count >= self.max_per_client {
-            drop(peers);
-            self.active.fetch_sub(1, Ordering::AcqRel);
-            return Err(Refusal::ClientFull);
-        }
-        *count += 1;
-        peers.transfers.insert(peer);
-        Ok(SessionPermit {
-            admission: Arc::clone(self),
-            peer,
-        })
-    }
-
-    fn release(&self, peer: SocketAddr) {
-        let mut peers = self.lock();
-        peers.transfers.remove(&peer);
-        if let Some(count) = peers.per_client.get_mut(&peer.ip()) {
-            *count -= 1;
-            if *count == 0 {
-                peers.per_client.remove(&peer.ip());
+        let ip = peer.ip();
+        let mut t = self.lock();
+        let mut ev = Evictions::default();
+        if let Some(&seq) = t.by_peer.get(&peer) {
+            if t.entries.get(&seq).map(|e| e.phase) != Some(Phase::Finishing) {
+                return Err(Refusal::Duplicate);
             }
+            self.evict(&mut t, seq, &mut ev, Pressure::ClientFull);
         }
-        drop(peers);
-        self.active.fetch_sub(1, Ordering::AcqRel);
+        if t.client(ip).total >= self.max_per_client {
+            let victim = t
+                .oldest_of(ip, Phase::Finishing)
+                .or_else(|| t.oldest_of(ip, Phase::Unverified))
+                .ok_or(Refusal::ClientFull)?;
+            self.evict(&mut t, victim, &mut ev, Pressure::ClientFull);
+        }
+        if t.client(ip).unverified >= self.unverified_per_client
+            && let Some(victim) = t.oldest_of(ip, Phase::Unverified)
+        {
+            self.evict(&mut t, victim, &mut ev, Pressure::ClientShare);
+        }
+        if t.unverified >= self.unverified_max
+            && let Some(victim) = t.oldest(Phase::Unverified)
+        {
+            self.evict(&mut t, victim, &mut ev, Pressure::Share);
+        }
+        if t.entries.len() >= self.max_sessions {
+            let victim = t
+                .oldest_of(ip, Phase::Finishing)
+                .or_else(|| t.oldest(Phase::Finishing))
+                .or_else(|| t.oldest(Phase::Unverified))
+                .ok_or(Refusal::ServerFull)?;
+            self.evict(&mut t, victim, &mut ev, Pressure::ServerFull);
+        }
+        let ticket = Arc::new(Ticket::default());
+        let seq = t.insert(peer, Arc::clone(&ticket));
+        self.active.store(t.entries.len(), Ordering::Release);
+        drop(t);
+        let permit = SessionPermit {
+            admission: Arc::clone(self),
+            seq,
+            phase: Phase::Unverified,
+            ticket,
+        };
+        Ok((permit, ev))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Peers> {
-        // Every update under this lock is one counter step plus one set update, never left
-        // half-done by a panic between them: a poisoned value is consistent.
-        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    /// Ends `seq` to make room: its slot is free now, its engine ends it at its next look.
+    fn evict(&self, t: &mut Table, seq: u64, ev: &mut Evictions, why: Pressure) {
+        let Some(e) = t.remove(seq) else {
+            return;
+        };
+        self.active.store(t.entries.len(), Ordering::Release);
+        self.revoked_pending.fetch_add(1, Ordering::AcqRel);
+        e.ticket.revoke();
+        if e.phase == Phase::Unverified {
+            ev.unverified += 1;
+            ev.last_unverified = Some((e.peer, why));
+        } else {
+            ev.finishing += 1;
+        }
+    }
+
+    fn set_phase(&self, seq: u64, phase: Phase) {
+        self.lock().set_phase(seq, phase);
+    }
+
+    /// A permit was dropped: frees its slot, or, if it was evicted, its revocation.
+    fn release(&self, seq: u64) {
+        let mut t = self.lock();
+        if t.remove(seq).is_some() {
+            self.active.store(t.entries.len(), Ordering::Release);
+        } else {
+            self.revoked_pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        lock(&self.table)
     }
 }
 
@@ -158,10 +487,25 @@ pub struct TftpService {
     admission: Arc<Admission>,
     /// One "server busy" warning per [`REFUSAL_LOG_INTERVAL`].
     refusal_log: LogLimiter,
+    /// One "unverified transfer evicted" warning per [`REFUSAL_LOG_INTERVAL`].
+    eviction_log: LogLimiter,
 }
 
 /// How often a refusal under load may be logged (every refusal is counted).
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The admission limits of a [`TftpService`] (from `[tftp]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Transfers in all.
+    pub max_sessions: usize,
+    /// Transfers per client address.
+    pub max_sessions_per_client: usize,
+    /// The share (1..=100 %) of `max_sessions` that unverified transfers may hold.
+    pub unverified_share_percent: u8,
+    /// The share (1..=100 %) of `max_sessions_per_client` that they may hold.
+    pub unverified_share_per_client_percent: u8,
+}
 
 impl TftpService {
     /// Opens the image root and sets the limits. `max_sessions` is clamped so that one socket
@@ -172,13 +516,17 @@ impl TftpService {
         metrics: Arc<TftpMetrics>,
     ) -> std::io::Result<TftpService> {
         let images = ImageStore::new(settings.root.clone())?;
-        let max_sessions = clamp_to_fd_limit(settings.max_sessions, raise_nofile_limit());
+        let limits = Limits {
+            max_sessions: clamp_to_fd_limit(settings.max_sessions, raise_nofile_limit()),
+            max_sessions_per_client: settings.max_sessions_per_client,
+            unverified_share_percent: settings.unverified_share_percent,
+            unverified_share_per_client_percent: settings.unverified_share_per_client_percent,
+        };
         Ok(TftpService::from_parts(
             settings.session,
             images,
             metrics,
-            max_sessions,
-            settings.max_sessions_per_client,
+            limits,
         ))
     }
 
@@ -187,15 +535,15 @@ impl TftpService {
         session_config: SessionConfig,
         images: ImageStore,
         metrics: Arc<TftpMetrics>,
-        max_sessions: usize,
-        max_sessions_per_client: usize,
+        limits: Limits,
     ) -> TftpService {
         TftpService {
             session_config,
             images,
             metrics,
-            admission: Arc::new(Admission::new(max_sessions, max_sessions_per_client)),
+            admission: Arc::new(Admission::new(limits)),
             refusal_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            eviction_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
         }
     }
 
@@ -225,6 +573,43 @@ impl TftpService {
         }
     }
 
+    /// The rate-limited warning for an unverified transfer ended to admit a newer request:
+    /// whose, for whom, which limit, and the setting to raise.
+    fn warn_evicted(&self, victim: SocketAddr, why: Pressure, peer: SocketAddr) {
+        let Some(held_back) = self.eviction_log.allow() else {
+            return;
+        };
+        let a = &self.admission;
+        let (limit, value, setting) = match why {
+            Pressure::ClientShare => (
+                "the client's unverified share",
+                a.unverified_per_client as usize,
+                "[tftp] max_sessions_per_client or unverified_share_per_client_percent",
+            ),
+            Pressure::ClientFull => (
+                "max_sessions_per_client",
+                a.max_per_client as usize,
+                "[tftp] max_sessions_per_client",
+            ),
+            Pressure::Share => (
+                "the unverified share of max_sessions",
+                a.unverified_max,
+                "[tftp] max_sessions or unverified_share_percent",
+            ),
+            Pressure::ServerFull => ("max_sessions", a.max_sessions, "[tftp] max_sessions"),
+        };
+        tracing::warn!(
+            evicted = %victim,
+            client = %peer.ip(),
+            limit,
+            value,
+            evictions_not_logged = held_back,
+            "TFTP transfer evicted before its first ACK to admit a newer request: many \
+             unacknowledged requests (a flood from spoofed addresses looks like this); if \
+             real clients are evicted, raise {setting}"
+        );
+    }
+
     /// The effective global session limit (after the rlimit clamp).
     pub fn max_sessions(&self) -> usize {
         self.admission.max_sessions
@@ -233,6 +618,12 @@ impl TftpService {
     /// Transfers holding a permit right now.
     pub fn active_sessions(&self) -> usize {
         self.admission.active.load(Ordering::Acquire)
+    }
+
+    /// Permits revoked (evicted transfers) whose engine has not dropped them yet. While this
+    /// is not 0, engines look for revoked permits among their sessions.
+    pub fn revoked_pending(&self) -> usize {
+        self.admission.revoked_pending.load(Ordering::Acquire)
     }
 
     /// Handles one datagram from `peer` on a listening socket. `buf` receives an ERROR reply
@@ -273,7 +664,10 @@ impl TftpService {
             return reply(ErrorCode::AccessViolation, "read-only server");
         }
         let permit = match self.admission.acquire(peer) {
-            Ok(permit) => permit,
+            Ok((permit, evictions)) => {
+                self.count_evictions(evictions, peer);
+                permit
+            }
             Err(refusal @ (Refusal::ServerFull | Refusal::ClientFull)) => {
                 metrics::inc(&m.refused_limit);
                 self.warn_refused(refusal, peer);
@@ -313,6 +707,17 @@ impl TftpService {
             metrics::inc(&m.timeout_capped);
         }
         RequestOutcome::Start { session, permit }
+    }
+}
+
+impl TftpService {
+    fn count_evictions(&self, ev: Evictions, peer: SocketAddr) {
+        let m = &self.metrics;
+        metrics::add(&m.evicted_unverified, u64::from(ev.unverified));
+        metrics::add(&m.evicted_finished, u64::from(ev.finishing));
+        if let Some((victim, why)) = ev.last_unverified {
+            self.warn_evicted(victim, why, peer);
+        }
     }
 }
 

@@ -27,6 +27,15 @@
 //!   (no Sorcerer's Apprentice).
 //! - On timeout the outstanding window (or the OACK) is sent again; `max_retries`
 //!   retransmissions without progress end the transfer as [`Outcome::TimedOut`].
+//! - Unverified: until the peer has acknowledged something (ACK 0 of the OACK, or an ACK that
+//!   advances), nothing shows that the request came from the address it names: it may be
+//!   spoofed, and every byte sent is sent to a stranger. Such a session retransmits its first
+//!   packet (OACK or DATA 1) at most `unverified_retries` times, then waits without sending
+//!   until `unverified_lifetime` (a late ACK still verifies it: a busy segment or server
+//!   delays real clients too), and then ends as [`Outcome::TimedOut`] with
+//!   [`SessionStats::acknowledged`] false. So at most `1 + unverified_retries` copies of one
+//!   packet go to an address that never answered: with the defaults (one retransmission) at
+//!   most 2 × 516 bytes of UDP payload for an RRQ of at least 10 bytes (`tests::amplification`).
 //! - The last block is shorter than blksize (empty when the size is a multiple of it, so a
 //!   0-byte file is one empty DATA 1); its ACK completes the transfer.
 //! - An ERROR from the peer ends the transfer ([`Outcome::ClientError`]). A datagram from another
@@ -71,6 +80,11 @@ pub struct SessionConfig {
     pub max_client_timeout: Duration,
     /// Retransmissions of the same window before the transfer is abandoned.
     pub max_retries: u8,
+    /// Retransmissions of the first packet (OACK or DATA 1) while the peer has acknowledged
+    /// nothing (at most `max_retries`).
+    pub unverified_retries: u8,
+    /// Longest life of a session whose peer has acknowledged nothing, whatever its timeout.
+    pub unverified_lifetime: Duration,
     /// Block number after 65535: 0 (tftp-hpa, atftp, curl, iPXE) or 1.
     pub rollover_to: u16,
 }
@@ -92,6 +106,8 @@ impl Default for SessionConfig {
             default_timeout: Duration::from_secs(1),
             max_client_timeout: Duration::from_secs(5),
             max_retries: 5,
+            unverified_retries: 1,
+            unverified_lifetime: Duration::from_secs(4),
             rollover_to: 0,
         }
     }
@@ -134,6 +150,10 @@ pub enum Outcome {
     ClientError(u16),
     /// We sent an ERROR and ended (e.g. the client sent something illegal mid-transfer).
     Aborted(ErrorCode),
+    /// The service gave the session's slot to a newer request (it was unverified, or its last
+    /// block was out): the engine ends it without sending anything more. Never produced by the
+    /// session itself.
+    Evicted,
 }
 
 /// Counters a session keeps for the engine's metrics.
@@ -142,6 +162,8 @@ pub struct SessionStats {
     pub packets_sent: u64,
     pub retransmitted: u64,
     pub payload_bytes_sent: u64,
+    /// The peer acknowledged something (the session was verified).
+    pub acknowledged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +191,10 @@ pub struct Session {
     windowsize: u16,
     rollover_to: u16,
     max_retries: u8,
+    /// `max_retries` while the peer has acknowledged nothing.
+    unverified_retries: u8,
+    /// When a session whose peer has acknowledged nothing ends.
+    unverified_until: Instant,
     /// Retransmissions since the last progress.
     retries: u8,
     timeout: Duration,
@@ -256,6 +282,8 @@ impl Session {
             windowsize,
             rollover_to: config.rollover_to.min(1),
             max_retries: config.max_retries,
+            unverified_retries: config.unverified_retries.min(config.max_retries),
+            unverified_until: now + config.unverified_lifetime,
             retries: 0,
             timeout,
             timeout_capped,
@@ -321,6 +349,18 @@ impl Session {
         self.stats
     }
 
+    /// The peer has acknowledged something, so it received what we sent to the address it
+    /// claimed: the request was not spoofed.
+    pub fn acknowledged(&self) -> bool {
+        self.stats.acknowledged
+    }
+
+    /// The final block has been sent at least once: the client may have the whole file and be
+    /// asking for its next one.
+    pub fn last_block_sent(&self) -> bool {
+        self.highest_sent >= self.last_block
+    }
+
     // ---- input ------------------------------------------------------------------------------
 
     pub fn handle_datagram(&mut self, now: Instant, src: SocketAddr, bytes: &[u8]) -> Received {
@@ -353,12 +393,18 @@ impl Session {
         if matches!(self.state, State::Done(_)) {
             return;
         }
-        match self.deadline {
+        match self.poll_timeout() {
             Some(d) if now >= d => {}
             _ => return,
         }
-        if self.retries >= self.max_retries {
+        let unverified = !self.stats.acknowledged;
+        if self.retries >= self.max_retries || (unverified && now >= self.unverified_until) {
             self.finish(Outcome::TimedOut);
+            return;
+        }
+        if unverified && self.retries >= self.unverified_retries {
+            // Nothing more to a stranger: wait for a late ACK until the lifetime ends.
+            self.deadline = None;
             return;
         }
         self.retries += 1;
@@ -422,6 +468,10 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Done(_) => None,
+            _ if !self.stats.acknowledged => Some(
+                self.deadline
+                    .map_or(self.unverified_until, |d| d.min(self.unverified_until)),
+            ),
             _ => self.deadline,
         }
     }
@@ -438,6 +488,7 @@ impl Session {
             _ => return Received::Ignored,
         };
         self.retries = 0;
+        self.stats.acknowledged = true;
         if block >= self.last_block {
             self.last_acked = block;
             self.finish(Outcome::Completed);

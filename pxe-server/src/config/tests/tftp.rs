@@ -33,7 +33,9 @@ fn full_file_and_round_trip() {
         "[tftp]\nroot = \"{}\"\nlisten = [\"10.0.0.1:69\", \"[::1]:6969\"]\nengine = \"portable\"\n\
          threads = 3\nmax_blksize = 8192\nmax_windowsize = 16\ntimeout_ms = 250\n\
          max_client_timeout_ms = 2500\nmax_retries = 9\nrollover = 1\nmax_sessions = 100\n\
-         max_sessions_per_client = 4\ngso = false\n",
+         max_sessions_per_client = 4\ngso = false\nunverified_retries = 3\n\
+         unverified_lifetime_ms = 700\nunverified_share_percent = 25\n\
+         unverified_share_per_client_percent = 75\n",
         f.root
     );
     let c = Config::parse(&text, Path::new("x")).unwrap();
@@ -59,6 +61,18 @@ fn full_file_and_round_trip() {
         (100, 4)
     );
     assert!(!c.tftp.gso);
+    assert_eq!(
+        (session.unverified_retries, session.unverified_lifetime),
+        (3, Duration::from_millis(700))
+    );
+    let settings = c.tftp.settings();
+    assert_eq!(
+        (
+            settings.unverified_share_percent,
+            settings.unverified_share_per_client_percent
+        ),
+        (25, 75)
+    );
     // What `check` prints parses back to the same configuration.
     let again = Config::parse(&c.to_toml(), Path::new("x")).unwrap();
     assert_eq!(again, c);
@@ -91,6 +105,36 @@ fn semantic_errors_name_the_line() {
             "1000..=255000",
         ),
         ("max_retries = 0", "tftp.max_retries", "at least 1"),
+        (
+            "unverified_retries = 6",
+            "tftp.unverified_retries",
+            "more than max_retries (5)",
+        ),
+        (
+            "unverified_lifetime_ms = 99",
+            "tftp.unverified_lifetime_ms",
+            "100..=60000",
+        ),
+        (
+            "unverified_lifetime_ms = 60001",
+            "tftp.unverified_lifetime_ms",
+            "100..=60000",
+        ),
+        (
+            "unverified_share_percent = 0",
+            "tftp.unverified_share_percent",
+            "1..=100",
+        ),
+        (
+            "unverified_share_percent = 101",
+            "tftp.unverified_share_percent",
+            "1..=100",
+        ),
+        (
+            "unverified_share_per_client_percent = 0",
+            "tftp.unverified_share_per_client_percent",
+            "1..=100",
+        ),
         ("rollover = 2", "tftp.rollover", "neither 0 nor 1"),
         ("max_sessions = 0", "tftp.max_sessions", "at least 1"),
         (
@@ -115,6 +159,13 @@ fn semantic_errors_name_the_line() {
         "max_client_timeout_ms = 1000",
         "max_client_timeout_ms = 255000",
         "rollover = 1",
+        "unverified_retries = 0",
+        "unverified_retries = 5",
+        "unverified_lifetime_ms = 100",
+        "unverified_lifetime_ms = 60000",
+        "unverified_share_percent = 1",
+        "unverified_share_percent = 100",
+        "unverified_share_per_client_percent = 1",
     ] {
         Config::parse(&format!("[tftp]\nroot = \"{r}\"\n{line}\n"), Path::new("x")).unwrap();
     }

@@ -9,7 +9,8 @@
 //! 2. one `io_uring_enter` submits the whole batch and waits for a completion, at most until the
 //!    earliest session deadline (and never more than 100 ms, so shutdown is seen promptly);
 //! 3. handle the completions (requests on listeners, ACKs on session sockets, finished sends),
-//!    then the expired timers.
+//!    then the expired timers, then (every [`REVOKED_SCAN`] while the service reports some)
+//!    the sessions whose slot the service gave to a newer request.
 //!
 //! Memory the kernel reads or writes for an operation lives in places that never move and are
 //! only reused after that operation's completion: the listener receive buffers (a boxed slice),
@@ -76,6 +77,9 @@ const MAX_RECV_ERRORS: u8 = 16;
 const MAX_LISTENER_ERRORS: u32 = 1000;
 /// Receive buffers kept for reuse by later sessions.
 const RECV_POOL_KEEP: usize = 1024;
+/// How often a worker looks for sessions the service evicted while some are pending (and so
+/// the longest an evicted session's socket stays open).
+const REVOKED_SCAN: Duration = Duration::from_millis(20);
 
 /// Checks that io_uring can be used here (not disabled by sysctl or seccomp), and why not.
 pub fn probe() -> Result<(), String> {
@@ -367,4 +371,8 @@ struct Worker {
     hooks: Hooks,
     quiescing: bool,
     last_bind_warning: Option<Instant>,
+    /// When `end_revoked` may look again.
+    next_revoked_scan: Instant,
+    /// Scratch list of the sessions `end_revoked` ends.
+    revoked: Vec<(u32, u32)>,
 }

@@ -146,6 +146,11 @@ impl Worker {
             e.queued = false;
             return true;
         }
+        if e.permit.as_ref().is_some_and(SessionPermit::is_revoked) {
+            e.queued = false;
+            self.finish(idx, generation, Outcome::Evicted);
+            return true;
+        }
         let starved = drain_transmits(
             &mut self.ring,
             &mut self.slots,
@@ -155,6 +160,9 @@ impl Worker {
             e,
             now,
         );
+        if let Some(p) = e.permit.as_mut() {
+            p.observe(&e.session);
+        }
         if starved {
             return false;
         }
@@ -193,6 +201,25 @@ impl Worker {
             }
         }
         self.maybe_remove(idx);
+    }
+
+    /// Ends the sessions whose permit the service revoked (evicted for a newer request), at
+    /// most every [`REVOKED_SCAN`]: their sockets close now rather than at their next timer.
+    pub(super) fn end_revoked(&mut self, now: Instant) {
+        if self.service.revoked_pending() == 0 || now < self.next_revoked_scan {
+            return;
+        }
+        self.next_revoked_scan = now + REVOKED_SCAN;
+        let mut revoked = std::mem::take(&mut self.revoked);
+        revoked.extend(self.sessions.iter_mut().filter_map(|(idx, generation, e)| {
+            let gone = !e.closing && e.permit.as_ref().is_some_and(SessionPermit::is_revoked);
+            gone.then_some((idx, generation))
+        }));
+        for &(idx, generation) in &revoked {
+            self.finish(idx, generation, Outcome::Evicted);
+        }
+        revoked.clear();
+        self.revoked = revoked;
     }
 
     pub(super) fn maybe_remove(&mut self, idx: u32) {
@@ -271,6 +298,10 @@ impl Worker {
                 continue;
             }
             e.timer_at = None;
+            if e.permit.as_ref().is_some_and(SessionPermit::is_revoked) {
+                self.finish(idx, generation, Outcome::Evicted);
+                continue;
+            }
             match e.session.poll_timeout() {
                 Some(d) if d <= now => {
                     e.session.handle_timeout(now);

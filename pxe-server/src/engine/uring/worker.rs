@@ -41,6 +41,8 @@ impl Worker {
             hooks,
             quiescing: false,
             last_bind_warning: None,
+            next_revoked_scan: Instant::now(),
+            revoked: Vec::new(),
         })
     }
 
@@ -64,6 +66,7 @@ impl Worker {
             now = Instant::now();
             self.handle_completions(now);
             self.fire_timers(now);
+            self.end_revoked(now);
         }
         self.quiesce();
         result
@@ -75,9 +78,14 @@ impl Worker {
         if !self.ring.backlog.is_empty() || (!self.ready.is_empty() && self.slots.available() > 0) {
             return Duration::ZERO;
         }
+        let max = if self.service.revoked_pending() > 0 {
+            REVOKED_SCAN
+        } else {
+            MAX_WAIT
+        };
         match self.timers.peek() {
-            Some(Reverse((t, _, _))) => MAX_WAIT.min(t.saturating_duration_since(now)),
-            None => MAX_WAIT,
+            Some(Reverse((t, _, _))) => max.min(t.saturating_duration_since(now)),
+            None => max,
         }
     }
 

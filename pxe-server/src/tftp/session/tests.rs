@@ -27,12 +27,22 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 fn session(content: Vec<u8>, mode: Mode, o: RequestOptions, config: &SessionConfig) -> Session {
+    session_at(content, mode, o, config, Instant::now())
+}
+
+fn session_at(
+    content: Vec<u8>,
+    mode: Mode,
+    o: RequestOptions,
+    config: &SessionConfig,
+    now: Instant,
+) -> Session {
     Session::new(
         peer(),
         &request(mode, o),
         Arc::new(Image::from_bytes(content)),
         config,
-        Instant::now(),
+        now,
     )
 }
 
@@ -161,7 +171,8 @@ fn no_options_sends_data_1_directly() {
         SessionStats {
             packets_sent: 2,
             retransmitted: 0,
-            payload_bytes_sent: 1000
+            payload_bytes_sent: 1000,
+            acknowledged: true,
         }
     );
 }
@@ -176,8 +187,8 @@ fn negotiation_clamps_and_oack_waits_for_ack_0() {
         timeout: Some(3),
         windowsize: Some(1000),
     };
-    let mut s = session(content.clone(), Mode::Octet, o, &cfg);
     let now = Instant::now();
+    let mut s = session_at(content.clone(), Mode::Octet, o, &cfg, now);
     let expected = packet::AcceptedOptions {
         blksize: Some(1468),
         tsize: Some(200_000),
@@ -500,10 +511,10 @@ fn timeout_retransmits_window_and_gives_up() {
 
 #[test]
 fn progress_resets_retry_count() {
-    let cfg = SessionConfig {
+    let cfg = patient(SessionConfig {
         max_retries: 2,
         ..SessionConfig::default()
-    };
+    });
     let mut s = session(
         pattern(10 * 512),
         Mode::Octet,
@@ -532,11 +543,11 @@ fn progress_resets_retry_count() {
 
 #[test]
 fn oack_is_retransmitted_and_client_timeout_option_is_used() {
-    let cfg = SessionConfig {
+    let cfg = patient(SessionConfig {
         max_retries: 1,
         max_client_timeout: Duration::from_secs(10),
         ..SessionConfig::default()
-    };
+    });
     let o = RequestOptions {
         timeout: Some(7),
         ..Default::default()
@@ -558,6 +569,15 @@ fn oack_is_retransmitted_and_client_timeout_option_is_used() {
     assert_eq!(s.outcome(), Some(Outcome::TimedOut));
 }
 
+/// `cfg` with the unverified limits out of the way, for tests about retransmission itself.
+fn patient(cfg: SessionConfig) -> SessionConfig {
+    SessionConfig {
+        unverified_retries: cfg.max_retries,
+        unverified_lifetime: Duration::from_secs(3600),
+        ..cfg
+    }
+}
+
 fn timeout_opt(timeout: u8) -> RequestOptions {
     RequestOptions {
         timeout: Some(timeout),
@@ -567,7 +587,9 @@ fn timeout_opt(timeout: u8) -> RequestOptions {
 
 #[test]
 fn client_timeout_above_the_cap_is_granted_the_cap() {
-    let cfg = SessionConfig::default();
+    // The cap bounds every retransmission, also those of a verified transfer: the unverified
+    // limits (which would end this one at 4 s) are tested on their own.
+    let cfg = patient(SessionConfig::default());
     assert_eq!(cfg.max_client_timeout, Duration::from_secs(5));
     let mut s = session(pattern(10), Mode::Octet, timeout_opt(255), &cfg);
     let mut now = Instant::now();
@@ -597,10 +619,10 @@ fn client_timeout_above_the_cap_is_granted_the_cap() {
 #[test]
 fn client_timeout_cap_is_whole_seconds_and_at_least_one() {
     for (cap, want) in [(2999, 2), (1000, 1), (500, 1), (0, 1), (300_000, 255)] {
-        let cfg = SessionConfig {
+        let cfg = patient(SessionConfig {
             max_client_timeout: Duration::from_millis(cap),
             ..SessionConfig::default()
-        };
+        });
         let mut s = session(pattern(10), Mode::Octet, timeout_opt(255), &cfg);
         let now = Instant::now();
         assert_eq!(s.accepted_options().timeout, Some(want), "cap {cap} ms");
@@ -616,7 +638,7 @@ fn client_timeout_cap_is_whole_seconds_and_at_least_one() {
 
 #[test]
 fn client_timeout_at_or_under_the_cap_is_echoed() {
-    let cfg = SessionConfig::default();
+    let cfg = patient(SessionConfig::default());
     for asked in [1u8, 3, 5] {
         let mut s = session(pattern(10), Mode::Octet, timeout_opt(asked), &cfg);
         let now = Instant::now();
@@ -927,12 +949,14 @@ fn simulate(
     rollover_to: u16,
     p: NetParams,
 ) -> SimResult {
-    let cfg = SessionConfig {
+    // The simulated client never repeats its request: a lost first packet is recovered by
+    // the server alone, so the unverified limits are lifted here.
+    let cfg = patient(SessionConfig {
         rollover_to,
         max_retries: 40,
         default_timeout: Duration::from_millis(100),
         ..SessionConfig::default()
-    };
+    });
     let t0 = Instant::now();
     let mut t = Duration::ZERO;
     let mut server = Session::new(
@@ -1118,4 +1142,209 @@ fn seeded_matrix_past_rollover() {
             assert!(r.steps > 0);
         }
     }
+}
+
+// ---- unverified sessions ------------------------------------------------------------------
+
+/// Sends nothing but what the session wants, never acknowledges, and steps its timeouts until
+/// it ends. Returns (UDP payload bytes sent, datagrams sent, time from start to the end).
+fn run_silent(s: &mut Session, start: Instant) -> (usize, usize, Duration) {
+    let mut buf = [0u8; 600];
+    let (mut bytes, mut datagrams) = (0, 0);
+    let mut now = start;
+    for _ in 0..1000 {
+        while let Some(t) = s.poll_transmit(now, &mut buf) {
+            datagrams += 1;
+            bytes += match t {
+                Transmit::Data { header, payload } => header.len() + payload.len(),
+                Transmit::Control { len } => len,
+            };
+        }
+        match s.poll_timeout() {
+            Some(t) => {
+                now = t;
+                s.handle_timeout(now);
+            }
+            None => return (bytes, datagrams, now - start),
+        }
+    }
+    panic!("the session never ended");
+}
+
+/// A peer that never answers gets the first DATA once and one retransmission one timeout
+/// later, then nothing; the session ends as timed out and unacknowledged at the unverified
+/// lifetime (4 s), not after `max_retries` + 1 timeouts.
+#[test]
+fn unverified_session_retransmits_once_and_ends_early() {
+    let cfg = SessionConfig::default();
+    assert_eq!((cfg.unverified_retries, cfg.max_retries), (1, 5));
+    let start = Instant::now();
+    let mut s = session_at(
+        pattern(5000),
+        Mode::Octet,
+        RequestOptions::default(),
+        &cfg,
+        start,
+    );
+    assert_eq!(blocks(&drain(&mut s, start)), vec![1]);
+    assert_eq!(s.poll_timeout(), Some(start + Duration::from_secs(1)));
+    let t1 = start + Duration::from_secs(1);
+    s.handle_timeout(t1);
+    assert_eq!(blocks(&drain(&mut s, t1)), vec![1]);
+    let t2 = start + Duration::from_secs(2);
+    assert_eq!(s.poll_timeout(), Some(t2));
+    s.handle_timeout(t2);
+    assert!(drain(&mut s, t2).is_empty(), "no second retransmission");
+    assert_eq!(s.outcome(), None);
+    assert_eq!(s.poll_timeout(), Some(start + cfg.unverified_lifetime));
+    s.handle_timeout(start + cfg.unverified_lifetime);
+    assert_eq!(s.outcome(), Some(Outcome::TimedOut));
+    assert!(!s.acknowledged() && !s.stats().acknowledged);
+    assert_eq!(s.stats().packets_sent, 2);
+}
+
+/// An ACK that comes late, after the retransmissions to an unverified peer have stopped but
+/// within its lifetime, still verifies the session and the transfer goes on.
+#[test]
+fn a_late_first_ack_within_the_lifetime_verifies() {
+    let cfg = SessionConfig::default();
+    let start = Instant::now();
+    let o = RequestOptions::default();
+    let mut s = session_at(pattern(5000), Mode::Octet, o, &cfg, start);
+    drain(&mut s, start);
+    for secs in [1, 2] {
+        let t = start + Duration::from_secs(secs);
+        s.handle_timeout(t);
+        drain(&mut s, t);
+    }
+    let late = start + Duration::from_secs(3);
+    assert_eq!(ack(&mut s, late, 1), Received::Progress);
+    assert!(s.acknowledged());
+    assert_eq!(blocks(&drain(&mut s, late)), vec![2]);
+    assert_eq!(s.poll_timeout(), Some(late + cfg.default_timeout));
+}
+
+/// The lifetime bounds an unverified session whatever timeout the client was granted: with
+/// 5 s granted and 4 s of life, the OACK goes out once and the session ends at 4 s.
+#[test]
+fn unverified_lifetime_caps_a_long_granted_timeout() {
+    let cfg = SessionConfig::default();
+    let start = Instant::now();
+    let mut s = session_at(pattern(5000), Mode::Octet, timeout_opt(5), &cfg, start);
+    let (_, datagrams, lived) = run_silent(&mut s, start);
+    assert_eq!((datagrams, lived), (1, cfg.unverified_lifetime));
+    assert_eq!(s.outcome(), Some(Outcome::TimedOut));
+}
+
+/// Once the peer has acknowledged anything the unverified limits no longer apply: the
+/// transfer gets `max_retries` retransmissions and lives past the unverified lifetime.
+#[test]
+fn an_acknowledged_session_gets_every_retry() {
+    let cfg = SessionConfig::default();
+    let start = Instant::now();
+    let mut s = session_at(
+        pattern(5000),
+        Mode::Octet,
+        opts(Some(512), None),
+        &cfg,
+        start,
+    );
+    drain(&mut s, start);
+    assert!(!s.acknowledged());
+    assert_eq!(ack(&mut s, start, 0), Received::Progress);
+    assert!(s.acknowledged());
+    assert!(!s.last_block_sent());
+    let (_, datagrams, lived) = run_silent(&mut s, start);
+    assert_eq!(datagrams, 1 + usize::from(cfg.max_retries));
+    assert_eq!(
+        lived,
+        cfg.default_timeout * (u32::from(cfg.max_retries) + 1)
+    );
+    assert_eq!(s.outcome(), Some(Outcome::TimedOut));
+    assert!(s.stats().acknowledged);
+}
+
+/// A stale or foreign ACK does not verify a session: only an ACK that advances does.
+#[test]
+fn only_a_progressing_ack_from_the_peer_verifies() {
+    let cfg = SessionConfig::default();
+    let mut s = session(pattern(5000), Mode::Octet, RequestOptions::default(), &cfg);
+    let now = Instant::now();
+    drain(&mut s, now);
+    assert_eq!(ack(&mut s, now, 7), Received::Ignored);
+    let mut b = [0u8; 4];
+    packet::emit_ack(1, &mut b);
+    let stranger: SocketAddr = "10.1.0.9:40000".parse().unwrap();
+    assert_eq!(s.handle_datagram(now, stranger, &b), Received::ForeignTid);
+    assert!(!s.acknowledged());
+    assert_eq!(ack(&mut s, now, 1), Received::Progress);
+    assert!(s.acknowledged());
+}
+
+/// `last_block_sent` turns true when the final block goes out the first time, before its ACK.
+#[test]
+fn last_block_sent_is_known_before_the_final_ack() {
+    let cfg = SessionConfig::default();
+    let mut s = session(pattern(1000), Mode::Octet, RequestOptions::default(), &cfg);
+    let now = Instant::now();
+    drain(&mut s, now);
+    assert!(!s.last_block_sent());
+    ack(&mut s, now, 1);
+    assert_eq!(blocks(&drain(&mut s, now)), vec![2]);
+    assert!(s.last_block_sent() && s.outcome().is_none());
+    ack(&mut s, now, 2);
+    assert_eq!(s.outcome(), Some(Outcome::Completed));
+}
+
+/// Amplification: the most a request from a spoofed address can make the server send to that
+/// address, computed from the session machine with the default settings. The worst request is
+/// the shortest one (a one-letter name, no options: 10 bytes) for a file of at least 512
+/// bytes: DATA 1 (516 bytes) goes out 1 + `unverified_retries` = 2 times, 1032 bytes, 103.2
+/// bytes per request byte in UDP payload, 28.6 on the wire (20-byte IPv4 and 8-byte UDP
+/// headers on each datagram). A request with options (a longer RRQ) gets an OACK back instead,
+/// about its own size. The bound is (1 + unverified_retries) x 516 whatever the request.
+#[test]
+fn amplification() {
+    let cfg = SessionConfig::default();
+    const IP_UDP: usize = 28;
+    let image = Arc::new(Image::from_bytes(pattern(100_000)));
+    let mut figures = Vec::new();
+    for (what, rrq) in [
+        ("one-letter name, no options", &b"\0\x01a\0octet\0"[..]),
+        (
+            "undionly.kpxe, no options",
+            &b"\0\x01undionly.kpxe\0octet\0"[..],
+        ),
+        (
+            "every option",
+            &b"\0\x01a\0octet\0blksize\x0065464\0tsize\x000\0timeout\x00255\0windowsize\x0065535\0"
+                [..],
+        ),
+    ] {
+        let Ok(Packet::Request(request)) = packet::parse(rrq) else {
+            panic!("{what}: not a request");
+        };
+        let start = Instant::now();
+        let mut s = Session::new(peer(), &request, Arc::clone(&image), &cfg, start);
+        let (bytes, datagrams, lived) = run_silent(&mut s, start);
+        assert!(!s.acknowledged());
+        let bound = (1 + usize::from(cfg.unverified_retries)) * (4 + 512);
+        assert!(bytes <= bound, "{what}: {bytes} bytes sent, bound {bound}");
+        assert!(lived <= cfg.unverified_lifetime, "{what}: lived {lived:?}");
+        let payload = bytes as f64 / rrq.len() as f64;
+        let wire = (bytes + datagrams * IP_UDP) as f64 / (rrq.len() + IP_UDP) as f64;
+        figures.push((what, rrq.len(), bytes, datagrams, payload, wire));
+    }
+    for f in &figures {
+        eprintln!(
+            "{}: {}-byte RRQ -> {} bytes in {} datagrams: {:.1}x payload, {:.1}x on the wire",
+            f.0, f.1, f.2, f.3, f.4, f.5
+        );
+    }
+    // The worst case, as the docs state it.
+    let worst = figures[0];
+    assert_eq!((worst.1, worst.2, worst.3), (10, 1032, 2));
+    assert!((worst.4 - 103.2).abs() < 0.01 && (worst.5 - 28.63).abs() < 0.01);
+    // With options the answer is an OACK, not a block of the file.
+    assert!(figures[2].4 < 2.0, "{:?}", figures[2]);
 }
