@@ -111,13 +111,27 @@ fn host_commands_through_the_server_and_offline() {
         .map(|r| r.next_boot)
         .collect();
     assert_eq!(boots, [NextBoot::Local, NextBoot::Install]);
+    // `show` gives each host's install token (made now for hosts that had none).
+    let tokens: Vec<&str> = shown
+        .hosts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| r.token.as_deref().unwrap())
+        .collect();
+    assert!(tokens.iter().all(|t| t.len() == 32), "{tokens:?}");
     assert_eq!(
         client::render_host_text(&shown, HostAction::Show),
         format!(
-            "{:<24} {:<44} local\n{:<24} {:<44} install\n",
-            "n1", "mac:52:54:00:00:00:01", "n2", "mac:52:54:00:00:00:02"
+            "{:<78} token {}\n{:<78} token {}\n",
+            format!("{:<24} {:<44} local", "n1", "mac:52:54:00:00:00:01"),
+            tokens[0],
+            format!("{:<24} {:<44} install", "n2", "mac:52:54:00:00:00:02"),
+            tokens[1],
         )
     );
+    // Only `show` carries tokens.
+    assert!(set.hosts.as_ref().unwrap()[0].token.is_none());
     // n1 had no record yet, n2 was to install: both get one.
     let set = client::host(&config, HostAction::Local, "n*").unwrap();
     let text = client::render_host_text(&set, HostAction::Local);
