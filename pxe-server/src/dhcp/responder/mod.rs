@@ -122,6 +122,8 @@ pub struct Responder<S: LeaseStore> {
     pools: Vec<Pool>,
     store: S,
     metrics: Arc<DhcpMetrics>,
+    /// Proxy mode: where `[[hosts]]` entries ask from on port 4011 (for the install routes).
+    learned: Option<Arc<crate::dhcp::learned::LearnedAddresses>>,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -141,9 +143,16 @@ impl<S: LeaseStore> Responder<S> {
             pools: Vec::new(),
             store,
             metrics: Arc::default(),
+            learned: None,
         };
         r.reconfigure(settings);
         r
+    }
+
+    /// Where to record the addresses hosts ask from on port 4011 in proxy mode (see
+    /// [`crate::dhcp::learned`]).
+    pub fn set_learned(&mut self, learned: Arc<crate::dhcp::learned::LearnedAddresses>) {
+        self.learned = Some(learned);
     }
 
     /// Takes new settings (a reload): hosts, boot profiles, subnets and answer settings.

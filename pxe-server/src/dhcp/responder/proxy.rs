@@ -7,7 +7,8 @@ use dhcproto::v4::MessageType;
 
 use super::boot::add_boot;
 use super::reply::{destination, emit, reply};
-use super::{Action, Ctx, NoResponse, Responder};
+use super::{Action, Ctx, NoResponse, Responder, usable};
+use crate::dhcp::DhcpMode;
 use crate::dhcp::leases::LeaseStore;
 use crate::metrics;
 
@@ -37,7 +38,24 @@ impl<S: LeaseStore> Responder<S> {
         );
         add_boot(&mut m, req, &boot);
         metrics::inc(&self.metrics.pxe_boot_acks);
+        self.learn_address(ctx);
         emit(&m, out, ctx.meta.src, false, ctx.meta.ifindex)
+    }
+
+    /// Proxy mode: a known host asking from the address it names in `ciaddr` is there (see
+    /// [`crate::dhcp::learned`] for what that is worth).
+    fn learn_address(&self, ctx: &Ctx<'_, '_>) {
+        let (Some(learned), Some(i)) = (&self.learned, ctx.host) else {
+            return;
+        };
+        let ip = *ctx.meta.src.ip();
+        if self.cfg.mode != DhcpMode::Proxy || !usable(ip) || ctx.req.ciaddr != ip {
+            return;
+        }
+        let host = self.cfg.hosts.get(i);
+        if let Some(key) = host.key() {
+            learned.learn(&key, &host.label(), ip, ctx.now);
+        }
     }
 
     /// Port 67 in proxy mode: DISCOVER → OFFER, a REQUEST naming us → ACK, each without an
