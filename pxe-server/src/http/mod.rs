@@ -400,6 +400,7 @@ async fn serve_connection(
 ) {
     let m = Arc::clone(&state.metrics);
     let local = stream.local_addr().ok();
+    let peer = stream.peer_addr().ok();
     let shared = Arc::new(ConnShared::default());
     let io = TokioIo::new(Guarded::new(
         stream,
@@ -415,6 +416,9 @@ async fn serve_connection(
             shared.head_done.store(true, Ordering::Relaxed);
             if let Some(a) = local {
                 req.extensions_mut().insert(router::LocalAddr(a));
+            }
+            if let Some(a) = peer {
+                req.extensions_mut().insert(router::PeerAddr(a));
             }
             handle(Arc::clone(&state), req)
         })

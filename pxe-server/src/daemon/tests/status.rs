@@ -119,9 +119,12 @@ fn full_status_has_every_section_in_the_old_shape() {
             "install": {
                 "scripts_install": 0,
                 "scripts_local": 0,
+                "scripts_withheld": 0,
                 "templates_rendered": 0,
                 "callbacks": 1,
                 "unknown_hosts": 0,
+                "refused_token": 0,
+                "refused_address": 0,
                 "errors": 0,
             },
             // The built-in iPXE scripts (no `[install] templates` directory).
