@@ -8,7 +8,7 @@
 //!   `ipxe/install.ipxe` rendered for it when its next boot is `install`, else
 //!   `ipxe/local.ipxe`. It carries the host's install token (in its command line's URLs), so
 //!   it goes only to the host's own address: its `[[hosts]] address`, else its lease (full
-//!   mode), else the address its port-4011 request came from (proxy mode, see
+//!   mode), else the address its own DHCP requests named (proxy mode, see
 //!   [`crate::dhcp::learned`]). Anyone else, and everyone when no address is known, gets
 //!   what a machine without an entry gets: the local-boot script, rendered with no host and
 //!   no secret (counted as `scripts_withheld` and logged, rate-limited). A machine with no
@@ -195,7 +195,7 @@ impl InstallService {
         }
     }
 
-    /// The addresses hosts asked from on port 4011 (proxy mode), filled by the DHCP service.
+    /// The addresses hosts' DHCP requests named (proxy mode), filled by the DHCP service.
     pub fn with_learned(mut self, learned: Option<Arc<LearnedAddresses>>) -> Self {
         self.learned = learned;
         self
@@ -266,7 +266,7 @@ impl InstallService {
     }
 
     /// Where `host` is: its reservation, else its lease (full mode), else the address of its
-    /// last port-4011 request (proxy mode).
+    /// DHCP requests (proxy mode).
     fn address(&self, host: &HostConfig, now_unix: u64) -> Option<Ipv4Addr> {
         host.address
             .or_else(|| {
@@ -430,9 +430,9 @@ impl InstallService {
                         "iPXE script withheld: not asked from the host's address; it got the \
                          local-boot script of a machine without an entry{}",
                         if expected.is_none() {
-                            " (no address known for it: set `address` in its [[hosts]] entry, \
-                             or in proxy mode keep [dhcp] pxe_port_4011 = true so that its \
-                             port-4011 request says where it is)"
+                            " (no address known for it: set `address` in its [[hosts]] entry; \
+                             in proxy mode its address is learned from its DHCP REQUEST when \
+                             it boots)"
                         } else {
                             ""
                         }

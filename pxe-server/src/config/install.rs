@@ -31,7 +31,7 @@ pub struct InstallConfig {
     #[serde(skip_serializing_if = "toml::Table::is_empty")]
     pub vars: toml::Table,
     /// Every install route of a host (templates, callback) must also come from its address:
-    /// its reservation or lease (proxy mode: the address of its port-4011 request). Off by
+    /// its reservation or lease (proxy mode: the address its own DHCP requests named). Off by
     /// default: the token alone is the key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub bind_to_lease: bool,

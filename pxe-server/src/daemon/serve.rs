@@ -126,7 +126,8 @@ pub fn serve(
 
     let (db, next_boot) = open_host_state(&config)?.unzip();
     let install_metrics = Arc::new(InstallMetrics::default());
-    // Proxy mode: where hosts ask from on port 4011 is where their install scripts may go.
+    // Proxy mode: the addresses hosts' own DHCP requests name are where their install
+    // scripts may go.
     let learned = (config.dhcp.enabled && !config.dhcp.is_full())
         .then(|| Arc::new(LearnedAddresses::default()));
     let http = if config.http.enabled {

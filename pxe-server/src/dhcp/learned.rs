@@ -1,26 +1,29 @@
-//! Proxy mode: the addresses `[[hosts]]` entries boot from, as learned from their own
-//! requests to the PXE boot server port 4011. In proxy mode another DHCP server hands out
-//! the addresses, so this is the only place the install routes can learn where a host is
-//! (its `[[hosts]] address`, when set, comes first; in full mode its lease does).
+//! Proxy mode: the addresses `[[hosts]]` entries boot from, as learned from their own DHCP
+//! requests. In proxy mode another DHCP server hands out the addresses, so this is the only
+//! place the install routes can learn where a host is (its `[[hosts]] address`, when set,
+//! comes first; in full mode its lease does).
 //!
 //! What is learned, and how far it can be trusted:
-//! - A PXE ROM or iPXE that got a ProxyDHCP offer asks the boot server on port 4011 with a
-//!   REQUEST (or INFORM) sent from the address it was just given, which it also writes in
-//!   `ciaddr`. Only such a request is taken: answered (a PXE or HTTP boot client with a boot
-//!   file), from a usable source address equal to its `ciaddr`, naming a `[[hosts]]` entry
-//!   (by MAC, else UUID). Nothing is learned from port 67 (a DISCOVER has no address yet) or
-//!   in full mode (leases say it better).
-//! - A claim lives [`LEARNED_TTL_SECS`]: the ROM's request, the chained iPXE's own request a
-//!   few seconds later and its script fetch all fall inside; an address learned last week
-//!   says nothing about today.
-//! - UDP source addresses are not checked by anyone: a machine on the segment can send a
-//!   request naming another host's MAC from its own address. If the host itself boots inside
-//!   the same window its own request contradicts the claim: two addresses for one host
-//!   within [`LEARNED_TTL_SECS`] is a conflict, the host has no learned address until the
-//!   window has passed since the last claim, it is counted and logged (rate-limited). What is
-//!   left is the window where the real host is not booting: a forger then gets what the host
-//!   would get. That is the limit of what a proxy can know; `[[hosts]] address` (the real
-//!   DHCP server's reservation) closes it, and SECURITY.md says so.
+//! - A PXE ROM or iPXE takes its address with a REQUEST to the server that offered it; in the
+//!   SELECTING state that REQUEST is broadcast, so we see it on port 67: its option 50 names
+//!   the address it is taking. (iPXE does this for its own DHCP after the chain, just before
+//!   it fetches its script; it sends no port-4011 request when our proxy offer already names
+//!   the boot file, as ours do.)
+//! - A client that asks the boot server on port 4011 does so from its new address and names
+//!   it in `ciaddr`: a REQUEST or INFORM answered there whose source equals its `ciaddr`.
+//! - Only requests the responder judges PXE or HTTP boot clients, naming a `[[hosts]]` entry
+//!   (by MAC, else UUID), in proxy mode (full mode has leases).
+//! - A claim lives [`LEARNED_TTL_SECS`]: the ROM's DHCP, the chained iPXE's own DHCP a few
+//!   seconds later and its script fetch all fall inside; an address learned last week says
+//!   nothing about today.
+//! - Nobody checks a DHCP request's sender: a machine on the segment can send one naming
+//!   another host's MAC and its own address. If the host itself boots inside the same window
+//!   its own request contradicts the claim: two addresses for one host within
+//!   [`LEARNED_TTL_SECS`] is a conflict, the host has no learned address until the window has
+//!   passed since the last claim, it is counted and logged (rate-limited). What is left is the
+//!   window where the real host is not booting: a forger then gets what the host would get.
+//!   That is the limit of what a proxy can know; `[[hosts]] address` (the real DHCP server's
+//!   reservation) closes it, and SECURITY.md says so.
 //!
 //! The table holds only `[[hosts]]` entries (keys as [`crate::hosts::HostConfig::key`]), so
 //! it is bounded by the configuration; expired entries are dropped as new ones arrive.
@@ -39,7 +42,7 @@ const CONFLICT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 metrics::counters! {
     LearnedMetrics, LearnedSnapshot, "learned addresses";
-    /// Port-4011 requests an address was learned (or refreshed) from.
+    /// Requests an address was learned (or refreshed) from.
     learned,
     /// Claims of a second address for a host inside the window: its address is withheld.
     conflicts,
@@ -102,9 +105,9 @@ impl LearnedAddresses {
                     first = %claim.ip,
                     then = %ip,
                     held_back = held,
-                    "two addresses claimed one host on port 4011 (a forged request?): its \
-                     install token is withheld for {LEARNED_TTL_SECS} s; give it `address` \
-                     in its [[hosts]] entry to stop relying on what it claims"
+                    "two addresses claimed for one host in its DHCP requests (a forged \
+                     request?): its install token is withheld for {LEARNED_TTL_SECS} s; give \
+                     it `address` in its [[hosts]] entry to stop relying on what it claims"
                 );
             }
         }

@@ -280,7 +280,7 @@ impl<S: LeaseStore> DhcpServer<S> {
         Arc::clone(self.responder.metrics())
     }
 
-    /// Where the responder records the addresses hosts ask from on port 4011 (proxy mode).
+    /// Where the responder records the addresses hosts' requests name (proxy mode).
     pub fn set_learned(&mut self, learned: Arc<crate::dhcp::learned::LearnedAddresses>) {
         self.responder.set_learned(learned);
     }

@@ -278,7 +278,7 @@ fn reinstall_rotates_the_token() {
 }
 
 /// The script with the token goes only to the host's own address: its reservation (n1), its
-/// lease (n2), the address its port-4011 request came from (proxy mode); a stranger, and
+/// lease (n2), the address its own DHCP requests named (proxy mode); a stranger, and
 /// anyone asking for a host with no known address (n3), gets an unknown machine's script.
 #[test]
 fn scripts_go_only_to_the_hosts_address() {
@@ -316,7 +316,7 @@ fn scripts_go_only_to_the_hosts_address() {
     let n1 = store.current_token(host(&s, N1)).unwrap().hex();
     assert!(!anonymous.body.contains(&n1));
 
-    // Proxy mode: n3 asked on port 4011 from 10.0.0.77; then its script goes there only.
+    // Proxy mode: n3 took 10.0.0.77; then its script goes there only.
     let learned = Arc::new(LearnedAddresses::default());
     let s = s.with_learned(Some(Arc::clone(&learned)));
     learned.learn(
@@ -328,7 +328,7 @@ fn scripts_go_only_to_the_hosts_address() {
     let q = "uuid=4c4c4544-0031-3510-8047-b4c04f4d3232";
     assert!(script(&s, q, "10.0.0.77").body.contains("/install/uuid:"));
     assert_eq!(script(&s, q, STRANGER), anonymous);
-    // Someone else claims n3 on port 4011: nobody gets its script for a while.
+    // Someone else claims n3: nobody gets its script for a while.
     learned.learn(
         "uuid:4c4c4544-0031-3510-8047-b4c04f4d3232",
         "n3",

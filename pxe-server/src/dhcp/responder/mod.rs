@@ -122,7 +122,7 @@ pub struct Responder<S: LeaseStore> {
     pools: Vec<Pool>,
     store: S,
     metrics: Arc<DhcpMetrics>,
-    /// Proxy mode: where `[[hosts]]` entries ask from on port 4011 (for the install routes).
+    /// Proxy mode: where `[[hosts]]` entries are, from their requests (for the install routes).
     learned: Option<Arc<crate::dhcp::learned::LearnedAddresses>>,
 }
 
@@ -149,7 +149,7 @@ impl<S: LeaseStore> Responder<S> {
         r
     }
 
-    /// Where to record the addresses hosts ask from on port 4011 in proxy mode (see
+    /// Where to record the addresses hosts' requests name in proxy mode (see
     /// [`crate::dhcp::learned`]).
     pub fn set_learned(&mut self, learned: Arc<crate::dhcp::learned::LearnedAddresses>) {
         self.learned = Some(learned);

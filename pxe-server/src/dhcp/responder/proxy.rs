@@ -38,18 +38,21 @@ impl<S: LeaseStore> Responder<S> {
         );
         add_boot(&mut m, req, &boot);
         metrics::inc(&self.metrics.pxe_boot_acks);
-        self.learn_address(ctx);
+        // Sent from the address it names in ciaddr: the host is there.
+        let src = *ctx.meta.src.ip();
+        if ctx.req.ciaddr == src {
+            self.learn_address(ctx, src);
+        }
         emit(&m, out, ctx.meta.src, false, ctx.meta.ifindex)
     }
 
-    /// Proxy mode: a known host asking from the address it names in `ciaddr` is there (see
-    /// [`crate::dhcp::learned`] for what that is worth).
-    fn learn_address(&self, ctx: &Ctx<'_, '_>) {
+    /// Proxy mode: records that a known host is at `ip` (see [`crate::dhcp::learned`] for
+    /// what that is worth).
+    fn learn_address(&self, ctx: &Ctx<'_, '_>, ip: Ipv4Addr) {
         let (Some(learned), Some(i)) = (&self.learned, ctx.host) else {
             return;
         };
-        let ip = *ctx.meta.src.ip();
-        if self.cfg.mode != DhcpMode::Proxy || !usable(ip) || ctx.req.ciaddr != ip {
+        if self.cfg.mode != DhcpMode::Proxy || !usable(ip) {
             return;
         }
         let host = self.cfg.hosts.get(i);
@@ -68,7 +71,14 @@ impl<S: LeaseStore> Responder<S> {
         let answer = match req.msg_type {
             MessageType::Discover => MessageType::Offer,
             MessageType::Request if req.server_id == Some(ctx.server_ip) => MessageType::Ack,
-            MessageType::Request => return Action::NoResponse(NoResponse::NotForUs),
+            MessageType::Request => {
+                // Its REQUEST to the server that gives the addresses (broadcast, so we see it)
+                // names the address it is taking.
+                if let Some(ip) = req.requested_ip {
+                    self.learn_address(ctx, ip);
+                }
+                return Action::NoResponse(NoResponse::NotForUs);
+            }
             t => return Action::NoResponse(NoResponse::UnexpectedType(t)),
         };
         let Some(boot) = self.select_boot(ctx) else {
