@@ -6,7 +6,8 @@
 # - http_request: request heads as curl, iPXE and UEFI HTTP boot send them, with ranges,
 #   validators (`{etag}` and `{date}` stand for the path's own, see the target) and the
 #   traversal attempts the router must refuse;
-# - install_routes: request lines as iPXE, an installer and its callback send them;
+# - install_routes: request lines as iPXE, an installer and its callback send them, from the
+#   host's address or a stranger's, with right and wrong tokens;
 # - xdp_decision and dhcp_roundtrip: frames and DHCP requests built from pxe_ebpf::vectors
 #   (pxe-ebpf's ignored test `write_fuzz_seeds`).
 #
@@ -50,16 +51,21 @@ seed http_request symlink-dir-out $'GET /parent/secret HTTP/1.1\r\n'"$H"$'\r\n'
 seed http_request symlink-absolute $'GET /absolute-inside HTTP/1.1\r\n'"$H"$'\r\n'
 seed http_request backslash $'GET /boot%5c..%5csecret HTTP/1.1\r\n'"$H"$'\r\n'
 
+# install_routes: `@PEER` sets the request's source address (n1's is 10.0.0.21; else a
+# stranger's), `{t1}`..`{t4}` stand for the hosts' install tokens (see the target).
 seed install_routes ipxe-first $'GET /boot.ipxe'
-seed install_routes ipxe-n1-install $'GET /boot.ipxe?mac=52-54-a1-b2-c3-d4&uuid='
+seed install_routes ipxe-n1-install $'@10.0.0.21 GET /boot.ipxe?mac=52-54-a1-b2-c3-d4&uuid='
+seed install_routes ipxe-n1-stranger $'GET /boot.ipxe?mac=52-54-a1-b2-c3-d4&uuid='
 seed install_routes ipxe-both-ids $'GET /boot.ipxe?mac=52-54-a1-b2-c3-f6&uuid=5a5b5c5d-6e6f-7071-8283-a4a5b6b7c8c9'
 seed install_routes ipxe-uuid $'GET /boot.ipxe?uuid=4C4C4544-3135-3510-8047-B4C04F4D3232'
 seed install_routes ipxe-unknown $'GET /boot.ipxe?mac=02-00-00-00-00-99&uuid=00000000-0000-0000-0000-000000000000'
-seed install_routes kickstart-then-done $'GET /boot.ipxe?mac=52-54-a1-b2-c3-d4\nGET /install/mac:52:54:a1:b2:c3:d4/ks.cfg\nPOST /done/mac:52:54:a1:b2:c3:d4\nGET /boot.ipxe?mac=52-54-a1-b2-c3-d4'
-seed install_routes cloud-init $'GET /install/uuid:5a5b5c5d-6e6f-7071-8283-a4a5b6b7c8c9/cloud/user-data\nGET /done/uuid%3A5a5b5c5d-6e6f-7071-8283-a4a5b6b7c8c9'
-seed install_routes script-by-key $'GET /install/52-54-a1-b2-c3-e5/ipxe/install.ipxe'
-seed install_routes unknown-done $'POST /done/mac:02:00:00:00:00:99\nGET /install/mac:02:00:00:00:00:99/ks.cfg'
-seed install_routes hostile $'GET /boot.ipxe?mac=%zz\nGET /install/mac:52:54:a1:b2:c3:d4/%2e%2e%2fetc%2fpasswd\nGET /install/%ff/ks.cfg\nDELETE /done/x\nPUT /boot.ipxe'
+seed install_routes kickstart-then-done $'@10.0.0.21 GET /boot.ipxe?mac=52-54-a1-b2-c3-d4\n@10.0.0.21 GET /install/mac:52:54:a1:b2:c3:d4/{t1}/ks.cfg\n@10.0.0.21 POST /done/mac:52:54:a1:b2:c3:d4/{t1}\n@10.0.0.21 GET /boot.ipxe?mac=52-54-a1-b2-c3-d4'
+seed install_routes cloud-init $'GET /install/uuid:5a5b5c5d-6e6f-7071-8283-a4a5b6b7c8c9/{t4}/cloud/user-data\nPOST /done/uuid%3A5a5b5c5d-6e6f-7071-8283-a4a5b6b7c8c9/{t4}'
+seed install_routes script-by-key $'GET /install/52-54-a1-b2-c3-e5/{t2}/ipxe/install.ipxe'
+seed install_routes unknown-done $'POST /done/mac:02:00:00:00:00:99/{t1}\nGET /install/mac:02:00:00:00:00:99/{t1}/ks.cfg'
+seed install_routes bad-tokens $'GET /install/mac:52:54:a1:b2:c3:d4/{t2}/ks.cfg\nPOST /done/mac:52:54:a1:b2:c3:d4/00000000000000000000000000000000\nGET /install/mac:52:54:a1:b2:c3:d4/ks.cfg\nPOST /done/mac:52:54:a1:b2:c3:d4'
+seed install_routes done-by-get $'GET /done/mac:52:54:a1:b2:c3:d4/{t1}\nPUT /done/mac:52:54:a1:b2:c3:d4/{t1}'
+seed install_routes hostile $'GET /boot.ipxe?mac=%zz\nGET /install/mac:52:54:a1:b2:c3:d4/%2e%2e%2fetc%2fpasswd\nGET /install/%ff/{t1}/ks.cfg\nDELETE /done/x\nPUT /boot.ipxe'
 
 FUZZ_CORPUS="$PWD/$CORPUS" cargo test -q -p pxe-ebpf --lib tests::write_fuzz_seeds -- --ignored --exact
 

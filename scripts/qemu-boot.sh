@@ -429,12 +429,16 @@ if [ "$result" = pass ] && [ "$HTTP" -eq 1 ]; then
     if [ "$http_bytes" -lt "$want" ] || [ "$scripts" -lt 1 ]; then
         result=http-missing
     else
+        # The callback URL holds the host's install token: the operator's view of it is
+        # `pxe-server host ... show` (root, through the control socket).
         key="mac:$VM_MAC"
-        ip netns exec "$NS_SRV" curl -sS --fail -X POST "http://$SRV_IP/done/$key" \
+        show() { "$BIN" host "vm-$FIRMWARE" show --json --config "$CONF" 2>> "$LOGDIR/host.log"; }
+        field() { python3 -c 'import json,sys; print(json.load(sys.stdin)["hosts"][0][sys.argv[1]])' "$1"; }
+        token=$(show | field token || true)
+        ip netns exec "$NS_SRV" curl -sS --fail -X POST "http://$SRV_IP/done/$key/$token" \
             > "$LOGDIR/callback.txt" 2>&1 || result=http-callback
-        ip netns exec "$NS_SRV" curl -sS --fail "http://$SRV_IP/boot.ipxe?mac=${VM_MAC//:/-}" \
-            > "$LOGDIR/next-script.ipxe" 2>&1 || result=http-callback
-        if [ "$result" = pass ] && grep -q sanboot "$LOGDIR/next-script.ipxe"; then
+        next_boot=$(show | field next_boot || true)
+        if [ "$result" = pass ] && [ "$next_boot" = local ]; then
             HTTP_NOTE="$HTTP_NOTE (kernel+initrd over HTTP: $http_bytes bytes; after the callback the next script boots the local disk)"
         else
             result=http-callback

@@ -1,19 +1,26 @@
 //! A sequence of requests through the install routes (`InstallService::handle`, sans-IO), with
 //! a fixed configuration of four hosts and two templates of our own, over an in-memory lease
 //! database. Every input starts from the configured next boots: they are set again before it
-//! (a fresh database per input would cost most of the time, in redb's commits).
+//! (a fresh database per input would cost most of the time, in redb's commits). Each host's
+//! install token is made once, at the start.
 //!
-//! Input: one request per line, `METHOD TARGET` (a line without a space is a GET of it), the
-//! target split at its first `?` into path and query; at most 16 lines.
+//! Input: one request per line, `[@PEER ]METHOD TARGET` (a line without a space is a GET of
+//! it; PEER an IPv4 address, else the request comes from 10.0.0.99, a stranger), the target
+//! split at its first `?` into path and query; at most 16 lines. `{t1}` to `{t4}` in a target
+//! stand for the tokens of hosts 1 to 4 (what the host itself and its installer know; the
+//! fuzzer cannot guess 128 random bits, so this is how it reaches past the token check).
 //!
 //! Checks, for every request:
 //! - never a 5xx (every input here is a client's);
+//! - a host's token is in an answer only for a request that holds it already, or for that
+//!   host's iPXE script asked from its own address (n1, 10.0.0.21, is the only host with one);
 //! - an install script (the built-in `ipxe/install.ipxe`) only for a configured host that the
 //!   request names (its MAC or UUID is in the decoded request), and from `/boot.ipxe` only when
-//!   that host's next boot was `install`; a request that names no configured host never gets
-//!   an install script, a template or a recorded callback;
-//! - the next-boot state changes only through a 200 from `GET`/`POST /done/KEY`, for one host
-//!   the request names, and only to `local`.
+//!   that host's next boot was `install`;
+//! - a 200 from `/install/` or `/done/` only for a request that names a host and holds its
+//!   token; anything else there is the one 404, byte for byte;
+//! - the next-boot state changes only through a 200 from `POST /done/KEY/TOKEN`, for one host
+//!   the request names and whose token it holds, and only to `local`.
 //!
 //! "Names": the request, percent- and form-decoded, lower-cased, without `:` and `-`, holds the
 //! host's MAC or UUID in hex. Every byte of the configured MACs and UUIDs is at least 0x10, so
@@ -27,15 +34,19 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use pxe_server::config::Config;
 use pxe_server::hosts::{HostConfig, HostIndex, NextBoot};
-use pxe_server::install::InstallService;
+use pxe_server::install::{InstallService, Request};
 use pxe_server::nextboot::{NextBootStore, Record};
 
 const URL: &str = "http://10.0.0.1:8080";
+/// Where a request without `@PEER` comes from: no host's address.
+const STRANGER: &str = "10.0.0.99";
+/// n1's reserved address, the only host address known here.
+const N1_ADDRESS: &str = "10.0.0.21";
 const MAX_REQUESTS: usize = 16;
 
 const CONFIG: &str = "[tftp]\nroot = \"/\"\n\
     [boot]\nkernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n\
-    cmdline = \"inst.ks={{ server_url }}/install/{{ host.key }}/ks.cfg\"\n\
+    cmdline = \"inst.ks={{ host.install_url }}/ks.cfg\"\n\
     [[hosts]]\nmac = \"52:54:a1:b2:c3:d4\"\nhostname = \"n1\"\nnext_boot = \"install\"\naddress = \"10.0.0.21\"\n\
     [[hosts]]\nmac = \"52:54:a1:b2:c3:e5\"\nhostname = \"n2\"\n\
     [[hosts]]\nuuid = \"4c4c4544-3135-3510-8047-b4c04f4d3232\"\nhostname = \"n3\"\nnext_boot = \"install\"\n\
@@ -45,6 +56,8 @@ struct Fixture {
     hosts: Arc<HostIndex>,
     /// Each host's MAC and UUID in hex ([`ids`]).
     ids: Vec<Vec<String>>,
+    /// Each host's install token (hex).
+    tokens: Vec<String>,
     store: Arc<NextBootStore>,
     service: InstallService,
 }
@@ -63,7 +76,7 @@ fn fixture() -> &'static Fixture {
         std::fs::write(
             dir.join("cloud/user-data"),
             "#cloud-config\nhostname: {{ host.name }}\nphone_home:\n  url: \
-             {{ server_url }}/done/{{ host.key }}\n",
+             {{ host.done_url }}\n",
         )
         .unwrap();
         let text = format!("{CONFIG}[install]\ntemplates = \"{}\"\n", dir.display());
@@ -82,8 +95,14 @@ fn fixture() -> &'static Fixture {
             Some(db),
             Arc::default(),
         );
+        let tokens = hosts
+            .hosts()
+            .iter()
+            .map(|h| store.token(h).unwrap().unwrap().hex())
+            .collect();
         Fixture {
             ids: hosts.hosts().iter().map(ids).collect(),
+            tokens,
             hosts,
             store,
             service,
@@ -141,7 +160,29 @@ fuzz_target!(|data: &[u8]| {
         store.set(&hosts, action, 1_600_000_000).unwrap();
     }
     let text = String::from_utf8_lossy(data);
+    let not_found = service
+        .handle(&Request {
+            method: "GET",
+            path: "/install/x/y/z",
+            query: None,
+            server_url: URL,
+            peer: None,
+            now_unix: 1_700_000_000,
+        })
+        .unwrap();
     for (i, line) in text.split('\n').take(MAX_REQUESTS).enumerate() {
+        let (peer, line) = match line.strip_prefix('@').and_then(|l| l.split_once(' ')) {
+            Some((p, rest)) => match p.parse::<std::net::Ipv4Addr>() {
+                Ok(p) => (p, rest),
+                Err(_) => (STRANGER.parse().unwrap(), line),
+            },
+            None => (STRANGER.parse().unwrap(), line),
+        };
+        let mut line = line.to_owned();
+        for (j, t) in f.tokens.iter().enumerate() {
+            line = line.replace(&format!("{{t{}}}", j + 1), t);
+        }
+        let line = line.as_str();
         let (method, target) = line.split_once(' ').unwrap_or(("GET", line));
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -150,7 +191,15 @@ fuzz_target!(|data: &[u8]| {
         let hosts = f.hosts.hosts();
         let named = named(f, target);
         let before = state(store, &f.hosts);
-        let reply = service.handle(method, path, query, URL, 1_700_000_000 + i as u64);
+        let holds = |j: usize| target.contains(f.tokens[j].as_str());
+        let reply = service.handle(&Request {
+            method,
+            path,
+            query,
+            server_url: URL,
+            peer: Some(peer.into()),
+            now_unix: 1_700_000_000 + i as u64,
+        });
         let after = state(store, &f.hosts);
         let route = path.trim_start_matches('/');
 
@@ -160,7 +209,7 @@ fuzz_target!(|data: &[u8]| {
             .collect();
         if !changed.is_empty() {
             assert!(
-                route.starts_with("done/") && (method == "GET" || method == "POST"),
+                route.starts_with("done/") && method == "POST",
                 "{line:?} changed the next boot of {changed:?}"
             );
             assert_eq!(reply.as_ref().map(|r| r.status), Some(200), "{line:?}");
@@ -168,8 +217,8 @@ fuzz_target!(|data: &[u8]| {
             let j = changed[0];
             assert_eq!(after[j].0, NextBoot::Local, "{line:?}: not to local");
             assert!(
-                named.contains(&j),
-                "{line:?} changed {}, which it does not name",
+                named.contains(&j) && holds(j),
+                "{line:?} changed {}, which it does not name with its token",
                 hosts[j].label()
             );
         }
@@ -178,8 +227,25 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         assert!(reply.status < 500, "{line:?}: {reply:?}");
-        if reply.status == 200 && (route.starts_with("done/") || route.starts_with("install/")) {
-            assert!(!named.is_empty(), "{line:?} names no host: {reply:?}");
+        if route.starts_with("done/") || route.starts_with("install/") {
+            if reply.status == 200 {
+                assert!(
+                    named.iter().any(|&j| holds(j)),
+                    "{line:?} names no host with its token: {reply:?}"
+                );
+            } else if reply.status == 404 {
+                assert_eq!(reply, not_found, "{line:?}");
+            }
+        }
+        // No token leaves but to whoever holds it, or in the host's script to its address.
+        for (j, t) in f.tokens.iter().enumerate() {
+            if reply.body.contains(t.as_str()) && !holds(j) {
+                assert!(
+                    route == "boot.ipxe" && j == 0 && peer.to_string() == N1_ADDRESS,
+                    "{line:?} from {peer}: the token of {} in {reply:?}",
+                    hosts[j].label()
+                );
+            }
         }
         if route.starts_with("done/") && reply.status == 200 {
             assert!(

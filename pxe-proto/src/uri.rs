@@ -9,8 +9,8 @@ pub fn percent_decode(raw: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
     while let Some(&b) = raw.get(i) {
         match b {
             b'%' => {
-                let hi = raw.get(i + 1).copied().and_then(hex)?;
-                let lo = raw.get(i + 2).copied().and_then(hex)?;
+                let hi = raw.get(i + 1).copied().and_then(hex_digit)?;
+                let lo = raw.get(i + 2).copied().and_then(hex_digit)?;
                 out.push(hi << 4 | lo);
                 i += 3;
             }
@@ -27,7 +27,8 @@ pub fn percent_decode(raw: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hex digit (either case).
+pub fn hex_digit(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

@@ -4,7 +4,8 @@
 //! callback change it, and the change is persisted (fsync) in the lease database's file, in
 //! table `next_boot`, before it is acknowledged.
 //!
-//! Records are kept under each host's key ([`HostConfig::key`]).
+//! Records are kept under each host's key ([`HostConfig::key`]). The same file holds each
+//! host's install token (table `install_tokens`, see [`tokens`]), rotated by `reinstall`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::dhcp::leases::LeaseError;
 use crate::hosts::{HostConfig, HostIndex, NextBoot};
+
+mod tokens;
+pub use tokens::{RandomError, TOKEN_BYTES, Token};
+
+/// Why host state was not changed: the database, or (for a new token) the OS random source.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Db(#[from] LeaseError),
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
 
 /// `key -> [action, changed_unix (8 bytes, big endian)]`.
 const NEXT_BOOT: TableDefinition<&str, &[u8]> = TableDefinition::new("next_boot");
@@ -41,10 +54,11 @@ pub struct Record {
     pub changed_unix: u64,
 }
 
-/// The persisted next-boot actions, with an in-memory copy for reads.
+/// The persisted next-boot actions and install tokens, with an in-memory copy for reads.
 pub struct NextBootStore {
     db: Arc<Database>,
     mem: Mutex<HashMap<String, Record>>,
+    tokens: Mutex<HashMap<String, Token>>,
 }
 
 impl std::fmt::Debug for NextBootStore {
@@ -54,15 +68,20 @@ impl std::fmt::Debug for NextBootStore {
 }
 
 impl NextBootStore {
-    /// Opens the table in `db` (creating it) and loads every record; records that do not
-    /// decode are skipped with a warning (the host falls back to its config default).
+    /// Opens the tables in `db` (creating them: a database of an older version gets its
+    /// `install_tokens` table here) and loads every record; records that do not decode are
+    /// skipped with a warning (the host falls back to its config default, or gets a new
+    /// token).
     pub fn open(db: Arc<Database>) -> Result<Self, LeaseError> {
         let txn = db.begin_write()?;
         txn.open_table(NEXT_BOOT)?;
+        txn.open_table(tokens::INSTALL_TOKENS)?;
         txn.commit()?;
         let mut mem = HashMap::new();
+        let tokens;
         {
             let read = db.begin_read()?;
+            tokens = tokens::load(&read.open_table(tokens::INSTALL_TOKENS)?)?;
             let table = read.open_table(NEXT_BOOT)?;
             for row in table.iter()? {
                 let (k, v) = row?;
@@ -78,6 +97,7 @@ impl NextBootStore {
         Ok(NextBootStore {
             db,
             mem: Mutex::new(mem),
+            tokens: Mutex::new(tokens),
         })
     }
 
@@ -106,6 +126,33 @@ impl NextBootStore {
         action: NextBoot,
         now_unix: u64,
     ) -> Result<usize, LeaseError> {
+        self.commit(hosts, action, &[], now_unix)
+    }
+
+    /// [`set`](Self::set) `install` for `hosts` and give each a new install token, in one
+    /// commit (even a host already at `install` gets a new token): URLs rendered before stop
+    /// working as soon as this returns. Returns how many next-boot actions changed.
+    pub fn reinstall(&self, hosts: &[&HostConfig], now_unix: u64) -> Result<usize, StateError> {
+        let mut keys: Vec<String> = hosts.iter().filter_map(|h| h.key()).collect();
+        keys.sort();
+        keys.dedup();
+        let fresh = tokens::fresh(&keys)?;
+        // Held across the commit: a host's first token made meanwhile ([`Self::token`]) cannot
+        // land in the database after these and be shadowed by them in memory.
+        let mut published = self.tokens();
+        let changed = self.commit(hosts, NextBoot::Install, &fresh, now_unix)?;
+        published.extend(fresh);
+        Ok(changed)
+    }
+
+    /// Sets `action` for `hosts` and writes `new_tokens`, in one durable commit.
+    fn commit(
+        &self,
+        hosts: &[&HostConfig],
+        action: NextBoot,
+        new_tokens: &[(String, Token)],
+        now_unix: u64,
+    ) -> Result<usize, LeaseError> {
         let mut changes: Vec<String> = Vec::new();
         {
             let mem = self.mem();
@@ -118,7 +165,7 @@ impl NextBootStore {
                 }
             }
         }
-        if changes.is_empty() {
+        if changes.is_empty() && new_tokens.is_empty() {
             return Ok(0);
         }
         let record = Record {
@@ -133,6 +180,7 @@ impl NextBootStore {
                 table.insert(k.as_str(), &bytes[..])?;
             }
         }
+        tokens::write(&txn, new_tokens)?;
         txn.commit()?;
         let mut mem = self.mem();
         for k in &changes {
@@ -198,6 +246,63 @@ mod tests {
         assert_eq!(decode(&[9, 0, 0, 0, 0, 0, 0, 0, 0]), None);
         assert_eq!(decode(&[1, 0]), None);
     }
+
+    /// A database written before install tokens (leases and next-boot records, no
+    /// `install_tokens` table) opens; its records stay; each host gets a token when first
+    /// needed, kept across restarts; `reinstall` replaces it, durably.
+    #[test]
+    fn a_database_without_tokens_gets_them() {
+        use redb::TableHandle;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("leases.redb");
+        let h = hosts();
+        {
+            // The previous version's file: its lease tables and one next-boot record.
+            let db = Arc::new(Database::create(&path).unwrap());
+            crate::dhcp::leases::RedbLeaseStore::open_shared(Arc::clone(&db)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(NEXT_BOOT)
+                .unwrap()
+                .insert(
+                    h[0].key().unwrap().as_str(),
+                    &encode(Record {
+                        action: NextBoot::Install,
+                        changed_unix: 5,
+                    })[..],
+                )
+                .unwrap();
+            txn.commit().unwrap();
+            let read = db.begin_read().unwrap();
+            let tables: Vec<String> = read
+                .list_tables()
+                .unwrap()
+                .map(|t| t.name().to_owned())
+                .collect();
+            assert!(!tables.iter().any(|t| t == "install_tokens"), "{tables:?}");
+        }
+        let open = || NextBootStore::open(Arc::new(Database::create(&path).unwrap())).unwrap();
+        let first = {
+            let store = open();
+            assert_eq!(store.action(&h[0]), NextBoot::Install);
+            assert_eq!(store.current_token(&h[0]), None);
+            let t = store.token(&h[0]).unwrap().unwrap();
+            assert_eq!(store.token(&h[0]).unwrap(), Some(t));
+            assert_eq!(store.current_token(&h[0]), Some(t));
+            assert_ne!(store.token(&h[1]).unwrap(), Some(t));
+            t
+        };
+        let second = {
+            let store = open();
+            assert_eq!(store.current_token(&h[0]), Some(first));
+            assert_eq!(store.record(&h[0]).map(|r| r.changed_unix), Some(5));
+            // Already to install: no next-boot change, but a new token all the same.
+            assert_eq!(store.reinstall(&[&h[0]], 9).unwrap(), 0);
+            let t = store.current_token(&h[0]).unwrap();
+            assert_ne!(t, first);
+            t
+        };
+        assert_eq!(open().current_token(&h[0]), Some(second));
+    }
 }
 
 /// The answer to a `host` request: `{"ok": true, "changed": N, "hosts": [...]}` when carried
@@ -247,6 +352,10 @@ pub struct HostRow {
     pub next_boot: NextBoot,
     /// When its next boot was last set (none: the config's default applies).
     pub changed_unix: Option<u64>,
+    /// Its install token (`show` only: the control socket is root's, the offline CLI needs
+    /// the database file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// What `pxe-server host SELECTOR ACTION` asks.
@@ -299,28 +408,34 @@ pub fn host_command(
     };
     let chosen: Vec<&HostConfig> = picked.iter().map(|&i| hosts.get(i)).collect();
     let changed = match action {
-        HostAction::Show => 0,
-        HostAction::Reinstall | HostAction::Local => {
-            let to = if action == HostAction::Reinstall {
-                NextBoot::Install
-            } else {
-                NextBoot::Local
-            };
-            match store.set(&chosen, to, now_unix) {
-                Ok(n) => n,
-                Err(e) => return HostAnswer::refused(format!("not recorded: {e}")),
-            }
-        }
+        HostAction::Show => Ok(0),
+        HostAction::Reinstall => store.reinstall(&chosen, now_unix),
+        HostAction::Local => store
+            .set(&chosen, NextBoot::Local, now_unix)
+            .map_err(StateError::from),
     };
-    let rows = chosen
-        .iter()
-        .map(|h| HostRow {
+    let changed = match changed {
+        Ok(n) => n,
+        Err(e) => return HostAnswer::refused(format!("not recorded: {e}")),
+    };
+    let mut rows = Vec::with_capacity(chosen.len());
+    for h in &chosen {
+        let token = if action == HostAction::Show {
+            match store.token(h) {
+                Ok(t) => t.map(|t| t.hex()),
+                Err(e) => return HostAnswer::refused(format!("no install token: {e}")),
+            }
+        } else {
+            None
+        };
+        rows.push(HostRow {
             name: h.label(),
             key: h.key(),
             next_boot: store.action(h),
             changed_unix: store.record(h).map(|r| r.changed_unix),
-        })
-        .collect();
+            token,
+        });
+    }
     HostAnswer::done(changed, rows)
 }
 

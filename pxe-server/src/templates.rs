@@ -11,7 +11,11 @@
 //! The context a template sees ([`host_context`]):
 //! - `server_url`: how clients reach our HTTP service (`[install] server_url`);
 //! - `host`: `name`, `hostname`, `mac`, `uuid`, `address`, `key`, `next_boot` (strings or
-//!   none);
+//!   none), and the host's secret install URLs: `token` (32 hex digits), `install_url`
+//!   (`SERVER/install/KEY/TOKEN`: append `/ks.cfg`, `/preseed.cfg`, `/` for cloud-init) and
+//!   `done_url` (`SERVER/done/KEY/TOKEN`, the callback, POST only). A machine without an
+//!   entry (and a request from an address that is not the host's) renders with these three
+//!   none: the token goes only where it belongs;
 //! - `profile`: the host's boot profile over `[boot]`: `kernel`, `initrd`, `cmdline` (itself
 //!   rendered as a template first), the boot files;
 //! - `vars`: `[install] vars` overlaid with the host's `vars`.
@@ -235,7 +239,8 @@ fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, TemplateError> {
 }
 
 /// The rendering context for `host` (or the default profile alone when `None`): see the module
-/// documentation. `address` is the host's current address (a reservation or a lease), if known.
+/// documentation. `address` is the host's current address (a reservation or a lease), if known;
+/// `token` its install token (hex), which makes its `install_url` and `done_url`.
 /// The profile's `cmdline` is rendered here (it may use every other value).
 pub fn host_context(
     server_url: &str,
@@ -243,8 +248,10 @@ pub fn host_context(
     install_vars: &toml::Table,
     host: Option<&HostConfig>,
     address: Option<std::net::Ipv4Addr>,
+    token: Option<&str>,
     next_boot: NextBoot,
 ) -> Result<serde_json::Value, minijinja::Error> {
+    let server_url = server_url.trim_end_matches('/');
     let profile = match host {
         Some(h) => h.boot.or(default_profile),
         None => default_profile.clone(),
@@ -259,17 +266,27 @@ pub fn host_context(
         }
     }
     let address = address.or_else(|| host.and_then(|h| h.address));
+    let key = host.and_then(HostConfig::key);
+    let token = token.filter(|_| key.is_some());
+    let url = |route: &str| {
+        key.as_deref()
+            .zip(token)
+            .map(|(k, t)| format!("{server_url}/{route}/{k}/{t}"))
+    };
     let host_json = serde_json::json!({
         "name": host.map_or_else(|| "unknown".to_owned(), HostConfig::label),
         "hostname": host.and_then(|h| h.hostname.clone()),
         "mac": host.and_then(|h| h.mac).map(|m| m.to_string()),
         "uuid": host.and_then(|h| h.uuid).map(|u| u.to_string()),
         "address": address.map(|a| a.to_string()),
-        "key": host.and_then(HostConfig::key),
+        "key": key,
         "next_boot": next_boot.name(),
+        "token": token,
+        "install_url": url("install"),
+        "done_url": url("done"),
     });
     let mut ctx = serde_json::json!({
-        "server_url": server_url.trim_end_matches('/'),
+        "server_url": server_url,
         "host": host_json,
         "vars": vars,
         "profile": {
@@ -325,10 +342,12 @@ mod tests {
         BootProfile {
             kernel: Some("vmlinuz".into()),
             initrd: Some("initrd.img".into()),
-            cmdline: Some("inst.ks={{ server_url }}/install/{{ host.key }}/ks.cfg quiet".into()),
+            cmdline: Some("inst.ks={{ host.install_url }}/ks.cfg quiet".into()),
             ..BootProfile::default()
         }
     }
+
+    const TOKEN: &str = "00112233445566778899aabbccddeeff";
 
     /// The example templates shipped in config/templates render for a host with every
     /// optional value and for one with none (strict mode: a typo would fail here), and each
@@ -356,10 +375,11 @@ mod tests {
                 &site,
                 Some(h),
                 None,
+                Some(TOKEN),
                 NextBoot::Install,
             )
             .unwrap();
-            let done = format!("http://10.0.0.1/done/mac:{}", h.mac.unwrap());
+            let done = format!("http://10.0.0.1/done/mac:{}/{TOKEN}", h.mac.unwrap());
             let ks = t.render("ks.cfg", &ctx).unwrap();
             let post = &ks[ks.find("%post").expect("a %post section")..];
             assert!(
@@ -373,7 +393,7 @@ mod tests {
                 .collect();
             assert_eq!(late.len(), 1, "{preseed}");
             assert!(
-                late[0].ends_with(&format!("wget -q -O /dev/null {done}")),
+                late[0].ends_with(&format!("wget -q -O /dev/null --post-data=done {done}")),
                 "{preseed}"
             );
             let user_data = t.render("user-data", &ctx).unwrap();
@@ -436,6 +456,7 @@ mod tests {
             &site,
             Some(&a),
             None,
+            Some(TOKEN),
             NextBoot::Install,
         )
         .unwrap();
@@ -445,6 +466,7 @@ mod tests {
             &site,
             Some(&b),
             Some("10.0.0.77".parse().unwrap()),
+            Some(TOKEN),
             NextBoot::Install,
         )
         .unwrap();
@@ -461,12 +483,31 @@ mod tests {
         assert!(
             script.contains(
                 "kernel http://10.0.0.1/vmlinuz initrd=initrd \
-                 inst.ks=http://10.0.0.1/install/mac:52:54:00:00:00:01/ks.cfg quiet\n"
+                 inst.ks=http://10.0.0.1/install/mac:52:54:00:00:00:01/00112233445566778899aabbccddeeff/ks.cfg quiet\n"
             ),
             "{script}"
         );
         assert!(script.contains("initrd --name initrd http://10.0.0.1/initrd.img\n"));
         assert!(t.render(IPXE_LOCAL, &ca).unwrap().contains("sanboot"));
+        assert_eq!(ca["host"]["token"], TOKEN);
+        assert_eq!(
+            ca["host"]["done_url"],
+            format!("http://10.0.0.1/done/mac:52:54:00:00:00:01/{TOKEN}")
+        );
+        // No token (a stranger's request, a machine without an entry): no secret URLs.
+        let bare = host_context(
+            "http://10.0.0.1",
+            &BootProfile::default(),
+            &site,
+            Some(&a),
+            None,
+            None,
+            NextBoot::Install,
+        )
+        .unwrap();
+        for k in ["token", "install_url", "done_url"] {
+            assert!(bare["host"][k].is_null(), "{k}: {bare}");
+        }
         t.check([("n1".to_owned(), &ca), ("n2".to_owned(), &cb)])
             .unwrap();
     }
@@ -492,6 +533,7 @@ mod tests {
             &toml::Table::new(),
             Some(&h),
             None,
+            None,
             NextBoot::Local,
         )
         .unwrap();
@@ -515,6 +557,7 @@ mod tests {
                 &p,
                 &toml::Table::new(),
                 Some(&h),
+                None,
                 None,
                 NextBoot::Local
             )

@@ -912,94 +912,202 @@ fn host_next_boot_through_the_server_and_offline() {
     drop(server);
 }
 
-/// Install automation over HTTP, with curl as the machines: two hosts get different rendered
-/// kickstarts, `/boot.ipxe` follows each host's next boot, the installer's callback flips a
-/// host to the local disk, the flip survives a restart, and `pxe-server host ... reinstall`
-/// brings the install back.
+/// Install automation over HTTP on one segment with curl as the machines, and per-host
+/// secrets. gpu1 takes a lease from the server (dhclient, its MAC); cpu1 has a reservation and
+/// is the second machine on the segment. gpu1 gets its iPXE script with its install token,
+/// its kickstart (whose callback URL holds the token), and flips its next boot with POST.
+/// cpu1 asks for gpu1's script and gets an unknown machine's, with no token; with a guessed
+/// token, its own token, and (after `pxe-server host gpu1 reinstall`) gpu1's old token it gets
+/// the same 404 for gpu1's kickstart and callback, and gpu1's next boot does not move. The
+/// state and the token survive a crash; `reinstall` brings the install back with a new token.
 #[test]
 #[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
-fn install_templates_and_boot_once_reinstall_over_http() {
-    let lan = Lan::new(10, true);
-    let d = lan.dir();
+fn install_secrets_hold_against_a_second_machine() {
+    let net = 10;
+    let segment = lan(&[
+        ("srv", "ds", Some("10.78.10.1/24")),
+        ("gpu1", "g1", None),
+        ("cpu1", "c1", Some("10.78.10.21/24")),
+    ]);
+    let [srv, gpu1, cpu1] = &segment.hosts[..] else {
+        unreachable!()
+    };
+    set_mac(gpu1, "g1", "52:54:00:00:10:01");
+    set_mac(cpu1, "c1", "52:54:00:00:10:02");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
     std::fs::create_dir_all(d.join("tftp")).unwrap();
     std::fs::create_dir_all(d.join("templates")).unwrap();
     std::fs::write(
         d.join("templates/ks.cfg"),
         "network --bootproto=dhcp --hostname={{ host.hostname }}\n\
          {% if vars.role == \"gpu\" %}%packages\ncuda\n%end\n{% endif %}\
-         %post\ncurl -X POST {{ server_url }}/done/{{ host.key }}\n%end\n",
+         rootpw --iscrypted {{ vars.rootpw }}\n\
+         %post\ncurl -X POST {{ host.done_url }}\n%end\n",
     )
     .unwrap();
-    let srv = "10.78.10.1";
+    let srv_ip = "10.78.10.1";
     let config = format!(
         "{}kernel = \"vmlinuz\"\ninitrd = \"initrd.img\"\n\
-         cmdline = \"inst.ks={{{{ server_url }}}}/install/{{{{ host.key }}}}/ks.cfg\"\n\
-         [http]\nenabled = true\nlisten = [\"{srv}:80\"]\n\
-         [install]\ntemplates = \"{}/templates\"\nvars = {{ role = \"cpu\" }}\n\
+         cmdline = \"inst.ks={{{{ host.install_url }}}}/ks.cfg\"\n\
+         [http]\nenabled = true\nlisten = [\"{srv_ip}:80\"]\n\
+         [install]\ntemplates = \"{}/templates\"\nvars = {{ role = \"cpu\", rootpw = \"$6$salt$hash\" }}\n\
          [[hosts]]\nmac = \"52:54:00:00:10:01\"\nhostname = \"gpu1\"\nnext_boot = \"install\"\nvars = {{ role = \"gpu\" }}\n\
-         [[hosts]]\nmac = \"52:54:00:00:10:02\"\nhostname = \"cpu1\"\nnext_boot = \"install\"\n",
-        full_config(lan.net, d),
+         [[hosts]]\nmac = \"52:54:00:00:10:02\"\nhostname = \"cpu1\"\nnext_boot = \"install\"\naddress = \"10.78.10.21\"\n",
+        full_config(net, d),
         d.display()
     );
-    let mut server = PxeServer::start_with(&lan.srv, d, &config, ServeOptions::debug());
-    let curl = |args: &[&str]| -> String {
-        let mut cmd = lan.cli.command("curl");
-        cmd.args(["-sS", "--fail", "--max-time", "10"]).args(args);
+    let mut server = PxeServer::start_with(srv, d, &config, ServeOptions::debug());
+
+    // gpu1's lease: dhclient does not configure it (-sf /bin/true), the test does.
+    let r = dhclient(gpu1, d, "gpu1", None, "g1", Duration::from_secs(40));
+    assert!(r.success(), "dhclient failed:\n{}", r.all());
+    let gpu1_ip = r
+        .all()
+        .lines()
+        .find_map(|l| l.split("DHCPACK of ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no DHCPACK in:\n{}", r.all()))
+        .to_owned();
+    gpu1.ip(&["addr", "add", &format!("{gpu1_ip}/24"), "dev", "g1"]);
+
+    // curl from a machine: (status, body without its last newline).
+    let curl = |ns: &Netns, args: &[&str]| -> (u16, String) {
+        let mut cmd = ns.command("curl");
+        cmd.args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+            .args(args);
         let r = run(cmd, d, "curl", Duration::from_secs(20));
         assert!(r.success(), "curl {args:?}: {}", r.all());
-        r.stdout
+        let (body, code) = r.stdout.rsplit_once('\n').unwrap();
+        let body = body.strip_suffix('\n').unwrap_or(body);
+        (code.trim().parse().unwrap(), body.to_owned())
     };
-    let url = |p: &str| format!("http://{srv}{p}");
-    let ks1 = curl(&[&url("/install/mac:52:54:00:00:10:01/ks.cfg")]);
-    let ks2 = curl(&[&url("/install/52-54-00-00-10-02/ks.cfg")]);
-    assert_eq!(
-        ks1,
-        "network --bootproto=dhcp --hostname=gpu1\n%packages\ncuda\n%end\n\
-         %post\ncurl -X POST http://10.78.10.1:80/done/mac:52:54:00:00:10:01\n%end\n"
-    );
-    assert_eq!(
-        ks2,
-        "network --bootproto=dhcp --hostname=cpu1\n\
-         %post\ncurl -X POST http://10.78.10.1:80/done/mac:52:54:00:00:10:02\n%end\n"
-    );
-    // What iPXE is told: the plain URL chains with the identity, which gets the install.
-    let chain = curl(&[&url("/boot.ipxe")]);
+    let url = |p: &str| format!("http://{srv_ip}{p}");
+    let script = |ns: &Netns, mac: &str| {
+        let (code, body) = curl(ns, &[&url(&format!("/boot.ipxe?mac={mac}&uuid="))]);
+        assert_eq!(code, 200, "{body}");
+        body
+    };
+    // The operator's view of a host's token: `pxe-server host NAME show --json` (root,
+    // through the running server's control socket).
+    let host = |name: &str, args: &[&str]| {
+        let out = Command::new(server_bin())
+            .args(["host", name])
+            .args(args)
+            .arg("--config")
+            .arg(d.join("pxe.toml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let token_of = |name: &str| -> String {
+        let shown: serde_json::Value =
+            serde_json::from_str(&host(name, &["show", "--json"])).unwrap();
+        shown["hosts"][0]["token"].as_str().unwrap().to_owned()
+    };
+    const GPU1: &str = "mac:52:54:00:00:10:01";
+    const CPU1: &str = "mac:52:54:00:00:10:02";
+
+    // gpu1, from its lease, gets its install script and token.
+    let s1 = script(gpu1, "52-54-00-00-10-01");
+    let t1 = token_of("gpu1");
     assert!(
-        chain.contains("boot.ipxe?mac=${net0/mac:hexhyp}"),
-        "{chain}"
-    );
-    let script = |mac: &str| curl(&[&url(&format!("/boot.ipxe?mac={mac}&uuid="))]);
-    let s1 = script("52-54-00-00-10-01");
-    assert!(
-        s1.contains(
+        s1.contains(&format!(
             "kernel http://10.78.10.1:80/vmlinuz initrd=initrd \
-             inst.ks=http://10.78.10.1:80/install/mac:52:54:00:00:10:01/ks.cfg"
-        ),
+             inst.ks=http://10.78.10.1:80/install/{GPU1}/{t1}/ks.cfg"
+        )),
         "{s1}"
     );
-    // The installer's %post callback: gpu1 boots locally from now on, cpu1 still installs.
-    assert!(curl(&["-X", "POST", &url("/done/mac:52:54:00:00:10:01")]).starts_with("ok"));
-    assert!(script("52-54-00-00-10-01").contains("sanboot"));
-    assert!(script("52-54-00-00-10-02").contains("kernel "));
-    // An unknown machine is never installed.
-    assert!(script("52-54-00-00-10-99").contains("sanboot"));
-    let st = server.status();
-    assert_eq!(st["http"]["install"]["callbacks"], 1, "{st:#}");
-    // The flag survives a crash and restart.
-    server.kill9_and_restart();
-    assert!(script("52-54-00-00-10-01").contains("sanboot"));
-    assert!(script("52-54-00-00-10-02").contains("kernel "));
-    // The operator asks for a reinstall of gpu1 again.
-    let out = Command::new(server_bin())
-        .args(["host", "gpu1", "reinstall", "--config"])
-        .arg(server.config())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // cpu1, from its reservation, gets its own; asking for gpu1's, an unknown machine's.
+    let t2 = token_of("cpu1");
+    assert_ne!(t1, t2);
+    let s2 = script(cpu1, "52-54-00-00-10-02");
+    assert!(s2.contains(&format!("/install/{CPU1}/{t2}/ks.cfg")), "{s2}");
+    let anonymous = script(cpu1, "52-54-00-00-10-99");
+    assert!(anonymous.contains("sanboot"), "{anonymous}");
+    let stolen = script(cpu1, "52-54-00-00-10-01");
+    assert_eq!(stolen, anonymous);
+    assert!(!stolen.contains(&t1), "{stolen}");
+
+    // cpu1 cannot read gpu1's kickstart or flip its next boot, whatever token it tries.
+    let ks = |t: &str| url(&format!("/install/{GPU1}/{t}/ks.cfg"));
+    let done = |t: &str| url(&format!("/done/{GPU1}/{t}"));
+    let guessed = "0123456789abcdef0123456789abcdef";
+    let not_found = (404, "Not Found".to_owned());
+    let try_all = |tokens: &[&str]| {
+        for t in tokens {
+            assert_eq!(curl(cpu1, &[&ks(t)]), not_found, "kickstart with {t}");
+            assert_eq!(
+                curl(cpu1, &["-X", "POST", &done(t)]),
+                not_found,
+                "done with {t}"
+            );
+        }
+        assert_eq!(
+            curl(cpu1, &[&url(&format!("/install/{GPU1}/ks.cfg"))]),
+            not_found
+        );
+        assert_eq!(
+            curl(cpu1, &["-X", "POST", &url(&format!("/done/{GPU1}"))]),
+            not_found
+        );
+    };
+    try_all(&[guessed, &t2]);
+    assert!(script(gpu1, "52-54-00-00-10-01").contains("kernel "));
+
+    // gpu1 reads its kickstart; its callback is POST only, and flips it.
+    let (code, ks1) = curl(gpu1, &[&ks(&t1)]);
+    assert_eq!(code, 200, "{ks1}");
+    assert_eq!(
+        ks1,
+        format!(
+            "network --bootproto=dhcp --hostname=gpu1\n%packages\ncuda\n%end\n\
+             rootpw --iscrypted $6$salt$hash\n\
+             %post\ncurl -X POST http://10.78.10.1:80/done/{GPU1}/{t1}\n%end"
+        )
     );
-    assert!(script("52-54-00-00-10-01").contains("kernel "));
+    let (code, headers) = curl(gpu1, &["-D", "-", "-o", "/dev/null", &done(&t1)]);
+    assert_eq!(code, 405);
+    assert!(
+        headers.to_ascii_lowercase().contains("allow: post"),
+        "{headers}"
+    );
+    assert!(script(gpu1, "52-54-00-00-10-01").contains("kernel "));
+    let (code, body) = curl(gpu1, &["-X", "POST", &done(&t1)]);
+    assert_eq!((code, body.as_str()), (200, "ok: next boot local"));
+    assert!(script(gpu1, "52-54-00-00-10-01").contains("sanboot"));
+    assert!(script(cpu1, "52-54-00-00-10-02").contains("kernel "));
+    let st = server.status();
+    let install = &st["http"]["install"];
+    assert_eq!(install["callbacks"], 1, "{st:#}");
+    assert_eq!(install["refused_token"], 6, "{st:#}");
+    assert_eq!(install["scripts_withheld"], 1, "{st:#}");
+
+    // A crash and restart: the flip and the token stay (the callback is idempotent).
+    server.kill9_and_restart();
+    assert!(script(gpu1, "52-54-00-00-10-01").contains("sanboot"));
+    assert_eq!(curl(gpu1, &["-X", "POST", &done(&t1)]).0, 200);
+
+    // The operator reinstalls gpu1: a new token, the old one is dead for everyone.
+    host("gpu1", &["reinstall"]);
+    let t1_new = token_of("gpu1");
+    assert_ne!(t1_new, t1);
+    let s1 = script(gpu1, "52-54-00-00-10-01");
+    assert!(
+        s1.contains(&format!("/install/{GPU1}/{t1_new}/ks.cfg")),
+        "{s1}"
+    );
+    try_all(&[guessed, &t2, &t1]);
+    assert_eq!(curl(gpu1, &[&ks(&t1)]), not_found);
+    assert!(
+        script(gpu1, "52-54-00-00-10-01").contains("kernel "),
+        "cpu1 flipped gpu1"
+    );
+    assert_eq!(curl(gpu1, &[&ks(&t1_new)]).0, 200);
     server.stop();
 }

@@ -12,6 +12,9 @@ use crate::templates::{self, TemplateError, Templates, host_context};
 
 /// The server URL templates are rendered with when they are checked at load.
 const PLACEHOLDER_URL: &str = "http://server";
+/// The install token templates are rendered with when they are checked at load (a host's
+/// real one is made when it is first needed).
+const PLACEHOLDER_TOKEN: &str = "00000000000000000000000000000000";
 
 /// `[install]`: the templates served to installers and iPXE (see `templates`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -27,6 +30,11 @@ pub struct InstallConfig {
     /// Site-wide template values (`vars.*`); a host's `vars` override them.
     #[serde(skip_serializing_if = "toml::Table::is_empty")]
     pub vars: toml::Table,
+    /// Every install route of a host (templates, callback) must also come from its address:
+    /// its reservation or lease (proxy mode: the address its own DHCP requests named). Off by
+    /// default: the token alone is the key.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bind_to_lease: bool,
 }
 
 impl InstallConfig {
@@ -37,6 +45,7 @@ impl InstallConfig {
             boot: boot.clone(),
             vars: self.vars.clone(),
             hosts,
+            bind_to_lease: self.bind_to_lease,
         }
     }
 
@@ -48,7 +57,8 @@ impl InstallConfig {
         host: Option<&HostConfig>,
         next: NextBoot,
     ) -> Result<serde_json::Value, minijinja::Error> {
-        host_context(PLACEHOLDER_URL, boot, &self.vars, host, None, next)
+        let token = host.map(|_| PLACEHOLDER_TOKEN);
+        host_context(PLACEHOLDER_URL, boot, &self.vars, host, None, token, next)
     }
 
     /// Every profile's `cmdline` renders for every host (templates see it through the
@@ -67,6 +77,7 @@ impl InstallConfig {
             &self.vars,
             None,
             None,
+            None,
             NextBoot::Local,
         ) {
             return fail(&["boot", "cmdline"], e);
@@ -78,6 +89,7 @@ impl InstallConfig {
                 &self.vars,
                 Some(h),
                 None,
+                Some(PLACEHOLDER_TOKEN),
                 h.next_boot,
             ) {
                 return if h.boot.cmdline.is_some() {

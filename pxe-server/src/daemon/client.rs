@@ -106,20 +106,26 @@ fn host_offline(
     ))
 }
 
-/// A carried-out `host` answer for a person: one line per host (name, key, next boot), then
-/// how many changed (unless it was `show`). Empty for a refusal.
+/// A carried-out `host` answer for a person: one line per host (name, key, next boot, and for
+/// `show` its install token), then how many changed (unless it was `show`). Empty for a
+/// refusal.
 pub fn render_host_text(answer: &HostAnswer, action: HostAction) -> String {
     let mut out = String::new();
     if !answer.ok {
         return out;
     }
     for row in answer.hosts.iter().flatten() {
-        out.push_str(&format!(
-            "{:<24} {:<44} {}\n",
+        let line = format!(
+            "{:<24} {:<44} {}",
             row.name,
             row.key.as_deref().unwrap_or("-"),
             row.next_boot.name()
-        ));
+        );
+        match &row.token {
+            // `show`: the install token last (the one secret on the line).
+            Some(t) => out.push_str(&format!("{line:<78} token {t}\n")),
+            None => out.push_str(&format!("{line}\n")),
+        }
     }
     if action != HostAction::Show {
         out.push_str(&format!("{} changed\n", answer.changed.unwrap_or(0)));

@@ -171,6 +171,9 @@ pub struct DhcpStatus {
     pub mode: DhcpMode,
     pub interfaces: Vec<String>,
     pub metrics: DhcpSnapshot,
+    /// Proxy mode: host addresses learned from their requests, and conflicting claims.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned: Option<crate::dhcp::learned::LearnedSnapshot>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -90,6 +90,9 @@ struct DaemonState {
     /// With the lease database; absent without one.
     next_boot: Option<Arc<NextBootStore>>,
     db: Option<Arc<redb::Database>>,
+    /// Proxy mode: the addresses hosts asked from on port 4011 (the DHCP thread writes them,
+    /// the install routes read them; they outlive a reload).
+    learned: Option<Arc<crate::dhcp::learned::LearnedAddresses>>,
     reloads: u64,
     last_reload: Option<LastReload>,
     /// What the process gave up at start (the account it runs as, its seccomp mode).

@@ -49,13 +49,16 @@ impl DaemonState {
         let error = self.push_dhcp(&config, &hosts);
         self.templates = templates;
         if let Some(slot) = &self.install {
-            slot.replace(InstallService::new(
-                Arc::new(config.install_settings(&hosts)),
-                Arc::clone(&self.templates),
-                self.next_boot.clone(),
-                self.db.clone(),
-                Arc::clone(&self.install_metrics),
-            ));
+            slot.replace(
+                InstallService::new(
+                    Arc::new(config.install_settings(&hosts)),
+                    Arc::clone(&self.templates),
+                    self.next_boot.clone(),
+                    self.db.clone(),
+                    Arc::clone(&self.install_metrics),
+                )
+                .with_learned(self.learned.clone()),
+            );
         }
         self.running = config;
         self.hosts = hosts;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::socket::{ControlError, ControlSocket};
 use super::{DaemonState, DhcpControl, Overrides, control};
 use crate::config::{Config, ConfigError};
+use crate::dhcp::learned::LearnedAddresses;
 use crate::dhcp::leases::{self, LeaseError};
 use crate::dhcp::server::{DhcpServer, ServerError, ServiceStore};
 use crate::engine::{self, EngineError};
@@ -130,20 +131,31 @@ pub fn serve(
     let listeners = engine::Listeners::bind(&params)?;
     let (db, next_boot) = open_host_state(&config)?.unzip();
     let install_metrics = Arc::new(InstallMetrics::default());
+    // Proxy mode: the addresses hosts' own DHCP requests name are where their install
+    // scripts may go.
+    let learned = (config.dhcp.enabled && !config.dhcp.is_full())
+        .then(|| Arc::new(LearnedAddresses::default()));
     let http = if config.http.enabled {
-        let install = Arc::new(InstallSlot::new(InstallService::new(
-            Arc::new(config.install_settings(&hosts)),
-            Arc::clone(&templates),
-            next_boot.clone(),
-            db.clone(),
-            Arc::clone(&install_metrics),
-        )));
+        let install = Arc::new(InstallSlot::new(
+            InstallService::new(
+                Arc::new(config.install_settings(&hosts)),
+                Arc::clone(&templates),
+                next_boot.clone(),
+                db.clone(),
+                Arc::clone(&install_metrics),
+            )
+            .with_learned(learned.clone()),
+        ));
         Some(bind_http(&config, &service, install)?)
     } else {
         None
     };
     let dhcp = if config.dhcp.enabled {
-        Some(bind_dhcp(&config, &hosts, db.clone())?)
+        let (mut server, control) = bind_dhcp(&config, &hosts, db.clone())?;
+        if let Some(l) = &learned {
+            server.set_learned(Arc::clone(l));
+        }
+        Some((server, control))
     } else {
         None
     };
@@ -213,6 +225,7 @@ pub fn serve(
         install_metrics,
         next_boot,
         db,
+        learned,
         reloads: 0,
         last_reload: None,
         privileges,

@@ -39,6 +39,7 @@ impl DaemonState {
                 mode: running.dhcp.mode,
                 interfaces: running.dhcp.interfaces.clone(),
                 metrics: d.metrics.snapshot(),
+                learned: self.learned.as_ref().map(|l| l.snapshot()),
             }),
             http: self.http.as_ref().map(|m| HttpStatus {
                 listen: running.http.listen.iter().map(|a| a.to_string()).collect(),

@@ -317,6 +317,11 @@ impl<S: LeaseStore> DhcpServer<S> {
         Arc::clone(self.responder.metrics())
     }
 
+    /// Where the responder records the addresses hosts' requests name (proxy mode).
+    pub fn set_learned(&mut self, learned: Arc<crate::dhcp::learned::LearnedAddresses>) {
+        self.responder.set_learned(learned);
+    }
+
     /// The sockets, as `address[%device]` (for the start-up log).
     pub fn listening(&self) -> Vec<String> {
         self.listeners.iter().map(|l| l.label.clone()).collect()

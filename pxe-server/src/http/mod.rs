@@ -431,6 +431,7 @@ async fn serve_connection(
             if let Some(a) = local {
                 req.extensions_mut().insert(router::LocalAddr(a));
             }
+            req.extensions_mut().insert(router::PeerAddr(peer));
             handle(Arc::clone(&state), req)
         })
     };

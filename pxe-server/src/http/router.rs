@@ -33,6 +33,11 @@ pub struct State {
 #[derive(Debug, Clone, Copy)]
 pub struct LocalAddr(pub std::net::SocketAddr);
 
+/// The address a request came from (set by the connection): the install routes give a host's
+/// secrets only to its own address.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// The `Allow` header of a 405.
 const ALLOW: &str = "GET, HEAD";
 
@@ -68,13 +73,14 @@ fn install_route(state: &State, req: &Request<()>) -> Option<Response<Body>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let reply = service.handle(
-        req.method().as_str(),
-        req.uri().path(),
-        req.uri().query(),
-        &url,
-        now,
-    )?;
+    let reply = service.handle(&crate::install::Request {
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        server_url: &url,
+        peer: req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+        now_unix: now,
+    })?;
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = Response::new(Full::new(Bytes::from(reply.body)));
     *r.status_mut() = status;
@@ -85,6 +91,10 @@ fn install_route(state: &State, req: &Request<()>) -> Option<Response<Body>> {
     // Generated per request: never cached by a proxy between us and the machines.
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(allow) = reply.allow {
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
     Some(r)
 }
 

@@ -66,8 +66,9 @@ fn the_sample_config_examples_are_valid() {
             .cmdline
             .as_deref()
             .unwrap()
-            .contains("{{ host.key }}")
+            .contains("{{ host.install_url }}")
     );
+    assert!(!c.install.bind_to_lease);
     assert_eq!(c.http.root, Some(PathBuf::from(&f.root)));
     assert_eq!(c.install.server_url.as_deref(), Some("http://10.0.0.1"));
     assert_eq!(c.install.vars.len(), 2);

@@ -111,13 +111,27 @@ fn host_commands_through_the_server_and_offline() {
         .map(|r| r.next_boot)
         .collect();
     assert_eq!(boots, [NextBoot::Local, NextBoot::Install]);
+    // `show` gives each host's install token (made now for hosts that had none).
+    let tokens: Vec<&str> = shown
+        .hosts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|r| r.token.as_deref().unwrap())
+        .collect();
+    assert!(tokens.iter().all(|t| t.len() == 32), "{tokens:?}");
     assert_eq!(
         client::render_host_text(&shown, HostAction::Show),
         format!(
-            "{:<24} {:<44} local\n{:<24} {:<44} install\n",
-            "n1", "mac:52:54:00:00:00:01", "n2", "mac:52:54:00:00:00:02"
+            "{:<78} token {}\n{:<78} token {}\n",
+            format!("{:<24} {:<44} local", "n1", "mac:52:54:00:00:00:01"),
+            tokens[0],
+            format!("{:<24} {:<44} install", "n2", "mac:52:54:00:00:00:02"),
+            tokens[1],
         )
     );
+    // Only `show` carries tokens.
+    assert!(set.hosts.as_ref().unwrap()[0].token.is_none());
     // n1 had no record yet, n2 was to install: both get one.
     let set = client::host(&config, HostAction::Local, "n*").unwrap();
     let text = client::render_host_text(&set, HostAction::Local);
@@ -141,4 +155,41 @@ fn host_without_server_or_database_names_both() {
         )),
         "{text}"
     );
+}
+
+/// In a running daemon, `host ... show` gives the token the install routes take, and
+/// `host ... reinstall` replaces it: the old one gets the 404 from the next request on.
+#[test]
+fn reinstall_in_a_running_daemon_kills_the_old_token_at_once() {
+    let f = Fixture::new();
+    f.write(&format!(
+        "{HOSTS}[boot]\nkernel = \"k\"\ninitrd = \"i\"\ncmdline = \"ks={{{{ host.install_url }}}}/x\"\n"
+    ));
+    let mut state = f.state(Overrides::default());
+    with_next_boot(&mut state, &f.path("leases.redb"));
+    let slot = with_install(&mut state);
+    let ask = |line: &str| -> serde_json::Value {
+        serde_json::from_str(&state.answer_line(line)).unwrap()
+    };
+    let token_of_n1 =
+        |doc: serde_json::Value| doc["hosts"][0]["token"].as_str().unwrap().to_owned();
+    let old = token_of_n1(ask("host show n1"));
+    let done = |token: &str| {
+        let path = format!("/done/mac:52:54:00:00:00:01/{token}");
+        let reply = slot.get().unwrap().handle(&crate::install::Request {
+            method: "POST",
+            path: &path,
+            query: None,
+            server_url: "http://x",
+            peer: None,
+            now_unix: 1,
+        });
+        reply.unwrap().status
+    };
+    assert_eq!(done(&old), 200);
+    assert_eq!(ask("host reinstall n1")["ok"], true);
+    assert_eq!(done(&old), 404);
+    let new = token_of_n1(ask("host show n1"));
+    assert_ne!(new, old);
+    assert_eq!(done(&new), 200);
 }

@@ -59,12 +59,14 @@ fn host_answers_keep_the_old_json() {
                 key: Some("mac:52:54:00:00:00:01".to_owned()),
                 next_boot: NextBoot::Install,
                 changed_unix: Some(7),
+                token: None,
             },
             HostRow {
                 name: "(unnamed)".to_owned(),
                 key: None,
                 next_boot: NextBoot::Local,
                 changed_unix: None,
+                token: None,
             },
         ],
     );

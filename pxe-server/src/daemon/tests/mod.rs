@@ -65,6 +65,7 @@ impl Fixture {
             install_metrics: Arc::default(),
             next_boot: None,
             db: None,
+            learned: None,
             reloads: 0,
             last_reload: None,
             privileges: crate::privilege::Dropped {

@@ -160,11 +160,14 @@ fn the_install_routes_get_the_new_hosts() {
     let slot = with_install(&mut state);
     // What iPXE on 52:54:00:00:00:01 asks; an unknown machine is counted.
     let ask = || {
-        let query = Some("mac=52-54-00-00-00-01");
-        let reply = slot
-            .get()
-            .unwrap()
-            .handle("GET", "/boot.ipxe", query, "http://x", 1);
+        let reply = slot.get().unwrap().handle(&crate::install::Request {
+            method: "GET",
+            path: "/boot.ipxe",
+            query: Some("mac=52-54-00-00-00-01"),
+            server_url: "http://x",
+            peer: None,
+            now_unix: 1,
+        });
         assert_eq!(reply.unwrap().status, 200);
     };
     let unknown_hosts =

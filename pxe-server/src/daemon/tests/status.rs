@@ -133,9 +133,12 @@ fn full_status_has_every_section_in_the_old_shape() {
             "install": {
                 "scripts_install": 0,
                 "scripts_local": 0,
+                "scripts_withheld": 0,
                 "templates_rendered": 0,
                 "callbacks": 1,
                 "unknown_hosts": 0,
+                "refused_token": 0,
+                "refused_address": 0,
                 "errors": 0,
             },
             // The built-in iPXE scripts (no `[install] templates` directory).
@@ -168,4 +171,24 @@ fn full_status_has_every_section_in_the_old_shape() {
     let doc: serde_json::Value = serde_json::from_str(&document(&state)).unwrap();
     assert_eq!(doc["dhcp"]["metrics"]["received"], 4);
     assert_eq!(doc["http"]["metrics"]["requests"], 2);
+}
+
+/// Proxy mode: the learned host addresses' counters are in the DHCP section.
+#[test]
+fn proxy_mode_status_counts_learned_addresses_and_conflicts() {
+    let f = Fixture::new();
+    f.write("");
+    let mut state = f.state(Overrides::default());
+    let _rx = with_dhcp(&mut state, &[]);
+    let doc = |state: &DaemonState| -> serde_json::Value {
+        serde_json::from_str(&state.answer_line("status")).unwrap()
+    };
+    assert!(doc(&state)["dhcp"].get("learned").is_none());
+    let learned = Arc::new(crate::dhcp::learned::LearnedAddresses::default());
+    learned.learn("mac:1", "n1", "10.0.0.5".parse().unwrap(), 100);
+    learned.learn("mac:1", "n1", "10.0.0.6".parse().unwrap(), 101);
+    state.learned = Some(learned);
+    let d = doc(&state);
+    assert_eq!(d["dhcp"]["learned"]["learned"], 2, "{d}");
+    assert_eq!(d["dhcp"]["learned"]["conflicts"], 1, "{d}");
 }

@@ -141,6 +141,8 @@ pub struct Responder<S: LeaseStore> {
     shares: Shares,
     /// Warnings about links at their bound.
     link_full_log: LogLimiter,
+    /// Proxy mode: where `[[hosts]]` entries are, from their requests (for the install routes).
+    learned: Option<Arc<crate::dhcp::learned::LearnedAddresses>>,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -162,9 +164,16 @@ impl<S: LeaseStore> Responder<S> {
             metrics: Arc::default(),
             shares: Shares::off(),
             link_full_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            learned: None,
         };
         r.reconfigure(settings);
         r
+    }
+
+    /// Where to record the addresses hosts' requests name in proxy mode (see
+    /// [`crate::dhcp::learned`]).
+    pub fn set_learned(&mut self, learned: Arc<crate::dhcp::learned::LearnedAddresses>) {
+        self.learned = Some(learned);
     }
 
     /// Takes new settings (a reload): hosts, boot profiles, subnets and answer settings.

@@ -7,7 +7,8 @@ use dhcproto::v4::MessageType;
 
 use super::boot::add_boot;
 use super::reply::{destination, emit, reply};
-use super::{Action, Ctx, NoResponse, Responder};
+use super::{Action, Ctx, NoResponse, Responder, usable};
+use crate::dhcp::DhcpMode;
 use crate::dhcp::leases::LeaseStore;
 use crate::metrics;
 
@@ -37,7 +38,27 @@ impl<S: LeaseStore> Responder<S> {
         );
         add_boot(&mut m, req, &boot);
         metrics::inc(&self.metrics.pxe_boot_acks);
+        // Sent from the address it names in ciaddr: the host is there.
+        let src = *ctx.meta.src.ip();
+        if ctx.req.ciaddr == src {
+            self.learn_address(ctx, src);
+        }
         emit(&m, out, ctx.meta.src, false, ctx.meta.ifindex)
+    }
+
+    /// Proxy mode: records that a known host is at `ip` (see [`crate::dhcp::learned`] for
+    /// what that is worth).
+    fn learn_address(&self, ctx: &Ctx<'_, '_>, ip: Ipv4Addr) {
+        let (Some(learned), Some(i)) = (&self.learned, ctx.host) else {
+            return;
+        };
+        if self.cfg.mode != DhcpMode::Proxy || !usable(ip) {
+            return;
+        }
+        let host = self.cfg.hosts.get(i);
+        if let Some(key) = host.key() {
+            learned.learn(&key, &host.label(), ip, ctx.now);
+        }
     }
 
     /// Port 67 in proxy mode: DISCOVER → OFFER, a REQUEST naming us → ACK, each without an
@@ -50,7 +71,14 @@ impl<S: LeaseStore> Responder<S> {
         let answer = match req.msg_type {
             MessageType::Discover => MessageType::Offer,
             MessageType::Request if req.server_id == Some(ctx.server_ip) => MessageType::Ack,
-            MessageType::Request => return Action::NoResponse(NoResponse::NotForUs),
+            MessageType::Request => {
+                // Its REQUEST to the server that gives the addresses (broadcast, so we see it)
+                // names the address it is taking.
+                if let Some(ip) = req.requested_ip {
+                    self.learn_address(ctx, ip);
+                }
+                return Action::NoResponse(NoResponse::NotForUs);
+            }
             t => return Action::NoResponse(NoResponse::UnexpectedType(t)),
         };
         let Some(boot) = self.select_boot(ctx) else {

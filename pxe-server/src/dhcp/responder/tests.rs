@@ -1093,3 +1093,80 @@ fn pool_reuses_the_address_a_client_moved_away_from() {
 }
 
 mod link_bound;
+
+/// Proxy mode: where a `[[hosts]]` entry is comes from its own requests: its broadcast REQUEST
+/// to the server that gives addresses (option 50), or its port-4011 request sent from the
+/// address it names in ciaddr. A port-4011 request from another address than its ciaddr, a
+/// REQUEST naming no address, an unknown MAC, and full mode teach nothing.
+#[test]
+fn requests_teach_where_known_hosts_are() {
+    let hosts = "[[hosts]]\nmac = \"02:00:00:00:00:07\"\nhostname = \"n7\"\n";
+    let key = "mac:02:00:00:00:00:07";
+    let now = 1_700_000_000;
+    let client = Ipv4Addr::new(10, 0, 0, 150);
+    let other = Ipv4Addr::new(10, 0, 0, 66);
+    let dhcp_server = Ipv4Addr::new(10, 0, 0, 3);
+    let at = |src: Ipv4Addr| RecvMeta {
+        src: SocketAddrV4::new(src, 4011),
+        port: 4011,
+        ..meta()
+    };
+    let pxe =
+        |t: MessageType, mac: [u8; 6]| Pkt::new(t, mac).pxe(7, "PXEClient:Arch:00007:UNDI:003016");
+    let boot_server =
+        |mac: [u8; 6], ciaddr: Ipv4Addr| pxe(MessageType::Request, mac).ciaddr(ciaddr).bytes();
+    let selecting = |mac: [u8; 6], ip: Option<Ipv4Addr>| {
+        let p = pxe(MessageType::Request, mac).opt(DhcpOption::ServerIdentifier(dhcp_server));
+        match ip {
+            Some(ip) => p.opt(DhcpOption::RequestedIpAddress(ip)),
+            None => p,
+        }
+        .bytes()
+    };
+    let learned = Arc::new(crate::dhcp::learned::LearnedAddresses::default());
+    let mut r = Responder::new(&config(hosts), MemoryLeaseStore::new());
+    r.set_learned(Arc::clone(&learned));
+    for (bytes, src) in [
+        (boot_server([2, 0, 0, 0, 0, 7], client), at(other)),
+        (
+            boot_server([2, 0, 0, 0, 0, 7], Ipv4Addr::UNSPECIFIED),
+            at(client),
+        ),
+        (boot_server([2, 0, 0, 0, 0, 8], other), at(other)),
+        (selecting([2, 0, 0, 0, 0, 7], None), meta()),
+        (selecting([2, 0, 0, 0, 0, 8], Some(other)), meta()),
+    ] {
+        run(&mut r, &bytes, &src);
+    }
+    assert_eq!(learned.get(key, now), None);
+    assert_eq!(learned.snapshot().learned, 0);
+    // The REQUEST to the address server, seen on port 67: not ours to answer, but it says.
+    let (a, _) = run(
+        &mut r,
+        &selecting([2, 0, 0, 0, 0, 7], Some(client)),
+        &meta(),
+    );
+    assert_eq!(a, Action::NoResponse(NoResponse::NotForUs));
+    assert_eq!(learned.get(key, now), Some(client));
+    // Then its port-4011 request from there: the same address, no conflict.
+    let (a, _) = run(
+        &mut r,
+        &boot_server([2, 0, 0, 0, 0, 7], client),
+        &at(client),
+    );
+    assert!(matches!(a, Action::Respond(_)), "{a:?}");
+    assert_eq!(learned.get(key, now), Some(client));
+    assert_eq!(learned.snapshot().learned, 2);
+
+    // Full mode has leases for that: nothing is learned.
+    let learned = Arc::new(crate::dhcp::learned::LearnedAddresses::default());
+    let mut r = Responder::new(&config(&format!("{FULL}{hosts}")), MemoryLeaseStore::new());
+    r.set_learned(Arc::clone(&learned));
+    let (a, _) = run(
+        &mut r,
+        &boot_server([2, 0, 0, 0, 0, 7], client),
+        &at(client),
+    );
+    assert!(matches!(a, Action::Respond(_)), "{a:?}");
+    assert_eq!(learned.get(key, now), None);
+}
