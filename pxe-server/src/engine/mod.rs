@@ -147,13 +147,15 @@ impl Listeners {
 }
 
 /// A listening socket for `addr`: SO_REUSEPORT (one per worker thread), IP_PKTINFO on so the
-/// engine learns the local address of each request, non-blocking.
+/// engine learns the local address of each request, a 4 MiB receive buffer, non-blocking.
 pub fn bind_listener(addr: SocketAddr) -> Result<UdpSocket, EngineError> {
     let bind = || -> io::Result<UdpSocket> {
         let sock = pxe_net::udp_nonblocking(Family::of(&addr))?;
         pxe_net::set_reuse_address(&sock, true)?;
         pxe_net::set_reuse_port(&sock, true)?;
-        let _ = pxe_net::set_recv_buffer(&sock, 4 << 20);
+        // Forced (SO_RCVBUFFORCE): the listeners are bound before the daemon drops its
+        // privileges, so a storm's burst of RRQs is not capped by net.core.rmem_max.
+        let _ = pxe_net::force_recv_buffer(&sock, 4 << 20);
         if addr.is_ipv4() {
             pxe_net::set_pktinfo(&sock, true)?;
         }
