@@ -193,12 +193,7 @@ fn switch_user(
         })?;
     }
     // The bounding set first: emptying it needs CAP_SETPCAP, which the uid switch removes.
-    for cap in caps::read(None, caps::CapSet::Bounding).unwrap_or_default() {
-        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|source| PrivilegeError::Caps {
-            set: "bounding",
-            source,
-        })?;
-    }
+    drop_bounding_set()?;
     setgroups(&[Gid::from_raw(gid)]).map_err(|e| fail("setgroups", e))?;
     let g = Gid::from_raw(gid);
     setresgid(g, g, g).map_err(|e| fail("setresgid", e))?;
@@ -215,12 +210,7 @@ fn switch_user(
 fn clear_capabilities() -> Result<(), PrivilegeError> {
     use caps::CapSet;
     if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false) {
-        for cap in caps::read(None, CapSet::Bounding).unwrap_or_default() {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|source| PrivilegeError::Caps {
-                set: "bounding",
-                source,
-            })?;
-        }
+        drop_bounding_set()?;
     }
     for (set, name) in [
         (CapSet::Ambient, "ambient"),
@@ -237,6 +227,17 @@ fn clear_capabilities() -> Result<(), PrivilegeError> {
         .collect();
     if !left.is_empty() {
         return Err(PrivilegeError::CapsRemain(left.join(", ")));
+    }
+    Ok(())
+}
+
+/// Empties the capability bounding set (needs CAP_SETPCAP).
+fn drop_bounding_set() -> Result<(), PrivilegeError> {
+    for cap in caps::read(None, caps::CapSet::Bounding).unwrap_or_default() {
+        caps::drop(None, caps::CapSet::Bounding, cap).map_err(|source| PrivilegeError::Caps {
+            set: "bounding",
+            source,
+        })?;
     }
     Ok(())
 }
