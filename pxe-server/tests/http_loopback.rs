@@ -157,6 +157,19 @@ fn request(s: &mut TcpStream, text: &str) {
 }
 
 /// True once the peer has closed (EOF or reset), false if it is still open after `within`.
+/// `GET /f` on `s`, answered 200.
+fn get_f_ok(s: &mut TcpStream) {
+    request(s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(read_response(s, false).status, 200);
+}
+
+/// A connection refused at accept: 503, then closed by the server.
+fn refused_503(c: &mut TcpStream) {
+    let r = read_response(c, true);
+    assert_eq!(r.status, 503);
+    assert!(closed_within(c, Duration::from_secs(5)));
+}
+
 fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
     s.set_read_timeout(Some(within)).unwrap();
     let mut b = [0u8; 256];
@@ -390,12 +403,10 @@ fn keep_alive_connections_wait_for_the_idle_timeout_not_the_header_timeout() {
         &[("f", b"x")],
     );
     let mut s = srv.connect();
-    request(&mut s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(read_response(&mut s, false).status, 200);
+    get_f_ok(&mut s);
     // Idle past the header timeout: still open, and a next request is served.
     std::thread::sleep(Duration::from_millis(800));
-    request(&mut s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(read_response(&mut s, false).status, 200);
+    get_f_ok(&mut s);
     let start = Instant::now();
     assert!(closed_within(&mut s, Duration::from_secs(5)));
     let idle = start.elapsed();
@@ -414,19 +425,15 @@ fn connections_beyond_the_limit_get_503() {
     let mut b = srv.connect();
     srv.wait_for("two open", |m| m.connections_open == 2);
     let mut c = srv.connect();
-    let r = read_response(&mut c, true);
-    assert_eq!(r.status, 503);
-    assert!(closed_within(&mut c, Duration::from_secs(5)));
+    refused_503(&mut c);
     srv.wait_for("one refused", |m| m.connections_refused == 1);
     for s in [&mut a, &mut b] {
-        request(s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(read_response(s, false).status, 200);
+        get_f_ok(s);
     }
     drop(a);
     srv.wait_for("one open", |m| m.connections_open == 1);
     let mut d = srv.connect();
-    request(&mut d, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(read_response(&mut d, false).status, 200);
+    get_f_ok(&mut d);
     assert_eq!(srv.snapshot().connections_accepted, 3);
 }
 
@@ -441,25 +448,20 @@ fn one_client_address_is_capped_and_another_is_served() {
     srv.wait_for("two open", |m| m.connections_open == 2);
     // A third from 127.0.0.1: 503, closed, counted as a per-client refusal.
     let mut c = srv.connect();
-    let r = read_response(&mut c, true);
-    assert_eq!(r.status, 503);
-    assert!(closed_within(&mut c, Duration::from_secs(5)));
+    refused_503(&mut c);
     srv.wait_for("one refused", |m| m.connections_refused_per_client == 1);
     // Another address is served meanwhile.
     let other = std::net::Ipv4Addr::new(127, 0, 0, 2);
     let mut d = srv.connect_from(other);
-    request(&mut d, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(read_response(&mut d, false).status, 200);
+    get_f_ok(&mut d);
     for s in [&mut a, &mut b] {
-        request(s, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(read_response(s, false).status, 200);
+        get_f_ok(s);
     }
     // A connection that ends gives its address's slot back.
     drop(a);
     srv.wait_for("two open again", |m| m.connections_open == 2);
     let mut e = srv.connect();
-    request(&mut e, "GET /f HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(read_response(&mut e, false).status, 200);
+    get_f_ok(&mut e);
     let m = srv.snapshot();
     assert_eq!(
         (
