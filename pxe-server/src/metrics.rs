@@ -102,6 +102,143 @@ impl LogLimiter {
     }
 }
 
+/// Shards of a [`Histogram`] (and of any per-thread statistic): each thread writes to its own
+/// cache line, picked once per thread, so the serving threads never share one; a scrape sums
+/// them.
+pub const SHARDS: usize = 16;
+
+/// The shard of the calling thread: threads take the next one in turn when they first count.
+#[inline]
+pub fn shard() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SHARD.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            s.set(i);
+        }
+        i
+    })
+}
+
+/// Upper bounds (seconds) of [`Histogram`]s of answer latencies: 100 µs to 5 s.
+pub const LATENCY_BOUNDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Upper bounds (seconds) of [`Histogram`]s of transfer durations: 10 ms to 10 min.
+pub const DURATION_BOUNDS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Most bounds a [`Histogram`] takes (the `+Inf` bucket is extra).
+pub const MAX_BOUNDS: usize = 16;
+
+/// One thread's share of a [`Histogram`].
+#[derive(Debug, Default)]
+struct HistogramShard {
+    /// Observations at or below each bound (not cumulative), then above the last one.
+    buckets: [AtomicU64; MAX_BOUNDS + 1],
+    /// Sum of the observations, in microseconds.
+    sum_us: AtomicU64,
+}
+
+/// A fixed-bucket histogram of durations, per thread ([`shard`]) and summed when read:
+/// observing is a bucket search over at most [`MAX_BOUNDS`] bounds and two uncontended
+/// atomic adds, no allocation.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    shards: Box<[crossbeam::utils::CachePadded<HistogramShard>]>,
+}
+
+/// A point-in-time sum of a [`Histogram`]'s shards.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HistogramSnapshot {
+    /// The upper bound of each bucket but the last (`+Inf`).
+    pub bounds: &'static [f64],
+    /// Observations per bucket (not cumulative), `bounds.len() + 1` of them.
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// A histogram over `bounds` (ascending, at most [`MAX_BOUNDS`]).
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        assert!(bounds.len() <= MAX_BOUNDS, "at most {MAX_BOUNDS} bounds");
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds ascend");
+        Histogram {
+            bounds,
+            shards: (0..SHARDS).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Records one observation.
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(self.bounds.len());
+        let s = &self.shards[shard()];
+        s.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        s.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let n = self.bounds.len() + 1;
+        let mut buckets = vec![0u64; n];
+        let mut sum_us = 0u64;
+        for s in self.shards.iter() {
+            for (total, b) in buckets.iter_mut().zip(&s.buckets[..n]) {
+                *total = total.wrapping_add(b.load(Ordering::Relaxed));
+            }
+            sum_us = sum_us.wrapping_add(s.sum_us.load(Ordering::Relaxed));
+        }
+        HistogramSnapshot {
+            bounds: self.bounds,
+            count: buckets.iter().sum(),
+            buckets,
+            sum: sum_us as f64 / 1e6,
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    /// The `q` quantile (0..=1) in seconds, interpolated linearly inside its bucket, as
+    /// Prometheus's `histogram_quantile` does; `None` with no observations. Beyond the last
+    /// bound it answers the last bound.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut seen = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n > 0 && (seen + n) as f64 >= rank {
+                let Some(&upper) = self.bounds.get(i) else {
+                    return self.bounds.last().copied();
+                };
+                let lower = if i == 0 { 0.0 } else { self.bounds[i - 1] };
+                let within = (rank - seen as f64) / n as f64;
+                return Some(lower + (upper - lower) * within);
+            }
+            seen += n;
+        }
+        self.bounds.last().copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +265,34 @@ mod tests {
         });
         assert_eq!(through, 1);
         assert_eq!(l.allow_at(10_005), Some(3999));
+    }
+
+    #[test]
+    fn histogram_sums_its_shards_and_answers_quantiles() {
+        let h = std::sync::Arc::new(Histogram::new(&[0.001, 0.01, 0.1]));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let h = &h;
+                s.spawn(move || {
+                    for _ in 0..25 {
+                        h.observe(Duration::from_micros(500)); // <= 1 ms
+                        h.observe(Duration::from_millis(5)); // <= 10 ms
+                    }
+                    h.observe(Duration::from_secs(2)); // +Inf
+                });
+            }
+        });
+        let snap = h.snapshot();
+        assert_eq!(snap.buckets, vec![100, 100, 0, 4]);
+        assert_eq!(snap.count, 204);
+        assert!((snap.sum - (100.0 * 0.0005 + 100.0 * 0.005 + 4.0 * 2.0)).abs() < 1e-6);
+        // Rank 102 of 204 is the 2nd of the second bucket's 100: 2% into (1 ms, 10 ms]; rank
+        // 153 is 53% into it.
+        let p50 = snap.quantile(0.5).unwrap();
+        assert!((0.00117..=0.00119).contains(&p50), "{p50}");
+        let p75 = snap.quantile(0.75).unwrap();
+        assert!((0.00576..=0.00578).contains(&p75), "{p75}");
+        assert_eq!(snap.quantile(1.0), Some(0.1));
+        assert_eq!(Histogram::new(&[1.0]).snapshot().quantile(0.5), None);
     }
 }
