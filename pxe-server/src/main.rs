@@ -39,6 +39,10 @@ enum Command {
         /// Engine threads, 0 = one per CPU (overrides `tftp.threads`).
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
+        /// Log lines on stderr: `text` for people, `json` for log shippers (one object per
+        /// line: timestamp, level, target, fields with the message).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Print a running server's status (counters, XDP placement, last reload) from its
     /// control socket.
@@ -77,9 +81,20 @@ enum Command {
     },
 }
 
+/// How `serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    let format = match cli.command {
+        Command::Serve { log_format, .. } => log_format,
+        _ => LogFormat::Text,
+    };
+    init_tracing(format);
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Host {
@@ -97,18 +112,26 @@ fn main() -> ExitCode {
             config,
             engine,
             threads,
+            log_format: _,
         } => serve(config, Overrides { engine, threads }),
     }
 }
 
-fn init_tracing() {
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line; the event's fields (with `message`) under "fields", the
+        // current span's fields (none on the service threads) under "span".
+        LogFormat::Json => fmt.json().with_span_list(false).init(),
+    }
 }
 
 /// An unusable config file: its error (file, line, key) and exit status 2.

@@ -1,6 +1,6 @@
 //! `pxe-server check` / `serve` configuration handling, through the real binary.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use pxe_server::config::Config;
@@ -70,12 +70,13 @@ fn bad_config_exits_2_naming_file_line_and_key() {
 /// a second server on the same socket is refused; SIGTERM removes the socket. Run as root, the
 /// server runs as its service account once started: it created the socket's directory and
 /// hands it over to that account, which removes the socket at exit.
-#[test]
-fn status_reports_a_running_server() {
-    let dir = tempfile::tempdir().unwrap();
-    pxe_testkit::data::open_to_all(dir.path());
-    let sock = dir.path().join("run").join("ctl.sock");
-    let file = dir.path().join("pxe.toml");
+/// `serve` with a TFTP-only loopback config in `dir` (opened to the service account) and a
+/// control socket, `args` added and `RUST_LOG=log`: (the server, its config file, its control
+/// socket, its TFTP port).
+fn serve_loopback(dir: &Path, args: &[&str], log: &str) -> (Proc, String, PathBuf, u16) {
+    pxe_testkit::data::open_to_all(dir);
+    let sock = dir.join("run").join("ctl.sock");
+    let file = dir.join("pxe.toml");
     let port = {
         // A free loopback port for TFTP (released before the server binds it).
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -86,24 +87,46 @@ fn status_reports_a_running_server() {
         format!(
             "[tftp]\nroot = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\nengine = \"portable\"\n\
              threads = 1\n[control]\nsocket = \"{}\"\n",
-            dir.path().display(),
+            dir.display(),
             sock.display()
         ),
     )
     .unwrap();
-    let f = file.to_str().unwrap();
+    let f = file.to_str().unwrap().to_owned();
     let mut cmd = Command::new(server_bin());
-    cmd.args(["serve", "--config", f]).env("RUST_LOG", "off");
-    let mut server = Proc::spawn(cmd, dir.path(), "serve");
-    let mut text = String::new();
+    cmd.args(["serve", "--config", &f])
+        .args(args)
+        .env("RUST_LOG", log);
+    (Proc::spawn(cmd, dir, "serve"), f, sock, port)
+}
+
+/// SIGTERM; the server exits with success (within 30 s).
+fn stop(server: &mut Proc) {
+    server.signal(Signal::TERM);
+    let status = server
+        .wait_timeout(std::time::Duration::from_secs(30))
+        .expect("pxe-server did not stop on SIGTERM");
+    assert!(status.success());
+}
+
+/// `status --config FILE`'s text once the server answers (at most 10 s), else empty.
+fn status_when_up(config: &str) -> String {
     for _ in 0..100 {
-        let (code, out, _) = run(&["status", "--config", f]);
+        let (code, out, _) = run(&["status", "--config", config]);
         if code == 0 {
-            text = out;
-            break;
+            return out;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    String::new()
+}
+
+#[test]
+fn status_reports_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, f, sock, port) = serve_loopback(dir.path(), &[], "off");
+    let f = f.as_str();
+    let text = status_when_up(f);
     assert!(text.contains("engine: portable"), "{text}");
     assert!(
         text.contains(&format!("listen: 127.0.0.1:{port}")),
@@ -121,7 +144,7 @@ fn status_reports_a_running_server() {
     let other = dir.path().join("other.toml");
     std::fs::write(
         &other,
-        std::fs::read_to_string(&file)
+        std::fs::read_to_string(f)
             .unwrap()
             .replace(&port.to_string(), "0"),
     )
@@ -136,15 +159,46 @@ fn status_reports_a_running_server() {
     assert!(err.contains("another pxe-server answers there"), "{err}");
     assert_eq!(run(&["status", "--config", f]).0, 0);
 
-    server.signal(Signal::TERM);
-    let status = server
-        .wait_timeout(std::time::Duration::from_secs(30))
-        .expect("pxe-server did not stop on SIGTERM");
-    assert!(status.success());
+    stop(&mut server);
     assert!(!sock.exists(), "the control socket is removed at exit");
     let (code, _, err) = run(&["status", "--socket", sock.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("is the server running?"), "{err}");
+}
+
+/// `serve --log-format json`: every line the server writes on stderr, from start to exit, is one
+/// JSON object with a timestamp, a level, a target and the event's fields with its message. A
+/// client's file name carrying a newline and a forged log line (logged as an access violation)
+/// stays inside its event, escaped.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, f, _, port) = serve_loopback(dir.path(), &["--log-format", "json"], "info");
+    assert!(!status_when_up(&f).is_empty(), "{}", server.stderr());
+    let forged = "../x\n{\"level\":\"FORGED\",\"fields\":{\"message\":\"m\"}}";
+    let rrq = [&[0u8, 1][..], forged.as_bytes(), b"\0octet\0"].concat();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(&rrq, ("127.0.0.1", port)).unwrap();
+    server.wait_for("access violation");
+    stop(&mut server);
+    let log = server.stderr();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(v[key].is_string(), "{key} missing: {line}");
+        }
+        assert!(v["fields"]["message"].is_string(), "no message: {line}");
+        assert_ne!(v["level"], "FORGED", "a client forged a log line: {line}");
+    }
+    assert!(
+        log.contains(&serde_json::to_string(forged).unwrap()),
+        "the name is in its event, escaped: {log}"
+    );
+    // The start-up line names the TFTP listener among its fields or in its message.
+    assert!(log.contains(&format!("127.0.0.1:{port}")), "{log}");
 }
 
 /// A template error stops `check` (and `serve`) with exit status 2, naming the template file
