@@ -380,7 +380,14 @@ impl InstallService {
             Err(e) => {
                 // Checked at load for every host; what is left are runtime values (an
                 // address that no template expected to be missing, ...).
-                tracing::warn!(template = name, error = %e, "template rendering failed");
+                tracing::warn!(
+                    template = name,
+                    host = ?host.map(HostConfig::label),
+                    peer = ?req.peer,
+                    setting = "install.templates",
+                    error = %e,
+                    "template rendering failed (500)"
+                );
                 Reply::text(500, format!("template {name} failed: {e}\n"))
             }
         }

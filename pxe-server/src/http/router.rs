@@ -181,7 +181,12 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
             return error(StatusCode::FORBIDDEN);
         }
         Err(OpenError::Io(e)) => {
-            tracing::warn!(path = req.uri().path(), "HTTP: cannot read the file: {e}");
+            tracing::warn!(
+                client = ?req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+                path = req.uri().path(),
+                setting = "http.root (else tftp.root)",
+                "HTTP: cannot read the file: {e}"
+            );
             return error(StatusCode::INTERNAL_SERVER_ERROR);
         }
     };

@@ -695,7 +695,7 @@ impl TftpService {
                         reply(ErrorCode::AccessViolation, why)
                     }
                     OpenError::Io(e) => {
-                        tracing::warn!(%peer, file = %name, error = %e, "cannot read image");
+                        tracing::warn!(%peer, file = %name, error = %e, setting = "tftp.root", "cannot read image");
                         reply(ErrorCode::NotDefined, "I/O error")
                     }
                 };

@@ -81,7 +81,8 @@ impl<S: LeaseStore> Responder<S> {
                 link: ctx.link,
             };
             if let Err(e) = self.put(&offer, now) {
-                tracing::warn!(%e, "lease store: offer not recorded");
+                tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
+                    "lease store: offer not recorded, no OFFER");
                 return Action::NoResponse(N::StoreError);
             }
         }
@@ -131,7 +132,8 @@ impl<S: LeaseStore> Responder<S> {
             link: self.renewed_link(ip, ctx),
         };
         if let Err(e) = self.put(&bound, ctx.now) {
-            tracing::warn!(%e, "lease store: bind not committed, no ACK");
+            tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
+                "lease store: bind not committed, no ACK");
             return Action::NoResponse(N::StoreError);
         }
         self.grant(ctx, pi, ip, secs, out)
@@ -179,7 +181,8 @@ impl<S: LeaseStore> Responder<S> {
             },
             ctx.now,
         ) {
-            tracing::warn!(%e, "lease store: decline/release not recorded");
+            tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
+                "lease store: decline/release not recorded");
             return Action::NoResponse(N::StoreError);
         }
         Action::NoResponse(done)

@@ -16,7 +16,8 @@ impl Worker {
                     .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
                 {
                     self.last_bind_warning = Some(now);
-                    tracing::warn!(error = %e, %local, "cannot open a transfer socket; request dropped");
+                    tracing::warn!(error = %e, %local, peer = %session.peer(),
+                        "cannot open a transfer socket; request dropped");
                 }
                 return;
             }
