@@ -5,6 +5,7 @@
 use std::fmt::Write;
 
 use crate::boot_storm::BootReport;
+use crate::server_view::{ServerPoint, ServerView};
 
 const W: f64 = 760.0;
 const H: f64 = 320.0;
@@ -156,23 +157,32 @@ fn cumulative(times: &[f64]) -> Vec<(f64, f64)> {
     pts
 }
 
-/// The storm curve: successful (and failed) clients over seconds since the start.
-pub(crate) fn storm_svg(r: &BootReport) -> String {
+/// The time axis every chart over time shares (clients' and server's): seconds since the start.
+fn time_max(r: &BootReport) -> f64 {
     let c = &r.curves;
-    let x_max = c
-        .completions
+    let server_last = r
+        .server
+        .as_ref()
+        .and_then(|s| s.series.last())
+        .map_or(0.0, |p| p.t_s);
+    c.completions
         .last()
         .copied()
         .unwrap_or(0.0)
         .max(c.failures.last().copied().unwrap_or(0.0))
         .max(r.last_finished_s)
-        * 1.02;
+        .max(server_last)
+        * 1.02
+}
+
+/// A chart over the run's time axis, with its ticks.
+fn time_chart(r: &BootReport, title: &str, y_label: &str, y_max: f64) -> Chart {
     let mut ch = Chart::new(
-        "clients booted over time",
+        title,
         "seconds since the start",
-        "clients",
-        x_max,
-        r.clients as f64,
+        y_label,
+        time_max(r),
+        y_max,
     );
     let step = nice_step(ch.x_max, 8.0);
     let mut x = 0.0;
@@ -180,11 +190,143 @@ pub(crate) fn storm_svg(r: &BootReport) -> String {
         ch.x_tick(x, &fmt_num(x));
         x += step;
     }
+    ch
+}
+
+/// The storm curve: successful (and failed) clients over seconds since the start.
+pub(crate) fn storm_svg(r: &BootReport) -> String {
+    let c = &r.curves;
+    let mut ch = time_chart(r, "clients booted over time", "clients", r.clients as f64);
     ch.polyline(&cumulative(&c.completions), COLORS[0], "booted", 0);
     if !c.failures.is_empty() {
         ch.polyline(&cumulative(&c.failures), COLORS[4], "failed", 1);
     }
     ch.finish()
+}
+
+/// Lines of `(t, y)` points with their labels on one time chart (an empty line is left out).
+fn lines_svg(
+    r: &BootReport,
+    title: &str,
+    y_label: &str,
+    lines: &[(&str, Vec<(f64, f64)>)],
+) -> String {
+    let y_max = lines
+        .iter()
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
+        .fold(0.0, f64::max)
+        * 1.05;
+    let mut ch = time_chart(r, title, y_label, y_max);
+    let shown = lines.iter().filter(|(_, pts)| !pts.is_empty());
+    for (slot, (label, pts)) in shown.enumerate() {
+        ch.polyline(pts, COLORS[slot % COLORS.len()], label, slot);
+    }
+    ch.finish()
+}
+
+/// The server's charts, on the storm curve's time axis: its CPU, its active sessions and
+/// refusals, and its send rate per protocol.
+fn server_svgs(r: &BootReport, s: &ServerView) -> [String; 3] {
+    let pts = &s.series;
+    let of = |f: &dyn Fn(&ServerPoint) -> Option<f64>| -> Vec<(f64, f64)> {
+        pts.iter().filter_map(|p| Some((p.t_s, f(p)?))).collect()
+    };
+    // Mbit/s between consecutive scrapes.
+    let rate = |f: fn(&ServerPoint) -> Option<u64>| -> Vec<(f64, f64)> {
+        pts.windows(2)
+            .filter_map(|w| {
+                let dt = w[1].t_s - w[0].t_s;
+                let bytes = f(&w[1])?.saturating_sub(f(&w[0])?);
+                (dt > 0.0).then(|| (w[1].t_s, bytes as f64 * 8.0 / dt / 1e6))
+            })
+            .collect()
+    };
+    let cpu = lines_svg(
+        r,
+        "server CPU over time",
+        "% of one core",
+        &[("server CPU", of(&|p| p.cpu_percent))],
+    );
+    let sessions = lines_svg(
+        r,
+        "server sessions and refusals over time",
+        "count",
+        &[
+            ("TFTP sessions", of(&|p| p.tftp_sessions.map(|v| v as f64))),
+            (
+                "HTTP connections",
+                of(&|p| p.http_connections.map(|v| v as f64)),
+            ),
+            ("refusals since the start", of(&|p| Some(p.refusals as f64))),
+        ],
+    );
+    let sent = lines_svg(
+        r,
+        "server send rate over time",
+        "Mbit/s",
+        &[
+            ("TFTP", rate(|p| p.tftp_sent_bytes)),
+            ("HTTP", rate(|p| p.http_sent_bytes)),
+        ],
+    );
+    [cpu, sessions, sent]
+}
+
+/// The server's view: its totals over the run and its charts.
+fn server_section(h: &mut String, r: &BootReport, s: &ServerView) {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
+    let optf = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+    let _ = write!(
+        h,
+        "<h2>Server view</h2><p>From <code>{}</code>: {} scrapes{}.</p><table>\
+         <tr><th class=l>server CPU during the run (s)</th><td>{}</td></tr>\
+         <tr><th class=l>server CPU, mean / highest interval (% of one core)</th><td>{} / {}</td></tr>\
+         <tr><th class=l>RSS at most (bytes)</th><td>{}</td></tr>\
+         <tr><th class=l>open files at most</th><td>{}</td></tr>\
+         <tr><th class=l>TFTP sessions / HTTP connections at most</th><td>{} / {}</td></tr>\
+         <tr><th class=l>sent TFTP / HTTP (bytes)</th><td>{} / {}</td></tr>\
+         <tr><th class=l>refusals</th><td{}>{}</td></tr></table>",
+        esc(&s.url),
+        s.scrapes,
+        if s.scrape_failures.is_empty() {
+            String::new()
+        } else {
+            esc(&format!(", failed: {:?}", s.scrape_failures))
+        },
+        s.cpu_seconds.map_or("-".to_owned(), |v| format!("{v:.3}")),
+        optf(s.cpu_percent_mean),
+        optf(s.cpu_percent_max),
+        opt(s.rss_max_bytes),
+        opt(s.open_fds_max),
+        opt(s.tftp_sessions_max),
+        opt(s.http_connections_max),
+        opt(s.tftp_sent_bytes),
+        opt(s.http_sent_bytes),
+        if s.refusals_total() > 0 {
+            " class=bad"
+        } else {
+            ""
+        },
+        s.refusals_total(),
+    );
+    if s.refusals_total() > 0 {
+        h.push_str(
+            "<table><tr><th class=l>service</th><th class=l>cause</th><th>refusals</th></tr>",
+        );
+        for (service, causes) in &s.refusals {
+            for (cause, n) in causes.iter().filter(|(_, n)| **n > 0) {
+                let _ = write!(
+                    h,
+                    "<tr><td class=l>{service}</td><td class=l>{}</td><td class=bad>{n}</td></tr>",
+                    esc(cause)
+                );
+            }
+        }
+        h.push_str("</table>");
+    }
+    for svg in server_svgs(r, s) {
+        h.push_str(&svg);
+    }
 }
 
 /// Latency per phase against the percentile, x = -log10(1 - q) (0 = p0, 1 = p90, 2 = p99, ...).
@@ -268,6 +410,14 @@ pub(crate) fn render(r: &BootReport, command: &str) -> String {
         r.cpu_system_s,
         r.cpu_percent
     );
+    if let Some(phase) = r.stalled_after {
+        let _ = write!(
+            h,
+            "<p>{} clients stopped on purpose after {phase} (<code>--stall-after</code>): \
+             not counted as failures.</p>",
+            r.stalled
+        );
+    }
     if !r.failures.is_empty() {
         h.push_str("<h2>Failures</h2><table><tr><th class=l>cause</th><th>clients</th></tr>");
         for (cause, n) in &r.failures {
@@ -309,6 +459,9 @@ pub(crate) fn render(r: &BootReport, command: &str) -> String {
     h.push_str("</table>");
     h.push_str("<h2>Storm curve: clients booted over time</h2>");
     h.push_str(&storm_svg(r));
+    if let Some(s) = &r.server {
+        server_section(&mut h, r, s);
+    }
     h.push_str("<h2>Latency distribution per phase</h2>");
     h.push_str(&latency_svg(r));
     h.push_str("\n</body></html>\n");

@@ -7,6 +7,7 @@ mod dhcp_client;
 mod dhcp_flood;
 mod dhcp_storm;
 mod http_client;
+mod server_view;
 mod storm;
 mod tftp_client;
 mod udp_limit;
@@ -30,6 +31,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: the size of its largest variant (`boot`'s flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// N TFTP clients fetch one file at the same moment; prints throughput and completion times.
@@ -172,6 +175,23 @@ enum Cmd {
         /// one receive per block, as without offloads.
         #[arg(long)]
         no_gro: bool,
+        /// The first --stall-clients clients stop after this phase: they end it well (the
+        /// last block ACKed) and never ask for the next file, like machines hung there. A
+        /// server should report them stuck; the report counts them apart, not as failures.
+        #[arg(long, value_enum, requires = "stall_clients")]
+        stall_after: Option<StallArg>,
+        /// How many clients stall (with --stall-after).
+        #[arg(long, value_name = "N", requires = "stall_after")]
+        stall_clients: Option<usize>,
+        /// The server's Prometheus endpoint, scraped while the storm runs (before it, every
+        /// --metrics-interval-ms, and after it); its CPU, memory, active sessions, refusals and
+        /// bytes sent go beside the clients' view in the report. A failed scrape is counted,
+        /// never fatal. URL: http://IPv4[:PORT]/PATH, e.g. http://10.0.0.1:9469/metrics.
+        #[arg(long, value_name = "URL")]
+        metrics_url: Option<String>,
+        /// Time between scrapes, and the longest one scrape may take, in milliseconds.
+        #[arg(long, default_value_t = 1000, requires = "metrics_url")]
+        metrics_interval_ms: u64,
     },
     /// A flood of DHCPDISCOVERs (for the XDP filter's benchmark).
     DhcpFlood {
@@ -292,6 +312,57 @@ impl From<ModeArg> for dhcp_client::Mode {
     }
 }
 
+/// The phases a client can stall after (`--stall-after`).
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StallArg {
+    Dhcp,
+    BootFile,
+    Kernel,
+}
+
+impl StallArg {
+    fn step(self) -> boot_client::Step {
+        match self {
+            StallArg::Dhcp => boot_client::Step::Dhcp,
+            StallArg::BootFile => boot_client::Step::BootFile,
+            StallArg::Kernel => boot_client::Step::Kernel,
+        }
+    }
+}
+
+/// `--stall-after PHASE --stall-clients N`, checked against the run: the phase must be one
+/// the plan runs and not its last one (a client stopping there would just be done).
+fn stall(
+    after: Option<StallArg>,
+    clients: Option<usize>,
+    total: usize,
+    plan: &boot_client::BootPlan,
+) -> anyhow::Result<Option<(boot_client::Step, usize)>> {
+    let (Some(after), Some(n)) = (after, clients) else {
+        return Ok(None);
+    };
+    let step = after.step();
+    if n > total {
+        anyhow::bail!("--stall-clients {n}: more than the {total} clients (--clients)");
+    }
+    let runs = match step {
+        boot_client::Step::Dhcp => !plan.skip_dhcp,
+        boot_client::Step::BootFile => !plan.skip_dhcp || plan.boot_file.is_some(),
+        boot_client::Step::Kernel => plan.kernel.is_some(),
+        boot_client::Step::Initrd => false,
+    };
+    if !runs {
+        anyhow::bail!("--stall-after {}: this run has no such phase", step.key());
+    }
+    if plan.step_after(step).is_none() {
+        anyhow::bail!(
+            "--stall-after {}: the last phase of this run (a client stopping there is done)",
+            step.key()
+        );
+    }
+    Ok(Some((step, n)))
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FloodKindArg {
     NonPxe,
@@ -350,6 +421,10 @@ fn main() -> anyhow::Result<()> {
             html,
             no_progress,
             no_gro,
+            stall_after,
+            stall_clients,
+            metrics_url,
+            metrics_interval_ms,
         } => {
             let http = match &http_base {
                 Some(url) => Some(Arc::new(
@@ -377,27 +452,37 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("--verify-dir {}: not a directory", dir.display());
             }
             let sources = source_addrs(source_base, source_count);
+            let plan = boot_client::BootPlan {
+                skip_dhcp,
+                boot_file,
+                kernel,
+                initrd,
+                tftp_server,
+                tftp_port,
+                windowsize,
+                tftp_retry: tftp_timeout_ms.map(|ms| tftp_client::Retry::Fixed {
+                    timeout: Duration::from_millis(ms.max(1)),
+                    retries: tftp_retries,
+                }),
+                http,
+                http_timeout: Duration::from_millis(http_timeout_ms.max(1)),
+            };
             let params = boot_storm::BootParams {
                 dhcp: dhcp.params(clients, dhcp_server, deadline_s)?,
-                plan: boot_client::BootPlan {
-                    skip_dhcp,
-                    boot_file,
-                    kernel,
-                    initrd,
-                    tftp_server,
-                    tftp_port,
-                    windowsize,
-                    tftp_retry: tftp_timeout_ms.map(|ms| tftp_client::Retry::Fixed {
-                        timeout: Duration::from_millis(ms.max(1)),
-                        retries: tftp_retries,
-                    }),
-                    http,
-                    http_timeout: Duration::from_millis(http_timeout_ms.max(1)),
-                },
+                stall: stall(stall_after, stall_clients, clients, &plan)?,
+                plan,
                 verify_dir,
                 sources,
                 progress: !no_progress,
                 gro: !no_gro,
+                metrics: match &metrics_url {
+                    Some(url) => Some((
+                        server_view::Target::parse(url)
+                            .map_err(|e| anyhow::anyhow!("--metrics-url {e}"))?,
+                        Duration::from_millis(metrics_interval_ms.max(10)),
+                    )),
+                    None => None,
+                },
             };
             let report = boot_storm::run(&params)?;
             if let Some(path) = &html {

@@ -191,6 +191,8 @@ enum State {
     Http,
     Done,
     Failed,
+    /// Stopped on purpose after a phase (`stall_after`): a machine that hangs there, silent.
+    Stalled,
 }
 
 pub(crate) struct BootClient {
@@ -211,6 +213,8 @@ pub(crate) struct BootClient {
     durations: [Option<Duration>; 4],
     finished_at: Option<Instant>,
     failure: Option<BootFailure>,
+    /// The phase after which this client stops on purpose.
+    stall_after: Option<Step>,
     /// Payload bytes of finished transfers.
     bytes_done: u64,
     dhcp_retransmits: u64,
@@ -236,6 +240,7 @@ impl BootClient {
             durations: [None; 4],
             finished_at: None,
             failure: None,
+            stall_after: None,
             bytes_done: 0,
             dhcp_retransmits: 0,
             tftp_retransmits_done: 0,
@@ -268,7 +273,19 @@ impl BootClient {
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        matches!(self.state, State::Done | State::Failed)
+        matches!(self.state, State::Done | State::Failed | State::Stalled)
+    }
+
+    /// The client stops for good once `step` has ended well: it sends nothing more (not even a
+    /// retransmission) and never asks for the next file, as a machine hung there would. A
+    /// boot server sees it stuck after that phase. Call before the phase ends.
+    pub(crate) fn stall_after(&mut self, step: Step) {
+        self.stall_after = Some(step);
+    }
+
+    /// Stopped on purpose (see [`stall_after`](Self::stall_after)); neither done nor failed.
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.state == State::Stalled
     }
 
     pub(crate) fn failure(&self) -> Option<&BootFailure> {
@@ -560,6 +577,10 @@ impl BootClient {
         let end = t.ack_got.unwrap_or(now);
         let begin = t.discover_sent.or(t.started).unwrap_or(self.started);
         self.durations[Step::Dhcp.index()] = Some(end.saturating_duration_since(begin));
+        if self.stall_after == Some(Step::Dhcp) {
+            self.state = State::Stalled;
+            return;
+        }
         self.server = self.plan.tftp_server.or(d.next_server());
         let offered = d
             .boot_file()
@@ -638,6 +659,11 @@ impl BootClient {
     /// The current phase ended well at `end`: on to the next one, or done.
     fn complete_step(&mut self, end: Instant) {
         self.durations[self.step.index()] = Some(end.saturating_duration_since(self.step_started));
+        if self.stall_after == Some(self.step) {
+            self.state = State::Stalled;
+            self.http = None;
+            return;
+        }
         match self.plan.step_after(self.step) {
             Some(step) => self.next_transfer(step, None, end),
             None => {

@@ -262,6 +262,49 @@ fn full_boot_uefi_dhcp_then_three_files_byte_exact() {
     assert!(c.deadline().is_none());
 }
 
+/// A client told to stall after a phase ends that phase well (the boot file's last block is
+/// ACKed), then is finished without being done or failed: it asks for no next file and sends
+/// nothing, not even after its timers would have fired.
+#[test]
+fn stalled_clients_stop_after_their_phase_and_send_nothing_more() {
+    let t0 = Instant::now();
+    let mut p = plan();
+    p.kernel = Some("vmlinuz".into());
+    p.initrd = Some("initrd.img".into());
+    let files = [
+        (Step::BootFile, "undionly.kpxe", file(3000, 1)),
+        (Step::Kernel, "vmlinuz", file(5000, 2)),
+    ];
+    for stall in [Step::Dhcp, Step::BootFile, Step::Kernel] {
+        let mut c = client(p.clone(), Arch::Bios, t0);
+        c.stall_after(stall);
+        do_dhcp(&mut c, t0, NEXT, "undionly.kpxe");
+        let mut now = t0 + ms(1);
+        for (step, name, contents) in files.iter().take_while(|f| f.0 <= stall) {
+            assert_eq!(c.awaiting_transfer(), Some((*step, *name)), "{stall:?}");
+            c.start_transfer(now, None);
+            let (_, _, opts) = rrq(&mut c, now);
+            let acks = serve(&mut c, now, NEXT, contents, opts, None);
+            let blocks = (contents.len() / 1432 + 1) as u16;
+            assert_eq!(
+                acks.last(),
+                Some(&blocks),
+                "{stall:?}: the last block is ACKed"
+            );
+            assert!(c.duration(*step).is_some());
+            now += ms(5);
+        }
+        assert!(c.is_stalled(), "{stall:?}: {:?}", c.failure());
+        assert!(c.is_finished() && !c.is_done() && c.failure().is_none());
+        assert_eq!(c.step(), stall);
+        assert_eq!(c.awaiting_transfer(), None, "{stall:?}: no next file");
+        assert_eq!(c.deadline(), None);
+        c.handle_timeout(now + Duration::from_secs(60));
+        assert!(drain(&mut c, now + Duration::from_secs(60)).is_empty());
+        assert!(c.total().is_none());
+    }
+}
+
 #[test]
 fn bios_without_kernel_is_done_after_the_boot_file_and_tftp_server_override() {
     let t0 = Instant::now();

@@ -119,7 +119,13 @@ impl EventLoop<'_> {
             let i = self.next_arrival;
             self.next_arrival += 1;
             if let Some(cfg) = self.configs[i].take() {
-                sim.clients[i] = Some(BootClient::new(Arc::clone(&self.plan), cfg.arch, cfg, now));
+                let mut c = BootClient::new(Arc::clone(&self.plan), cfg.arch, cfg, now);
+                if let Some((step, n)) = p.stall
+                    && i < n
+                {
+                    c.stall_after(step);
+                }
+                sim.clients[i] = Some(c);
                 sim.set_stage(
                     i,
                     Stage::In(if p.plan.skip_dhcp {
@@ -332,7 +338,7 @@ impl Progress {
         self.last_bytes = (now, sim.bytes);
         self.pb.set_position(sim.finished as u64);
         self.pb.set_message(format!(
-            "wait {} dhcp {} boot {} kernel {} initrd {} | ok {} failed {} | {} {:.0} Mbit/s | rtx dhcp {} tftp {}",
+            "wait {} dhcp {} boot {} kernel {} initrd {} | ok {} failed {} stalled {} | {} {:.0} Mbit/s | rtx dhcp {} tftp {}",
             c[0],
             c[1],
             c[2],
@@ -340,6 +346,7 @@ impl Progress {
             c[4],
             c[5],
             c[6],
+            c[7],
             human_bytes(sim.bytes),
             rate,
             sim.retransmits.dhcp,

@@ -30,11 +30,13 @@ mod sim;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-pub(crate) use report::BootReport;
+pub(crate) use report::{BootReport, human_bytes};
 
-use crate::boot_client::BootPlan;
+use crate::boot_client::{BootPlan, Step};
 use crate::dhcp_storm::DhcpParams;
+use crate::server_view::{Scraper, ServerView, Target};
 
 #[derive(Debug, Clone)]
 pub(crate) struct BootParams {
@@ -47,6 +49,11 @@ pub(crate) struct BootParams {
     pub progress: bool,
     /// TFTP sockets receive with UDP GRO: a window the server sent with GSO is one receive.
     pub gro: bool,
+    /// Clients 0..N stop after this phase on purpose (never ask for the next file), so that a
+    /// server's stuck detection can be checked; reported apart from the failures.
+    pub stall: Option<(Step, usize)>,
+    /// The server's metrics endpoint, scraped every interval while the storm runs.
+    pub metrics: Option<(Target, Duration)>,
 }
 
 const TOKEN_DHCP: u64 = u64::MAX;
@@ -58,6 +65,18 @@ const HTTP_READ: usize = 256 * 1024;
 
 pub(crate) fn run(p: &BootParams) -> anyhow::Result<BootReport> {
     let (mut sim, configs) = setup::prepare(p)?;
+    let scraper = match &p.metrics {
+        Some((target, every)) => Some(Scraper::start(target.clone(), *every)?),
+        None => None,
+    };
     let ran = event_loop::run(p, &mut sim, configs);
-    Ok(report::build(p, sim, ran))
+    let start = sim.start;
+    let scrapes = scraper.map(Scraper::finish);
+    let mut report = report::build(p, sim, ran);
+    if let (Some(scrapes), Some((target, _))) = (scrapes, &p.metrics) {
+        let c = &report.curves;
+        let view = ServerView::build(&target.url, scrapes, start, &c.completions, &c.failures);
+        report.server = Some(view);
+    }
+    Ok(report)
 }

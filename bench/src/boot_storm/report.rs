@@ -13,6 +13,7 @@ use super::sim::Sim;
 use crate::boot_client::{BootClient, BootPlan, Step};
 use crate::dhcp_client::ClientConfig;
 use crate::dhcp_storm::{ArchCount, Arrival, Latency, write_outcomes};
+use crate::server_view::ServerView;
 use pxe_net::mmsg::ErrorCounts;
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -67,7 +68,11 @@ pub(crate) struct Curves {
 pub(crate) struct BootReport {
     pub clients: usize,
     pub ok: u64,
+    /// Neither ok nor stalled on purpose.
     pub failed: u64,
+    /// Clients that stopped on purpose after `stalled_after` (`--stall-after`): not failures.
+    pub stalled: u64,
+    pub stalled_after: Option<&'static str>,
     pub failures: BTreeMap<String, u64>,
     pub retransmits: Retransmits,
     pub phases: Phases,
@@ -108,6 +113,9 @@ pub(crate) struct BootReport {
     pub fd_limit: u64,
     /// The TFTP sockets received with UDP GRO.
     pub gro: bool,
+    /// The server's view from its metrics (`--metrics-url`), on the same time axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerView>,
     #[serde(skip)]
     pub curves: Curves,
 }
@@ -116,6 +124,7 @@ pub(crate) struct BootReport {
 pub(super) struct Tally {
     hists: [Histogram<u64>; 5],
     ok: u64,
+    stalled: u64,
     failures: BTreeMap<String, u64>,
     per_arch: BTreeMap<&'static str, ArchCount>,
     completions: Vec<f64>,
@@ -131,6 +140,7 @@ impl Tally {
         Ok(Tally {
             hists: [hist()?, hist()?, hist()?, hist()?, hist()?],
             ok: 0,
+            stalled: 0,
             failures: BTreeMap::new(),
             per_arch: BTreeMap::new(),
             completions: Vec::with_capacity(clients),
@@ -150,6 +160,12 @@ impl Tally {
         let arch = t.per_arch.entry(c.arch().name()).or_default();
         arch.clients += 1;
         let at = Instant::now().saturating_duration_since(start);
+        if cause.is_none() && c.is_stalled() {
+            // The phases it did count; it is neither booted nor failed.
+            t.stalled += 1;
+            t.record_steps(c);
+            return;
+        }
         let cause = match (cause, c.failure()) {
             (Some(cause), _) => cause,
             (None, Some(f)) => f.cause(),
@@ -159,11 +175,7 @@ impl Tally {
                 if let Some(f) = c.boot_file() {
                     *arch.boot_files.entry(f.to_owned()).or_default() += 1;
                 }
-                for step in Step::ALL {
-                    if let Some(d) = c.duration(step) {
-                        let _ = t.hists[step.index()].record((d.as_micros() as u64).max(1));
-                    }
-                }
+                t.record_steps(c);
                 if let Some(d) = c.total() {
                     let _ = t.hists[4].record((d.as_micros() as u64).max(1));
                 }
@@ -177,6 +189,15 @@ impl Tally {
         };
         t.failure_times.push(at.as_secs_f64());
         *t.failures.entry(cause).or_default() += 1;
+    }
+
+    /// The durations of the phases `c` finished.
+    fn record_steps(&mut self, c: &BootClient) {
+        for step in Step::ALL {
+            if let Some(d) = c.duration(step) {
+                let _ = self.hists[step.index()].record((d.as_micros() as u64).max(1));
+            }
+        }
     }
 }
 
@@ -211,7 +232,9 @@ pub(super) fn build(p: &BootParams, mut sim: Sim, ran: Ran) -> BootReport {
     BootReport {
         clients: p.dhcp.clients,
         ok: t.ok,
-        failed: p.dhcp.clients as u64 - t.ok,
+        failed: p.dhcp.clients as u64 - t.ok - t.stalled,
+        stalled: t.stalled,
+        stalled_after: p.stall.map(|(step, _)| step.key()),
         failures: std::mem::take(&mut t.failures),
         retransmits: sim.retransmits,
         phases: Phases {
@@ -250,6 +273,7 @@ pub(super) fn build(p: &BootParams, mut sim: Sim, ran: Ran) -> BootReport {
         http: sim.http,
         fd_limit: sim.fd_limit,
         gro: p.gro,
+        server: None,
         curves: Curves {
             completions: std::mem::take(&mut t.completions),
             failures: std::mem::take(&mut t.failure_times),
@@ -328,6 +352,13 @@ impl std::fmt::Display for BootReport {
             self.failed
         )?;
         write_outcomes(f, &self.failures, &self.per_arch)?;
+        if let Some(phase) = self.stalled_after {
+            writeln!(
+                f,
+                "  stalled on purpose after {phase}: {} (not failures)",
+                self.stalled
+            )?;
+        }
         let via: Vec<String> = self
             .transports
             .iter()
@@ -414,11 +445,15 @@ impl std::fmt::Display for BootReport {
             f,
             "simulator CPU: user {:.3} s  system {:.3} s  ({:.1}% of one core over the run)",
             self.cpu_user_s, self.cpu_system_s, self.cpu_percent
-        )
+        )?;
+        if let Some(server) = &self.server {
+            write!(f, "\n{server}")?;
+        }
+        Ok(())
     }
 }
 
-pub(super) fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     let b = b as f64;
     if b >= 1e9 {
         format!("{:.2} GB", b / 1e9)

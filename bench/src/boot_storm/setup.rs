@@ -84,7 +84,7 @@ fn new_sim(
     dhcp_socks: (Option<UdpSocket>, Option<UdpSocket>),
     fd_limit: u64,
 ) -> anyhow::Result<Sim> {
-    let mut stage_counts = [0usize; 7];
+    let mut stage_counts = [0usize; 8];
     stage_counts[0] = p.dhcp.clients;
     Ok(Sim {
         start: Instant::now(),

@@ -40,6 +40,8 @@ pub(super) enum Stage {
     In(Step),
     Done,
     Failed,
+    /// Stopped on purpose after a phase.
+    Stalled,
 }
 
 impl Stage {
@@ -49,12 +51,15 @@ impl Stage {
             Stage::In(s) => 1 + s.index(),
             Stage::Done => 5,
             Stage::Failed => 6,
+            Stage::Stalled => 7,
         }
     }
 
     fn of(c: &BootClient) -> Stage {
         if c.is_done() {
             Stage::Done
+        } else if c.is_stalled() {
+            Stage::Stalled
         } else if c.is_finished() {
             Stage::Failed
         } else {
@@ -101,7 +106,7 @@ pub(super) struct Sim {
     pub(super) start: Instant,
     pub(super) clients: Vec<Option<BootClient>>,
     pub(super) stage: Vec<Stage>,
-    pub(super) stage_counts: [usize; 7],
+    pub(super) stage_counts: [usize; 8],
     pub(super) socks: Vec<Option<UdpSocket>>,
     pub(super) open_socks: usize,
     pub(super) max_open: usize,
