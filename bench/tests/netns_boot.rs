@@ -235,6 +235,49 @@ fn storm_50_clients_pxe_server_byte_exact() {
     drop(server);
 }
 
+/// `--stall-after kernel --stall-clients 5`: five clients fetch their boot file and kernel and
+/// stop there; they are reported apart, not as failures, and the run succeeds. A metrics URL
+/// nobody answers costs the run nothing: its failed scrapes are counted.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn stalled_clients_are_reported_apart_and_a_dead_metrics_url_is_not_fatal() {
+    let (srv, cli) = pair(CLIENTS);
+    let dir = tempfile::tempdir().unwrap();
+    let server = pxe_server(&srv, dir.path(), true);
+    let mut args = full_storm_args(&dir.path().join("tftp"));
+    args.extend(
+        [
+            "--stall-after",
+            "kernel",
+            "--stall-clients",
+            "5",
+            "--metrics-url",
+            "http://10.204.0.1:9469/metrics",
+            "--metrics-interval-ms",
+            "200",
+        ]
+        .map(String::from),
+    );
+    let (status, r) = boot(&cli, &strs(&args));
+    assert!(status.success(), "exit status {status}: {r:#}");
+    assert_eq!(r["stalled"], 5, "{r:#}");
+    assert_eq!(r["stalled_after"], "kernel");
+    assert_eq!(r["ok"], CLIENTS - 5, "{r:#}");
+    assert_eq!(r["failed"], 0, "{r:#}");
+    assert_eq!(
+        r["phases"]["kernel"]["count"], CLIENTS,
+        "the stalled did fetch the kernel"
+    );
+    assert_eq!(r["phases"]["initrd"]["count"], CLIENTS - 5);
+    let s = &r["server"];
+    assert_eq!(s["scrapes"], 0, "{s:#}");
+    assert!(
+        s["scrape_failures"]["connect-refused"].as_u64() >= Some(2),
+        "{s:#}"
+    );
+    drop(server);
+}
+
 /// pxe-server sends a TFTP window as one UDP GSO burst; the simulator's GRO sockets take each
 /// burst as one receive and split it back into blocks (byte-exact). With `--no-gro` every
 /// block is a receive of its own.
