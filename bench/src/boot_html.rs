@@ -215,7 +215,7 @@ fn lines_svg(
         .iter()
         .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
         .fold(0.0, f64::max)
-        * 1.05;
+        * 1.25; // headroom: the legend sits at the top
     let mut ch = time_chart(r, title, y_label, y_max);
     let shown = lines.iter().filter(|(_, pts)| !pts.is_empty());
     for (slot, (label, pts)) in shown.enumerate() {
