@@ -62,6 +62,9 @@ apt_install tftpd-hpa || true
 apt_install qemu-system-x86 ipxe-qemu ovmf
 apt_install ipxe cpio
 apt_install tshark
+# The live view's browser test (tests/netns_liveview.rs): headless Chromium, driven over the
+# DevTools pipe by the system python3.
+apt_install chromium
 # Profilers for BENCHMARKS.md.
 apt_install linux-perf valgrind iperf3 || true
 
