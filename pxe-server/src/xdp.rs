@@ -16,7 +16,6 @@
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
@@ -105,11 +104,11 @@ pub enum Placement {
 
 /// The fallback's counters, shared with whoever reports them.
 #[derive(Debug, Default)]
-pub struct FallbackCounters([AtomicU64; COUNTER_COUNT as usize]);
+pub struct FallbackCounters([metrics::Counter; COUNTER_COUNT as usize]);
 
 impl FallbackCounters {
     pub fn get(&self) -> [u64; COUNTER_COUNT as usize] {
-        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+        std::array::from_fn(|i| self.0[i].get())
     }
 
     fn count(&self, v: Verdict) {

@@ -77,10 +77,10 @@ counters! {
     /// `max_connections_per_client` open.
     connections_refused_per_client,
     /// Connections open now (a gauge).
-    connections_open,
+    connections_open: gauge,
     /// The `max_connections` in force: the configured one, or less to fit the open-file limit
     /// (a setting, not a count).
-    connections_limit,
+    connections_limit: gauge,
     /// Requests handed to the router.
     requests,
     /// 2xx other than 206.
@@ -373,7 +373,7 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 metrics::inc(&m.accept_errors);
-                if m.accept_errors.load(Ordering::Relaxed) % 1000 == 1 {
+                if m.accept_errors.get() % 1000 == 1 {
                     tracing::warn!("HTTP accept failed: {e}");
                 }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
