@@ -11,6 +11,7 @@ pub mod images;
 pub mod install;
 pub mod metrics;
 pub mod nextboot;
+pub mod observe;
 pub mod privilege;
 pub mod templates;
 pub mod tftp;

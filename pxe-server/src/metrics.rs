@@ -60,14 +60,17 @@ pub fn add(counter: &Counter, n: u64) {
 /// Defines a struct of named counters (`$metrics`), a plain copy of it (`$snapshot`),
 /// `snapshot()`, and a `name=value ...` Display for the copy. Used by every service so that
 /// their counters log alike. A field is a [`Counter`]; one written `name: gauge` is a
-/// [`Gauge`].
+/// [`Gauge`]. After a `;`, `name => Type` fields (any `Default` type: tables of counters by
+/// label) are part of the struct but not of the snapshot or the log line.
 macro_rules! counters {
     ($metrics:ident, $snapshot:ident, $what:literal;
-     $($(#[$doc:meta])* $name:ident $(: $kind:ident)?),* $(,)?) => {
+     $($(#[$doc:meta])* $name:ident $(: $kind:ident)?),* $(,)?
+     $(; $($(#[$xdoc:meta])* $xname:ident => $xty:ty),+ $(,)?)?) => {
         #[doc = concat!("Counters of the ", $what, ".")]
         #[derive(Debug, Default)]
         pub struct $metrics {
             $($(#[$doc])* pub $name: $crate::metrics::counter_type!($($kind)?),)*
+            $($($(#[$xdoc])* pub $xname: $xty,)+)?
         }
 
         #[doc = concat!("A point-in-time copy of [`", stringify!($metrics), "`].")]

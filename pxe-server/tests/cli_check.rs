@@ -85,7 +85,7 @@ fn status_reports_a_running_server() {
         &file,
         format!(
             "[tftp]\nroot = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\nengine = \"portable\"\n\
-             threads = 1\n[control]\nsocket = \"{}\"\n",
+             threads = 1\n[control]\nsocket = \"{}\"\n[metrics]\nlisten = [\"127.0.0.1:0\"]\n",
             dir.path().display(),
             sock.display()
         ),

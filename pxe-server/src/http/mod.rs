@@ -51,7 +51,7 @@ use crate::images::{Image, ImageStore, OpenError};
 use crate::metrics::{self, LogLimiter, counters};
 use crate::tftp::service::{REFUSAL_LOG_INTERVAL, RESERVED_FDS};
 use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, EXPIRED_SEND_RATE, Guarded, SendPace};
-use router::{Body, State};
+use router::{Body, Route, State};
 use slots::{Slot, Slots};
 
 /// Largest request head (request line + headers) read; hyper answers 431 beyond it.
@@ -118,7 +118,9 @@ counters! {
     /// Connections that ended with another error (reset by the peer ...).
     connection_errors,
     /// Failed accept() calls.
-    accept_errors,
+    accept_errors;
+    /// Responses by route and status class (for `/metrics`).
+    by_route => router::RouteCounts,
 }
 
 /// Where the HTTP service gets its files.
@@ -455,11 +457,15 @@ async fn serve_connection(
         }
         (_, Ok(())) => return,
         (_, Err(e)) if e.is_parse_too_large() => {
-            router::count_response(&m, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            router::count_response(
+                &m,
+                Route::Other,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            );
             &m.headers_too_large
         }
         (_, Err(e)) if e.is_parse() => {
-            router::count_response(&m, StatusCode::BAD_REQUEST);
+            router::count_response(&m, Route::Other, StatusCode::BAD_REQUEST);
             &m.bad_requests
         }
         (_, Err(_)) => &m.connection_errors,
@@ -501,7 +507,7 @@ async fn handle(
         Ok(resp) => Ok(resp),
         Err(e) => {
             tracing::error!("HTTP request handler failed: {e}");
-            router::count_response(&metrics, StatusCode::INTERNAL_SERVER_ERROR);
+            router::count_response(&metrics, Route::Other, StatusCode::INTERNAL_SERVER_ERROR);
             Ok(router::error(StatusCode::INTERNAL_SERVER_ERROR))
         }
     }
