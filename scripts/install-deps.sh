@@ -62,6 +62,12 @@ apt_install tftpd-hpa || true
 apt_install qemu-system-x86 ipxe-qemu ovmf
 apt_install ipxe cpio
 apt_install tshark
+# The /metrics test (tests/netns_metrics.rs) runs a real Prometheus and promtool. It must not
+# run as a service (policy-rc.d above stops the start; disabled so no boot starts it either).
+apt_install prometheus
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable prometheus >/dev/null 2>&1 || true
+fi
 # Profilers for BENCHMARKS.md.
 apt_install linux-perf valgrind iperf3 || true
 

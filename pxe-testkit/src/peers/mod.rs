@@ -1,6 +1,8 @@
-//! The programs the tests start next to them: pxe-server, dnsmasq, and the DHCP clients.
+//! The programs the tests start next to them: pxe-server, dnsmasq, the DHCP clients and
+//! Prometheus.
 //! Each start returns a guard (or runs bounded), so nothing outlives its test.
 
 pub mod dhcp_clients;
 pub mod dnsmasq;
+pub mod prometheus;
 pub mod pxe_server;
