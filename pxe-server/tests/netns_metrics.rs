@@ -152,7 +152,11 @@ fn prometheus_scrapes_a_storm_and_stores_the_status_values() {
     }
     assert!(last[0].1.unwrap() >= CLIENTS as u64, "{last:#?}");
     assert!(last[2].1.unwrap() >= CLIENTS as u64, "{last:#?}");
-    // Leases against the pool, and the process facts read under the seccomp filter.
+    // Leases against the pool, and the process facts read as the service account under the
+    // enforced seccomp filter.
+    let process = &server.status()["server"]["process"];
+    assert_eq!(process["seccomp_mode"], "enforce", "{process}");
+    assert_eq!(process["user"], "pxe-server", "{process}");
     assert_eq!(
         prom.value("pxe_dhcp_leases{state=\"bound\"}"),
         Some(CLIENTS as f64)
