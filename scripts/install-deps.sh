@@ -65,6 +65,12 @@ apt_install tshark
 # The live view's browser test (tests/netns_liveview.rs): headless Chromium, driven over the
 # DevTools pipe by the system python3.
 apt_install chromium
+# The /metrics test (tests/netns_metrics.rs) runs a real Prometheus and promtool. It must not
+# run as a service (policy-rc.d above stops the start; disabled so no boot starts it either).
+apt_install prometheus
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable prometheus >/dev/null 2>&1 || true
+fi
 # Profilers for BENCHMARKS.md.
 apt_install linux-perf valgrind iperf3 || true
 

@@ -12,6 +12,7 @@ pub mod install;
 pub mod liveview;
 pub mod metrics;
 pub mod nextboot;
+pub mod observe;
 pub mod privilege;
 pub mod templates;
 pub mod tftp;

@@ -1,30 +1,77 @@
-//! How every service defines its counters ([`counters!`]) and counts ([`inc`], [`add`]):
-//! process-wide, shared by every thread. Relaxed atomics: they are statistics. A refusal under
-//! load is counted every time and logged through a [`LogLimiter`], at most once per interval.
+//! How every service defines its counters ([`counters!`]) and counts ([`inc`], [`add`]): each
+//! [`Counter`] is sharded per thread ([`shard`], one cache line per shard) and summed when read,
+//! so the serving threads never write the same line. Relaxed atomics: they are statistics.
+//! Gauges and admission gates ([`Gauge`]: open connections compared against a limit) stay one
+//! exact atomic. A refusal under load is counted every time and logged through a
+//! [`LogLimiter`], at most once per interval.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam::utils::CachePadded;
+
+/// A monotonic count, one cache-padded atomic per [`shard`]: a thread adds to its own shard
+/// (uncontended), a reader sums them.
+#[derive(Debug, Default)]
+pub struct Counter([CachePadded<AtomicU64>; SHARDS]);
+
+impl Counter {
+    /// The sum of the shards.
+    pub fn get(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.load(Ordering::Relaxed)))
+    }
+}
+
+/// A value that goes up and down, or a setting, read exactly: one atomic shared by every
+/// thread (`fetch_add`/`fetch_sub`/`store` on it directly).
+pub type Gauge = AtomicU64;
+
+/// What a [`counters!`] struct's fields are: read into its snapshot.
+pub trait Read {
+    fn read(&self) -> u64;
+}
+
+impl Read for Counter {
+    fn read(&self) -> u64 {
+        self.get()
+    }
+}
+
+impl Read for Gauge {
+    fn read(&self) -> u64 {
+        self.load(Ordering::Relaxed)
+    }
+}
+
 /// Counts one event.
 #[inline]
-pub fn inc(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+pub fn inc(counter: &Counter) {
+    add(counter, 1);
 }
 
 /// Counts `n` (bytes, packets ...).
 #[inline]
-pub fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
+pub fn add(counter: &Counter, n: u64) {
+    counter.0[shard()].fetch_add(n, Ordering::Relaxed);
 }
 
-/// Defines a struct of named `AtomicU64` counters (`$metrics`), a plain copy of it
-/// (`$snapshot`), `snapshot()`, and a `name=value ...` Display for the copy. Used by every
-/// service so that their counters log alike.
+/// Defines a struct of named counters (`$metrics`), a plain copy of it (`$snapshot`),
+/// `snapshot()`, and a `name=value ...` Display for the copy. Used by every service so that
+/// their counters log alike. A field is a [`Counter`]; one written `name: gauge` is a
+/// [`Gauge`]. After a `;`, `name => Type` fields (any `Default` type: tables of counters by
+/// label) are part of the struct but not of the snapshot or the log line.
 macro_rules! counters {
-    ($metrics:ident, $snapshot:ident, $what:literal; $($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($metrics:ident, $snapshot:ident, $what:literal;
+     $($(#[$doc:meta])* $name:ident $(: $kind:ident)?),* $(,)?
+     $(; $($(#[$xdoc:meta])* $xname:ident => $xty:ty),+ $(,)?)?) => {
         #[doc = concat!("Counters of the ", $what, ".")]
         #[derive(Debug, Default)]
-        pub struct $metrics { $($(#[$doc])* pub $name: std::sync::atomic::AtomicU64,)* }
+        pub struct $metrics {
+            $($(#[$doc])* pub $name: $crate::metrics::counter_type!($($kind)?),)*
+            $($($(#[$xdoc])* pub $xname: $xty,)+)?
+        }
 
         #[doc = concat!("A point-in-time copy of [`", stringify!($metrics), "`].")]
         #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -32,7 +79,7 @@ macro_rules! counters {
 
         impl $metrics {
             pub fn snapshot(&self) -> $snapshot {
-                $snapshot { $($name: self.$name.load(std::sync::atomic::Ordering::Relaxed),)* }
+                $snapshot { $($name: $crate::metrics::Read::read(&self.$name),)* }
             }
         }
 
@@ -51,6 +98,17 @@ macro_rules! counters {
     };
 }
 pub(crate) use counters;
+
+/// The field type of a [`counters!`] entry: [`Counter`], or [`Gauge`] for `gauge`.
+macro_rules! counter_type {
+    () => {
+        $crate::metrics::Counter
+    };
+    (gauge) => {
+        $crate::metrics::Gauge
+    };
+}
+pub(crate) use counter_type;
 
 /// Lets one warning through per interval and counts the ones it holds back, so that a flood
 /// of refusals (each counted by its counter) cannot fill the log, and the warning that does
@@ -265,6 +323,49 @@ mod tests {
         });
         assert_eq!(through, 1);
         assert_eq!(l.allow_at(10_005), Some(3999));
+    }
+
+    mod probe {
+        #![allow(unreachable_pub)]
+        crate::metrics::counters! {
+            Probe, ProbeSnapshot, "test";
+            events,
+            open: gauge,
+        }
+    }
+    use probe::{Probe, ProbeSnapshot};
+
+    #[test]
+    fn counters_sum_their_shards_and_gauges_stay_exact() {
+        let m = Probe::default();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..1000 {
+                        inc(&m.events);
+                        m.open.fetch_add(1, Ordering::AcqRel);
+                    }
+                    add(&m.events, 5);
+                    m.open.fetch_sub(999, Ordering::AcqRel);
+                });
+            }
+        });
+        // 8 threads over SHARDS shards: the sum is exact wherever each thread counted.
+        assert_eq!(
+            m.snapshot(),
+            ProbeSnapshot {
+                events: 8040,
+                open: 8
+            }
+        );
+        assert_eq!(m.snapshot().to_string(), "events=8040 open=8");
+        let written = m
+            .events
+            .0
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) > 0)
+            .count();
+        assert!(written > 1, "the threads counted on {written} shard(s)");
     }
 
     #[test]

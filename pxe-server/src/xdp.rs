@@ -16,7 +16,6 @@
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
@@ -105,11 +104,11 @@ pub enum Placement {
 
 /// The fallback's counters, shared with whoever reports them.
 #[derive(Debug, Default)]
-pub struct FallbackCounters([AtomicU64; COUNTER_COUNT as usize]);
+pub struct FallbackCounters([metrics::Counter; COUNTER_COUNT as usize]);
 
 impl FallbackCounters {
     pub fn get(&self) -> [u64; COUNTER_COUNT as usize] {
-        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+        std::array::from_fn(|i| self.0[i].get())
     }
 
     fn count(&self, v: Verdict) {
@@ -281,6 +280,32 @@ impl PolicyEnv for FallbackEnv<'_> {
 pub struct XdpFilter {
     ebpf: aya::Ebpf,
     attached: Vec<(String, u32, Placement)>,
+    counters: Arc<XdpCounterMap>,
+}
+
+/// The program's `COUNTERS` map, taken out of the loaded object so that readers on other
+/// threads (the `/metrics` scrape) sum it without the filter's owner.
+pub struct XdpCounterMap(PerCpuArray<MapData, u64>);
+
+impl std::fmt::Debug for XdpCounterMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("XdpCounterMap")
+    }
+}
+
+impl XdpCounterMap {
+    /// The counters summed over CPUs, indexed by [`pxe_ebpf::Counter`].
+    pub fn get(&self) -> Result<[u64; COUNTER_COUNT as usize], XdpError> {
+        let mut out = [0u64; COUNTER_COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let per_cpu = self.0.get(&(i as u32), 0).map_err(|source| XdpError::Map {
+                name: "COUNTERS",
+                source,
+            })?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
 }
 
 impl std::fmt::Debug for XdpFilter {
@@ -341,9 +366,17 @@ impl XdpFilter {
             .ok_or(XdpError::Missing("program pxe_xdp"))?
             .try_into()?;
         prog.load()?;
+        let map = ebpf
+            .take_map("COUNTERS")
+            .ok_or(XdpError::Missing("map COUNTERS"))?;
+        let counters = PerCpuArray::try_from(map).map_err(|source| XdpError::Map {
+            name: "COUNTERS",
+            source,
+        })?;
         let mut f = XdpFilter {
             ebpf,
             attached: Vec::new(),
+            counters: Arc::new(XdpCounterMap(counters)),
         };
         f.set_policy(set)?;
         Ok(f)
@@ -472,22 +505,12 @@ impl XdpFilter {
 
     /// The counters summed over CPUs, indexed by [`pxe_ebpf::Counter`].
     pub fn counters(&self) -> Result<[u64; COUNTER_COUNT as usize], XdpError> {
-        let map_err = |source| XdpError::Map {
-            name: "COUNTERS",
-            source,
-        };
-        let counters: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
-            self.ebpf
-                .map("COUNTERS")
-                .ok_or(XdpError::Missing("map COUNTERS"))?,
-        )
-        .map_err(map_err)?;
-        let mut out = [0u64; COUNTER_COUNT as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let per_cpu = counters.get(&(i as u32), 0).map_err(map_err)?;
-            *slot = per_cpu.iter().sum();
-        }
-        Ok(out)
+        self.counters.get()
+    }
+
+    /// A handle on the counters for another thread.
+    pub fn counter_map(&self) -> Arc<XdpCounterMap> {
+        Arc::clone(&self.counters)
     }
 }
 

@@ -86,7 +86,7 @@ fn serve_loopback(dir: &Path, args: &[&str], log: &str) -> (Proc, String, PathBu
         &file,
         format!(
             "[tftp]\nroot = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\nengine = \"portable\"\n\
-             threads = 1\n[control]\nsocket = \"{}\"\n",
+             threads = 1\n[control]\nsocket = \"{}\"\n[metrics]\nlisten = [\"127.0.0.1:0\"]\n",
             dir.display(),
             sock.display()
         ),

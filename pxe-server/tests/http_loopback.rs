@@ -530,7 +530,7 @@ fn serve_runs_http_until_sigterm() {
         format!(
             "[tftp]\nroot = {root:?}\nlisten = [\"127.0.0.1:{tftp}\"]\nengine = \"portable\"\n\
              threads = 1\n[http]\nenabled = true\nlisten = [\"127.0.0.1:{http_port}\"]\n\
-             threads = 1\n[control]\nsocket = {ctl:?}\n"
+             threads = 1\n[control]\nsocket = {ctl:?}\n[metrics]\nlisten = [\"127.0.0.1:0\"]\n"
         )
     };
     let busy = dir.path().join("busy.toml");
@@ -627,7 +627,7 @@ fn serve_fits_max_connections_to_the_open_file_limit() {
             "[tftp]\nroot = {root:?}\nlisten = [\"127.0.0.1:{tftp_port}\"]\nengine = \"portable\"\n\
              threads = 1\nmax_sessions = 100\n[http]\nenabled = true\n\
              listen = [\"127.0.0.1:{http_port}\"]\nthreads = 1\nmax_connections = 1000\n\
-             max_connections_per_client = 1000\n[control]\nsocket = {sock:?}\n"
+             max_connections_per_client = 1000\n[control]\nsocket = {sock:?}\n[metrics]\nlisten = [\"127.0.0.1:0\"]\n"
         ),
     )
     .unwrap();

@@ -233,7 +233,7 @@ fn a_missing_account_stops_the_start() {
     let config = dir.path().join("pxe.toml");
     let text = format!(
         "[tftp]\nroot = {root:?}\nlisten = [\"127.0.0.1:0\"]\n[control]\nsocket = {:?}\n\
-         [server]\nuser = \"pxe-no-such-account\"\n",
+         [server]\nuser = \"pxe-no-such-account\"\n[metrics]\nlisten = [\"127.0.0.1:0\"]\n",
         dir.path().join("control.sock")
     );
     let line = 1 + text.lines().position(|l| l.starts_with("user =")).unwrap();

@@ -55,7 +55,7 @@ fn start(engine: &str, port: u16, image: &[u8]) -> Server {
     std::fs::write(
         &config,
         format!(
-            "[tftp]\nroot = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[control]\nsocket = \"{}/control.sock\"\n",
+            "[tftp]\nroot = \"{}\"\nlisten = [\"127.0.0.1:{port}\"]\nthreads = 1\n[control]\nsocket = \"{}/control.sock\"\n[metrics]\nlisten = [\"127.0.0.1:0\"]\n",
             root.display(),
             dir.path().display()
         ),

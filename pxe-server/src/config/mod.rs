@@ -1,5 +1,5 @@
 //! The TOML configuration file: its shape, one file per section ([`tftp`], [`http`], [`dhcp`],
-//! [`hosts`] for `[boot]` and `[[hosts]]`, [`xdp`], [`install`], [`control`], [`server`]), loading with
+//! [`hosts`] for `[boot]` and `[[hosts]]`, [`xdp`], [`install`], [`control`], [`server`], [`metrics`]), loading with
 //! errors that name the file, the line and the key ([`locate`]), the reload plan, and the
 //! conversion into each service's runtime settings (`TftpSettings`, `HttpSettings`,
 //! `DhcpSettings`, `XdpSettings`, `InstallSettings`): the services never see the file shape.
@@ -13,6 +13,7 @@ mod hosts;
 mod http;
 mod install;
 mod locate;
+mod metrics;
 mod reload;
 mod server;
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use control::{ControlConfig, DEFAULT_CONTROL_SOCKET};
 pub use dhcp::{DhcpConfig, SubnetConfig};
 pub use http::HttpConfig;
 pub use install::InstallConfig;
+pub use metrics::{DEFAULT_METRICS_PORT, MetricsConfig};
 pub use reload::ReloadPlan;
 pub use server::{DEFAULT_USER, ServerConfig};
 pub use tftp::TftpConfig;
@@ -62,6 +64,8 @@ pub struct Config {
     pub install: InstallConfig,
     /// The account the daemon runs as after start, and its system call filter.
     pub server: ServerConfig,
+    /// The operator's listener: `/metrics` for Prometheus.
+    pub metrics: MetricsConfig,
 }
 
 /// A config file that cannot be used: `file:line: key: reason`.
@@ -192,6 +196,7 @@ impl Config {
         self.xdp.validate(&self.hosts)?;
         self.control.validate()?;
         self.server.validate()?;
+        self.metrics.validate()?;
         self.install.validate_cmdlines(&self.boot, &self.hosts)
     }
 

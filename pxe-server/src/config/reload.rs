@@ -31,6 +31,10 @@ impl Config {
             needs_restart.push("control");
             effective.control = self.control.clone();
         }
+        if effective.metrics != self.metrics {
+            needs_restart.push("metrics");
+            effective.metrics = self.metrics.clone();
+        }
         if effective.server != self.server {
             needs_restart.push("server");
             effective.server = self.server.clone();

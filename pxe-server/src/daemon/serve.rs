@@ -21,6 +21,8 @@ use crate::http::{HttpMetrics, HttpServer, ImageSource};
 use crate::images::ImageStore;
 use crate::install::{InstallMetrics, InstallService, InstallSlot};
 use crate::nextboot::NextBootStore;
+use crate::observe::MetricsServer;
+use crate::observe::families::{DhcpSource, LeaseSource, Sources};
 use crate::privilege::{self, PrivilegeError, ProcessIdentity};
 use crate::templates::Templates;
 use crate::tftp::metrics::TftpMetrics;
@@ -64,6 +66,8 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error("starting the DHCP service")]
     Dhcp(#[source] ServerError),
+    #[error("starting the metrics listener ([metrics] listen)")]
+    Metrics(#[source] std::io::Error),
     #[error("starting the {0} thread")]
     Thread(&'static str, #[source] std::io::Error),
     #[error("dropping privileges: {0}")]
@@ -160,6 +164,18 @@ pub fn serve(
         None
     };
 
+    let observe = if config.metrics.enabled {
+        Some(bind_metrics(
+            &config,
+            &metrics,
+            http.as_ref().map(|h| &h.metrics),
+            dhcp.as_ref().map(|d| &d.1),
+            db.as_ref(),
+        )?)
+    } else {
+        None
+    };
+
     // Everything is bound, attached and open: the privileges go before any thread starts.
     let hand_over = socket
         .created_dir()
@@ -208,6 +224,12 @@ pub fn serve(
         ),
         None => (None, None, None),
     };
+    // The metrics listener stops with the server; if it fails, the boot services go on (it
+    // logs why).
+    let observe_handle = observe
+        .map(|o| o.spawn(Arc::clone(&shutdown)))
+        .transpose()
+        .map_err(|e| ServeError::Thread("metrics", e))?;
     tracing::info!(socket = %socket.path().display(), "control socket ready (pxe-server status)");
     let state = DaemonState {
         config_path,
@@ -246,6 +268,9 @@ pub fn serve(
     let http_result = http_handle.map_or(Ok(()), |h| join("HTTP", h));
     if let Some(m) = http_metrics {
         tracing::info!(metrics = %m.snapshot(), "HTTP service stopped");
+    }
+    if let Some(Err(e)) = observe_handle.map(|h| join("metrics", h)) {
+        tracing::error!("metrics listener failed: {e}");
     }
     tracing::info!(metrics = %metrics.snapshot(), "TFTP service stopped");
     result.map_err(ServeError::TftpFailed)?;
@@ -313,6 +338,57 @@ fn bind_http(
         server,
         install,
     })
+}
+
+/// Binds the `[metrics]` listener (a busy port stops the start) with the families of every
+/// service that runs.
+fn bind_metrics(
+    config: &Config,
+    tftp: &Arc<TftpMetrics>,
+    http: Option<&Arc<HttpMetrics>>,
+    dhcp: Option<&DhcpControl>,
+    db: Option<&Arc<redb::Database>>,
+) -> Result<MetricsServer, ServeError> {
+    let mut server = MetricsServer::bind(&config.metrics.listen).map_err(ServeError::Metrics)?;
+    let leases = db.filter(|_| config.dhcp.is_full()).map(|db| LeaseSource {
+        db: Arc::clone(db),
+        pools: config
+            .dhcp
+            .subnets
+            .iter()
+            .map(|s| {
+                let size = u32::from(s.range_end).saturating_sub(u32::from(s.range_start));
+                (s.subnet.to_string(), u64::from(size) + 1)
+            })
+            .collect(),
+    });
+    server.register(Box::new(Sources {
+        tftp: Arc::clone(tftp),
+        http: http.cloned(),
+        dhcp: dhcp.map(|d| DhcpSource {
+            metrics: Arc::clone(&d.metrics),
+            mode: if config.dhcp.is_full() {
+                "full"
+            } else {
+                "proxy"
+            },
+            leases,
+            xdp: d.xdp.as_ref().map(XdpFilter::counter_map),
+            userspace: Arc::clone(&d.fallback),
+        }),
+    }));
+    let addrs = server.local_addrs().map_err(ServeError::Metrics)?;
+    for a in &addrs {
+        if !a.ip().is_loopback() {
+            tracing::warn!(
+                listen = %a,
+                "metrics listener on a non-loopback address: keep it off the boot segment \
+                 ([metrics] listen, SECURITY.md)"
+            );
+        }
+    }
+    tracing::info!(listen = ?addrs, "metrics listener ready (GET /metrics)");
+    Ok(server)
 }
 
 /// Binds the DHCP sockets and starts the discovery filter: XDP where it attaches, the same

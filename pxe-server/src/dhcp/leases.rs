@@ -309,6 +309,45 @@ pub fn bound_address(db: &Database, mac: &MacAddr, now_unix: u64) -> Option<Ipv4
         .then_some(lease.ip)
 }
 
+/// Leases held at a moment, by state (the `/metrics` scrape reads them in one read
+/// transaction).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaseCounts {
+    pub offered: u64,
+    pub bound: u64,
+    /// Declined addresses still withheld.
+    pub declined: u64,
+}
+
+/// Counts the leases of the database that hold their address at `now_unix` (released and
+/// expired records do not). A record it cannot read is not counted.
+pub fn lease_counts(db: &Database, now_unix: u64) -> Result<LeaseCounts, LeaseError> {
+    let read = db.begin_read()?;
+    let table = match read.open_table(LEASES) {
+        Ok(t) => t,
+        // No lease written yet.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(LeaseCounts::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut counts = LeaseCounts::default();
+    for row in table.iter()? {
+        let (ip, rec) = row?;
+        let Some(lease) = decode_record(ip.value(), rec.value()) else {
+            continue;
+        };
+        if !lease.is_active(now_unix) {
+            continue;
+        }
+        match lease.state {
+            LeaseState::Offered => counts.offered += 1,
+            LeaseState::Bound => counts.bound += 1,
+            LeaseState::Declined => counts.declined += 1,
+            LeaseState::Released => {}
+        }
+    }
+    Ok(counts)
+}
+
 fn encode_record(l: &Lease) -> [u8; RECORD_LEN] {
     let mut b = [0u8; RECORD_LEN];
     b[0] = RECORD_VERSION;

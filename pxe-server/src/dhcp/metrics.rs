@@ -5,6 +5,14 @@ crate::metrics::counters! {
     DhcpMetrics, DhcpSnapshot, "DHCP service";
     /// Datagrams handed to the responder.
     received,
+    // Of those that decoded, by message type.
+    received_discover,
+    received_request,
+    received_decline,
+    received_release,
+    received_inform,
+    /// Server message types (OFFER, ACK, NAK) and other types sent by a client.
+    received_other,
     // Malformed input (pxe_proto::dhcp::DecodeError).
     drop_truncated,
     drop_not_bootrequest,

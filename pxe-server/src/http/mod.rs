@@ -51,7 +51,7 @@ use crate::images::{Image, ImageStore, OpenError};
 use crate::metrics::{self, LogLimiter, counters};
 use crate::tftp::service::{REFUSAL_LOG_INTERVAL, RESERVED_FDS};
 use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, EXPIRED_SEND_RATE, Guarded, SendPace};
-use router::{Body, State};
+use router::{Body, Route, State};
 use slots::{Slot, Slots};
 
 /// Largest request head (request line + headers) read; hyper answers 431 beyond it.
@@ -77,10 +77,10 @@ counters! {
     /// `max_connections_per_client` open.
     connections_refused_per_client,
     /// Connections open now (a gauge).
-    connections_open,
+    connections_open: gauge,
     /// The `max_connections` in force: the configured one, or less to fit the open-file limit
     /// (a setting, not a count).
-    connections_limit,
+    connections_limit: gauge,
     /// Requests handed to the router.
     requests,
     /// 2xx other than 206.
@@ -118,7 +118,9 @@ counters! {
     /// Connections that ended with another error (reset by the peer ...).
     connection_errors,
     /// Failed accept() calls.
-    accept_errors,
+    accept_errors;
+    /// Responses by route and status class (for `/metrics`).
+    by_route => router::RouteCounts,
 }
 
 /// Where the HTTP service gets its files.
@@ -373,7 +375,7 @@ async fn accept_loop(
             Ok(accepted) => accepted,
             Err(e) => {
                 metrics::inc(&m.accept_errors);
-                if m.accept_errors.load(Ordering::Relaxed) % 1000 == 1 {
+                if m.accept_errors.get() % 1000 == 1 {
                     tracing::warn!("HTTP accept failed: {e}");
                 }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -455,11 +457,15 @@ async fn serve_connection(
         }
         (_, Ok(())) => return,
         (_, Err(e)) if e.is_parse_too_large() => {
-            router::count_response(&m, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            router::count_response(
+                &m,
+                Route::Other,
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            );
             &m.headers_too_large
         }
         (_, Err(e)) if e.is_parse() => {
-            router::count_response(&m, StatusCode::BAD_REQUEST);
+            router::count_response(&m, Route::Other, StatusCode::BAD_REQUEST);
             &m.bad_requests
         }
         (_, Err(_)) => &m.connection_errors,
@@ -501,7 +507,7 @@ async fn handle(
         Ok(resp) => Ok(resp),
         Err(e) => {
             tracing::error!("HTTP request handler failed: {e}");
-            router::count_response(&metrics, StatusCode::INTERNAL_SERVER_ERROR);
+            router::count_response(&metrics, Route::Other, StatusCode::INTERNAL_SERVER_ERROR);
             Ok(router::error(StatusCode::INTERNAL_SERVER_ERROR))
         }
     }

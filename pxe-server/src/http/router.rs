@@ -45,7 +45,7 @@ const ALLOW: &str = "GET, HEAD";
 pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
     let m = &state.metrics;
     if let Some(resp) = install_route(state, req) {
-        count_response(m, resp.status());
+        count_response(m, Route::of_install(req.uri().path()), resp.status());
         return resp;
     }
     let resp = if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -57,10 +57,76 @@ pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
     } else {
         // Generated routes go here, before the files, e.g.
         //   "/boot.ipxe" => boot_script(state, req),
-        serve_file(state, req)
+        return counted(m, Route::File, serve_file(state, req));
     };
-    count_response(m, resp.status());
+    counted(m, Route::Other, resp)
+}
+
+fn counted(m: &HttpMetrics, route: Route, resp: Response<Body>) -> Response<Body> {
+    count_response(m, route, resp.status());
     resp
+}
+
+/// What a request was for, as `/metrics` labels it (`route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// A boot file (any GET/HEAD that no install route took).
+    File = 0,
+    /// `/boot.ipxe`, a host's iPXE script.
+    IpxeScript = 1,
+    /// `/install/HOST/TOKEN/NAME`, a rendered template.
+    Install = 2,
+    /// `/done/HOST/TOKEN`, the installer's callback.
+    Done = 3,
+    /// Anything else: other methods, unparsable or oversized heads.
+    Other = 4,
+}
+
+impl Route {
+    pub const ALL: [Route; 5] = [
+        Route::File,
+        Route::IpxeScript,
+        Route::Install,
+        Route::Done,
+        Route::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::File => "file",
+            Route::IpxeScript => "ipxe_script",
+            Route::Install => "install",
+            Route::Done => "done",
+            Route::Other => "other",
+        }
+    }
+
+    /// The route of a request the install service answered, by its path.
+    fn of_install(path: &str) -> Route {
+        if path == "/boot.ipxe" {
+            Route::IpxeScript
+        } else if path.starts_with("/install/") {
+            Route::Install
+        } else if path.starts_with("/done/") {
+            Route::Done
+        } else {
+            Route::Other
+        }
+    }
+}
+
+/// Status classes counted per route (`status` label); index = class - 2.
+pub const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Responses by [`Route`] and status class ([`STATUS_CLASSES`]).
+#[derive(Debug, Default)]
+pub struct RouteCounts([[metrics::Counter; STATUS_CLASSES.len()]; Route::ALL.len()]);
+
+impl RouteCounts {
+    /// The count for `route` and the class at `class` in [`STATUS_CLASSES`].
+    pub fn get(&self, route: Route, class: usize) -> u64 {
+        self.0[route as usize][class].get()
+    }
 }
 
 /// An install route's answer, or `None` for a file path.
@@ -98,8 +164,11 @@ fn install_route(state: &State, req: &Request<()>) -> Option<Response<Body>> {
     Some(r)
 }
 
-/// Counts a response by its status class.
-pub fn count_response(m: &HttpMetrics, status: StatusCode) {
+/// Counts a response by its status class, and by route and class.
+pub fn count_response(m: &HttpMetrics, route: Route, status: StatusCode) {
+    if let class @ 2..=5 = status.as_u16() / 100 {
+        metrics::inc(&m.by_route.0[route as usize][usize::from(class - 2)]);
+    }
     let counter = match status.as_u16() {
         206 => &m.responses_206,
         304 => &m.responses_304,

@@ -1,8 +1,9 @@
-//! The programs the tests start next to them: pxe-server, dnsmasq, the DHCP clients and a
-//! headless browser.
+//! The programs the tests start next to them: pxe-server, dnsmasq, the DHCP clients,
+//! Prometheus and a headless browser.
 //! Each start returns a guard (or runs bounded), so nothing outlives its test.
 
 pub mod chromium;
 pub mod dhcp_clients;
 pub mod dnsmasq;
+pub mod prometheus;
 pub mod pxe_server;

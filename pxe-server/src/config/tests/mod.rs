@@ -137,6 +137,51 @@ fn control_socket_default_and_bad_path() {
 }
 
 #[test]
+fn metrics_listener_default_and_bad_lists() {
+    let f = fixture();
+    let tftp = format!("[tftp]\nroot = \"{}\"\n", f.root);
+    let c = Config::parse(&tftp, Path::new("x")).unwrap();
+    assert!(c.metrics.enabled);
+    assert_eq!(
+        c.metrics.listen,
+        vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9469))]
+    );
+    assert_err(
+        &format!("{tftp}[metrics]\nlisten = []\n"),
+        4,
+        "metrics.listen",
+        "at least one address",
+    );
+    assert_err(
+        &format!("{tftp}[metrics]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n"),
+        4,
+        "metrics.listen",
+        "127.0.0.1:1 is listed twice",
+    );
+    assert_err(
+        &format!("{tftp}[metrics]\nlisten = [\"localhost\"]\n"),
+        4,
+        "metrics.listen[0]",
+        "invalid socket address",
+    );
+    let off = Config::parse(
+        &format!("{tftp}[metrics]\nenabled = false\nlisten = []\n"),
+        Path::new("x"),
+    )
+    .unwrap();
+    assert!(!off.metrics.enabled);
+    // A new listen address waits for a restart.
+    let moved = Config::parse(
+        &format!("{tftp}[metrics]\nlisten = [\"127.0.0.1:9100\"]\n"),
+        Path::new("x"),
+    )
+    .unwrap();
+    let plan = c.reload_plan(&moved);
+    assert_eq!(plan.needs_restart, vec!["metrics"]);
+    assert_eq!(plan.effective.metrics, c.metrics);
+}
+
+#[test]
 fn reload_plan_applies_policy_and_keeps_sockets() {
     let f = fixture();
     let base = format!(

@@ -1,8 +1,6 @@
 //! SIGHUP reloads against a config file in a temporary directory: what applies now, what
 //! waits for a restart, what a bad file changes (nothing), and what the DHCP thread receives.
 
-use std::sync::atomic::Ordering;
-
 use super::*;
 use crate::engine::EngineChoice;
 
@@ -170,8 +168,7 @@ fn the_install_routes_get_the_new_hosts() {
         });
         assert_eq!(reply.unwrap().status, 200);
     };
-    let unknown_hosts =
-        |state: &DaemonState| state.install_metrics.unknown_hosts.load(Ordering::Relaxed);
+    let unknown_hosts = |state: &DaemonState| state.install_metrics.unknown_hosts.get();
     ask();
     assert_eq!(unknown_hosts(&state), 1);
     let before = slot.get().unwrap();

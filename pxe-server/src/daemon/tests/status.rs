@@ -1,8 +1,6 @@
 //! The status document, built from a daemon state, against the document the untyped code
 //! sent (key names, order, nesting, value types, `null` sections).
 
-use std::sync::atomic::Ordering;
-
 use serde_json::json;
 
 use super::*;
@@ -45,7 +43,7 @@ fn tftp_only_status_has_null_sections() {
     let f = Fixture::new();
     f.write("");
     let state = f.state(Overrides::default());
-    state.tftp.sessions_started.fetch_add(3, Ordering::Relaxed);
+    crate::metrics::add(&state.tftp.sessions_started, 3);
     let want = json!({
         "server": server(&f),
         "reload": { "count": 0, "last": null },
@@ -100,13 +98,10 @@ fn full_status_has_every_section_in_the_old_shape() {
         needs_restart: vec!["dhcp.interfaces"],
     });
     let dhcp = state.dhcp.as_ref().unwrap();
-    dhcp.metrics.received.fetch_add(4, Ordering::Relaxed);
+    crate::metrics::add(&dhcp.metrics.received, 4);
     let http = state.http.as_ref().unwrap();
-    http.requests.fetch_add(2, Ordering::Relaxed);
-    state
-        .install_metrics
-        .callbacks
-        .fetch_add(1, Ordering::Relaxed);
+    crate::metrics::add(&http.requests, 2);
+    crate::metrics::inc(&state.install_metrics.callbacks);
     let root = f.path("root").display().to_string();
     let want = json!({
         "server": server(&f),

@@ -261,3 +261,37 @@ fn kill9_mid_storm_loses_no_committed_lease() {
         }
     }
 }
+
+#[test]
+fn lease_counts_reads_held_addresses_by_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open_database(&dir.path().join("leases.redb")).unwrap();
+    // Nothing written yet: no table, no lease.
+    assert_eq!(lease_counts(&db, 0).unwrap(), LeaseCounts::default());
+    let mut s = RedbLeaseStore::open_shared(Arc::clone(&db)).unwrap();
+    s.begin_batch();
+    for (i, state) in [
+        LeaseState::Offered,
+        LeaseState::Bound,
+        LeaseState::Bound,
+        LeaseState::Declined,
+        LeaseState::Released,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let n = i as u8 + 1;
+        s.put(&lease([10, 0, 0, 10 + n], n, 100, state)).unwrap();
+    }
+    // Expired: not held.
+    s.put(&lease([10, 0, 0, 30], 30, 40, LeaseState::Bound))
+        .unwrap();
+    s.commit_batch().unwrap();
+    let want = LeaseCounts {
+        offered: 1,
+        bound: 2,
+        declined: 1,
+    };
+    assert_eq!(lease_counts(&db, 50).unwrap(), want);
+    assert_eq!(lease_counts(&db, 100).unwrap(), LeaseCounts::default());
+}

@@ -254,6 +254,15 @@ impl<S: LeaseStore> Responder<S> {
         metrics::inc(&self.metrics.received);
         let action = match wire::decode(bytes) {
             Ok(req) => {
+                let m = &self.metrics;
+                metrics::inc(match req.msg_type {
+                    MessageType::Discover => &m.received_discover,
+                    MessageType::Request => &m.received_request,
+                    MessageType::Decline => &m.received_decline,
+                    MessageType::Release => &m.received_release,
+                    MessageType::Inform => &m.received_inform,
+                    _ => &m.received_other,
+                });
                 if req.lease_time_clamped {
                     metrics::inc(&self.metrics.lease_time_clamped);
                 }

@@ -243,10 +243,10 @@ impl Worker {
             && self.slots.used_gso(s)
             && matches!(-res, libc::EIO | libc::EINVAL | libc::EMSGSIZE);
         if self.slots.used_gso(s) {
-            metrics::inc(&self.hooks.gso_sends);
+            self.hooks.gso_sends.fetch_add(1, Ordering::Relaxed);
         }
         if gso_failed {
-            metrics::inc(&self.hooks.gso_fallbacks);
+            self.hooks.gso_fallbacks.fetch_add(1, Ordering::Relaxed);
         }
         if gso_failed && -res == libc::EMSGSIZE {
             // Segments larger than this path's MTU: GSO cannot work for this session only.
