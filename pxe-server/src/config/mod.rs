@@ -12,6 +12,7 @@ mod dhcp;
 mod hosts;
 mod http;
 mod install;
+mod journeys;
 mod locate;
 mod reload;
 mod server;
@@ -29,6 +30,7 @@ pub use control::{ControlConfig, DEFAULT_CONTROL_SOCKET};
 pub use dhcp::{DhcpConfig, SubnetConfig};
 pub use http::HttpConfig;
 pub use install::InstallConfig;
+pub use journeys::JourneysConfig;
 pub use reload::ReloadPlan;
 pub use server::{DEFAULT_USER, ServerConfig};
 pub use tftp::TftpConfig;
@@ -62,6 +64,8 @@ pub struct Config {
     pub install: InstallConfig,
     /// The account the daemon runs as after start, and its system call filter.
     pub server: ServerConfig,
+    /// Each host's boot journey and its bound.
+    pub journeys: JourneysConfig,
 }
 
 /// A config file that cannot be used: `file:line: key: reason`.
@@ -192,6 +196,7 @@ impl Config {
         self.xdp.validate(&self.hosts)?;
         self.control.validate()?;
         self.server.validate()?;
+        self.journeys.validate()?;
         self.install.validate_cmdlines(&self.boot, &self.hosts)
     }
 
@@ -226,6 +231,17 @@ impl Config {
 
     pub fn xdp_settings(&self, hosts: &HostIndex) -> XdpSettings {
         self.xdp.settings(&self.dhcp.interfaces, hosts)
+    }
+
+    /// The journeys' settings and the file classes of this configuration.
+    pub fn journey_settings(
+        &self,
+        hosts: &Arc<HostIndex>,
+    ) -> (crate::journey::JourneySettings, crate::journey::FileClasses) {
+        (
+            self.journeys.settings(),
+            self.journeys.classes(&self.boot, hosts),
+        )
     }
 
     pub fn install_settings(&self, hosts: &Arc<HostIndex>) -> InstallSettings {

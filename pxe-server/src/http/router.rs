@@ -16,6 +16,7 @@ use super::path::{self, PathRefusal};
 use super::range::{self, RangeAnswer};
 use super::{HttpMetrics, ImageSource};
 use crate::images::{Image, OpenError};
+use crate::journey::{ErrorKind, Now, Protocol, Transfer};
 use crate::metrics;
 
 /// Every response body: one frame, shared bytes (a file is a slice of its image, not a copy).
@@ -27,6 +28,8 @@ pub struct State {
     pub metrics: Arc<HttpMetrics>,
     /// The install routes, when the server has them.
     pub install: Option<Arc<crate::install::InstallSlot>>,
+    /// Where files served, install routes answered and errors sent are recorded.
+    pub journeys: Option<Arc<crate::journey::Journeys>>,
 }
 
 /// The local address a request came to (set by the connection), for `server_url`.
@@ -46,6 +49,18 @@ pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
     let m = &state.metrics;
     if let Some(resp) = install_route(state, req) {
         count_response(m, resp.status());
+        if let (Some(j), Some(PeerAddr(peer))) =
+            (&state.journeys, req.extensions().get::<PeerAddr>())
+        {
+            let (path, query) = (req.uri().path(), req.uri().query());
+            j.install_route(
+                Now::current(),
+                path,
+                query,
+                peer.ip(),
+                resp.status().as_u16(),
+            );
+        }
         return resp;
     }
     let resp = if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -60,6 +75,13 @@ pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
         serve_file(state, req)
     };
     count_response(m, resp.status());
+    if resp.status().as_u16() >= 400
+        && let (Some(j), Some(PeerAddr(peer))) =
+            (&state.journeys, req.extensions().get::<PeerAddr>())
+    {
+        let (kind, code) = (ErrorKind::HttpStatus, resp.status().as_u16());
+        j.error_to(Now::current(), peer.ip(), kind, code, req.uri().path());
+    }
     resp
 }
 
@@ -130,12 +152,22 @@ pub fn error(status: StatusCode) -> Response<Body> {
     r
 }
 
-/// An image as the owner of a `Bytes`: the mapping lives as long as any slice of it.
-struct ImageBytes(Arc<Image>);
+/// An image as the owner of a `Bytes`: the mapping lives as long as any slice of it. With a
+/// [`Transfer`], the transfer ends when the connection lets go of the body: all of it
+/// written, or the connection gone.
+struct ImageBytes(Arc<Image>, Option<Transfer>);
 
 impl AsRef<[u8]> for ImageBytes {
     fn as_ref(&self) -> &[u8] {
         self.0.octets()
+    }
+}
+
+impl Drop for ImageBytes {
+    fn drop(&mut self) {
+        if let Some(t) = &mut self.1 {
+            t.done(std::time::Instant::now());
+        }
     }
 }
 
@@ -229,8 +261,21 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
     let body = if head {
         Bytes::new()
     } else {
+        let transfer = match (&state.journeys, req.extensions().get::<PeerAddr>()) {
+            (Some(j), Some(PeerAddr(peer))) => {
+                let name = std::str::from_utf8(&name).unwrap_or("");
+                Some(Transfer::start(
+                    j,
+                    Now::current(),
+                    Protocol::Http,
+                    peer.ip(),
+                    name,
+                ))
+            }
+            _ => None,
+        };
         // Both bounds are within the image (`start < end <= len`): a zero-copy slice.
-        Bytes::from_owner(ImageBytes(image)).slice(start as usize..end as usize)
+        Bytes::from_owner(ImageBytes(image, transfer)).slice(start as usize..end as usize)
     };
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
@@ -293,6 +338,7 @@ mod tests {
             images: Arc::new(ImageStore::new(root).unwrap()),
             metrics: Arc::new(HttpMetrics::default()),
             install: None,
+            journeys: None,
         };
         (dir, state)
     }
