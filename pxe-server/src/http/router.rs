@@ -365,6 +365,54 @@ mod tests {
         r.headers().get(name).unwrap().to_str().unwrap()
     }
 
+    /// Files served, error statuses and the install routes land in the journey of the host
+    /// at the peer's address; a file's transfer ends when its body is let go.
+    #[test]
+    fn journeys_see_files_errors_and_install_routes() {
+        use crate::journey::{DhcpAnswer, FileClass, Journeys, Phase, Protocol};
+        let (d, mut s) = state();
+        std::fs::write(d.path().join("root/vmlinuz"), b"kernel").unwrap();
+        let j = Arc::new(Journeys::default());
+        s.journeys = Some(Arc::clone(&j));
+        let mac = pxe_proto::MacAddr([2, 0, 0, 0, 0, 1]);
+        let peer: std::net::SocketAddr = "10.0.0.5:40000".parse().unwrap();
+        let now = Now::current();
+        j.with(|t| t.dhcp_answer(now, mac, DhcpAnswer::Ack, Some([10, 0, 0, 5].into())));
+        let at = |uri: &str| {
+            let mut r = Request::builder().uri(uri).body(()).unwrap();
+            r.extensions_mut().insert(PeerAddr(peer));
+            route(&s, &r)
+        };
+        let r = at("/vmlinuz");
+        assert_eq!(r.status(), StatusCode::OK);
+        let phase = |j: &Journeys| j.with(|t| t.get(&mac).unwrap().phase).flatten();
+        assert_eq!(phase(&j), Some(Phase::Kernel));
+        let kernels = || {
+            j.timings()
+                .transfer(Protocol::Http, FileClass::Kernel)
+                .snapshot()
+        };
+        assert_eq!(kernels().count, 0, "not done while the body is held");
+        assert_eq!(body(r), b"kernel");
+        assert_eq!(kernels().count, 1);
+        assert_eq!(at("/initrd.img").status(), StatusCode::NOT_FOUND);
+        let e = j
+            .with(|t| t.get(&mac).unwrap().last_error)
+            .flatten()
+            .unwrap();
+        assert_eq!((e.code, e.detail()), (404, "/initrd.img"));
+        let reached = |p: Phase| j.with(|t| t.get(&mac).unwrap().reached(p)).unwrap();
+        let q = Some("mac=02-00-00-00-00-01");
+        j.install_route(Now::current(), "/boot.ipxe", q, peer.ip(), 200);
+        assert!(reached(Phase::Script));
+        // An install route that failed (a bad token) is an error, not a phase.
+        j.install_route(Now::current(), "/install/k/t/ks.cfg", None, peer.ip(), 404);
+        assert!(!reached(Phase::Template));
+        j.install_route(Now::current(), "/install/k/t/ks.cfg", None, peer.ip(), 200);
+        assert!(reached(Phase::Template));
+        assert_eq!(phase(&j), Some(Phase::Template));
+    }
+
     #[test]
     fn get_head_and_ranges() {
         let (_d, s) = state();

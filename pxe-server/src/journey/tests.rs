@@ -82,6 +82,12 @@ fn phases_are_recorded_in_order_and_a_finished_boot_is_counted_once() {
     t.transfer_done(now.after(secs(8)), ip(1), FileClass::Initrd);
     assert_eq!(t.stats().completed, 1);
     assert_eq!(t.completed_per_sec(now.after(secs(9)), 4), [0, 1, 0, 0]);
+    // A ProxyDHCP OFFER is the whole answer to a DISCOVER: offer and ack.
+    t.dhcp_request(now, mac(2), None, true);
+    t.dhcp_answer(now, mac(2), DhcpAnswer::ProxyOffer, None);
+    let e = t.get(&mac(2)).unwrap();
+    assert_eq!(e.phase, Some(Phase::Ack));
+    assert_eq!(e.timeline().count(), 3);
 }
 
 #[test]
