@@ -96,6 +96,24 @@ fn responder(c: &mut Criterion) {
     c.bench_function("dhcp proxy: PXE DISCOVER -> OFFER", |b| {
         b.iter(|| proxy.handle(SystemTime::now(), black_box(&pxe), &meta, &mut out))
     });
+    // The same with the journeys recording each DISCOVER (one lock, one table update).
+    let mut recorded = Responder::new(&settings("mode = \"proxy\""), MemoryLeaseStore::new());
+    recorded.set_journeys(std::sync::Arc::default());
+    c.bench_function("dhcp proxy: PXE DISCOVER -> OFFER, journeys on", |b| {
+        b.iter(|| recorded.handle(SystemTime::now(), black_box(&pxe), &meta, &mut out))
+    });
+    // A storm of new MACs into a full 16384-host table: every DISCOVER evicts one.
+    let table = pxe_server::journey::Journeys::default();
+    let mut n = 0u32;
+    c.bench_function("journey: DISCOVER of a new MAC into a full table", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let m = n.to_be_bytes();
+            let mac = pxe_proto::MacAddr([2, 0, m[0], m[1], m[2], m[3]]);
+            let now = pxe_server::journey::Now::current();
+            table.dhcp_request(now, mac, None, true)
+        })
+    });
     c.bench_function("dhcp proxy: plain DISCOVER ignored", |b| {
         b.iter(|| proxy.handle(SystemTime::now(), black_box(&plain), &meta, &mut out))
     });

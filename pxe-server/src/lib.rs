@@ -9,6 +9,7 @@ pub mod hosts;
 pub mod http;
 pub mod images;
 pub mod install;
+pub mod journey;
 pub mod liveview;
 pub mod metrics;
 pub mod nextboot;

@@ -10,6 +10,7 @@ use pxe_server::config::{Config, ConfigError};
 use pxe_server::daemon::socket as control;
 use pxe_server::daemon::{self, Overrides, client};
 use pxe_server::engine::EngineChoice;
+use pxe_server::journey::Phase;
 use pxe_server::nextboot::HostAction;
 
 /// Exit status for an unusable configuration.
@@ -56,6 +57,17 @@ enum Command {
         /// Print the JSON document as the server sent it.
         #[arg(long)]
         json: bool,
+        /// Each host's boot journey instead: MAC, address, hostname, phase, time since its
+        /// last progress, stuck, last error (stuck first, then the latest progress first).
+        #[arg(long)]
+        hosts: bool,
+        /// With --hosts: only hosts whose current phase is P (discover, offer, ack,
+        /// boot_file, script, kernel, initrd, template, callback).
+        #[arg(long, value_name = "P", requires = "hosts")]
+        phase: Option<Phase>,
+        /// With --hosts: only stuck hosts.
+        #[arg(long, requires = "hosts")]
+        stuck: bool,
     },
     /// Show or set what hosts boot next: `reinstall` (the installer once, then the local
     /// disk), `local`, or `show`. SELECTOR: `all`, or comma-separated hostnames, MACs, UUIDs
@@ -107,6 +119,15 @@ fn main() -> ExitCode {
             config,
             socket,
             json,
+            hosts: true,
+            phase,
+            stuck,
+        } => hosts(config.as_deref(), socket, json, phase, stuck),
+        Command::Status {
+            config,
+            socket,
+            json,
+            ..
         } => status(config.as_deref(), socket, json),
         Command::Serve {
             config,
@@ -178,6 +199,40 @@ fn status(config: Option<&Path>, socket: Option<PathBuf>, json: bool) -> ExitCod
         }
     }
     ExitCode::SUCCESS
+}
+
+fn hosts(
+    config: Option<&Path>,
+    socket: Option<PathBuf>,
+    json: bool,
+    phase: Option<Phase>,
+    stuck: bool,
+) -> ExitCode {
+    let path = match client::status_socket(config, socket) {
+        Ok(p) => p,
+        Err(e) => return config_error(&e),
+    };
+    match client::hosts(&path, phase, stuck) {
+        Ok(doc) if doc.get("ok").and_then(|v| v.as_bool()) == Some(false) => {
+            eprintln!(
+                "pxe-server status --hosts: {}",
+                doc["error"].as_str().unwrap_or("refused")
+            );
+            ExitCode::FAILURE
+        }
+        Ok(doc) if json => {
+            println!("{doc}");
+            ExitCode::SUCCESS
+        }
+        Ok(doc) => {
+            print!("{}", client::render_hosts_text(&doc));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pxe-server status --hosts: {e} (is the server running?)");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn host(selector: &str, action: HostAction, path: &Path, json: bool) -> ExitCode {

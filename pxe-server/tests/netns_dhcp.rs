@@ -1111,3 +1111,118 @@ fn install_secrets_hold_against_a_second_machine() {
     assert_eq!(curl(gpu1, &[&ks(&t1_new)]).0, 200);
     server.stop();
 }
+
+/// Each host's journey as `pxe-server status --hosts` shows it: two PXE machines (udhcpc with
+/// options 60 and 93, then curl over TFTP from the leased address) in full mode. One goes
+/// DHCP → boot file → kernel → initrd and is finished; the other stops after its kernel, asks
+/// for a missing file, and is reported stuck with that phase and that error once
+/// `stuck_after_secs` has passed.
+#[test]
+#[ignore = "needs root + network namespaces (run by scripts/test.sh)"]
+fn journeys_show_each_phase_and_a_host_stuck_after_its_kernel() {
+    let lan = Lan::new(13, false);
+    let tftp = lan.dir().join("tftp");
+    std::fs::create_dir_all(&tftp).unwrap();
+    for (name, len) in [
+        ("undionly.kpxe", 70_000),
+        ("vmlinuz", 300_000),
+        ("initrd.img", 500_000),
+    ] {
+        std::fs::write(tftp.join(name), pxe_testkit::test_bytes(len, 13)).unwrap();
+    }
+    let config = format!(
+        "{}[journeys]\nstuck_after_secs = 3\n\
+         [[hosts]]\nmac = \"02:78:0d:00:00:01\"\nhostname = \"node-a\"\n",
+        full_config(lan.net, lan.dir())
+    );
+    let mut server = PxeServer::start_with(&lan.srv, lan.dir(), &config, ServeOptions::debug());
+    // One machine: its DHCP exchange, then each file over TFTP from its leased address.
+    let boot = |mac: &str, files: &[&str]| -> Ipv4Addr {
+        set_mac(&lan.cli, "dc", mac);
+        lan.cli.ip(&["addr", "flush", "dev", "dc"]);
+        let env = udhcpc(&lan, mac, &["-V", PXE_CLASS, "-x", "0x5d:0000"]);
+        let ip: Ipv4Addr = env_get(&env, "ip").unwrap().parse().unwrap();
+        lan.cli
+            .ip(&["addr", "add", &format!("{ip}/24"), "dev", "dc"]);
+        for f in files {
+            let mut cmd = lan.cli.command("curl");
+            cmd.args(["-sS", "--max-time", "20", "-o", "/dev/null"])
+                .arg(format!("tftp://{}/{f}", lan.ip(1)));
+            let r = run(
+                cmd,
+                lan.dir(),
+                &format!("curl-{f}"),
+                Duration::from_secs(30),
+            );
+            assert_eq!(r.success(), !f.starts_with("missing"), "{f}: {}", r.all());
+        }
+        ip
+    };
+    let (mac_a, mac_b) = ("02:78:0d:00:00:01", "02:78:0d:00:00:02");
+    let ip_a = boot(mac_a, &["undionly.kpxe", "vmlinuz", "initrd.img"]);
+    let ip_b = boot(mac_b, &["undionly.kpxe", "vmlinuz", "missing-initrd.img"]);
+
+    let host = |doc: &serde_json::Value, mac: &str| -> serde_json::Value {
+        doc["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["mac"] == mac)
+            .unwrap_or_else(|| panic!("{mac} not in {doc:#}"))
+            .clone()
+    };
+    let phases = |h: &serde_json::Value| -> Vec<String> {
+        h["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["phase"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The TFTP transfers end as their final ACKs arrive: wait (bounded) for A's initrd.
+    let mut doc = server.hosts(&[]);
+    let finished = wait_until(Duration::from_secs(10), || {
+        doc = server.hosts(&[]);
+        host(&doc, mac_a)["finished"] == true
+    });
+    assert!(finished, "A never finished: {doc:#}");
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["total"], 2, "{doc:#}");
+    let a = host(&doc, mac_a);
+    assert_eq!(a["address"], ip_a.to_string());
+    assert_eq!(a["hostname"], "node-a");
+    assert_eq!(a["phase"], "initrd");
+    assert_eq!(a["boot"], 1);
+    assert_eq!(
+        phases(&a),
+        ["discover", "offer", "ack", "boot_file", "kernel", "initrd"]
+    );
+    assert_eq!(a["last_error"], serde_json::Value::Null);
+    let b = host(&doc, mac_b);
+    assert_eq!(b["address"], ip_b.to_string());
+    assert_eq!(b["phase"], "kernel");
+    assert_eq!(b["finished"], false);
+    assert_eq!(b["last_error"]["kind"], "tftp_error");
+    assert_eq!(b["last_error"]["detail"], "1 missing-initrd.img");
+
+    // B makes no progress: stuck after 3 s, with its last phase; A, finished, never is.
+    let mut stuck = serde_json::Value::Null;
+    let seen = wait_until(Duration::from_secs(15), || {
+        stuck = server.hosts(&["--stuck"]);
+        stuck["matched"] == 1
+    });
+    assert!(seen, "B never stuck: {stuck:#}");
+    assert_eq!(stuck["hosts"][0]["mac"], mac_b);
+    assert_eq!(stuck["hosts"][0]["phase"], "kernel");
+    let kernel = server.hosts(&["--phase", "kernel"]);
+    assert_eq!(kernel["matched"], 1);
+    let text = server.status_with(&["--hosts"]);
+    let line_b = text.lines().find(|l| l.starts_with(mac_b)).unwrap();
+    assert!(
+        line_b.contains("kernel") && line_b.contains("yes"),
+        "{text}"
+    );
+    assert!(line_b.contains("tftp_error 1 missing-initrd.img"), "{text}");
+    let log = server.stop();
+    assert_eq!(metric(&log, "acks"), Some(2), "{log}");
+}

@@ -12,6 +12,7 @@ mod dhcp;
 mod hosts;
 mod http;
 mod install;
+mod journeys;
 mod locate;
 mod metrics;
 mod reload;
@@ -31,6 +32,7 @@ pub use dhcp::{DhcpConfig, SubnetConfig};
 pub use http::HttpConfig;
 pub use install::InstallConfig;
 pub use metrics::{DEFAULT_METRICS_PORT, MetricsConfig};
+pub use journeys::JourneysConfig;
 pub use reload::ReloadPlan;
 pub use server::{DEFAULT_USER, ServerConfig};
 pub use tftp::TftpConfig;
@@ -66,6 +68,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The operator's listener: `/metrics` for Prometheus.
     pub metrics: MetricsConfig,
+    /// Each host's boot journey and its bound.
+    pub journeys: JourneysConfig,
 }
 
 /// A config file that cannot be used: `file:line: key: reason`.
@@ -197,6 +201,7 @@ impl Config {
         self.control.validate()?;
         self.server.validate()?;
         self.metrics.validate()?;
+        self.journeys.validate()?;
         self.install.validate_cmdlines(&self.boot, &self.hosts)
     }
 
@@ -231,6 +236,17 @@ impl Config {
 
     pub fn xdp_settings(&self, hosts: &HostIndex) -> XdpSettings {
         self.xdp.settings(&self.dhcp.interfaces, hosts)
+    }
+
+    /// The journeys' settings and the file classes of this configuration.
+    pub fn journey_settings(
+        &self,
+        hosts: &Arc<HostIndex>,
+    ) -> (crate::journey::JourneySettings, crate::journey::FileClasses) {
+        (
+            self.journeys.settings(),
+            self.journeys.classes(&self.boot, hosts),
+        )
     }
 
     pub fn install_settings(&self, hosts: &Arc<HostIndex>) -> InstallSettings {

@@ -39,6 +39,14 @@ impl Config {
             needs_restart.push("server");
             effective.server = self.server.clone();
         }
+        // The table's bound and its existence are fixed at start; its stuck time and file
+        // classes follow the reload.
+        let (j, k) = (&self.journeys, &mut effective.journeys);
+        if k.enabled != j.enabled || k.max_hosts != j.max_hosts {
+            needs_restart.push("journeys.enabled/journeys.max_hosts");
+            k.enabled = j.enabled;
+            k.max_hosts = j.max_hosts;
+        }
         let (d, e) = (&self.dhcp, &mut effective.dhcp);
         macro_rules! keep {
             ($($field:ident),*) => {$(

@@ -33,6 +33,67 @@ pub fn status(socket: &Path) -> Result<serde_json::Value, ControlError> {
     control::request_status(socket, STATUS_TIMEOUT)
 }
 
+/// The hosts document of the server on `socket` for `filter` (`status --hosts`).
+pub fn hosts(
+    socket: &Path,
+    phase: Option<crate::journey::Phase>,
+    stuck: bool,
+) -> Result<serde_json::Value, ControlError> {
+    let mut query = Vec::new();
+    if let Some(p) = phase {
+        query.push(format!("phase={}", p.name()));
+    }
+    if stuck {
+        query.push("stuck=1".to_owned());
+    }
+    let request = Request::Hosts {
+        query: query.join("&"),
+    };
+    control::request(socket, &request.to_string(), STATUS_TIMEOUT)
+}
+
+/// A hosts document for a person: one line per host (MAC, address, hostname, phase, time
+/// since its last progress, stuck, last error), then the counts; an error answer's text.
+pub fn render_hosts_text(doc: &serde_json::Value) -> String {
+    if let Some(e) = doc.get("error").and_then(|e| e.as_str()) {
+        return format!("error: {e}\n");
+    }
+    let now = doc["now_ms"].as_u64().unwrap_or(0);
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let mut out = format!(
+        "{:<17}  {:<15}  {:<16}  {:<9}  {:>7}  {:<5}  {}\n",
+        "MAC", "ADDRESS", "HOSTNAME", "PHASE", "AGE", "STUCK", "LAST ERROR"
+    );
+    for h in doc["hosts"].as_array().into_iter().flatten() {
+        let age = now.saturating_sub(h["last_progress_ms"].as_u64().unwrap_or(now)) / 1000;
+        let error = match &h["last_error"] {
+            serde_json::Value::Null => "-".to_owned(),
+            e => format!("{} {}", text(&e["kind"]), text(&e["detail"])),
+        };
+        out.push_str(&format!(
+            "{:<17}  {:<15}  {:<16}  {:<9}  {:>6}s  {:<5}  {}\n",
+            text(&h["mac"]),
+            text(&h["address"]),
+            text(&h["hostname"]),
+            text(&h["phase"]),
+            age,
+            if h["stuck"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            error
+        ));
+    }
+    out.push_str(&format!(
+        "{} shown, {} matched, {} in the table\n",
+        doc["hosts"].as_array().map_or(0, Vec::len),
+        doc["matched"].as_u64().unwrap_or(0),
+        doc["total"].as_u64().unwrap_or(0)
+    ));
+    out
+}
+
 /// Why a `host` command got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {

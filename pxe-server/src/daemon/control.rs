@@ -63,6 +63,16 @@ impl DaemonState {
         match request {
             Request::Status => Answer::Status(Box::new(self.status())),
             Request::Host { action, selector } => Answer::Host(self.host(*action, selector)),
+            Request::Hosts { query } => {
+                let now = crate::journey::Now::current();
+                match self.journeys.hosts_document(query, now) {
+                    Ok(doc) if self.journeys.enabled() => Answer::Hosts(Box::new(doc)),
+                    Ok(_) => Answer::Error(ErrorAnswer::new(
+                        "this server keeps no journeys ([journeys] enabled = false)",
+                    )),
+                    Err(e) => Answer::Error(ErrorAnswer::new(format!("hosts query: {e}"))),
+                }
+            }
         }
     }
 

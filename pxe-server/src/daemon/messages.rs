@@ -27,6 +27,9 @@ pub enum Request {
         action: HostAction,
         selector: String,
     },
+    /// The hosts document of the journey table ([`crate::journey::HostsDocument`]) for a
+    /// query string (`phase=kernel&stuck=1&limit=200&offset=0`, empty for all).
+    Hosts { query: String },
 }
 
 /// A request line the daemon does not understand; answered with an [`ErrorAnswer`].
@@ -45,6 +48,9 @@ impl Request {
         let mut words = line.splitn(3, ' ');
         match (words.next(), words.next(), words.next()) {
             (Some("status"), None, None) => Ok(Request::Status),
+            (Some("hosts"), query, None) => Ok(Request::Hosts {
+                query: query.unwrap_or("").to_owned(),
+            }),
             (Some("host"), Some(action), Some(selector)) => Ok(Request::Host {
                 action: action.parse().map_err(RequestError::HostAction)?,
                 selector: selector.to_owned(),
@@ -60,6 +66,8 @@ impl std::fmt::Display for Request {
         match self {
             Request::Status => f.write_str("status"),
             Request::Host { action, selector } => write!(f, "host {} {selector}", action.name()),
+            Request::Hosts { query } if query.is_empty() => f.write_str("hosts"),
+            Request::Hosts { query } => write!(f, "hosts {query}"),
         }
     }
 }
@@ -70,6 +78,7 @@ impl std::fmt::Display for Request {
 pub enum Answer {
     Status(Box<StatusReport>),
     Host(HostAnswer),
+    Hosts(Box<crate::journey::HostsDocument>),
     Error(ErrorAnswer),
 }
 

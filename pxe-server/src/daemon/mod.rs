@@ -93,6 +93,8 @@ struct DaemonState {
     /// Proxy mode: the addresses hosts asked from on port 4011 (the DHCP thread writes them,
     /// the install routes read them; they outlive a reload).
     learned: Option<Arc<crate::dhcp::learned::LearnedAddresses>>,
+    /// Each host's boot journey and the timing histograms (the table outlives a reload).
+    journeys: Arc<crate::journey::Journeys>,
     reloads: u64,
     last_reload: Option<LastReload>,
     /// What the process gave up at start (the account it runs as, its seccomp mode).

@@ -60,6 +60,9 @@ impl DaemonState {
                 .with_learned(self.learned.clone()),
             );
         }
+        let (journey_settings, classes) = config.journey_settings(&hosts);
+        self.journeys
+            .reconfigure(&journey_settings, classes, Arc::clone(&hosts));
         self.running = config;
         self.hosts = hosts;
         tracing::info!(

@@ -20,6 +20,7 @@ use crate::hosts::HostIndex;
 use crate::http::{HttpMetrics, HttpServer, ImageSource};
 use crate::images::ImageStore;
 use crate::install::{InstallMetrics, InstallService, InstallSlot};
+use crate::journey::Journeys;
 use crate::nextboot::NextBootStore;
 use crate::observe::MetricsServer;
 use crate::observe::families::{DhcpSource, LeaseSource, Sources};
@@ -102,13 +103,21 @@ pub fn serve(
     let params = config.tftp.engine_params();
     let threads = params.threads;
     let hosts = config.host_index();
+    let (journey_settings, classes) = config.journey_settings(&hosts);
+    let journeys = Arc::new(Journeys::new(
+        &journey_settings,
+        classes,
+        Arc::clone(&hosts),
+    ));
 
     let metrics = Arc::new(TftpMetrics::default());
     let service = Arc::new(
-        TftpService::new(tftp, Arc::clone(&metrics)).map_err(|source| ServeError::TftpRoot {
-            path: tftp.root.clone(),
-            source,
-        })?,
+        TftpService::new(tftp, Arc::clone(&metrics))
+            .map_err(|source| ServeError::TftpRoot {
+                path: tftp.root.clone(),
+                source,
+            })?
+            .with_journeys(Arc::clone(&journeys)),
     );
     let kind = engine::select(config.tftp.engine)?;
 
@@ -150,7 +159,9 @@ pub fn serve(
             )
             .with_learned(learned.clone()),
         ));
-        Some(bind_http(&config, &service, install)?)
+        let mut h = bind_http(&config, &service, install)?;
+        h.server.set_journeys(Arc::clone(&journeys));
+        Some(h)
     } else {
         None
     };
@@ -159,6 +170,7 @@ pub fn serve(
         if let Some(l) = &learned {
             server.set_learned(Arc::clone(l));
         }
+        server.set_journeys(Arc::clone(&journeys));
         Some((server, control))
     } else {
         None
@@ -248,6 +260,7 @@ pub fn serve(
         next_boot,
         db,
         learned,
+        journeys,
         reloads: 0,
         last_reload: None,
         privileges,

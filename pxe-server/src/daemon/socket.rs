@@ -20,8 +20,8 @@ use super::messages::Request;
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest request line.
 pub const MAX_REQUEST: u64 = 4096;
-/// Largest status document a client accepts.
-const MAX_DOCUMENT: u64 = 1 << 20;
+/// Largest document (status, hosts) a client accepts.
+const MAX_DOCUMENT: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

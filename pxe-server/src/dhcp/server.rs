@@ -34,7 +34,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use pxe_net::{PktInfo, RecvBatch, Retry, SendBatch};
 use rustix::event::{PollFd, PollFlags, Timespec};
@@ -43,6 +43,7 @@ use super::leases::{IfName, Lease, LeaseError, LeaseStore, MemoryLeaseStore, Red
 use super::metrics::DhcpMetrics;
 use super::responder::{Action, RecvMeta, Responder};
 use super::{DhcpMode, DhcpReload, DhcpSettings};
+use crate::journey::{DhcpAnswer, Journeys, LatencyMode, Now};
 use crate::metrics;
 use crate::xdp::Fallback;
 use pxe_proto::MacAddr;
@@ -208,6 +209,48 @@ pub struct DhcpServer<S: LeaseStore> {
     reloads: Option<crossbeam::channel::Receiver<DhcpReload>>,
     /// Names of the interfaces requests arrive on.
     ifnames: IfNames,
+    /// Where answers are recorded once sent (journeys, answer latency).
+    journeys: Option<Arc<Journeys>>,
+    /// The answers of the current batch, for the journeys (reserved for [`BATCH`]).
+    answered: Vec<Answered>,
+}
+
+/// An answer of the current batch, as the journeys record it once it is sent.
+#[derive(Debug, Clone, Copy)]
+struct Answered {
+    mac: MacAddr,
+    answer: DhcpAnswer,
+    /// yiaddr (full mode's address), else ciaddr (the client's own, port 4011).
+    address: Option<Ipv4Addr>,
+}
+
+/// `yiaddr` and `ciaddr` of a BOOTP message.
+const BOOTP_YIADDR: std::ops::Range<usize> = 16..20;
+const BOOTP_CIADDR: std::ops::Range<usize> = 12..16;
+
+impl Answered {
+    /// Read back from the answer's own bytes.
+    fn of(bytes: &[u8], msg: dhcproto::v4::MessageType, mode: DhcpMode) -> Option<Answered> {
+        use dhcproto::v4::MessageType as T;
+        let addr = |r: std::ops::Range<usize>| {
+            let b: [u8; 4] = bytes.get(r)?.try_into().ok()?;
+            Some(Ipv4Addr::from(b)).filter(|ip| !ip.is_unspecified())
+        };
+        let chaddr = bytes
+            .get(pxe_proto::consts::BOOTP_CHADDR.start..)?
+            .get(..6)?;
+        let answer = match (msg, mode) {
+            (T::Offer, DhcpMode::Proxy) => DhcpAnswer::ProxyOffer,
+            (T::Offer, DhcpMode::Full) => DhcpAnswer::Offer,
+            (T::Nak, _) => DhcpAnswer::Nak,
+            _ => DhcpAnswer::Ack,
+        };
+        Some(Answered {
+            mac: MacAddr(chaddr.try_into().ok()?),
+            answer,
+            address: addr(BOOTP_YIADDR).or_else(|| addr(BOOTP_CIADDR)),
+        })
+    }
 }
 
 impl<S: LeaseStore> std::fmt::Debug for DhcpServer<S> {
@@ -281,6 +324,8 @@ impl<S: LeaseStore> DhcpServer<S> {
             filter: None,
             reloads: None,
             ifnames: IfNames::default(),
+            journeys: None,
+            answered: Vec::with_capacity(BATCH),
         })
     }
 
@@ -320,6 +365,12 @@ impl<S: LeaseStore> DhcpServer<S> {
     /// Where the responder records the addresses hosts' requests name (proxy mode).
     pub fn set_learned(&mut self, learned: Arc<crate::dhcp::learned::LearnedAddresses>) {
         self.responder.set_learned(learned);
+    }
+
+    /// Where requests, answers and answer latencies are recorded.
+    pub fn set_journeys(&mut self, journeys: Arc<Journeys>) {
+        self.responder.set_journeys(Arc::clone(&journeys));
+        self.journeys = Some(journeys);
     }
 
     /// The sockets, as `address[%device]` (for the start-up log).
@@ -389,8 +440,11 @@ impl<S: LeaseStore> DhcpServer<S> {
         }
         let (logical_port, listener_ifindex) = (l.logical_port, l.ifindex);
         let now = SystemTime::now();
+        let received = Instant::now();
+        let mode = self.responder.mode();
         let m = Arc::clone(self.responder.metrics());
         self.send.clear();
+        self.answered.clear();
         self.responder.begin_batch();
         for j in 0..n {
             let Some(src) = self.recv.source(j) else {
@@ -425,6 +479,11 @@ impl<S: LeaseStore> DhcpServer<S> {
             }
             if let Action::Respond(t) = self.responder.handle(now, bytes, &meta, self.send.slot()) {
                 self.send.slot().truncate(t.len);
+                if self.journeys.is_some()
+                    && let Some(a) = Answered::of(self.send.slot(), t.msg_type, mode)
+                {
+                    self.answered.push(a);
+                }
                 // The broadcast leaves through the request's interface; unicasts are routed.
                 let out = if t.broadcast { t.ifindex } else { 0 };
                 self.send
@@ -446,8 +505,32 @@ impl<S: LeaseStore> DhcpServer<S> {
                     tracing::debug!(?dst, %e, "DHCP answer not sent");
                     metrics::inc(&m.send_errors);
                 });
+            self.record_answers(received);
         }
         Ok(n)
+    }
+
+    /// After a batch's answers left: their latencies (from the batch's receipt) and the
+    /// journeys' OFFER/ACK/NAK phases with the addresses they name.
+    fn record_answers(&self, received: Instant) {
+        let Some(j) = &self.journeys else {
+            return;
+        };
+        let now = Now::current();
+        let latency = now.mono.saturating_duration_since(received);
+        let h = j.timings().dhcp_latency(match self.responder.mode() {
+            DhcpMode::Proxy => LatencyMode::Proxy,
+            DhcpMode::Full => LatencyMode::Full,
+        });
+        for _ in 0..self.answered.len() {
+            h.observe(latency);
+        }
+        let answered = &self.answered;
+        j.with(|t| {
+            for a in answered {
+                t.dhcp_answer(now, a.mac, a.answer, a.address);
+            }
+        });
     }
 }
 

@@ -48,6 +48,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::images::{Image, ImageStore, OpenError};
+use crate::journey::Now;
 use crate::metrics::{self, LogLimiter, counters};
 use crate::tftp::service::{REFUSAL_LOG_INTERVAL, RESERVED_FDS};
 use conn::{ConnShared, EXPIRED_HEADER, EXPIRED_IDLE, EXPIRED_SEND_RATE, Guarded, SendPace};
@@ -248,6 +249,7 @@ impl HttpServer {
                 images,
                 metrics,
                 install,
+                journeys: None,
             }),
             slots,
             limits,
@@ -273,6 +275,14 @@ impl HttpServer {
 
     pub fn metrics(&self) -> Arc<HttpMetrics> {
         Arc::clone(&self.state.metrics)
+    }
+
+    /// Records files served, install routes and error statuses in `journeys` (before
+    /// [`HttpServer::run`]).
+    pub fn set_journeys(&mut self, journeys: Arc<crate::journey::Journeys>) {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.journeys = Some(journeys);
+        }
     }
 
     /// Serves until `shutdown` is set, on a tokio runtime of `[http] threads` workers; open
@@ -388,6 +398,14 @@ async fn accept_loop(
                 // Best effort, never waits: a full socket buffer just loses the 503.
                 let _ = stream.try_write(BUSY);
                 drop(stream);
+                if let Some(j) = &state.journeys {
+                    let setting = match refusal {
+                        slots::Refusal::ServerFull => "http.max_connections",
+                        slots::Refusal::ClientFull => "http.max_connections_per_client",
+                    };
+                    let (kind, now) = (crate::journey::ErrorKind::Refused, Now::current());
+                    j.error_to(now, peer.ip(), kind, 503, setting);
+                }
                 slots.refused(refusal, peer.ip());
                 continue;
             }

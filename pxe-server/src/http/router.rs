@@ -16,6 +16,7 @@ use super::path::{self, PathRefusal};
 use super::range::{self, RangeAnswer};
 use super::{HttpMetrics, ImageSource};
 use crate::images::{Image, OpenError};
+use crate::journey::{ErrorKind, Now, Protocol, Transfer};
 use crate::metrics;
 
 /// Every response body: one frame, shared bytes (a file is a slice of its image, not a copy).
@@ -27,6 +28,8 @@ pub struct State {
     pub metrics: Arc<HttpMetrics>,
     /// The install routes, when the server has them.
     pub install: Option<Arc<crate::install::InstallSlot>>,
+    /// Where files served, install routes answered and errors sent are recorded.
+    pub journeys: Option<Arc<crate::journey::Journeys>>,
 }
 
 /// The local address a request came to (set by the connection), for `server_url`.
@@ -46,6 +49,18 @@ pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
     let m = &state.metrics;
     if let Some(resp) = install_route(state, req) {
         count_response(m, Route::of_install(req.uri().path()), resp.status());
+        if let (Some(j), Some(PeerAddr(peer))) =
+            (&state.journeys, req.extensions().get::<PeerAddr>())
+        {
+            let (path, query) = (req.uri().path(), req.uri().query());
+            j.install_route(
+                Now::current(),
+                path,
+                query,
+                peer.ip(),
+                resp.status().as_u16(),
+            );
+        }
         return resp;
     }
     let resp = if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -57,13 +72,27 @@ pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
     } else {
         // Generated routes go here, before the files, e.g.
         //   "/boot.ipxe" => boot_script(state, req),
-        return counted(m, Route::File, serve_file(state, req));
+        let resp = serve_file(state, req);
+        return counted(state, req, Route::File, resp);
     };
-    counted(m, Route::Other, resp)
+    counted(state, req, Route::Other, resp)
 }
 
-fn counted(m: &HttpMetrics, route: Route, resp: Response<Body>) -> Response<Body> {
-    count_response(m, route, resp.status());
+/// Counts the response under `route` and records an error status in the peer's journey.
+fn counted(
+    state: &State,
+    req: &Request<()>,
+    route: Route,
+    resp: Response<Body>,
+) -> Response<Body> {
+    count_response(&state.metrics, route, resp.status());
+    if resp.status().as_u16() >= 400
+        && let (Some(j), Some(PeerAddr(peer))) =
+            (&state.journeys, req.extensions().get::<PeerAddr>())
+    {
+        let (kind, code) = (ErrorKind::HttpStatus, resp.status().as_u16());
+        j.error_to(Now::current(), peer.ip(), kind, code, req.uri().path());
+    }
     resp
 }
 
@@ -199,12 +228,22 @@ pub fn error(status: StatusCode) -> Response<Body> {
     r
 }
 
-/// An image as the owner of a `Bytes`: the mapping lives as long as any slice of it.
-struct ImageBytes(Arc<Image>);
+/// An image as the owner of a `Bytes`: the mapping lives as long as any slice of it. With a
+/// [`Transfer`], the transfer ends when the connection lets go of the body: all of it
+/// written, or the connection gone.
+struct ImageBytes(Arc<Image>, Option<Transfer>);
 
 impl AsRef<[u8]> for ImageBytes {
     fn as_ref(&self) -> &[u8] {
         self.0.octets()
+    }
+}
+
+impl Drop for ImageBytes {
+    fn drop(&mut self) {
+        if let Some(t) = &mut self.1 {
+            t.done(std::time::Instant::now());
+        }
     }
 }
 
@@ -303,8 +342,21 @@ fn serve_file(state: &State, req: &Request<()>) -> Response<Body> {
     let body = if head {
         Bytes::new()
     } else {
+        let transfer = match (&state.journeys, req.extensions().get::<PeerAddr>()) {
+            (Some(j), Some(PeerAddr(peer))) => {
+                let name = std::str::from_utf8(&name).unwrap_or("");
+                Some(Transfer::start(
+                    j,
+                    Now::current(),
+                    Protocol::Http,
+                    peer.ip(),
+                    name,
+                ))
+            }
+            _ => None,
+        };
         // Both bounds are within the image (`start < end <= len`): a zero-copy slice.
-        Bytes::from_owner(ImageBytes(image)).slice(start as usize..end as usize)
+        Bytes::from_owner(ImageBytes(image, transfer)).slice(start as usize..end as usize)
     };
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
@@ -367,6 +419,7 @@ mod tests {
             images: Arc::new(ImageStore::new(root).unwrap()),
             metrics: Arc::new(HttpMetrics::default()),
             install: None,
+            journeys: None,
         };
         (dir, state)
     }
@@ -391,6 +444,54 @@ mod tests {
 
     fn hdr(r: &Response<Body>, name: header::HeaderName) -> &str {
         r.headers().get(name).unwrap().to_str().unwrap()
+    }
+
+    /// Files served, error statuses and the install routes land in the journey of the host
+    /// at the peer's address; a file's transfer ends when its body is let go.
+    #[test]
+    fn journeys_see_files_errors_and_install_routes() {
+        use crate::journey::{DhcpAnswer, FileClass, Journeys, Phase, Protocol};
+        let (d, mut s) = state();
+        std::fs::write(d.path().join("root/vmlinuz"), b"kernel").unwrap();
+        let j = Arc::new(Journeys::default());
+        s.journeys = Some(Arc::clone(&j));
+        let mac = pxe_proto::MacAddr([2, 0, 0, 0, 0, 1]);
+        let peer: std::net::SocketAddr = "10.0.0.5:40000".parse().unwrap();
+        let now = Now::current();
+        j.with(|t| t.dhcp_answer(now, mac, DhcpAnswer::Ack, Some([10, 0, 0, 5].into())));
+        let at = |uri: &str| {
+            let mut r = Request::builder().uri(uri).body(()).unwrap();
+            r.extensions_mut().insert(PeerAddr(peer));
+            route(&s, &r)
+        };
+        let r = at("/vmlinuz");
+        assert_eq!(r.status(), StatusCode::OK);
+        let phase = |j: &Journeys| j.with(|t| t.get(&mac).unwrap().phase).flatten();
+        assert_eq!(phase(&j), Some(Phase::Kernel));
+        let kernels = || {
+            j.timings()
+                .transfer(Protocol::Http, FileClass::Kernel)
+                .snapshot()
+        };
+        assert_eq!(kernels().count, 0, "not done while the body is held");
+        assert_eq!(body(r), b"kernel");
+        assert_eq!(kernels().count, 1);
+        assert_eq!(at("/initrd.img").status(), StatusCode::NOT_FOUND);
+        let e = j
+            .with(|t| t.get(&mac).unwrap().last_error)
+            .flatten()
+            .unwrap();
+        assert_eq!((e.code, e.detail()), (404, "/initrd.img"));
+        let reached = |p: Phase| j.with(|t| t.get(&mac).unwrap().reached(p)).unwrap();
+        let q = Some("mac=02-00-00-00-00-01");
+        j.install_route(Now::current(), "/boot.ipxe", q, peer.ip(), 200);
+        assert!(reached(Phase::Script));
+        // An install route that failed (a bad token) is an error, not a phase.
+        j.install_route(Now::current(), "/install/k/t/ks.cfg", None, peer.ip(), 404);
+        assert!(!reached(Phase::Template));
+        j.install_route(Now::current(), "/install/k/t/ks.cfg", None, peer.ip(), 200);
+        assert!(reached(Phase::Template));
+        assert_eq!(phase(&j), Some(Phase::Template));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::images::{ImageStore, OpenError};
+use crate::journey::{ErrorKind, Journeys, Now, Protocol, Transfer};
 use crate::metrics::{self, LogLimiter};
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::session::{Session, SessionConfig};
@@ -89,6 +90,16 @@ pub struct SessionPermit {
     /// The phase last reported to the admission.
     phase: Phase,
     ticket: Arc<Ticket>,
+    /// The transfer as its host's journey and the duration histogram see it.
+    journey: Option<Tracked>,
+}
+
+/// A transfer followed for the journeys: completed when the session completes, or, when it
+/// ends otherwise, at the moment its last block went out after an ACK (a client that has
+/// moved on to its next file, so that its transfer was retired, had its file).
+struct Tracked {
+    transfer: Transfer,
+    finishing_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for SessionPermit {
@@ -110,6 +121,17 @@ impl SessionPermit {
         if phase != self.phase {
             self.phase = phase;
             self.admission.set_phase(self.seq, phase);
+            if let Some(t) = &mut self.journey
+                && phase == Phase::Finishing
+            {
+                t.finishing_at.get_or_insert_with(Instant::now);
+            }
+        }
+        if let Some(t) = &mut self.journey
+            && !t.transfer.is_done()
+            && session.outcome() == Some(crate::tftp::session::Outcome::Completed)
+        {
+            t.transfer.done(Instant::now());
         }
     }
 
@@ -129,6 +151,11 @@ impl SessionPermit {
 
 impl Drop for SessionPermit {
     fn drop(&mut self) {
+        if let Some(t) = &mut self.journey
+            && let Some(at) = t.finishing_at
+        {
+            t.transfer.done(at);
+        }
         self.admission.release(self.seq);
     }
 }
@@ -425,6 +452,7 @@ impl Admission {
             seq,
             phase: Phase::Unverified,
             ticket,
+            journey: None,
         };
         Ok((permit, ev))
     }
@@ -489,6 +517,8 @@ pub struct TftpService {
     refusal_log: LogLimiter,
     /// One "unverified transfer evicted" warning per [`REFUSAL_LOG_INTERVAL`].
     eviction_log: LogLimiter,
+    /// Where transfers and the errors sent are recorded.
+    journeys: Option<Arc<Journeys>>,
 }
 
 /// How often a refusal under load may be logged (every refusal is counted).
@@ -544,6 +574,27 @@ impl TftpService {
             admission: Arc::new(Admission::new(limits)),
             refusal_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             eviction_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            journeys: None,
+        }
+    }
+
+    /// Records every transfer (start, completion, duration) and every ERROR sent in
+    /// `journeys`.
+    pub fn with_journeys(mut self, journeys: Arc<Journeys>) -> TftpService {
+        self.journeys = Some(journeys);
+        self
+    }
+
+    /// The journeys this service records in, if any.
+    pub fn journeys(&self) -> Option<&Arc<Journeys>> {
+        self.journeys.as_ref()
+    }
+
+    /// An ERROR (or a refusal) sent to `peer` about `file`, for its journey.
+    fn journey_error(&self, peer: SocketAddr, kind: ErrorKind, code: ErrorCode, file: &[u8]) {
+        if let Some(j) = &self.journeys {
+            let file = std::str::from_utf8(file).unwrap_or("(not UTF-8)");
+            j.error_to(Now::current(), peer.ip(), kind, code as u16, file);
         }
     }
 
@@ -671,6 +722,11 @@ impl TftpService {
             Err(refusal @ (Refusal::ServerFull | Refusal::ClientFull)) => {
                 metrics::inc(&m.refused_limit);
                 self.warn_refused(refusal, peer);
+                let setting: &[u8] = match refusal {
+                    Refusal::ClientFull => b"tftp.max_sessions_per_client",
+                    _ => b"tftp.max_sessions",
+                };
+                self.journey_error(peer, ErrorKind::Refused, ErrorCode::NotDefined, setting);
                 return reply(ErrorCode::NotDefined, "server busy");
             }
             Err(Refusal::Duplicate) => {
@@ -682,6 +738,14 @@ impl TftpService {
             Ok(image) => image,
             Err(e) => {
                 let name = String::from_utf8_lossy(request.filename);
+                let code = match e {
+                    OpenError::NotFound => ErrorCode::FileNotFound,
+                    OpenError::AccessViolation(_) | OpenError::LeavesRoot => {
+                        ErrorCode::AccessViolation
+                    }
+                    OpenError::Io(_) => ErrorCode::NotDefined,
+                };
+                self.journey_error(peer, ErrorKind::TftpError, code, request.filename);
                 return match e {
                     OpenError::NotFound => {
                         metrics::inc(&m.refused_not_found);
@@ -702,6 +766,18 @@ impl TftpService {
             }
         };
         let session = Session::new(peer, &request, image, &self.session_config, now);
+        let mut permit = permit;
+        if let Some(j) = &self.journeys {
+            let name = std::str::from_utf8(request.filename).unwrap_or("");
+            let at = Now {
+                mono: now,
+                unix_ms: crate::journey::unix_ms(std::time::SystemTime::now()),
+            };
+            permit.journey = Some(Tracked {
+                transfer: Transfer::start(j, at, Protocol::Tftp, peer.ip(), name),
+                finishing_at: None,
+            });
+        }
         metrics::inc(&m.sessions_started);
         if session.timeout_capped() {
             metrics::inc(&m.timeout_capped);

@@ -149,16 +149,29 @@ impl PxeServer {
 
     /// `pxe-server status --json` against this server's control socket.
     pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.status_with(&["--json"])).expect("status is JSON")
+    }
+
+    /// `pxe-server status --hosts --json ARGS` (`--phase P`, `--stuck`): the hosts document.
+    pub fn hosts(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.status_with(&[&["--hosts", "--json"][..], args].concat());
+        serde_json::from_str(&out).expect("the hosts document is JSON")
+    }
+
+    /// `pxe-server status ARGS` against this server's control socket; its standard output.
+    pub fn status_with(&self, args: &[&str]) -> String {
         let mut cmd = Command::new(server_bin());
-        cmd.args(["status", "--json", "--socket"])
+        cmd.arg("status")
+            .args(args)
+            .arg("--socket")
             .arg(self.control_socket());
         let run = run_command(cmd, Duration::from_secs(20));
         assert!(
             run.success(),
-            "pxe-server status failed: {run}\nserver log:\n{}",
+            "pxe-server status {args:?} failed: {run}\nserver log:\n{}",
             self.log()
         );
-        serde_json::from_str(&run.stdout).expect("status is JSON")
+        run.stdout
     }
 
     /// Rewrites the config file, sends SIGHUP and waits (at most 10 s) until the status shows

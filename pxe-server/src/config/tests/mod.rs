@@ -14,6 +14,7 @@ use crate::xdp::XdpChoice;
 mod dhcp;
 mod http;
 mod install;
+mod journeys;
 mod tftp;
 mod xdp;
 

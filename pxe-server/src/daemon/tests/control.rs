@@ -47,6 +47,16 @@ fn requests_are_answered_with_the_old_documents() {
         .map(String::as_str)
         .collect();
     assert_eq!(keys, ["server", "reload", "tftp", "dhcp", "http", "filter"]);
+    // The journeys: the hosts document, a bad query refused with its key.
+    let hosts: serde_json::Value = serde_json::from_str(&state.answer_line("hosts")).unwrap();
+    assert_eq!(
+        (hosts["version"].as_u64(), hosts["total"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(
+        state.answer_line("hosts phase=nope"),
+        r#"{"ok":false,"error":"hosts query: phase: unknown phase \"nope\" (one of discover, offer, ack, boot_file, script, kernel, initrd, template, callback)"}"#
+    );
 }
 
 /// The config `pxe-server host --config` reads: the fixture's file with its own control

@@ -29,6 +29,18 @@ fn requests_round_trip_as_lines() {
             },
             "host local n1, n2",
         ),
+        (
+            Request::Hosts {
+                query: String::new(),
+            },
+            "hosts",
+        ),
+        (
+            Request::Hosts {
+                query: "phase=kernel&stuck=1".to_owned(),
+            },
+            "hosts phase=kernel&stuck=1",
+        ),
     ];
     for (request, line) in cases {
         assert_eq!(request.to_string(), line);

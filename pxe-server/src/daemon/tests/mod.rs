@@ -66,6 +66,7 @@ impl Fixture {
             next_boot: None,
             db: None,
             learned: None,
+            journeys: Arc::default(),
             reloads: 0,
             last_reload: None,
             privileges: crate::privilege::Dropped {

@@ -118,6 +118,17 @@ pub enum Action {
     NoResponse(NoResponse),
 }
 
+/// What the responder records in the journeys.
+#[derive(Debug, Clone, Copy)]
+enum JourneyEvent {
+    /// A DISCOVER or REQUEST.
+    Request,
+    /// The client is at this address (proxy mode, from its own requests).
+    At(Ipv4Addr),
+    /// No answer, for this setting's limit.
+    Refused(&'static str),
+}
+
 /// One request being answered: what every step of the answer reads.
 struct Ctx<'r, 'p> {
     req: &'r ClientRequest<'p>,
@@ -143,6 +154,9 @@ pub struct Responder<S: LeaseStore> {
     link_full_log: LogLimiter,
     /// Proxy mode: where `[[hosts]]` entries are, from their requests (for the install routes).
     learned: Option<Arc<crate::dhcp::learned::LearnedAddresses>>,
+    /// Where the requests of booting clients are recorded (the answers are recorded by the
+    /// server once sent).
+    journeys: Option<Arc<crate::journey::Journeys>>,
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -165,6 +179,7 @@ impl<S: LeaseStore> Responder<S> {
             shares: Shares::off(),
             link_full_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             learned: None,
+            journeys: None,
         };
         r.reconfigure(settings);
         r
@@ -174,6 +189,40 @@ impl<S: LeaseStore> Responder<S> {
     /// [`crate::dhcp::learned`]).
     pub fn set_learned(&mut self, learned: Arc<crate::dhcp::learned::LearnedAddresses>) {
         self.learned = Some(learned);
+    }
+
+    /// Where to record the DISCOVERs and REQUESTs of booting clients, the addresses proxy
+    /// mode learns and the refusals (see [`crate::journey`]).
+    pub fn set_journeys(&mut self, journeys: Arc<crate::journey::Journeys>) {
+        self.journeys = Some(journeys);
+    }
+
+    /// The mode the responder answers in.
+    pub fn mode(&self) -> DhcpMode {
+        self.cfg.mode
+    }
+
+    /// Records, for the journeys, that the client of `req` is at `ip` (proxy mode: its own
+    /// requests say so) or was refused for `setting`, at wall-clock `now` seconds.
+    fn journey(&self, req: &ClientRequest<'_>, event: JourneyEvent) {
+        let Some(j) = &self.journeys else {
+            return;
+        };
+        let now = crate::journey::Now::current();
+        j.with(|t| match event {
+            JourneyEvent::Request => t.dhcp_request(
+                now,
+                req.chaddr,
+                req.client_uuid,
+                req.msg_type == MessageType::Discover,
+            ),
+            JourneyEvent::At(ip) => {
+                if t.get(&req.chaddr).is_some() {
+                    t.set_address(req.chaddr, ip, now);
+                }
+            }
+            JourneyEvent::Refused(setting) => t.refused(now, req.chaddr, setting),
+        });
     }
 
     /// Takes new settings (a reload): hosts, boot profiles, subnets and answer settings.
@@ -266,7 +315,24 @@ impl<S: LeaseStore> Responder<S> {
                 if req.lease_time_clamped {
                     metrics::inc(&self.metrics.lease_time_clamped);
                 }
-                self.handle_request(unix_secs(now), &req, meta, out)
+                // A booting client (any client in full mode) asking for an address or its
+                // boot file.
+                if matches!(req.msg_type, MessageType::Discover | MessageType::Request)
+                    && (self.cfg.mode == DhcpMode::Full || req.is_pxe() || req.is_http())
+                {
+                    self.journey(&req, JourneyEvent::Request);
+                }
+                let action = self.handle_request(unix_secs(now), &req, meta, out);
+                match action {
+                    Action::NoResponse(NoResponse::LinkFull) => {
+                        self.journey(&req, JourneyEvent::Refused("dhcp.max_leases_per_link"));
+                    }
+                    Action::NoResponse(NoResponse::PoolExhausted) => {
+                        self.journey(&req, JourneyEvent::Refused("dhcp.subnets (pool exhausted)"));
+                    }
+                    _ => {}
+                }
+                action
             }
             Err(e) => Action::NoResponse(NoResponse::Malformed(e)),
         };

@@ -7,7 +7,7 @@ use dhcproto::v4::MessageType;
 
 use super::boot::add_boot;
 use super::reply::{destination, emit, reply};
-use super::{Action, Ctx, NoResponse, Responder, usable};
+use super::{Action, Ctx, JourneyEvent, NoResponse, Responder, usable};
 use crate::dhcp::DhcpMode;
 use crate::dhcp::leases::LeaseStore;
 use crate::metrics;
@@ -42,6 +42,9 @@ impl<S: LeaseStore> Responder<S> {
         let src = *ctx.meta.src.ip();
         if ctx.req.ciaddr == src {
             self.learn_address(ctx, src);
+            if usable(src) {
+                self.journey(ctx.req, JourneyEvent::At(src));
+            }
         }
         emit(&m, out, ctx.meta.src, false, ctx.meta.ifindex)
     }
@@ -76,6 +79,9 @@ impl<S: LeaseStore> Responder<S> {
                 // names the address it is taking.
                 if let Some(ip) = req.requested_ip {
                     self.learn_address(ctx, ip);
+                    if self.cfg.mode == DhcpMode::Proxy && usable(ip) {
+                        self.journey(req, JourneyEvent::At(ip));
+                    }
                 }
                 return Action::NoResponse(NoResponse::NotForUs);
             }

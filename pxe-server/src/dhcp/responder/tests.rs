@@ -1170,3 +1170,73 @@ fn requests_teach_where_known_hosts_are() {
     assert!(matches!(a, Action::Respond(_)), "{a:?}");
     assert_eq!(learned.get(key, now), None);
 }
+
+/// Proxy mode's journeys: a PXE client's DISCOVER starts one (a plain client's does not), its
+/// REQUEST to the address server names where it is, its port-4011 request from its `ciaddr`
+/// too; a link at its lease bound is recorded as the client's last error (full mode).
+#[test]
+fn booting_clients_are_recorded_in_their_journeys() {
+    use crate::journey::{ErrorKind, Journeys, Phase};
+    use pxe_proto::MacAddr;
+    let j = Arc::new(Journeys::default());
+    let mut r = Responder::new(&config(""), MemoryLeaseStore::new());
+    r.set_journeys(Arc::clone(&j));
+    let mac = MacAddr(BIOS_MAC);
+    let plain = Pkt::new(MessageType::Discover, [2, 0, 0, 0, 0, 9]);
+    run(&mut r, &plain.bytes(), &meta());
+    run(&mut r, &bios_discover().bytes(), &meta());
+    let entry = |m: &MacAddr| j.with(|t| t.get(m).cloned()).flatten();
+    assert!(
+        entry(&MacAddr([2, 0, 0, 0, 0, 9])).is_none(),
+        "not a PXE client"
+    );
+    let e = entry(&mac).unwrap();
+    assert_eq!(
+        e.phase,
+        Some(Phase::Discover),
+        "answers are the server's to record"
+    );
+    assert_eq!(e.uuid, Some(UUID.parse().unwrap()));
+    let taken = Ipv4Addr::new(10, 0, 0, 50);
+    let to_other = Pkt::new(MessageType::Request, BIOS_MAC)
+        .pxe(0, "PXEClient:Arch:00000:UNDI:002001")
+        .opt(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 0, 254)))
+        .opt(DhcpOption::RequestedIpAddress(taken));
+    run(&mut r, &to_other.bytes(), &meta());
+    assert_eq!(entry(&mac).unwrap().address, Some(taken));
+    let moved = Ipv4Addr::new(10, 0, 0, 51);
+    let boot_server = Pkt::new(MessageType::Request, BIOS_MAC)
+        .pxe(0, "PXEClient:Arch:00000:UNDI:002001")
+        .ciaddr(moved);
+    let at = RecvMeta {
+        src: SocketAddrV4::new(moved, 4011),
+        port: 4011,
+        ..meta()
+    };
+    run(&mut r, &boot_server.bytes(), &at);
+    assert_eq!(j.with(|t| t.mac_at(moved)).flatten(), Some(mac));
+
+    // Full mode, a link held to one lease: the second client is refused, and told so.
+    let j = Arc::new(Journeys::default());
+    let mut r = Responder::new(
+        &config(&FULL.replace(
+            "lease_time_secs = 3600\n",
+            "lease_time_secs = 3600\nmax_leases_per_link = 1\n",
+        )),
+        MemoryLeaseStore::new(),
+    );
+    r.set_journeys(Arc::clone(&j));
+    dora(&mut r, [2, 0, 0, 0, 0, 1], &meta());
+    let second = Pkt::new(MessageType::Discover, [2, 0, 0, 0, 0, 2]).broadcast();
+    let (a, _) = run(&mut r, &second.bytes(), &meta());
+    assert_eq!(a, Action::NoResponse(NoResponse::LinkFull));
+    let e = j
+        .with(|t| t.get(&MacAddr([2, 0, 0, 0, 0, 2])).cloned())
+        .flatten()
+        .unwrap();
+    let err = e.last_error.unwrap();
+    assert_eq!(
+        (err.kind, err.detail()),
+        (ErrorKind::Refused, "dhcp.max_leases_per_link")
+    );
+}
