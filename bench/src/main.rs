@@ -151,6 +151,13 @@ enum Cmd {
         source_base: Option<std::net::Ipv4Addr>,
         #[arg(long, default_value_t = 1)]
         source_count: u32,
+        /// Each client's transfers (TFTP and HTTP) leave from the address its DHCP server
+        /// leased it, as firmware's do, so the server can tie them to the client (boot
+        /// journeys). Every address of the pool must be on the interface (as the test and
+        /// compare.sh add them). Clients without a lease (--skip-dhcp, proxy mode) use
+        /// --source-base, or the wildcard.
+        #[arg(long)]
+        source_from_lease: bool,
         /// A fixed TFTP retransmission timeout for every phase, in milliseconds, instead of the
         /// firmware's schedule (iPXE: 0.25 s doubling up to 10 s, giving up after 15.75 s of
         /// silence; a UEFI boot file: 4 s, 6 retries).
@@ -414,6 +421,7 @@ fn main() -> anyhow::Result<()> {
             verify_dir,
             source_base,
             source_count,
+            source_from_lease,
             tftp_timeout_ms,
             tftp_retries,
             deadline_s,
@@ -473,6 +481,7 @@ fn main() -> anyhow::Result<()> {
                 plan,
                 verify_dir,
                 sources,
+                source_from_lease,
                 progress: !no_progress,
                 gro: !no_gro,
                 metrics: match &metrics_url {

@@ -318,6 +318,11 @@ impl BootClient {
         self.finished_at
     }
 
+    /// The address its DHCP server leased it (full mode), once it has one.
+    pub(crate) fn leased_address(&self) -> Option<std::net::Ipv4Addr> {
+        self.dhcp.as_ref().and_then(|d| d.address())
+    }
+
     /// Payload bytes received so far (all transfers, including the current one).
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes_done

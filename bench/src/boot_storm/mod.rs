@@ -46,6 +46,8 @@ pub(crate) struct BootParams {
     pub verify_dir: Option<PathBuf>,
     /// TFTP source addresses, client i uses `sources[i % len]`; empty: the wildcard.
     pub sources: Vec<Ipv4Addr>,
+    /// Transfers leave from the client's leased address (as firmware's do), when it has one.
+    pub source_from_lease: bool,
     pub progress: bool,
     /// TFTP sockets receive with UDP GRO: a window the server sent with GSO is one receive.
     pub gro: bool,

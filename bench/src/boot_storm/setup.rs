@@ -108,6 +108,7 @@ fn new_sim(
         buf: Vec::with_capacity(1500),
         files: Files::new(p.verify_dir.clone()),
         sources: p.sources.clone(),
+        source_from_lease: p.source_from_lease,
         interface: p.dhcp.interface.clone(),
         epoll,
         finished: 0,

@@ -126,6 +126,8 @@ pub(super) struct Sim {
     pub(super) buf: Vec<u8>,
     pub(super) files: Files,
     pub(super) sources: Vec<Ipv4Addr>,
+    /// Transfers from the client's leased address (`--source-from-lease`).
+    pub(super) source_from_lease: bool,
     pub(super) interface: Option<String>,
     pub(super) epoll: Epoll,
     pub(super) finished: usize,
@@ -157,16 +159,27 @@ impl Sim {
         }
     }
 
+    /// Client `i`'s source address: its leased one (`--source-from-lease`), else
+    /// `sources[i % len]`, else none (the wildcard).
+    fn source(&self, i: usize, c: &BootClient) -> Option<Ipv4Addr> {
+        if self.source_from_lease
+            && let Some(a) = c.leased_address()
+        {
+            return Some(a);
+        }
+        match self.sources.len() {
+            0 => None,
+            n => Some(self.sources[i % n]),
+        }
+    }
+
     /// A fresh socket for client `i`'s next transfer, watched by epoll.
-    fn open_socket(&mut self, i: usize) -> io::Result<()> {
+    fn open_socket(&mut self, i: usize, c: &BootClient) -> io::Result<()> {
         let s = pxe_net::udp_nonblocking(pxe_net::Family::V4)?;
         if let Some(dev) = &self.interface {
             pxe_net::bind_device(&s, dev)?;
         }
-        let src = match self.sources.len() {
-            0 => Ipv4Addr::UNSPECIFIED,
-            n => self.sources[i % n],
-        };
+        let src = self.source(i, c).unwrap_or(Ipv4Addr::UNSPECIFIED);
         pxe_net::bind(&s, SocketAddrV4::new(src, 0))?;
         if self.gro {
             pxe_net::enable_gro(&s)?;
@@ -188,11 +201,8 @@ impl Sim {
 
     /// Client `i`'s HTTP connection to `to`: a non-blocking connect from its source address,
     /// watched for writability (the connect's end) and readability.
-    fn open_tcp(&mut self, i: usize, to: SocketAddrV4) -> io::Result<()> {
-        let src = match self.sources.len() {
-            0 => None,
-            n => Some(self.sources[i % n]),
-        };
+    fn open_tcp(&mut self, i: usize, c: &BootClient, to: SocketAddrV4) -> io::Result<()> {
+        let src = self.source(i, c);
         let s = pxe_net::tcp_connect_nonblocking(to, src, self.interface.as_deref())?;
         let events = EventFlags::IN | EventFlags::OUT;
         self.epoll.add(&s, TOKEN_HTTP | i as u64, events)?;
@@ -219,7 +229,7 @@ impl Sim {
         }
         if let Some(to) = c.poll_http_connect() {
             self.close_tcp(i);
-            if let Err(e) = self.open_tcp(i, to) {
+            if let Err(e) = self.open_tcp(i, c, to) {
                 c.handle_http_error(now, http_io_failure(&e));
                 self.close_tcp(i);
                 return;
@@ -366,7 +376,7 @@ impl Sim {
                 c.start_transfer(now, expected);
                 continue;
             }
-            match self.open_socket(i) {
+            match self.open_socket(i, &c) {
                 Ok(()) => c.start_transfer(now, expected),
                 Err(e) => {
                     let what =
