@@ -21,9 +21,11 @@ use crate::http::{HttpMetrics, HttpServer, ImageSource};
 use crate::images::ImageStore;
 use crate::install::{InstallMetrics, InstallService, InstallSlot};
 use crate::journey::Journeys;
+use crate::liveview::LiveView;
 use crate::nextboot::NextBootStore;
 use crate::observe::MetricsServer;
 use crate::observe::families::{DhcpSource, LeaseSource, Sources};
+use crate::observe::journeys::{JourneyFamilies, JourneyLive};
 use crate::privilege::{self, PrivilegeError, ProcessIdentity};
 use crate::templates::Templates;
 use crate::tftp::metrics::TftpMetrics;
@@ -183,6 +185,7 @@ pub fn serve(
             http.as_ref().map(|h| &h.metrics),
             dhcp.as_ref().map(|d| &d.1),
             db.as_ref(),
+            (&journeys, &shutdown),
         )?)
     } else {
         None
@@ -354,13 +357,15 @@ fn bind_http(
 }
 
 /// Binds the `[metrics]` listener (a busy port stops the start) with the families of every
-/// service that runs.
+/// service that runs, the journeys' families, and the live view (which ends its event
+/// streams at `shutdown`).
 fn bind_metrics(
     config: &Config,
     tftp: &Arc<TftpMetrics>,
     http: Option<&Arc<HttpMetrics>>,
     dhcp: Option<&DhcpControl>,
     db: Option<&Arc<redb::Database>>,
+    (journeys, shutdown): (&Arc<Journeys>, &Arc<AtomicBool>),
 ) -> Result<MetricsServer, ServeError> {
     let mut server = MetricsServer::bind(&config.metrics.listen).map_err(ServeError::Metrics)?;
     let leases = db.filter(|_| config.dhcp.is_full()).map(|db| LeaseSource {
@@ -390,6 +395,18 @@ fn bind_metrics(
             userspace: Arc::clone(&d.fallback),
         }),
     }));
+    server.register(Box::new(JourneyFamilies {
+        journeys: Arc::clone(journeys),
+    }));
+    let live = JourneyLive {
+        journeys: Arc::clone(journeys),
+        tftp: Arc::clone(tftp),
+        http: http.cloned(),
+    };
+    server.set_routes(Arc::new(LiveView::new(
+        Arc::new(live),
+        Arc::clone(shutdown),
+    )));
     let addrs = server.local_addrs().map_err(ServeError::Metrics)?;
     for a in &addrs {
         if !a.ip().is_loopback() {
@@ -400,7 +417,10 @@ fn bind_metrics(
             );
         }
     }
-    tracing::info!(listen = ?addrs, "metrics listener ready (GET /metrics)");
+    tracing::info!(
+        listen = ?addrs,
+        "metrics listener ready (GET /metrics; the live view at /, GET /api/v1/hosts)"
+    );
     Ok(server)
 }
 

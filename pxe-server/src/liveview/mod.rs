@@ -128,6 +128,7 @@ pub struct Frame {
 }
 
 /// The page's routes, for the metrics listener.
+#[derive(Clone)]
 pub struct LiveView {
     data: Arc<dyn LiveData>,
     shutdown: Arc<AtomicBool>,
@@ -374,3 +375,9 @@ fn plain(status: StatusCode, text: &str) -> Response<LiveBody> {
 
 #[cfg(test)]
 mod tests;
+
+impl crate::observe::Routes for LiveView {
+    fn route(&self, method: &Method, path_and_query: &str) -> Option<Response<LiveBody>> {
+        LiveView::route(self, method, path_and_query)
+    }
+}

@@ -16,7 +16,7 @@ use crate::dhcp::leases::{self, LeaseCounts};
 use crate::dhcp::metrics::{DhcpMetrics, DhcpSnapshot};
 use crate::http::router::{Route, STATUS_CLASSES};
 use crate::http::{HttpMetrics, HttpSnapshot};
-use crate::metrics::{Histogram, HistogramSnapshot};
+use crate::metrics::HistogramSnapshot;
 use crate::tftp::metrics::{TftpMetrics, TftpSnapshot};
 use crate::xdp::{FallbackCounters, XdpCounterMap};
 use pxe_ebpf::{COUNTER_COUNT, COUNTER_NAMES};
@@ -172,7 +172,7 @@ pub(super) fn single<V: Value>(
 }
 
 /// A family with one label.
-fn by<'a>(
+pub(super) fn by<'a>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -462,56 +462,24 @@ fn with_mode<const N: usize>(
     series.map(|(t, n)| ([("type", t), ("mode", mode)], n))
 }
 
-/// A histogram family over [`Histogram`]s, one series per label set: how the journey
-/// histograms (`pxe_dhcp_answer_latency_seconds{mode}`,
-/// `pxe_transfer_duration_seconds{protocol,class}`) reach `/metrics`. Register it with
-/// [`super::MetricsServer::register`].
-#[derive(Debug)]
-pub struct HistogramFamily {
-    name: &'static str,
-    help: &'static str,
-    series: Vec<(Labels, Arc<Histogram>)>,
-}
-
-/// A series' labels: `(name, value)` pairs.
-type Labels = Vec<(&'static str, &'static str)>;
-
-impl HistogramFamily {
-    /// `name` in base units (`_seconds`), without `_bucket`/`_sum`/`_count`.
-    pub fn new(name: &'static str, help: &'static str) -> HistogramFamily {
-        HistogramFamily {
-            name,
-            help,
-            series: Vec::new(),
-        }
+/// Writes one histogram family: its descriptor, then each `(labels, snapshot)` series.
+pub(super) fn histograms<'a>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (&'a [(&'static str, &'static str)], HistogramSnapshot)>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, snap) in series {
+        let buckets: Vec<(f64, u64)> = snap
+            .bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(snap.buckets.iter().copied())
+            .collect();
+        m.encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(snap.sum, snap.count, &buckets, None)?;
     }
-
-    /// Adds the series with `labels` (name, value), read from `h` at each scrape.
-    pub fn with(
-        mut self,
-        labels: &[(&'static str, &'static str)],
-        h: Arc<Histogram>,
-    ) -> HistogramFamily {
-        self.series.push((labels.to_vec(), h));
-        self
-    }
-}
-
-impl Collector for HistogramFamily {
-    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let mut m = e.encode_descriptor(self.name, self.help, None, MetricType::Histogram)?;
-        for (labels, h) in &self.series {
-            let snap: HistogramSnapshot = h.snapshot();
-            let buckets: Vec<(f64, u64)> = snap
-                .bounds
-                .iter()
-                .copied()
-                .chain([f64::INFINITY])
-                .zip(snap.buckets.iter().copied())
-                .collect();
-            m.encode_family(labels)?
-                .encode_histogram::<NoLabelSet>(snap.sum, snap.count, &buckets, None)?;
-        }
-        Ok(())
-    }
+    Ok(())
 }

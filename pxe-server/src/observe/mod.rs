@@ -15,6 +15,7 @@
 //!   load the server.
 
 pub mod families;
+pub mod journeys;
 pub mod process;
 
 use std::convert::Infallible;
@@ -91,7 +92,7 @@ impl MetricsServer {
         })
     }
 
-    /// Adds families read at each scrape ([`families::Sources`], [`families::HistogramFamily`]).
+    /// Adds families read at each scrape ([`families::Sources`], [`journeys::JourneyFamilies`]).
     pub fn register(&mut self, collector: Box<dyn Collector>) {
         self.registry.register_collector(collector);
     }

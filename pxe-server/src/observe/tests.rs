@@ -1,8 +1,7 @@
-use super::families::{DhcpReadings, HistogramFamily, HttpReadings, Readings};
+use super::families::{DhcpReadings, HttpReadings, Readings};
 use super::*;
 use crate::dhcp::leases::LeaseCounts;
 use crate::http::router::Route;
-use crate::metrics::Histogram;
 
 /// Readings as a scrape would see them, registered alone.
 #[derive(Debug)]
@@ -177,26 +176,43 @@ fn sources_read_the_live_counters() {
 }
 
 #[test]
-fn histogram_families_encode_cumulative_buckets() {
-    let h = Arc::new(Histogram::new(&[0.01, 0.1]));
-    h.observe(Duration::from_millis(5));
-    h.observe(Duration::from_millis(50));
-    h.observe(Duration::from_secs(1));
-    let text = text_of(
-        HistogramFamily::new("pxe_dhcp_answer_latency_seconds", "Test.")
-            .with(&[("mode", "full")], Arc::clone(&h))
-            .with(&[("mode", "proxy")], Arc::new(Histogram::new(&[0.01]))),
-    );
+fn journey_families_encode_cumulative_buckets_and_the_table() {
+    use crate::journey::{FileClass, Journeys, LatencyMode, Now, Protocol};
+    let j = Arc::new(Journeys::default());
+    let full = j.timings().dhcp_latency(LatencyMode::Full);
+    full.observe(Duration::from_millis(5));
+    full.observe(Duration::from_millis(50));
+    full.observe(Duration::from_secs(1));
+    let now = Now::current();
+    j.dhcp_request(now, "52:54:00:00:00:01".parse().unwrap(), None, true);
+    let peer = "10.0.0.9".parse().unwrap();
+    let started = now.mono - Duration::from_millis(300);
+    assert_eq!(j.transfer_started(now, peer, "vmlinuz"), FileClass::Kernel);
+    j.transfer_done(now, peer, Protocol::Tftp, FileClass::Kernel, started);
+    let text = text_of(super::journeys::JourneyFamilies { journeys: j });
     assert_lines(
         &text,
         &[
             "# TYPE pxe_dhcp_answer_latency_seconds histogram",
-            "pxe_dhcp_answer_latency_seconds_bucket{mode=\"full\",le=\"0.01\"} 1",
-            "pxe_dhcp_answer_latency_seconds_bucket{mode=\"full\",le=\"0.1\"} 2",
+            "pxe_dhcp_answer_latency_seconds_bucket{mode=\"full\",le=\"0.005\"} 1",
+            "pxe_dhcp_answer_latency_seconds_bucket{mode=\"full\",le=\"0.05\"} 2",
+            "pxe_dhcp_answer_latency_seconds_bucket{mode=\"full\",le=\"2.5\"} 3",
             "pxe_dhcp_answer_latency_seconds_bucket{mode=\"full\",le=\"+Inf\"} 3",
             "pxe_dhcp_answer_latency_seconds_count{mode=\"full\"} 3",
             "pxe_dhcp_answer_latency_seconds_sum{mode=\"full\"} 1.055",
             "pxe_dhcp_answer_latency_seconds_count{mode=\"proxy\"} 0",
+            "pxe_transfer_duration_seconds_count{protocol=\"tftp\",class=\"kernel\"} 1",
+            "pxe_transfer_duration_seconds_bucket{protocol=\"tftp\",class=\"kernel\",le=\"0.25\"} 0",
+            "pxe_transfer_duration_seconds_bucket{protocol=\"tftp\",class=\"kernel\",le=\"0.5\"} 1",
+            "pxe_transfer_duration_seconds_count{protocol=\"http\",class=\"initrd\"} 0",
+            "# TYPE pxe_journey_hosts gauge",
+            "pxe_journey_hosts{phase=\"discover\"} 1",
+            "pxe_journey_hosts{phase=\"kernel\"} 0",
+            "pxe_journey_stuck_hosts 0",
+            "pxe_journey_completed_total 0",
+            "pxe_journey_evicted_total 0",
+            // The transfer's address belongs to no journey.
+            "pxe_journey_unattributed_transfers_total 1",
         ],
     );
 }
