@@ -5,7 +5,7 @@
 # STEPS_JSON is a list of steps, run in order on the page at URL:
 #   {"wait": EXPR, "timeout": S, "explain": EXPR}  poll EXPR until it is truthy
 #   {"eval": EXPR}                                  evaluate EXPR, keep its value
-#   {"screenshot": PATH}                            save a PNG of the page
+#   {"screenshot": PATH}                            save a PNG of the window (1400x1000)
 # Prints one JSON line: {"ok": true, "results": [...]} or {"ok": false, "step": i, "error": ...,
 # "explain": value}. Every wait is bounded; the browser is killed at the end.
 import base64
@@ -116,7 +116,7 @@ def main():
                 elif "eval" in step:
                     results.append(b.evaluate(step["eval"]))
                 elif "screenshot" in step:
-                    png = b.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+                    png = b.call("Page.captureScreenshot", {"format": "png"})
                     with open(step["screenshot"], "wb") as f:
                         f.write(base64.b64decode(png["data"]))
                     results.append(step["screenshot"])

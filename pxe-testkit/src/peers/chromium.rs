@@ -27,7 +27,7 @@ pub enum Step {
     },
     /// Evaluates the expression and keeps its (JSON) value.
     Eval(String),
-    /// Saves a PNG of the whole page.
+    /// Saves a PNG of what the 1400x1000 window shows.
     Screenshot(std::path::PathBuf),
 }
 
