@@ -79,12 +79,7 @@ pub fn route(state: &State, req: &Request<()>) -> Response<Body> {
 }
 
 /// Counts the response under `route` and records an error status in the peer's journey.
-fn counted(
-    state: &State,
-    req: &Request<()>,
-    route: Route,
-    resp: Response<Body>,
-) -> Response<Body> {
+fn counted(state: &State, req: &Request<()>, route: Route, resp: Response<Body>) -> Response<Body> {
     count_response(&state.metrics, route, resp.status());
     if resp.status().as_u16() >= 400
         && let (Some(j), Some(PeerAddr(peer))) =
