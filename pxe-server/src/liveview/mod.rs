@@ -226,17 +226,7 @@ impl LiveView {
             first: Some(Bytes::from(first)),
             slot,
         };
-        let mut response = Response::new(stream.boxed());
-        let h = response.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/event-stream"),
-        );
-        h.insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-store"),
-        );
-        response
+        headed(StatusCode::OK, "text/event-stream", stream.boxed())
     }
 }
 
@@ -323,21 +313,21 @@ fn unix_ms() -> u64 {
 }
 
 fn full(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<LiveBody> {
-    let mut response = Response::new(Full::new(body).boxed());
+    headed(status, content_type, Full::new(body).boxed())
+}
+
+/// A response with its content type, never cached, never sniffed.
+fn headed(status: StatusCode, content_type: &'static str, body: LiveBody) -> Response<LiveBody> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(content_type),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
+    for (name, value) in [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        h.insert(name, header::HeaderValue::from_static(value));
+    }
     response
 }
 
