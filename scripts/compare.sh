@@ -7,8 +7,16 @@
 #   scripts/compare.sh [--clients "1000 10000"] [--kernel-mib 8] [--initrd-mib 32]
 #                      [--servers "pxe-server dnsmasq tftpd-hpa"] [--arch-mix bios=50,uefi=40,ipxe=10]
 #                      [--deadline-s 900] [--limit-threads "1 2"] [--no-verify] [--quick] [--dry-run]
+#                      [--observe]
 #
 # --quick: 50 clients, 1 MiB kernel, 3 MiB initrd (a smoke run).
+# --observe: what watching a storm costs. The pxe-server run is watched as an operator would:
+#            Prometheus-style scrapes of /metrics every second (pxe-bench --metrics-url, whose
+#            server view lands in the report), boot journeys on (the default) and the live page
+#            open in headless Chromium for the whole storm; add the server "pxe-server-dark"
+#            (metrics listener and journeys off, nothing watching) for the row it is compared
+#            with. Every client then fetches from its leased address (--source-from-lease, the
+#            pool is the clients' own addresses), as firmware does, so journeys follow each one.
 # --dry-run: everything except the storms (network, files, each server started, checked and
 #            stopped, the udp-limit rows); the storm rows say they were not run.
 #
@@ -21,6 +29,7 @@
 #   pxe-server            full DHCP + TFTP on 10.90.0.1, its default TFTP engine (auto).
 #   dnsmasq               full DHCP + TFTP; boot file by tags: client-arch 7 -> snponly.efi,
 #                         user class iPXE -> boot.ipxe, anything else -> undionly.kpxe.
+#   pxe-server-dark       pxe-server with [metrics] and [journeys] off (for --observe).
 #   tftpd-hpa             TFTP only: `pxe-bench boot --skip-dhcp --boot-file undionly.kpxe`;
 #                         with it, pxe-server runs the same TFTP-only storm too
 #                         ("pxe-server tftp-only"), the row its ratio is taken against.
@@ -39,6 +48,7 @@ DEADLINE=900
 LIMIT_THREADS="1 2"
 VERIFY=1
 DRY_RUN=0
+OBSERVE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --clients) CLIENTS="$2"; shift 2 ;;
@@ -51,21 +61,23 @@ while [ $# -gt 0 ]; do
         --no-verify) VERIFY=0; shift ;;
         --quick) CLIENTS=50; KERNEL_MIB=1; INITRD_MIB=3; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        --observe) OBSERVE=1; shift ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" -eq 0 ] || { echo "compare.sh: run as root (it builds network namespaces)" >&2; exit 1; }
 for s in $SERVERS; do
     case "$s" in
-        pxe-server|dnsmasq|tftpd-hpa) ;;
-        *) echo "compare.sh: unknown server $s (pxe-server, dnsmasq, tftpd-hpa)" >&2; exit 2 ;;
+        pxe-server|pxe-server-dark|dnsmasq|tftpd-hpa) ;;
+        *) echo "compare.sh: unknown server $s (pxe-server, pxe-server-dark, dnsmasq, tftpd-hpa)" >&2; exit 2 ;;
     esac
 done
 export PATH="$HOME/.cargo/bin:$PATH:/usr/sbin:/sbin"
 for s in $SERVERS; do
     case "$s" in
         dnsmasq) command -v dnsmasq > /dev/null ;;
+        pxe-server) [ "$OBSERVE" = 0 ] || command -v chromium > /dev/null ;;
         tftpd-hpa) command -v in.tftpd > /dev/null ;;
         *) true ;;
     esac || { echo "compare.sh: $s is not installed (run scripts/install-deps.sh)" >&2; exit 1; }
@@ -111,6 +123,11 @@ for n in $CLIENTS; do [ "$n" -gt "$MAX_CLIENTS" ] && MAX_CLIENTS=$n; done
 [ "$MAX_CLIENTS" -le 30000 ] || { echo "compare.sh: at most 30000 clients" >&2; exit 2; }
 # One address per simulated machine, as in a cluster (per-client limits see real clients).
 SOURCE_BASE=$(netns_client_addrs "$P" "$NET" "$MAX_CLIENTS")
+if [ "$OBSERVE" = 1 ]; then
+    # The pool is the clients' own addresses: each fetches from the one it was leased.
+    POOL_FIRST="$SOURCE_BASE"
+    POOL_LAST=$(python3 -c "import ipaddress; print(ipaddress.ip_address('$SOURCE_BASE') + $MAX_CLIENTS - 1)")
+fi
 # Global sysctls for the storm (see lib/netns.sh), restored on exit.
 storm_sysctls
 
@@ -120,7 +137,7 @@ server_cpu_accounting
 start_server() { # NAME RUNDIR
     local s="$1" d="$2"
     case "$s" in
-        pxe-server)
+        pxe-server|pxe-server-dark)
             cat > "$d/pxe.toml" <<TOML
 [tftp]
 root = "$ROOT"
@@ -142,6 +159,12 @@ ipxe_script = "boot.ipxe"
 [control]
 socket = "$d/control.sock"
 TOML
+            if [ "$s" = pxe-server ] && [ "$OBSERVE" = 1 ]; then
+                printf '[metrics]\nlisten = ["%s:9469", "127.0.0.1:9469"]\n' "$SRV" >> "$d/pxe.toml"
+            fi
+            if [ "$s" = pxe-server-dark ]; then
+                printf '[metrics]\nenabled = false\n[journeys]\nenabled = false\n' >> "$d/pxe.toml"
+            fi
             RUST_LOG=info ip netns exec "$P-srv" "$BIN/pxe-server" serve --config "$d/pxe.toml" \
                 > "$d/server.log" 2>&1 &
             ;;
@@ -227,6 +250,7 @@ for n in $CLIENTS; do
         case "$label" in
             pxe-server-tftp-only) s=pxe-server; tftp_only=1; name="pxe-server tftp-only" ;;
             tftpd-hpa) s=tftpd-hpa; tftp_only=1; name=tftpd-hpa ;;
+            pxe-server-dark) s=pxe-server-dark; tftp_only=0; name="pxe-server (nothing watching)" ;;
             *) s="$label"; tftp_only=0; name="$label" ;;
         esac
         d="$WORK/$label-$n"
@@ -260,6 +284,21 @@ for n in $CLIENTS; do
             args+=(--mode full)
         fi
         [ "$VERIFY" = 1 ] && args+=(--verify-dir "$ROOT")
+        BROWSER=
+        if [ "$OBSERVE" = 1 ]; then
+            args+=(--source-from-lease)
+            if [ "$s" = pxe-server ]; then
+                name="pxe-server (watched)"
+                args+=(--metrics-url "http://$SRV:9469/metrics")
+                # The live page stays open for the whole storm (its own CPU is not the
+                # server's: it runs outside the server's cgroup).
+                client_exec ip netns exec "$P-srv" chromium --headless=new --no-sandbox --disable-gpu \
+                    --no-first-run --disable-extensions --user-data-dir="$d/chromium" \
+                    --remote-debugging-port=0 "http://127.0.0.1:9469/" > "$d/chromium.log" 2>&1 &
+                BROWSER=$!
+                sleep 3
+            fi
+        fi
         c0=$(cpu_ns)
         set +e
         client_exec ip netns exec "$P-cli" timeout $((DEADLINE + 60)) "$BIN/pxe-bench" "${args[@]}" \
@@ -267,6 +306,10 @@ for n in $CLIENTS; do
         rc=$?
         set -e
         c1=$(cpu_ns)
+        if [ -n "$BROWSER" ]; then
+            pkill -9 -f -- "--user-data-dir=$d/chromium" 2>/dev/null || true
+            wait "$BROWSER" 2>/dev/null || true
+        fi
         stop_server
         kill "$SAMPLER" 2>/dev/null || true; wait "$SAMPLER" 2>/dev/null || true; SAMPLER=
         row=$(python3 - "$d/report.json" "$name" "$n" "$(( c1 - c0 ))" "$(cat "$d/rss")" "$LIMIT" "$rc" <<'PY'
@@ -297,7 +340,7 @@ PY
         IFS=$'\t' read -r cells goodput last note <<< "$row"
         echo "$cells" >&2
         ROWS+=("$cells")
-        echo "$goodput $last" > "$WORK/result-$label-$n"
+        echo "$goodput $last $(( c1 - c0 ))" > "$WORK/result-$label-$n"
         [ -n "$note" ] && NOTES+=("$note")
         [ "$rc" -ne 0 ] && [ -s "$d/bench.err" ] &&
             NOTES+=("$name ($n clients): pxe-bench exit $rc: $(tail -c 300 "$d/bench.err" | tr '\n' ' ')")
@@ -317,8 +360,8 @@ ratio() { # OURS PEER N
     python3 - "$1" "$2" "$3" "$(cat "$a")" "$(cat "$b")" <<'PY'
 import math, sys
 ours, peer, n, a, b = sys.argv[1:]
-ga, la = (float(x) for x in a.split())
-gb, lb = (float(x) for x in b.split())
+ga, la = (float(x) for x in a.split()[:2])
+gb, lb = (float(x) for x in b.split()[:2])
 ok = lambda *v: not any(math.isnan(x) for x in v)
 g = f"{ga/gb:.2f}x" if ok(ga, gb) and gb > 0 else "n/a (no report)"
 l = f"{lb/la:.2f}x faster" if ok(la, lb) and la > 0 else "n/a (clients failed)"
@@ -326,8 +369,26 @@ name = {"pxe-server-tftp-only": "pxe-server tftp-only"}.get(ours, ours)
 print(f"| {name} vs {peer} | {n} | {g} | {l} |")
 PY
 }
+# --observe: the watched pxe-server against the one nothing watches, same storm.
+WATCH=()
+watch_ratio() { # N
+    local a="$WORK/result-pxe-server-$1" b="$WORK/result-pxe-server-dark-$1"
+    [ -f "$a" ] && [ -f "$b" ] || return 0
+    python3 - "$1" "$(cat "$a")" "$(cat "$b")" <<'PY'
+import math, sys
+n, a, b = sys.argv[1:]
+ga, la, ca = (float(x) for x in a.split())
+gb, lb, cb = (float(x) for x in b.split())
+ok = lambda *v: not any(math.isnan(x) for x in v)
+g = f"{ga/gb:.3f}" if ok(ga, gb) and gb > 0 else "n/a"
+l = f"{la/lb:.3f}" if ok(la, lb) and lb > 0 else "n/a"
+c = f"{ca/cb:.3f}" if cb > 0 else "n/a"
+print(f"| watched / nothing watching | {n} | {g} | {l} | {c} |")
+PY
+}
 if [ "$DRY_RUN" = 0 ]; then
     for n in $CLIENTS; do
+        r=$(watch_ratio "$n"); [ -n "$r" ] && WATCH+=("$r")
         r=$(ratio pxe-server dnsmasq "$n"); [ -n "$r" ] && RATIOS+=("$r")
         r=$(ratio pxe-server-tftp-only tftpd-hpa "$n"); [ -n "$r" ] && RATIOS+=("$r")
     done
@@ -356,6 +417,14 @@ if [ "${#RATIOS[@]}" -gt 0 ]; then
     echo "| pxe-server vs peer | clients | goodput ratio | time until last client booted |"
     echo "|---|---|---|---|"
     printf '%s\n' "${RATIOS[@]}"
+fi
+if [ "${#WATCH[@]}" -gt 0 ]; then
+    echo
+    echo "Watched: /metrics scraped every second, journeys on, the live page open in Chromium."
+    echo
+    echo "| pxe-server | clients | goodput ratio | last-client time ratio | server CPU ratio |"
+    echo "|---|---|---|---|---|"
+    printf '%s\n' "${WATCH[@]}"
 fi
 if [ "${#NOTES[@]}" -gt 0 ]; then
     echo
