@@ -130,7 +130,12 @@ fn the_page_follows_a_storm_to_its_final_counts_and_shows_the_stuck_host() {
         Step::Screenshot(out.join("mid-storm.png")),
         // The final counts: every client but the stalled one booted, and it is stuck.
         Step::Wait {
-            expr: format!("{} === {booted} && {} === {STALLED}", num("completed"), num("stuck")),
+            expr: format!(
+                "{} === {booted} && {} === {STALLED} && \
+                 document.querySelector('#completed-chart polyline') instanceof SVGPolylineElement",
+                num("completed"),
+                num("stuck")
+            ),
             timeout: Duration::from_secs(150),
             explain: Some(format!("[{}, {}, {}]", text_of("completed"), text_of("stuck"), text_of("conn"))),
         },

@@ -26,6 +26,14 @@ function el(tag, attrs, text) {
   return e;
 }
 
+// SVG children must be made in the SVG namespace, or the browser does not draw them.
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
 function fmtInt(n) { return Number(n || 0).toLocaleString("en-US"); }
 
 function fmtAge(ms) {
@@ -110,9 +118,9 @@ function chart(svg, values, unit) {
       const y = h - pad - (v / max) * (h - 2 * pad);
       return x.toFixed(1) + "," + y.toFixed(1);
     });
-    svg.append(el("polyline", { points: pts.join(" ") }));
+    svg.append(svgEl("polyline", { points: pts.join(" ") }));
   }
-  const label = el("text", { x: "4", y: "11" }, "max " + (max < 10 ? max.toFixed(2) : fmtInt(Math.round(max))) + " " + unit);
+  const label = svgEl("text", { x: "4", y: "11" }, "max " + (max < 10 ? max.toFixed(2) : fmtInt(Math.round(max))) + " " + unit);
   svg.append(label);
 }
 
