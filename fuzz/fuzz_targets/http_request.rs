@@ -131,6 +131,9 @@ fn fixture() -> &'static Fixture {
                 images: Arc::new(Watched { store, real_root }),
                 metrics: Arc::new(HttpMetrics::default()),
                 install: None,
+                // Journeys on, as a default config has them: recording must not panic on
+                // any request either.
+                journeys: Some(Arc::new(pxe_server::journey::Journeys::default())),
             },
         }
     })
