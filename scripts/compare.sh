@@ -307,6 +307,13 @@ for n in $CLIENTS; do
         set -e
         c1=$(cpu_ns)
         if [ -n "$BROWSER" ]; then
+            # What the page cost this machine (the browser's processes, CPU seconds), next to
+            # the server's row: on a small machine it competes with the server and the clients.
+            ticks=0
+            for pid in $(pgrep -f -- "--user-data-dir=$d/chromium"); do
+                ticks=$(( ticks + $(proc_cpu_ticks "$pid" 2>/dev/null || echo 0) ))
+            done
+            NOTES+=("$name ($n clients): the live page's browser used $(python3 -c "print(f'{$ticks / $(getconf CLK_TCK):.2f}')") CPU s")
             pkill -9 -f -- "--user-data-dir=$d/chromium" 2>/dev/null || true
             wait "$BROWSER" 2>/dev/null || true
         fi
