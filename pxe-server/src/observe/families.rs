@@ -205,17 +205,12 @@ impl Readings {
 
     fn encode_tftp(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
         let t = &self.tftp;
-        let ended = t.sessions_completed
-            + t.sessions_timed_out
-            + t.sessions_client_error
-            + t.sessions_aborted
-            + t.sessions_evicted;
         single(
             e,
             "pxe_tftp_sessions",
             "TFTP transfers running now.",
             Gauge,
-            t.sessions_started.saturating_sub(ended),
+            t.running(),
         )?;
         single(
             e,

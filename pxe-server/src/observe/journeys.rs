@@ -128,11 +128,6 @@ impl LiveData for JourneyLive {
 
     fn stats(&self) -> LiveStats {
         let t = self.tftp.snapshot();
-        let ended = t.sessions_completed
-            + t.sessions_timed_out
-            + t.sessions_client_error
-            + t.sessions_aborted
-            + t.sessions_evicted;
         let http = self.http.as_ref().map(|h| h.snapshot());
         let timings = self.journeys.timings();
         let latency: Vec<_> = LatencyMode::ALL
@@ -150,7 +145,7 @@ impl LiveData for JourneyLive {
         LiveStats {
             tftp_sent_bytes: t.payload_bytes_sent,
             http_sent_bytes: http.map_or(0, |h| h.bytes_sent),
-            tftp_sessions: t.sessions_started.saturating_sub(ended),
+            tftp_sessions: t.running(),
             http_connections: http.map_or(0, |h| h.connections_open),
             dhcp_latency: Quantiles::of(&latency),
             transfer_duration: Quantiles::of(&transfers),

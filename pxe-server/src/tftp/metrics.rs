@@ -52,6 +52,18 @@ counters! {
     send_errors,
 }
 
+impl TftpSnapshot {
+    /// Transfers running at the snapshot: started and not yet ended (every [`Outcome`]).
+    pub fn running(&self) -> u64 {
+        let ended = self.sessions_completed
+            + self.sessions_timed_out
+            + self.sessions_client_error
+            + self.sessions_aborted
+            + self.sessions_evicted;
+        self.sessions_started.saturating_sub(ended)
+    }
+}
+
 impl TftpMetrics {
     /// Counts how a transfer ended and what it sent; both engines call this once per session.
     pub fn record_end(&self, outcome: Outcome, stats: SessionStats) {
