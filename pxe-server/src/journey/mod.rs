@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::hosts::{BootProfile, HostIndex};
-use crate::metrics::{DURATION_BOUNDS, Histogram, LATENCY_BOUNDS};
+use crate::metrics::{DURATION_BOUNDS, Histogram, HistogramSnapshot, LATENCY_BOUNDS};
 pub use classes::{ClassesBuilder, FileClasses, glob};
 pub use doc::{
     DEFAULT_LIMIT, ErrorDoc, HostDoc, HostFilter, HostsDocument, MAX_LIMIT, PhaseCounts,
@@ -265,6 +265,24 @@ impl Timings {
 
     pub fn transfer(&self, protocol: Protocol, class: FileClass) -> &Histogram {
         &self.transfer[protocol as usize][class as usize]
+    }
+
+    /// Every DHCP-latency histogram, read now, with its mode.
+    pub fn dhcp_series(&self) -> impl Iterator<Item = (LatencyMode, HistogramSnapshot)> + '_ {
+        LatencyMode::ALL
+            .into_iter()
+            .map(|m| (m, self.dhcp_latency(m).snapshot()))
+    }
+
+    /// Every transfer-duration histogram, read now, with its protocol and class.
+    pub fn transfer_series(
+        &self,
+    ) -> impl Iterator<Item = (Protocol, FileClass, HistogramSnapshot)> + '_ {
+        Protocol::ALL.into_iter().flat_map(move |p| {
+            FileClass::ALL
+                .into_iter()
+                .map(move |c| (p, c, self.transfer(p, c).snapshot()))
+        })
     }
 }
 

@@ -458,11 +458,11 @@ fn with_mode<const N: usize>(
 }
 
 /// Writes one histogram family: its descriptor, then each `(labels, snapshot)` series.
-pub(super) fn histograms<'a>(
+pub(super) fn histograms<L: AsRef<[(&'static str, &'static str)]>>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    series: impl IntoIterator<Item = (&'a [(&'static str, &'static str)], HistogramSnapshot)>,
+    series: impl IntoIterator<Item = (L, HistogramSnapshot)>,
 ) -> std::fmt::Result {
     let mut m = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, snap) in series {
@@ -473,7 +473,7 @@ pub(super) fn histograms<'a>(
             .chain([f64::INFINITY])
             .zip(snap.buckets.iter().copied())
             .collect();
-        m.encode_family(&labels)?
+        m.encode_family(&labels.as_ref())?
             .encode_histogram::<NoLabelSet>(snap.sum, snap.count, &buckets, None)?;
     }
     Ok(())

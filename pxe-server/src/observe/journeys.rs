@@ -12,7 +12,7 @@ use pxe_proto::MacAddr;
 
 use super::families::{by, histograms, single};
 use crate::http::HttpMetrics;
-use crate::journey::{FileClass, Journeys, LatencyMode, Now, Phase, Protocol};
+use crate::journey::{Journeys, Now, Phase};
 use crate::liveview::{LiveData, LiveStats, Quantiles};
 use crate::tftp::metrics::TftpMetrics;
 
@@ -31,26 +31,14 @@ impl Collector for JourneyFamilies {
             "pxe_dhcp_answer_latency_seconds",
             "From the receipt of a DHCP request to the send of its answer (after the lease \
              commit in full mode).",
-            LatencyMode::ALL
-                .iter()
-                .map(|m| ([("mode", m.name())], t.dhcp_latency(*m).snapshot()))
-                .collect::<Vec<_>>()
-                .iter()
-                .map(|(l, s)| (l.as_slice(), s.clone())),
+            t.dhcp_series().map(|(m, s)| ([("mode", m.name())], s)),
         )?;
-        let transfers: Vec<_> = Protocol::ALL
-            .iter()
-            .flat_map(|p| FileClass::ALL.iter().map(move |c| (*p, *c)))
-            .map(|(p, c)| {
-                let labels = [("protocol", p.name()), ("class", c.name())];
-                (labels, t.transfer(p, c).snapshot())
-            })
-            .collect();
         histograms(
             &mut e,
             "pxe_transfer_duration_seconds",
             "From the request of a file to the end of its transfer, by protocol and file class.",
-            transfers.iter().map(|(l, s)| (l.as_slice(), s.clone())),
+            t.transfer_series()
+                .map(|(p, c, s)| ([("protocol", p.name()), ("class", c.name())], s)),
         )?;
         if !j.enabled() {
             return Ok(());
@@ -130,18 +118,8 @@ impl LiveData for JourneyLive {
         let t = self.tftp.snapshot();
         let http = self.http.as_ref().map(|h| h.snapshot());
         let timings = self.journeys.timings();
-        let latency: Vec<_> = LatencyMode::ALL
-            .iter()
-            .map(|m| timings.dhcp_latency(*m).snapshot())
-            .collect();
-        let transfers: Vec<_> = Protocol::ALL
-            .iter()
-            .flat_map(|p| {
-                FileClass::ALL
-                    .iter()
-                    .map(move |c| timings.transfer(*p, *c).snapshot())
-            })
-            .collect();
+        let latency: Vec<_> = timings.dhcp_series().map(|(_, s)| s).collect();
+        let transfers: Vec<_> = timings.transfer_series().map(|(_, _, s)| s).collect();
         LiveStats {
             tftp_sent_bytes: t.payload_bytes_sent,
             http_sent_bytes: http.map_or(0, |h| h.bytes_sent),
