@@ -384,8 +384,10 @@ fn one_relay_flooding_random_macs_cannot_take_the_whole_pool() {
     let r = run(cmd, lan.dir(), "perfdhcp", Duration::from_secs(60));
     let out = r.all();
     let (sent, offers, _) = perfdhcp_block(&out, "DISCOVER-OFFER");
-    assert_eq!(sent, 400, "{out}");
-    assert!((20..400).contains(&offers), "{out}");
+    // perfdhcp's rate pacing may send one DISCOVER past -n (CI saw 401); every one it sent is
+    // accounted for below, so the bound is on what it sent, not on -n.
+    assert!((400..=402).contains(&sent), "{out}");
+    assert!((20..sent).contains(&offers), "{out}");
     // A machine on the directly attached link: its own share of the pool is untouched.
     set_mac(&lan.cli, "dc", "02:78:0c:00:00:01");
     let env = udhcpc(&lan, "direct", &[]);
@@ -396,7 +398,7 @@ fn one_relay_flooding_random_macs_cannot_take_the_whole_pool() {
     let refused = metric(&log, "drop_link_full").unwrap_or(0);
     assert_eq!(
         (offers + refused, metric(&log, "offers")),
-        (400, Some(offers + 1)),
+        (sent, Some(offers + 1)),
         "{log}"
     );
     assert!(
