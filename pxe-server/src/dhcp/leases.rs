@@ -147,6 +147,15 @@ pub enum LeaseError {
     /// A `put` of the current batch failed; the batch can only be dropped.
     #[error("an earlier change of this batch failed")]
     BatchFailed,
+    /// The shared store (PostgreSQL) holds `ip` for another client: another instance took it
+    /// first. Nothing was written; the store's in-memory view now shows that holder, so the
+    /// caller can pick another address.
+    #[error("address {ip} is held by another client in the shared store")]
+    Conflict { ip: Ipv4Addr },
+    /// The shared store cannot be reached or refused the transaction (`reason`): nothing was
+    /// committed. Full-mode DHCP answers nothing that needs a commit until it is back.
+    #[error("lease store unavailable: {reason}")]
+    Unavailable { reason: String },
 }
 
 macro_rules! db_err {
