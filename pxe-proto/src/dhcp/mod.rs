@@ -88,6 +88,8 @@ pub struct ClientRequest<'a> {
     pub parameter_list: &'a [u8],
     /// Option 12.
     pub hostname: Option<&'a [u8]>,
+    /// Option 61 (client identifier), raw: its type octet and identifier.
+    pub client_id: Option<&'a [u8]>,
     /// Option 52 (0 = no overload).
     pub overload: u8,
 }
@@ -163,6 +165,7 @@ struct RawOptions<'a> {
     user_class: Option<&'a [u8]>,
     parameter_list: Option<&'a [u8]>,
     hostname: Option<&'a [u8]>,
+    client_id: Option<&'a [u8]>,
     ipxe_encap: bool,
 }
 
@@ -181,6 +184,7 @@ impl<'a> RawOptions<'a> {
             opt::USER_CLASS => &mut self.user_class,
             opt::PARAMETER_LIST => &mut self.parameter_list,
             opt::HOSTNAME => &mut self.hostname,
+            opt::CLIENT_ID => &mut self.client_id,
             opt::IPXE_ENCAP => {
                 self.ipxe_encap = true;
                 return;
@@ -318,6 +322,7 @@ pub fn decode(bytes: &[u8]) -> Result<ClientRequest<'_>, DecodeError> {
         ipxe_encap: raw.ipxe_encap,
         parameter_list: raw.parameter_list.unwrap_or(&[]),
         hostname: raw.hostname,
+        client_id: raw.client_id,
         overload,
     })
 }

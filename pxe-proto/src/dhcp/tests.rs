@@ -156,6 +156,10 @@ fn option_checks() {
     // Pads, duplicates (first wins), options after End are ignored.
     let r = with_options(&[0, 0, 53, 1, 3, 53, 1, 1, 255, 60, 200]).unwrap();
     assert_eq!(r.msg_type, MessageType::Request);
+    // Client identifier (61): raw, type octet included; absent → None.
+    let r = with_options(&[53, 1, 1, 61, 7, 1, 2, 0, 0, 0, 0, 9, 255]).unwrap();
+    assert_eq!(r.client_id, Some(&[1, 2, 0, 0, 0, 0, 9][..]));
+    assert_eq!(with_options(&[53, 1, 1, 255]).unwrap().client_id, None);
     // A UUID of another type is ignored.
     let mut o = vec![53, 1, 1, 97, 17, 1];
     o.extend_from_slice(&[7; 16]);

@@ -26,6 +26,9 @@ crate::metrics::counters! {
     drop_bad_option_length,
     /// Requested lease times above the wire limit (clamped, still answered).
     lease_time_clamped,
+    /// Full mode, shared store: a lease write refused because another instance holds the
+    /// address (the DISCOVER tries the next address, the REQUEST is NAKed).
+    lease_conflicts,
     // Requests that are valid but not answered.
     /// Proxy mode: the client is not a PXE/HTTP boot client.
     drop_not_pxe,
@@ -52,6 +55,12 @@ crate::metrics::counters! {
     /// Full mode: a new client from a link (relay or interface) that holds
     /// `max_leases_per_link` leases of its pool.
     drop_link_full,
+    /// Full mode, several instances: a DISCOVER or INIT-REBOOT REQUEST whose RFC 3074 hash
+    /// bucket another instance owns (that instance answers it).
+    drop_not_our_bucket,
+    /// Full mode: every address tried for a DISCOVER was taken by another instance first
+    /// (`lease_conflicts` counts each one).
+    drop_lease_conflict,
     /// The lease store failed to commit.
     drop_store_error,
     /// The reply did not fit or failed to encode.

@@ -1,6 +1,7 @@
 //! DHCP for PXE: a sans-IO responder (proxy and full mode), the lease store, and the server
 //! that owns the sockets. The wire decoder is `pxe_proto::dhcp`. An engine feeds datagrams to
 //! [`responder::Responder::handle`] and sends what it returns.
+pub mod balance;
 pub mod learned;
 pub mod leases;
 pub mod metrics;

@@ -363,6 +363,11 @@ impl<S: LeaseStore> DhcpServer<S> {
     }
 
     /// Where the responder records the addresses hosts' requests name (proxy mode).
+    /// Shares full-mode clients with the other instances (see [`Responder::set_balance`]).
+    pub fn set_balance(&mut self, balance: Arc<crate::dhcp::balance::Balance>) {
+        self.responder.set_balance(balance);
+    }
+
     pub fn set_learned(&mut self, learned: Arc<crate::dhcp::learned::LearnedAddresses>) {
         self.responder.set_learned(learned);
     }

@@ -397,11 +397,21 @@ impl DhcpReadings {
                 ("reservation_conflict", d.drop_reservation_conflict),
                 ("init_reboot_unknown", d.drop_init_reboot_unknown),
                 ("link_full", d.drop_link_full),
+                ("not_our_bucket", d.drop_not_our_bucket),
+                ("lease_conflict", d.drop_lease_conflict),
                 ("store_error", d.drop_store_error),
                 ("encode_error", d.drop_encode_error),
                 ("batch_commit", d.drop_batch_commit),
                 ("send_error", d.send_errors),
             ],
+        )?;
+        single(
+            e,
+            "pxe_dhcp_lease_conflicts",
+            "Lease writes refused because another instance holds the address in the shared \
+             store (a DISCOVER then tries the next address, a REQUEST is NAKed).",
+            Counter,
+            d.lease_conflicts,
         )?;
         if let Some(l) = &self.leases {
             by(

@@ -17,10 +17,14 @@ use dhcproto::v4::MessageType;
 use super::boot::add_boot;
 use super::reply::{address_options, destination, emit, nak, reply};
 use super::{Action, Ctx, NoResponse, Responder, usable};
-use crate::dhcp::leases::{Lease, LeaseState, LeaseStore, Link};
+use crate::dhcp::leases::{Lease, LeaseError, LeaseState, LeaseStore, Link};
 use crate::metrics;
 
 use NoResponse as N;
+
+/// Addresses a DISCOVER skips because another instance took them first (each a
+/// [`LeaseError::Conflict`]) before it gives up on this attempt of the client.
+pub(super) const MAX_CONFLICTS: usize = 8;
 
 impl<S: LeaseStore> Responder<S> {
     /// Dispatches a port-67 request in full mode by message type.
@@ -55,7 +59,9 @@ impl<S: LeaseStore> Responder<S> {
     }
 
     /// DISCOVER → OFFER of an address, held for the client (`offer_hold_secs`) unless it
-    /// already holds it.
+    /// already holds it. An address another instance took first (the shared store refuses
+    /// the offer: [`LeaseError::Conflict`], after which the store shows its holder) is
+    /// skipped for the next one, at most [`MAX_CONFLICTS`] times.
     fn discover(&mut self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
         let Some(pi) = self.link_pool(ctx) else {
             return Action::NoResponse(N::NoSubnet);
@@ -63,31 +69,60 @@ impl<S: LeaseStore> Responder<S> {
         if self.link_at_bound(pi, ctx) {
             return Action::NoResponse(N::LinkFull);
         }
-        let ip = match self.allocate(pi, ctx) {
-            Ok(ip) => ip,
-            Err(r) => return Action::NoResponse(r),
-        };
         let (req, now) = (ctx.req, ctx.now);
-        let held = self.store.get(ip).is_some_and(|l| {
-            l.mac == req.chaddr && l.state == LeaseState::Bound && l.is_active(now)
-        });
-        if !held {
-            let offer = Lease {
-                ip,
-                mac: req.chaddr,
-                uuid: req.client_uuid,
-                expires: now + u64::from(self.cfg.offer_hold_secs),
-                state: LeaseState::Offered,
-                link: ctx.link,
+        for _ in 0..=MAX_CONFLICTS {
+            let ip = match self.allocate(pi, ctx) {
+                Ok(ip) => ip,
+                Err(r) => return Action::NoResponse(r),
             };
-            if let Err(e) = self.put(&offer, now) {
-                tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
-                    "lease store: offer not recorded, no OFFER");
-                return Action::NoResponse(N::StoreError);
+            let held = self.store.get(ip).is_some_and(|l| {
+                l.mac == req.chaddr && l.state == LeaseState::Bound && l.is_active(now)
+            });
+            if !held {
+                let offer = Lease {
+                    ip,
+                    mac: req.chaddr,
+                    uuid: req.client_uuid,
+                    expires: now + u64::from(self.cfg.offer_hold_secs),
+                    state: LeaseState::Offered,
+                    link: ctx.link,
+                };
+                match self.put(&offer, now) {
+                    Ok(()) => {}
+                    Err(LeaseError::Conflict { ip }) => {
+                        self.lease_conflict(ip, ctx);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
+                            "lease store: offer not recorded, no OFFER");
+                        return Action::NoResponse(N::StoreError);
+                    }
+                }
             }
+            let secs = self.lease_secs(pi, ctx);
+            return self.grant(ctx, pi, ip, secs, out);
         }
-        let secs = self.lease_secs(pi, ctx);
-        self.grant(ctx, pi, ip, secs, out)
+        if let Some(held_back) = self.conflict_log.allow() {
+            tracing::warn!(
+                client = %req.chaddr,
+                pool = %self.pools[pi].cfg.subnet,
+                tries = MAX_CONFLICTS + 1,
+                held_back,
+                "DHCP: every address tried for {} was taken by another instance first; no \
+                 OFFER (the client retries). If this persists the pool is nearly full: widen \
+                 [[dhcp.subnets]] range_start..range_end of {}",
+                req.chaddr,
+                self.pools[pi].cfg.subnet
+            );
+        }
+        Action::NoResponse(N::LeaseConflict)
+    }
+
+    /// Another instance holds `ip` in the shared store: counted (not logged per packet).
+    fn lease_conflict(&self, ip: Ipv4Addr, ctx: &Ctx<'_, '_>) {
+        metrics::inc(&self.metrics.lease_conflicts);
+        tracing::debug!(%ip, client = %ctx.req.chaddr, "lease held by another instance");
     }
 
     /// REQUEST (SELECTING, INIT-REBOOT, RENEWING, REBINDING) → ACK once the lease is bound
@@ -131,12 +166,21 @@ impl<S: LeaseStore> Responder<S> {
             state: LeaseState::Bound,
             link: self.renewed_link(ip, ctx),
         };
-        if let Err(e) = self.put(&bound, ctx.now) {
-            tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
-                "lease store: bind not committed, no ACK");
-            return Action::NoResponse(N::StoreError);
+        match self.put(&bound, ctx.now) {
+            Ok(()) => self.grant(ctx, pi, ip, secs, out),
+            // Another instance bound it first: the address is someone else's.
+            Err(LeaseError::Conflict { ip }) => {
+                self.lease_conflict(ip, ctx);
+                let m = nak(&self.cfg, req, ctx.server_ip);
+                let (dst, bcast) = destination(req, true);
+                emit(&m, out, dst, bcast, ctx.meta.ifindex)
+            }
+            Err(e) => {
+                tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
+                    "lease store: bind not committed, no ACK");
+                Action::NoResponse(N::StoreError)
+            }
         }
-        self.grant(ctx, pi, ip, secs, out)
     }
 
     /// DECLINE: the client found the address in use; it stays unusable for
@@ -173,19 +217,24 @@ impl<S: LeaseStore> Responder<S> {
         let Some(l) = self.store.get(ip).filter(|l| l.mac == req.chaddr) else {
             return Action::NoResponse(N::NotForUs);
         };
-        if let Err(e) = self.put(
-            &Lease {
-                state,
-                expires,
-                ..l
-            },
-            ctx.now,
-        ) {
-            tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
-                "lease store: decline/release not recorded");
-            return Action::NoResponse(N::StoreError);
+        let ended = Lease {
+            state,
+            expires,
+            ..l
+        };
+        match self.put(&ended, ctx.now) {
+            Ok(()) => Action::NoResponse(done),
+            // Our view was stale: the address is another client's now.
+            Err(LeaseError::Conflict { ip }) => {
+                self.lease_conflict(ip, ctx);
+                Action::NoResponse(N::NotForUs)
+            }
+            Err(e) => {
+                tracing::warn!(%e, mac = %req.chaddr, %ip, setting = "dhcp.lease_db",
+                    "lease store: decline/release not recorded");
+                Action::NoResponse(N::StoreError)
+            }
         }
-        Action::NoResponse(done)
     }
 
     /// INFORM: the client has an address; ACK with the options of its subnet, no lease.

@@ -48,6 +48,7 @@ use dhcproto::v4::MessageType;
 use pxe_proto::consts::PXE_PORT;
 use pxe_proto::dhcp::{self as wire, ClientRequest, DecodeError};
 
+use super::balance::{self, Balance};
 use super::leases::{IfName, Lease, LeaseError, LeaseStore, Link};
 use super::metrics::DhcpMetrics;
 use super::{DhcpMode, DhcpSettings, UnknownHosts};
@@ -104,6 +105,12 @@ pub enum NoResponse {
     UnknownClient,
     /// Full mode: a new client from a link that holds `max_leases_per_link` leases of its pool.
     LinkFull,
+    /// Full mode, balanced: a DISCOVER or INIT-REBOOT REQUEST whose RFC 3074 bucket another
+    /// instance owns.
+    NotOurBucket,
+    /// Full mode, shared store: every address tried for a DISCOVER was taken by another
+    /// instance first.
+    LeaseConflict,
     StoreError,
     EncodeError,
     /// A DECLINE was recorded (no answer is due).
@@ -152,11 +159,25 @@ pub struct Responder<S: LeaseStore> {
     shares: Shares,
     /// Warnings about links at their bound.
     link_full_log: LogLimiter,
+    /// Warnings about DISCOVERs that lost every address to other instances.
+    conflict_log: LogLimiter,
     /// Proxy mode: where `[[hosts]]` entries are, from their requests (for the install routes).
     learned: Option<Arc<crate::dhcp::learned::LearnedAddresses>>,
     /// Where the requests of booting clients are recorded (the answers are recorded by the
     /// server once sent).
     journeys: Option<Arc<crate::journey::Journeys>>,
+    /// The RFC 3074 buckets this instance answers (full mode); `None`: every client.
+    balance: Option<Arc<Balance>>,
+    /// Where each pool's round-robin starts, from the instance name (see
+    /// [`Responder::set_balance`]); 0 for a lone server.
+    pool_seed: u64,
+}
+
+/// Where the round-robin of a new pool over `cfg`'s range starts for an instance of seed
+/// `seed`.
+fn start_offset(seed: u64, cfg: &super::Subnet) -> u32 {
+    let size = u32::from(cfg.range_end) - u32::from(cfg.range_start) + 1;
+    (seed % u64::from(size)) as u32
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -178,8 +199,11 @@ impl<S: LeaseStore> Responder<S> {
             metrics: Arc::default(),
             shares: Shares::off(),
             link_full_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
+            conflict_log: LogLimiter::new(REFUSAL_LOG_INTERVAL),
             learned: None,
             journeys: None,
+            balance: None,
+            pool_seed: 0,
         };
         r.reconfigure(settings);
         r
@@ -195,6 +219,46 @@ impl<S: LeaseStore> Responder<S> {
     /// mode learns and the refusals (see [`crate::journey`]).
     pub fn set_journeys(&mut self, journeys: Arc<crate::journey::Journeys>) {
         self.journeys = Some(journeys);
+    }
+
+    /// Shares the full-mode clients with other instances (RFC 3074, see [`balance`]): from
+    /// now on a DISCOVER or an INIT-REBOOT REQUEST (no server identifier, a requested address)
+    /// is answered only if `balance` owns the client's bucket; every other message is answered
+    /// as before. Proxy mode and port 4011 are not balanced.
+    ///
+    /// Also moves the start of each pool's round-robin to an offset derived from the
+    /// instance's name ([`balance::name_seed`] modulo the pool's size), so that instances
+    /// allocating from one shared pool rarely race for the same free address (a lone
+    /// [`Balance::all`] keeps offset 0). Call it before serving: the pools' positions restart.
+    pub fn set_balance(&mut self, balance: Arc<Balance>) {
+        self.pool_seed = balance::name_seed(balance.me());
+        self.balance = Some(balance);
+        let seed = self.pool_seed;
+        for p in &mut self.pools {
+            *p = Pool::new(p.cfg.clone(), start_offset(seed, &p.cfg));
+        }
+    }
+
+    /// The balance shared with the heartbeat, if any.
+    pub fn balance(&self) -> Option<&Arc<Balance>> {
+        self.balance.as_ref()
+    }
+
+    /// A balanced message (full mode, port 67: DISCOVER, INIT-REBOOT REQUEST) from a client
+    /// whose bucket another instance owns.
+    fn not_our_bucket(&self, req: &ClientRequest<'_>, meta: &RecvMeta) -> bool {
+        let Some(b) = &self.balance else {
+            return false;
+        };
+        let balanced = match req.msg_type {
+            MessageType::Discover => true,
+            MessageType::Request => req.server_id.is_none() && req.requested_ip.is_some(),
+            _ => false,
+        };
+        balanced
+            && self.cfg.mode == DhcpMode::Full
+            && meta.port != PXE_PORT
+            && !b.serves(balance::hash_input(req))
     }
 
     /// The mode the responder answers in.
@@ -239,7 +303,7 @@ impl<S: LeaseStore> Responder<S> {
                     .pools
                     .iter()
                     .find(|p| p.cfg == *s)
-                    .map_or(0, Pool::position);
+                    .map_or_else(|| start_offset(self.pool_seed, s), Pool::position);
                 Pool::new(s.clone(), next)
             })
             .collect();
@@ -315,6 +379,12 @@ impl<S: LeaseStore> Responder<S> {
                 if req.lease_time_clamped {
                     metrics::inc(&self.metrics.lease_time_clamped);
                 }
+                // Another instance answers this client: not a request of ours to record.
+                if self.not_our_bucket(&req, meta) {
+                    let action = Action::NoResponse(NoResponse::NotOurBucket);
+                    self.count(&action);
+                    return action;
+                }
                 // A booting client (any client in full mode) asking for an address or its
                 // boot file.
                 if matches!(req.msg_type, MessageType::Discover | MessageType::Request)
@@ -372,6 +442,8 @@ impl<S: LeaseStore> Responder<S> {
                 NoResponse::ReservationConflict => &m.drop_reservation_conflict,
                 NoResponse::UnknownClient => &m.drop_init_reboot_unknown,
                 NoResponse::LinkFull => &m.drop_link_full,
+                NoResponse::NotOurBucket => &m.drop_not_our_bucket,
+                NoResponse::LeaseConflict => &m.drop_lease_conflict,
                 NoResponse::StoreError => &m.drop_store_error,
                 NoResponse::EncodeError => &m.drop_encode_error,
                 NoResponse::Declined => &m.declines,
