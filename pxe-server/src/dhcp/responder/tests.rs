@@ -1092,6 +1092,7 @@ fn pool_reuses_the_address_a_client_moved_away_from() {
     assert_eq!(o.unwrap().yiaddr(), Ipv4Addr::new(10, 0, 0, 100));
 }
 
+mod balance;
 mod link_bound;
 
 /// Proxy mode: where a `[[hosts]]` entry is comes from its own requests: its broadcast REQUEST

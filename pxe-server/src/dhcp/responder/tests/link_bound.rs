@@ -39,7 +39,7 @@ fn discover(i: u8) -> Pkt {
 
 /// `p` answered at `now` through `meta`: the answer's type and address (yiaddr), or why there
 /// was none.
-fn answer_at(
+pub(super) fn answer_at(
     r: &mut Responder<impl LeaseStore>,
     p: &Pkt,
     meta: &RecvMeta,
