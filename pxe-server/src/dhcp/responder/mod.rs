@@ -19,7 +19,8 @@
 //!   arrived on), leases via the store, reservations from `[[hosts]].address`. The server is
 //!   authoritative for its subnets: an INIT-REBOOT REQUEST for an address on another network,
 //!   or for one a known client may not have, is NAKed; one from a client it has no record of
-//!   (no lease, no reservation) is not answered (RFC 2131 §4.3.2), as Kea does. Leases are keyed by the client hardware address (chaddr); option 61 is not used.
+//!   (no lease, no reservation) is not answered (RFC 2131 §4.3.2), as Kea does. Leases are keyed by the client hardware address (chaddr); option 61 only picks the
+//!   client's load-balancing bucket ([`Responder::set_balance`]).
 //! - [`pool`]: the free addresses of each pool (a free list checked against the store, not a
 //!   scan of the range per request).
 //! - [`shares`]: how many leases each link holds, for `max_leases_per_link`. The link of a
