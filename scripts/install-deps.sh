@@ -41,7 +41,8 @@ apt_install nftables
 # Engine fallback test: seccomp filter refusing io_uring_setup.
 apt_install python3-seccomp
 # DHCP clients and tools used by the DHCP integration tests (netns_dhcp): dhclient, busybox
-# udhcpc, nmap's broadcast-dhcp-discover, perfdhcp (in kea-admin), tcpdump for captures.
+# udhcpc, nmap's broadcast-dhcp-discover, perfdhcp and kea-admin's db-init (in kea-admin),
+# tcpdump for captures.
 apt_install isc-dhcp-client
 apt_install busybox
 apt_install nmap
@@ -70,6 +71,24 @@ apt_install chromium
 apt_install prometheus
 if command -v systemctl >/dev/null 2>&1; then
     systemctl disable prometheus >/dev/null 2>&1 || true
+fi
+# PostgreSQL for the shared store's tests (tests/netns_store.rs, pxe-testkit's Postgres) and for
+# Kea's PostgreSQL lease backend in compare-dhcp.sh (kea-admin db-init pgsql). Both run their own
+# cluster (initdb in a temporary directory, as an unprivileged user); nothing uses Debian's, so
+# the cluster the package makes (15/main) is stopped if it runs and kept from starting at boot.
+apt_install postgresql
+if command -v pg_lsclusters >/dev/null 2>&1; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _port status _rest; do
+        if [ "$status" = online ]; then
+            pg_ctlcluster "$ver" "$name" stop || true
+        fi
+        if command -v systemctl >/dev/null 2>&1; then
+            systemctl disable "postgresql@$ver-$name" >/dev/null 2>&1 || true
+        fi
+    done
+fi
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable postgresql >/dev/null 2>&1 || true
 fi
 # Profilers for BENCHMARKS.md.
 apt_install linux-perf valgrind iperf3 || true

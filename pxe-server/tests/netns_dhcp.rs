@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use pxe_proto::MacAddr;
 use pxe_server::dhcp::leases::{LeaseState, LeaseStore, Link, RedbLeaseStore};
 use pxe_testkit::{
-    Netns, Proc, PxeServer, Run, ServeOptions, Signal, dhclient, lan, metric, pair, perfdhcp_block,
-    run, server_bin, start_dnsmasq, wait_until,
+    Netns, Proc, PxeServer, Run, ServeOptions, Signal, dhclient, dhclient_lease_field, lan, metric,
+    pair, perfdhcp_block, run, server_bin, start_dnsmasq, wait_until,
 };
 
 const PXE_CLASS: &str = "PXEClient:Arch:00000:UNDI:002001";
@@ -161,16 +161,7 @@ fn full_mode_dhclient_gets_a_pool_lease_with_router_and_dns() {
     assert!(out.contains("DHCPOFFER of 10.78.1."), "{out}");
     assert!(out.contains("DHCPACK of 10.78.1."), "{out}");
     let leased = std::fs::read_to_string(&lease_file).unwrap();
-    let field = |key: &str| -> String {
-        leased
-            .lines()
-            .map(str::trim)
-            .find_map(|l| l.strip_prefix(key))
-            .unwrap_or_else(|| panic!("no {key} in the lease:\n{leased}"))
-            .trim_end_matches(';')
-            .trim()
-            .to_owned()
-    };
+    let field = |key: &str| dhclient_lease_field(&leased, key);
     let ip: Ipv4Addr = field("fixed-address ").parse().unwrap();
     assert!(lan.in_pool(ip), "{ip} is outside the pool");
     assert_eq!(field("option routers "), "10.78.1.1");

@@ -7,7 +7,9 @@
 //! - [`process`]: child processes killed and reaped on drop ([`Proc`]), bounded runs of a
 //!   command ([`run_bounded`], [`run_command`], [`run`], [`run_json`]) and [`wait_until`].
 //! - [`bins`]: the pxe-server and pxe-bench binaries under test.
-//! - [`peers`]: pxe-server ([`PxeServer`]), dnsmasq, dhclient and perfdhcp's report.
+//! - [`peers`]: pxe-server ([`PxeServer`]; a site of several instances on one segment sharing
+//!   a PostgreSQL, [`Site`]), PostgreSQL, dnsmasq, dhclient and perfdhcp's report.
+//! - [`capture`]: tcpdump writing a pcap file, and the DHCP replies read back from it.
 //! - [`testnet`]: a server and a client namespace on one veth with pxe-server serving a
 //!   temporary root, and the real TFTP clients (atftp, curl, tftp-hpa) that fetch from it.
 //! - [`data`]: seeded test bytes and sha256 digests.
@@ -19,6 +21,7 @@
 
 pub mod bins;
 pub mod caps;
+pub mod capture;
 pub mod data;
 pub mod netns;
 pub mod peers;
@@ -30,10 +33,10 @@ pub use bins::{bench_bin, server_bin, workspace_root};
 pub use caps::{NEEDS_ROOT, cannot_run, require_program, require_root};
 pub use data::{sha256, sha256_file, test_bytes};
 pub use netns::{Host, Lan, Netns, lan, pair, veth};
-pub use peers::dhcp_clients::{dhclient, perfdhcp_block};
+pub use peers::dhcp_clients::{dhclient, dhclient_lease_field, perfdhcp_block};
 pub use peers::dnsmasq::start_dnsmasq;
 pub use peers::postgres::Postgres;
-pub use peers::pxe_server::{PxeServer, ServeOptions, metric};
+pub use peers::pxe_server::{PxeServer, ServeOptions, Site, SiteSpec, SiteStore, metric};
 pub use process::{
     Proc, Run, run, run_bounded, run_command, run_command_term, run_json, signal_pid, wait_until,
 };

@@ -39,6 +39,19 @@ pub fn dhclient(
     r
 }
 
+/// The value of `key` (`"fixed-address "`, `"option routers "`, ...) in a lease file dhclient
+/// wrote, without its `;`. Fails the test, showing the file, when the key is missing.
+pub fn dhclient_lease_field(lease: &str, key: &str) -> String {
+    lease
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in the lease:\n{lease}"))
+        .trim_end_matches(';')
+        .trim()
+        .to_owned()
+}
+
 /// The counts (sent, received, drops) of one perfdhcp statistics block ("DISCOVER-OFFER" or
 /// "REQUEST-ACK").
 pub fn perfdhcp_block(out: &str, name: &str) -> (u64, u64, u64) {

@@ -1,12 +1,15 @@
-//! The pxe-server binary under test, started in a namespace with a config of the test's.
+//! The pxe-server binary under test, started in a namespace with a config of the test's; and a
+//! site of several instances on one segment, sharing a PostgreSQL store ([`Site`]).
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::Signal;
 use crate::bins::server_bin;
-use crate::netns::{Netns, exec_in};
+use crate::netns::{Lan, Netns, exec_in, lan};
+use crate::peers::postgres::Postgres;
 use crate::process::{Proc, run_command, wait_until};
 
 /// How to start pxe-server.
@@ -234,6 +237,198 @@ fn write_config(path: &Path, dir: &Path, config: &str) {
     );
     std::fs::write(path, config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     crate::data::open_to_all(dir);
+}
+
+/// Where a [`Site`]'s instances keep their leases and next-boot state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteStore {
+    /// Each instance its own redb file (`[dhcp] lease_db`): no `[store]` section.
+    Redb,
+    /// One PostgreSQL in a namespace of its own on the segment; every instance has a
+    /// `[store]` section naming it, its password file and the instance's own name.
+    Postgres,
+}
+
+/// What a [`Site`] is made of.
+#[derive(Debug, Clone)]
+pub struct SiteSpec {
+    /// The site's network is 10.`net`.0.0/16.
+    pub net: u8,
+    /// How many pxe-server instances (at most 200).
+    pub instances: usize,
+    pub store: SiteStore,
+    /// The config common to every instance, without `[store]` and `[control]`. Replaced in
+    /// it per instance: `@IP@` (the instance's address, its server identifier), `@NAME@`
+    /// (`pxe1`, `pxe2`, ...), `@DIR@` (the instance's own directory: its redb file, its
+    /// logs) and `@SITE@` (the site's directory, shared: TFTP roots and the like).
+    pub template: String,
+    /// Lines added to every instance's `[store]` (`heartbeat_ms = 200`, ...), Postgres only.
+    pub store_keys: String,
+    /// Give the client namespace the address 10.`net`.0.2/16 (else it has none, as a PXE
+    /// ROM before its lease).
+    pub client_addr: bool,
+    pub opts: ServeOptions,
+}
+
+impl SiteSpec {
+    /// `instances` instances on `store` with `template`, the default options, a client without
+    /// an address.
+    pub fn new(net: u8, instances: usize, store: SiteStore, template: &str) -> SiteSpec {
+        SiteSpec {
+            net,
+            instances,
+            store,
+            template: template.to_owned(),
+            store_keys: String::new(),
+            client_addr: false,
+            opts: ServeOptions::default(),
+        }
+    }
+}
+
+/// A boot site: `instances` pxe-servers, each in its own namespace on one bridged segment with
+/// its own address (10.N.0.11, .12, ...; interface `ds`), the PostgreSQL they share (10.N.0.5,
+/// its own namespace) when the store is Postgres, and a client namespace (interface `dc`).
+/// Everything stops and is deleted on drop: the servers first, then PostgreSQL, then the
+/// namespaces and the directory.
+pub struct Site {
+    /// The instances, `pxe1` first.
+    pub servers: Vec<PxeServer>,
+    pub pg: Option<Postgres>,
+    spec: SiteSpec,
+    configs: Vec<String>,
+    /// Hosts: the client, the PostgreSQL host, then the instances.
+    lan: Lan,
+    dir: tempfile::TempDir,
+}
+
+/// Index of the client and of the PostgreSQL host in the site's [`Lan`].
+const CLIENT: usize = 0;
+const PG_HOST: usize = 1;
+
+impl Site {
+    /// Builds the segment, starts PostgreSQL (Postgres store) and then every instance, each
+    /// waiting for `spec.opts.ready`.
+    pub fn start(spec: SiteSpec) -> Site {
+        assert!(
+            (1..=200).contains(&spec.instances),
+            "a site has 1 to 200 instances"
+        );
+        let net = spec.net;
+        let cli_addr = format!("10.{net}.0.2/16");
+        let pg_addr = format!("10.{net}.0.5/16");
+        let addrs: Vec<String> = (0..spec.instances)
+            .map(|i| format!("{}/16", Self::addr_of(net, i)))
+            .collect();
+        let tags: Vec<String> = (0..spec.instances).map(Self::name).collect();
+        let mut hosts: Vec<crate::netns::Host> = vec![
+            ("cli", "dc", spec.client_addr.then_some(cli_addr.as_str())),
+            ("pg", "dp", Some(pg_addr.as_str())),
+        ];
+        hosts.extend(
+            tags.iter()
+                .zip(&addrs)
+                .map(|(t, a)| (t.as_str(), "ds", Some(a.as_str()))),
+        );
+        let lan = lan(&hosts);
+        let dir = tempfile::tempdir().expect("temp dir");
+        crate::data::open_to_all(dir.path());
+        let pg = (spec.store == SiteStore::Postgres).then(|| {
+            Postgres::start_in(
+                Some(&lan.hosts[PG_HOST]),
+                dir.path(),
+                Some(Ipv4Addr::new(10, net, 0, 5)),
+            )
+        });
+        let mut site = Site {
+            servers: Vec::new(),
+            pg,
+            spec,
+            configs: Vec::new(),
+            lan,
+            dir,
+        };
+        for i in 0..site.spec.instances {
+            let config = site.config_of(i);
+            let idir = site.instance_dir(i);
+            std::fs::create_dir_all(&idir).unwrap_or_else(|e| panic!("{}: {e}", idir.display()));
+            let server = PxeServer::start_with(
+                &site.lan.hosts[2 + i],
+                &idir,
+                &config,
+                site.spec.opts.clone(),
+            );
+            site.configs.push(config);
+            site.servers.push(server);
+        }
+        site
+    }
+
+    fn addr_of(net: u8, i: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, net, 0, 11 + i as u8)
+    }
+
+    /// The name of instance `i` (`pxe1` for 0).
+    pub fn name(i: usize) -> String {
+        format!("pxe{}", i + 1)
+    }
+
+    /// The address of instance `i` (its server identifier).
+    pub fn addr(&self, i: usize) -> Ipv4Addr {
+        Self::addr_of(self.spec.net, i)
+    }
+
+    /// The site's directory (shared files; each instance has `<dir>/pxeN`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The directory of instance `i`.
+    pub fn instance_dir(&self, i: usize) -> PathBuf {
+        self.dir().join(Self::name(i))
+    }
+
+    /// The client namespace (interface `dc`).
+    pub fn client(&self) -> &Netns {
+        &self.lan.hosts[CLIENT]
+    }
+
+    /// The namespace of instance `i` (interface `ds`).
+    pub fn server_ns(&self, i: usize) -> &Netns {
+        &self.lan.hosts[2 + i]
+    }
+
+    /// The PostgreSQL of a Postgres site.
+    pub fn pg(&mut self) -> &mut Postgres {
+        self.pg.as_mut().expect("this site keeps its state in redb")
+    }
+
+    /// The config instance `i` was started with (before the harness's `[control]`).
+    pub fn config(&self, i: usize) -> &str {
+        &self.configs[i]
+    }
+
+    /// The template with instance `i`'s values, plus its `[store]` on a Postgres site.
+    fn config_of(&self, i: usize) -> String {
+        let mut c = self
+            .spec
+            .template
+            .replace("@IP@", &self.addr(i).to_string())
+            .replace("@NAME@", &Self::name(i))
+            .replace("@DIR@", &self.instance_dir(i).display().to_string())
+            .replace("@SITE@", &self.dir().display().to_string());
+        if let Some(pg) = &self.pg {
+            c.push_str(&format!(
+                "\n[store]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = {:?}\n\
+                 instance = \"{}\"\n{}\n",
+                pg.tcp_url(),
+                pg.password_file(),
+                Self::name(i),
+                self.spec.store_keys
+            ));
+        }
+        c
+    }
 }
 
 /// The value of `key=N` in the last "DHCP service stopped" / "DHCP metrics" line of `log`.
