@@ -119,6 +119,9 @@ pub struct StatusReport {
     pub dhcp: Option<DhcpStatus>,
     pub http: Option<HttpStatus>,
     pub filter: Option<FilterStatus>,
+    /// The store (redb or PostgreSQL: up or down, this instance, its peers); absent when
+    /// nothing needs one.
+    pub store: Option<crate::store::StoreView>,
 }
 
 #[derive(Debug, Clone, Serialize)]
