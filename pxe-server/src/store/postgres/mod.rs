@@ -379,7 +379,7 @@ impl PgStore {
     /// Runs `f` to completion on the store's runtime, within the statement timeout.
     pub(crate) fn run<T>(&self, f: impl Future<Output = Result<T, Fail>>) -> Result<T, Fail> {
         let r = self
-            .block(tokio::time::timeout(self.timeout, f))
+            .block(async { tokio::time::timeout(self.timeout, f).await })
             .unwrap_or(Err(Fail::Timeout));
         if let Err(e) = &r {
             self.failed(e);
