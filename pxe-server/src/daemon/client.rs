@@ -97,9 +97,11 @@ pub fn render_hosts_text(doc: &serde_json::Value) -> String {
 /// Why a `host` command got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("no server answers on {} and the store cannot be opened: {source}", socket.display())]
+    #[error("no server answers on {} and {db} cannot be opened: {source}", socket.display())]
     NoDatabase {
         socket: PathBuf,
+        /// The redb file, or the PostgreSQL URL.
+        db: String,
         #[source]
         source: Box<crate::store::OpenError>,
     },
@@ -149,6 +151,10 @@ fn host_offline(
     let settings = config.store_settings();
     let db = crate::store::Store::open(&settings).map_err(|source| HostError::NoDatabase {
         socket: config.control.socket.clone(),
+        db: match &settings {
+            crate::config::StoreSettings::Redb { path } => path.display().to_string(),
+            crate::config::StoreSettings::Postgres(p) => p.url.clone(),
+        },
         source: Box::new(source),
     })?;
     let store: NextBootStore = db.next_boot().map_err(|source| HostError::NextBoot {

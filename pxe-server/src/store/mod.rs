@@ -22,7 +22,7 @@ pub use postgres::{LiveCallback, PeerView, PgLeaseStore, PgStore, StoreError, St
 /// Why the store did not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("opening the lease database {}: {source}", path.display())]
+    #[error("lease database {}: {source}", path.display())]
     Redb {
         path: PathBuf,
         #[source]
