@@ -163,13 +163,17 @@ fn database_down_fails_fast_and_service_resumes_by_itself() {
         live.lock().unwrap().last() == Some(&vec!["a".to_owned()])
     });
 
-    pg.stop();
-    // The first write finds the connection gone: unavailable, and its change is not kept.
+    // A batch has one change in its transaction when the database stops: the next write
+    // finds the connection gone, the batch fails, and the mirror forgets its changes.
     leases.begin_batch();
-    let r = leases.put(&lease(11, 2, LeaseState::Bound));
+    leases.put(&lease(11, 2, LeaseState::Bound)).unwrap();
+    assert!(leases.get(Ipv4Addr::new(10, 9, 0, 11)).is_some());
+    pg.stop();
+    let r = leases.put(&lease(14, 6, LeaseState::Bound));
     assert!(matches!(r, Err(LeaseError::Unavailable { .. })), "{r:?}");
     assert!(leases.commit_batch().is_err());
     assert_eq!(leases.get(Ipv4Addr::new(10, 9, 0, 11)), None, "undone");
+    assert_eq!(leases.get(Ipv4Addr::new(10, 9, 0, 14)), None);
     assert!(!store.is_up());
     // While down, writes are refused at once (no connection attempt).
     let before = store.metrics.errors_down.get();
