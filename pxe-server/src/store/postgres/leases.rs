@@ -27,6 +27,7 @@ use std::time::Instant;
 
 use deadpool_postgres::Object;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::{Fail, PgStore};
 use crate::dhcp::leases::{
@@ -111,27 +112,53 @@ fn decode_logged(r: &Row) -> Option<(Lease, i64)> {
 /// client holds the address.
 async fn upsert(c: &Object, l: &Lease, instance: &str) -> Result<Option<i64>, Fail> {
     let st = c.prepare_cached(UPSERT).await?;
-    let (relay, iface) = match l.link {
-        Some(Link::Relay(ip)) => (Some(IpAddr::V4(ip)), None),
-        Some(Link::Interface(n)) => (None, Some(n.as_str().to_owned())),
-        None => (None, None),
-    };
-    let row = c
-        .query_opt(
-            &st,
-            &[
-                &IpAddr::V4(l.ip),
-                &&l.mac.0[..],
-                &l.uuid.as_ref().map(|u| &u.0[..]),
-                &i64::try_from(l.expires).unwrap_or(i64::MAX),
-                &state_code(l.state),
-                &relay,
-                &iface,
-                &instance,
-            ],
-        )
-        .await?;
+    let v = Values::of(l);
+    let row = c.query_opt(&st, &v.params(&instance)).await?;
     Ok(row.map(|r| r.get(0)))
+}
+
+/// A lease as the values of the first 7 columns of [`UPSERT`].
+struct Values {
+    ip: IpAddr,
+    mac: Vec<u8>,
+    uuid: Option<Vec<u8>>,
+    expires: i64,
+    state: i16,
+    relay: Option<IpAddr>,
+    iface: Option<String>,
+}
+
+impl Values {
+    fn of(l: &Lease) -> Values {
+        let (relay, iface) = match l.link {
+            Some(Link::Relay(ip)) => (Some(IpAddr::V4(ip)), None),
+            Some(Link::Interface(n)) => (None, Some(n.as_str().to_owned())),
+            None => (None, None),
+        };
+        Values {
+            ip: IpAddr::V4(l.ip),
+            mac: l.mac.0.to_vec(),
+            uuid: l.uuid.map(|u| u.0.to_vec()),
+            expires: i64::try_from(l.expires).unwrap_or(i64::MAX),
+            state: state_code(l.state),
+            relay,
+            iface,
+        }
+    }
+
+    /// The statement's parameters, `instance` the 8th.
+    fn params<'a>(&'a self, instance: &'a &str) -> [&'a (dyn ToSql + Sync); 8] {
+        [
+            &self.ip,
+            &self.mac,
+            &self.uuid,
+            &self.expires,
+            &self.state,
+            &self.relay,
+            &self.iface,
+            instance,
+        ]
+    }
 }
 
 /// The row of `ip`, if any.
@@ -515,25 +542,12 @@ pub(crate) async fn insert(
     l: &Lease,
     instance: &str,
 ) -> Result<(), Fail> {
-    let (relay, iface) = match l.link {
-        Some(Link::Relay(ip)) => (Some(IpAddr::V4(ip)), None),
-        Some(Link::Interface(n)) => (None, Some(n.as_str().to_owned())),
-        None => (None, None),
-    };
+    let v = Values::of(l);
     c.execute(
         "INSERT INTO leases (ip, mac, uuid, expires, state, relay, iface, instance, rev, xid) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, nextval('lease_rev'), \
          pg_current_xact_id()::text::bigint)",
-        &[
-            &IpAddr::V4(l.ip),
-            &&l.mac.0[..],
-            &l.uuid.as_ref().map(|u| &u.0[..]),
-            &i64::try_from(l.expires).unwrap_or(i64::MAX),
-            &state_code(l.state),
-            &relay,
-            &iface,
-            &instance,
-        ],
+        &v.params(&instance),
     )
     .await?;
     Ok(())
