@@ -163,7 +163,7 @@ pub struct InstallService {
     settings: Arc<InstallSettings>,
     templates: Arc<Templates>,
     next_boot: Option<Arc<NextBootStore>>,
-    db: Option<Arc<redb::Database>>,
+    db: Option<crate::store::Store>,
     learned: Option<Arc<LearnedAddresses>>,
     metrics: Arc<InstallMetrics>,
     logs: RefusalLogs,
@@ -176,7 +176,7 @@ impl InstallService {
         settings: Arc<InstallSettings>,
         templates: Arc<Templates>,
         next_boot: Option<Arc<NextBootStore>>,
-        db: Option<Arc<redb::Database>>,
+        db: Option<crate::store::Store>,
         metrics: Arc<InstallMetrics>,
     ) -> Self {
         InstallService {
@@ -271,7 +271,7 @@ impl InstallService {
         host.address
             .or_else(|| {
                 let (db, mac) = (self.db.as_ref()?, host.mac?);
-                crate::dhcp::leases::bound_address(db, &mac, now_unix)
+                db.bound_address(&mac, now_unix)
             })
             .or_else(|| self.learned.as_ref()?.get(&host.key()?, now_unix))
     }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod nextboot;
 pub mod observe;
 pub mod privilege;
+pub mod store;
 pub mod templates;
 pub mod tftp;
 pub mod xdp;

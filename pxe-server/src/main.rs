@@ -12,6 +12,7 @@ use pxe_server::daemon::{self, Overrides, client};
 use pxe_server::engine::EngineChoice;
 use pxe_server::journey::Phase;
 use pxe_server::nextboot::HostAction;
+use pxe_server::store::migrate;
 
 /// Exit status for an unusable configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -85,11 +86,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The state store: `store migrate` copies leases, next-boot actions and install tokens
+    /// between redb and PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Validate a configuration file and print the effective configuration.
     Check {
         /// The TOML configuration file.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy a site's leases, next-boot actions and install tokens, in one transaction:
+    /// `--from redb FILE --to postgres URL` or `--from postgres URL --to redb FILE`. Stop the
+    /// servers first. A target that holds anything is refused unless --force.
+    Migrate {
+        /// `redb FILE` or `postgres URL`.
+        #[arg(long, num_args = 2, value_names = ["KIND", "WHERE"], required = true)]
+        from: Vec<String>,
+        /// `redb FILE` or `postgres URL`.
+        #[arg(long, num_args = 2, value_names = ["KIND", "WHERE"], required = true)]
+        to: Vec<String>,
+        /// The PostgreSQL password (first line of the file); never in the URL.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Replace what the target holds.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -109,6 +137,15 @@ fn main() -> ExitCode {
     init_tracing(format);
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Store {
+            command:
+                StoreCommand::Migrate {
+                    from,
+                    to,
+                    password_file,
+                    force,
+                },
+        } => store_migrate(&from, &to, password_file, force),
         Command::Host {
             selector,
             action,
@@ -159,6 +196,58 @@ fn init_tracing(format: LogFormat) {
 fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("{e}");
     ExitCode::from(EXIT_CONFIG)
+}
+
+/// `KIND WHERE` of `store migrate` as an endpoint.
+fn endpoint(
+    arg: &str,
+    v: &[String],
+    password_file: &Option<PathBuf>,
+) -> Result<migrate::Endpoint, String> {
+    match v {
+        [kind, at] if kind == "redb" => Ok(migrate::Endpoint::Redb(PathBuf::from(at))),
+        [kind, url] if kind == "postgres" => {
+            if let Some(reason) = pxe_server::config::url_problem(url) {
+                return Err(format!("--{arg} postgres {url:?}: {reason}"));
+            }
+            Ok(migrate::Endpoint::Postgres {
+                url: url.clone(),
+                password_file: password_file.clone(),
+            })
+        }
+        _ => Err(format!("--{arg}: expected `redb FILE` or `postgres URL`")),
+    }
+}
+
+fn store_migrate(
+    from: &[String],
+    to: &[String],
+    password_file: Option<PathBuf>,
+    force: bool,
+) -> ExitCode {
+    let ends = endpoint("from", from, &password_file)
+        .and_then(|f| Ok((f, endpoint("to", to, &password_file)?)));
+    let (from, to) = match ends {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("pxe-server store migrate: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if from == to {
+        eprintln!("pxe-server store migrate: --from and --to are the same store");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match migrate::migrate(&from, &to, force) {
+        Ok(counts) => {
+            println!("copied {counts} from {from} to {to}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pxe-server store migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -6,6 +6,13 @@
 //!
 //! Records are kept under each host's key ([`HostConfig::key`]). The same file holds each
 //! host's install token (table `install_tokens`, see [`tokens`]), rotated by `reinstall`.
+//!
+//! On PostgreSQL ([`NextBootStore::open_postgres`]) the same records live in the tables
+//! `next_boot` and `install_tokens` that every instance shares: writes commit before they are
+//! acknowledged, and [`NextBootStore::action`] and [`NextBootStore::current_token`] read
+//! through to the database, so that a host switched (or a token rotated) on one instance is
+//! seen by all at once. While the database is down they answer the last value seen, with a
+//! warning at most every 10 s.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dhcp::leases::LeaseError;
 use crate::hosts::{HostConfig, HostIndex, NextBoot};
+use crate::store::PgStore;
 
 mod tokens;
 pub use tokens::{RandomError, TOKEN_BYTES, Token};
@@ -32,7 +40,7 @@ pub enum StateError {
 /// `key -> [action, changed_unix (8 bytes, big endian)]`.
 const NEXT_BOOT: TableDefinition<&str, &[u8]> = TableDefinition::new("next_boot");
 
-fn code(action: NextBoot) -> u8 {
+pub(crate) fn code(action: NextBoot) -> u8 {
     match action {
         NextBoot::Install => 1,
         NextBoot::Local => 2,
@@ -54,9 +62,15 @@ pub struct Record {
     pub changed_unix: u64,
 }
 
+/// Where the records are persisted.
+enum Backend {
+    Redb(Arc<Database>),
+    Postgres(Arc<PgStore>),
+}
+
 /// The persisted next-boot actions and install tokens, with an in-memory copy for reads.
 pub struct NextBootStore {
-    db: Arc<Database>,
+    backend: Backend,
     mem: Mutex<HashMap<String, Record>>,
     tokens: Mutex<HashMap<String, Token>>,
 }
@@ -95,10 +109,60 @@ impl NextBootStore {
             }
         }
         Ok(NextBootStore {
-            db,
+            backend: Backend::Redb(db),
             mem: Mutex::new(mem),
             tokens: Mutex::new(tokens),
         })
+    }
+
+    /// The records in the PostgreSQL store `pg`, loaded (the schema is there since the store
+    /// opened).
+    pub fn open_postgres(pg: Arc<PgStore>) -> Result<Self, LeaseError> {
+        let (actions, tokens) = pg.host_rows()?;
+        let mem = actions
+            .into_iter()
+            .filter_map(|(k, row)| match record_of(row) {
+                Some(r) => Some((k, r)),
+                None => {
+                    tracing::warn!(host = %k, "undecodable next_boot record skipped");
+                    None
+                }
+            })
+            .collect();
+        let tokens = tokens
+            .into_iter()
+            .filter_map(|(k, t)| match Token::from_bytes(&t) {
+                Some(t) => Some((k, t)),
+                None => {
+                    tracing::warn!(host = %k, "undecodable install token skipped");
+                    None
+                }
+            })
+            .collect();
+        Ok(NextBootStore {
+            backend: Backend::Postgres(pg),
+            mem: Mutex::new(mem),
+            tokens: Mutex::new(tokens),
+        })
+    }
+
+    /// The PostgreSQL store's current record for `key` into memory (read-through); on
+    /// failure memory stays as it is, with a rate-limited warning.
+    fn refresh(&self, key: &str) {
+        let Backend::Postgres(pg) = &self.backend else {
+            return;
+        };
+        match pg.action_row(key) {
+            Ok(Some(row)) => {
+                if let Some(r) = record_of(row) {
+                    self.mem().insert(key.to_owned(), r);
+                }
+            }
+            Ok(None) => {
+                self.mem().remove(key);
+            }
+            Err(f) => pg.warn("next-boot action: the last value seen is used", &f),
+        }
     }
 
     fn mem(&self) -> std::sync::MutexGuard<'_, HashMap<String, Record>> {
@@ -107,14 +171,14 @@ impl NextBootStore {
 
     /// The action for `host`: its record, else its config default.
     pub fn action(&self, host: &HostConfig) -> NextBoot {
-        host.key()
-            .and_then(|k| self.mem().get(&k).copied())
-            .map_or(host.next_boot, |r| r.action)
+        self.record(host).map_or(host.next_boot, |r| r.action)
     }
 
     /// The record of `host`, if one was set.
     pub fn record(&self, host: &HostConfig) -> Option<Record> {
-        host.key().and_then(|k| self.mem().get(&k).copied())
+        let key = host.key()?;
+        self.refresh(&key);
+        self.mem().get(&key).copied()
     }
 
     /// Sets `action` for every host in `hosts` in one durable commit; returns how many changed
@@ -172,8 +236,33 @@ impl NextBootStore {
             action,
             changed_unix: now_unix,
         };
+        let db = match &self.backend {
+            Backend::Redb(db) => db,
+            Backend::Postgres(pg) => {
+                // Every selected host: another instance may have changed what memory shows.
+                let mut keys: Vec<String> = hosts.iter().filter_map(|h| h.key()).collect();
+                keys.sort();
+                keys.dedup();
+                let tokens: Vec<(String, Vec<u8>)> = new_tokens
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.bytes().to_vec()))
+                    .collect();
+                let row = (
+                    i16::from(code(action)),
+                    i64::try_from(now_unix).unwrap_or(i64::MAX),
+                );
+                let changed = pg.write_hosts(&keys, row, &tokens)?;
+                let mut mem = self.mem();
+                for k in &keys {
+                    if changed.contains(k) || !mem.contains_key(k) {
+                        mem.insert(k.clone(), record);
+                    }
+                }
+                return Ok(changed.len());
+            }
+        };
         let bytes = encode(record);
-        let txn = self.db.begin_write()?;
+        let txn = db.begin_write()?;
         {
             let mut table = txn.open_table(NEXT_BOOT)?;
             for k in &changes {
@@ -195,6 +284,51 @@ fn encode(r: Record) -> [u8; 9] {
     b[0] = code(r.action);
     b[1..].copy_from_slice(&r.changed_unix.to_be_bytes());
     b
+}
+
+/// Every next-boot record and install token of a store (`store migrate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostData {
+    pub records: Vec<(String, Record)>,
+    pub tokens: Vec<(String, Token)>,
+}
+
+impl NextBootStore {
+    /// What the store holds (as loaded at open, with this process's changes since).
+    pub fn export(&self) -> HostData {
+        let mut records: Vec<_> = self.mem().iter().map(|(k, r)| (k.clone(), *r)).collect();
+        let mut tokens: Vec<_> = self.tokens().iter().map(|(k, t)| (k.clone(), *t)).collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        tokens.sort_by(|a, b| a.0.cmp(&b.0));
+        HostData { records, tokens }
+    }
+}
+
+/// Writes `data` in `txn` (the caller commits); `replace` empties both tables first.
+pub fn write_redb(
+    txn: &redb::WriteTransaction,
+    data: &HostData,
+    replace: bool,
+) -> Result<(), LeaseError> {
+    if replace {
+        txn.delete_table(NEXT_BOOT)?;
+        txn.delete_table(tokens::INSTALL_TOKENS)?;
+    }
+    {
+        let mut table = txn.open_table(NEXT_BOOT)?;
+        for (k, r) in &data.records {
+            table.insert(k.as_str(), &encode(*r)[..])?;
+        }
+    }
+    tokens::write(txn, &data.tokens)
+}
+
+/// A PostgreSQL `next_boot` row as a record.
+fn record_of((action, changed): crate::store::postgres::ActionRow) -> Option<Record> {
+    Some(Record {
+        action: from_code(u8::try_from(action).ok()?)?,
+        changed_unix: u64::try_from(changed).ok()?,
+    })
 }
 
 fn decode(b: &[u8]) -> Option<Record> {

@@ -17,6 +17,7 @@ mod locate;
 mod metrics;
 mod reload;
 mod server;
+mod store;
 #[cfg(test)]
 mod tests;
 mod tftp;
@@ -35,6 +36,7 @@ pub use journeys::JourneysConfig;
 pub use metrics::{DEFAULT_METRICS_PORT, MetricsConfig};
 pub use reload::ReloadPlan;
 pub use server::{DEFAULT_USER, ServerConfig};
+pub use store::{PgSettings, StoreBackend, StoreConfig, StoreSettings, url_problem};
 pub use tftp::TftpConfig;
 pub use xdp::XdpConfig;
 
@@ -70,6 +72,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Each host's boot journey and its bound.
     pub journeys: JourneysConfig,
+    /// Where leases, next-boot actions and tokens live: redb or PostgreSQL.
+    pub store: StoreConfig,
 }
 
 /// A config file that cannot be used: `file:line: key: reason`.
@@ -202,6 +206,7 @@ impl Config {
         self.server.validate()?;
         self.metrics.validate()?;
         self.journeys.validate()?;
+        self.store.validate()?;
         self.install.validate_cmdlines(&self.boot, &self.hosts)
     }
 
@@ -247,6 +252,11 @@ impl Config {
             self.journeys.settings(),
             self.journeys.classes(&self.boot, hosts),
         )
+    }
+
+    /// The store's settings (`[store]`, with `[dhcp] lease_db` as the redb file).
+    pub fn store_settings(&self) -> StoreSettings {
+        self.store.settings(&self.dhcp.lease_db)
     }
 
     pub fn install_settings(&self, hosts: &Arc<HostIndex>) -> InstallSettings {

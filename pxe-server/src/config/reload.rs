@@ -35,6 +35,10 @@ impl Config {
             needs_restart.push("metrics");
             effective.metrics = self.metrics.clone();
         }
+        if effective.store != self.store {
+            needs_restart.push("store");
+            effective.store = self.store.clone();
+        }
         if effective.server != self.server {
             needs_restart.push("server");
             effective.server = self.server.clone();

@@ -97,12 +97,13 @@ pub fn render_hosts_text(doc: &serde_json::Value) -> String {
 /// Why a `host` command got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("no server answers on {} and {} cannot be opened: {source}", socket.display(), db.display())]
+    #[error("no server answers on {} and {db} cannot be opened: {source}", socket.display())]
     NoDatabase {
         socket: PathBuf,
-        db: PathBuf,
+        /// The redb file, or the PostgreSQL URL.
+        db: String,
         #[source]
-        source: Box<LeaseError>,
+        source: Box<crate::store::OpenError>,
     },
     #[error("{}: {source}", db.display())]
     NextBoot {
@@ -147,15 +148,17 @@ fn host_offline(
     action: HostAction,
     selector: &str,
 ) -> Result<HostAnswer, HostError> {
-    let db_path = &config.dhcp.lease_db;
-    let db =
-        crate::dhcp::leases::open_database(db_path).map_err(|source| HostError::NoDatabase {
-            socket: config.control.socket.clone(),
-            db: db_path.clone(),
-            source: Box::new(source),
-        })?;
-    let store = NextBootStore::open(db).map_err(|source| HostError::NextBoot {
-        db: db_path.clone(),
+    let settings = config.store_settings();
+    let db = crate::store::Store::open(&settings).map_err(|source| HostError::NoDatabase {
+        socket: config.control.socket.clone(),
+        db: match &settings {
+            crate::config::StoreSettings::Redb { path } => path.display().to_string(),
+            crate::config::StoreSettings::Postgres(p) => p.url.clone(),
+        },
+        source: Box::new(source),
+    })?;
+    let store: NextBootStore = db.next_boot().map_err(|source| HostError::NextBoot {
+        db: PathBuf::from(db.view().location),
         source: Box::new(source),
     })?;
     Ok(nextboot::host_command(

@@ -119,6 +119,10 @@ pub struct StatusReport {
     pub dhcp: Option<DhcpStatus>,
     pub http: Option<HttpStatus>,
     pub filter: Option<FilterStatus>,
+    /// The store (redb or PostgreSQL: up or down, this instance, its peers); absent when
+    /// nothing needs one (and then not in the document, which keeps its earlier shape).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::store::StoreView>,
 }
 
 #[derive(Debug, Clone, Serialize)]

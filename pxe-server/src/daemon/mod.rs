@@ -89,7 +89,7 @@ struct DaemonState {
     install_metrics: Arc<InstallMetrics>,
     /// With the lease database; absent without one.
     next_boot: Option<Arc<NextBootStore>>,
-    db: Option<Arc<redb::Database>>,
+    db: Option<crate::store::Store>,
     /// Proxy mode: the addresses hosts asked from on port 4011 (the DHCP thread writes them,
     /// the install routes read them; they outlive a reload).
     learned: Option<Arc<crate::dhcp::learned::LearnedAddresses>>,

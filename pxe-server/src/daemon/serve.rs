@@ -13,7 +13,7 @@ use super::socket::{ControlError, ControlSocket};
 use super::{DaemonState, DhcpControl, Overrides, control};
 use crate::config::{Config, ConfigError};
 use crate::dhcp::learned::LearnedAddresses;
-use crate::dhcp::leases::{self, LeaseError};
+use crate::dhcp::leases::LeaseError;
 use crate::dhcp::server::{DhcpServer, ServerError, ServiceStore};
 use crate::engine::{self, EngineError};
 use crate::hosts::HostIndex;
@@ -27,6 +27,7 @@ use crate::observe::MetricsServer;
 use crate::observe::families::{DhcpSource, LeaseSource, Sources};
 use crate::observe::journeys::{JourneyFamilies, JourneyLive};
 use crate::privilege::{self, PrivilegeError, ProcessIdentity};
+use crate::store::{LiveCallback, OpenError, Store};
 use crate::templates::Templates;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::TftpService;
@@ -51,12 +52,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Control(#[from] ControlError),
-    #[error("opening the lease database {}", path.display())]
-    LeaseDb {
-        path: PathBuf,
-        #[source]
-        source: LeaseError,
-    },
+    #[error(transparent)]
+    Store(#[from] OpenError),
     #[error("opening the next-boot table")]
     NextBoot(#[source] LeaseError),
     #[error("opening HTTP root {}", path.display())]
@@ -168,7 +165,7 @@ pub fn serve(
         None
     };
     let dhcp = if config.dhcp.enabled {
-        let (mut server, control) = bind_dhcp(&config, &hosts, db.clone())?;
+        let (mut server, control) = bind_dhcp(&config, &hosts, db.as_ref())?;
         if let Some(l) = &learned {
             server.set_learned(Arc::clone(l));
         }
@@ -218,7 +215,12 @@ pub fn serve(
         "privileges dropped"
     );
 
-    // The service threads start.
+    // The service threads start: the store's first (its connections, heartbeat, follower).
+    if let Some(store) = &db {
+        store
+            .start(live_logger())
+            .map_err(|e| ServeError::Thread("store", e))?;
+    }
     let (dhcp_handle, dhcp_metrics, dhcp_control) = match dhcp {
         Some((mut server, control)) => (
             Some(spawn_service("DHCP", Arc::clone(&shutdown), move |stop| {
@@ -261,13 +263,14 @@ pub fn serve(
         install,
         install_metrics,
         next_boot,
-        db,
+        db: db.clone(),
         learned,
         journeys,
         reloads: 0,
         last_reload: None,
         privileges,
     };
+    let stop_store = db;
     let control = control::spawn(state, socket, Arc::clone(&shutdown), reload)
         .map_err(|e| ServeError::Thread("control", e))?;
 
@@ -288,29 +291,47 @@ pub fn serve(
     if let Some(Err(e)) = observe_handle.map(|h| join("metrics", h)) {
         tracing::error!("metrics listener failed: {e}");
     }
+    if let Some(store) = &stop_store {
+        store.stop();
+    }
     tracing::info!(metrics = %metrics.snapshot(), "TFTP service stopped");
     result.map_err(ServeError::TftpFailed)?;
     http_result.map_err(ServeError::HttpFailed)?;
     dhcp_result.map_err(ServeError::DhcpFailed)
 }
 
-/// The lease database and the next-boot table in it (leases and next-boot actions share its
-/// file).
-type HostState = (Arc<redb::Database>, Arc<NextBootStore>);
+/// The store (`[store]`: redb or PostgreSQL) and the next-boot table in it.
+type HostState = (Store, Arc<NextBootStore>);
 
 /// Opens the [`HostState`] in full DHCP mode, or with HTTP and `[[hosts]]` (whose next-boot
-/// actions live there).
+/// actions live there). A PostgreSQL store must be reachable: the start does not wait.
 fn open_host_state(config: &Config) -> Result<Option<HostState>, ServeError> {
     if !(config.dhcp.is_full() || (config.http.enabled && !config.hosts.is_empty())) {
         return Ok(None);
     }
-    let db =
-        leases::open_database(&config.dhcp.lease_db).map_err(|source| ServeError::LeaseDb {
-            path: config.dhcp.lease_db.clone(),
-            source,
-        })?;
-    let next_boot = NextBootStore::open(Arc::clone(&db)).map_err(ServeError::NextBoot)?;
-    Ok(Some((db, Arc::new(next_boot))))
+    let store = Store::open(&config.store_settings())?;
+    let next_boot = store.next_boot().map_err(ServeError::NextBoot)?;
+    if let Some(pg) = store.postgres() {
+        tracing::info!(
+            url = pg.url(),
+            instance = pg.instance(),
+            "PostgreSQL store ready"
+        );
+    }
+    Ok(Some((store, Arc::new(next_boot))))
+}
+
+/// The heartbeat's callback until the balancer takes it: logs each change of the live
+/// instances.
+fn live_logger() -> LiveCallback {
+    let last = std::sync::Mutex::new(None::<Vec<String>>);
+    Arc::new(move |live: &[String]| {
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(live) {
+            tracing::info!(?live, "live instances in the store");
+            *last = Some(live.to_vec());
+        }
+    })
 }
 
 /// The HTTP service, bound, with its counters and the install routes it serves.
@@ -364,12 +385,12 @@ fn bind_metrics(
     tftp: &Arc<TftpMetrics>,
     http: Option<&Arc<HttpMetrics>>,
     dhcp: Option<&DhcpControl>,
-    db: Option<&Arc<redb::Database>>,
+    db: Option<&Store>,
     (journeys, shutdown): (&Arc<Journeys>, &Arc<AtomicBool>),
 ) -> Result<MetricsServer, ServeError> {
     let mut server = MetricsServer::bind(&config.metrics.listen).map_err(ServeError::Metrics)?;
     let leases = db.filter(|_| config.dhcp.is_full()).map(|db| LeaseSource {
-        db: Arc::clone(db),
+        db: db.clone(),
         pools: config
             .dhcp
             .subnets
@@ -395,6 +416,11 @@ fn bind_metrics(
             userspace: Arc::clone(&d.fallback),
         }),
     }));
+    if let Some(store) = db {
+        server.register(Box::new(crate::observe::store::StoreFamilies {
+            store: store.clone(),
+        }));
+    }
     server.register(Box::new(JourneyFamilies {
         journeys: Arc::clone(journeys),
     }));
@@ -430,7 +456,7 @@ fn bind_metrics(
 fn bind_dhcp(
     config: &Config,
     hosts: &Arc<HostIndex>,
-    db: Option<Arc<redb::Database>>,
+    db: Option<&Store>,
 ) -> Result<(DhcpServer<ServiceStore>, DhcpControl), ServeError> {
     let mut server =
         DhcpServer::bind(&config.dhcp_settings(hosts), db).map_err(ServeError::Dhcp)?;

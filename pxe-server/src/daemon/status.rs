@@ -49,6 +49,7 @@ impl DaemonState {
                 templates: self.templates.names().to_vec(),
             }),
             filter: self.dhcp.as_ref().map(|d| self.filter_status(d)),
+            store: self.db.as_ref().map(|s| s.view()),
         }
     }
 

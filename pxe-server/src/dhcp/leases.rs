@@ -264,6 +264,23 @@ impl MemoryLeaseStore {
         }
     }
 
+    /// Sets the record of `ip` as it was (`None`: no record), index untouched: a shared
+    /// store undoing a failed batch.
+    pub fn restore(&mut self, ip: Ipv4Addr, lease: Option<Lease>) {
+        match lease {
+            Some(l) => self.by_ip.insert(ip, l),
+            None => self.by_ip.remove(&ip),
+        };
+    }
+
+    /// Sets the index entry of `mac` as it was (with [`MemoryLeaseStore::restore`]).
+    pub fn restore_index(&mut self, mac: MacAddr, ip: Option<Ipv4Addr>) {
+        match ip {
+            Some(ip) => self.by_mac.insert(mac, ip),
+            None => self.by_mac.remove(&mac),
+        };
+    }
+
     /// Every record (tests, inspection).
     pub fn iter(&self) -> impl Iterator<Item = &Lease> {
         self.by_ip.values()
@@ -625,6 +642,48 @@ impl LeaseStore for RedbLeaseStore {
         }
         result
     }
+}
+
+/// Every record of `db` (`store migrate`).
+pub fn read_all(db: Arc<Database>) -> Result<Vec<Lease>, LeaseError> {
+    Ok(RedbLeaseStore::open_shared(db)?
+        .mem
+        .iter()
+        .copied()
+        .collect())
+}
+
+/// Writes `leases` as they are in `txn` (`store migrate`; the caller commits): the records,
+/// and for each client the index entry of its record that is not declined, not released if
+/// it has one, the latest to expire. `replace` empties both tables first.
+pub fn write_all(
+    txn: &redb::WriteTransaction,
+    leases: &[Lease],
+    replace: bool,
+) -> Result<(), LeaseError> {
+    {
+        if replace {
+            txn.delete_table(LEASES)?;
+            txn.delete_table(BY_MAC)?;
+        }
+        let mut table = txn.open_table(LEASES)?;
+        let mut index = txn.open_table(BY_MAC)?;
+        let mut best: HashMap<MacAddr, Lease> = HashMap::new();
+        for l in leases {
+            table.insert(u32::from(l.ip), &encode_record(l)[..])?;
+            if l.state == LeaseState::Declined {
+                continue;
+            }
+            let rank = |x: &Lease| (x.state != LeaseState::Released, x.expires);
+            if best.get(&l.mac).is_none_or(|b| rank(l) > rank(b)) {
+                best.insert(l.mac, *l);
+            }
+        }
+        for (mac, l) in best {
+            index.insert(&mac.0[..], u32::from(l.ip))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `leases` into the database at `path` as the format version 1 records (and index

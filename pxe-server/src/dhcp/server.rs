@@ -45,6 +45,7 @@ use super::responder::{Action, RecvMeta, Responder};
 use super::{DhcpMode, DhcpReload, DhcpSettings};
 use crate::journey::{DhcpAnswer, Journeys, LatencyMode, Now};
 use crate::metrics;
+use crate::store::{PgLeaseStore, Store};
 use crate::xdp::Fallback;
 use pxe_proto::MacAddr;
 use pxe_proto::consts::{DHCP_SERVER_PORT as SERVER_PORT, PXE_PORT};
@@ -98,12 +99,13 @@ pub enum ServerError {
     Io(#[from] io::Error),
 }
 
-/// The lease table the service runs with: redb in full mode, memory in proxy mode (proxy mode
-/// leases nothing).
+/// The lease table the service runs with: redb or PostgreSQL in full mode, memory in proxy
+/// mode (proxy mode leases nothing).
 #[derive(Debug)]
 pub enum ServiceStore {
     Memory(MemoryLeaseStore),
     Redb(Box<RedbLeaseStore>),
+    Postgres(Box<PgLeaseStore>),
 }
 
 impl LeaseStore for ServiceStore {
@@ -111,42 +113,49 @@ impl LeaseStore for ServiceStore {
         match self {
             ServiceStore::Memory(s) => s.get(ip),
             ServiceStore::Redb(s) => s.get(ip),
+            ServiceStore::Postgres(s) => s.get(ip),
         }
     }
     fn ip_of(&self, mac: &MacAddr) -> Option<Ipv4Addr> {
         match self {
             ServiceStore::Memory(s) => s.ip_of(mac),
             ServiceStore::Redb(s) => s.ip_of(mac),
+            ServiceStore::Postgres(s) => s.ip_of(mac),
         }
     }
     fn put(&mut self, lease: &Lease) -> Result<(), LeaseError> {
         match self {
             ServiceStore::Memory(s) => s.put(lease),
             ServiceStore::Redb(s) => s.put(lease),
+            ServiceStore::Postgres(s) => s.put(lease),
         }
     }
     fn len(&self) -> usize {
         match self {
             ServiceStore::Memory(s) => s.len(),
             ServiceStore::Redb(s) => s.len(),
+            ServiceStore::Postgres(s) => s.len(),
         }
     }
     fn for_each(&self, f: &mut dyn FnMut(&Lease)) {
         match self {
             ServiceStore::Memory(s) => s.for_each(f),
             ServiceStore::Redb(s) => s.for_each(f),
+            ServiceStore::Postgres(s) => s.for_each(f),
         }
     }
     fn begin_batch(&mut self) {
         match self {
             ServiceStore::Memory(s) => s.begin_batch(),
             ServiceStore::Redb(s) => s.begin_batch(),
+            ServiceStore::Postgres(s) => s.begin_batch(),
         }
     }
     fn commit_batch(&mut self) -> Result<(), LeaseError> {
         match self {
             ServiceStore::Memory(s) => s.commit_batch(),
             ServiceStore::Redb(s) => s.commit_batch(),
+            ServiceStore::Postgres(s) => s.commit_batch(),
         }
     }
 }
@@ -265,20 +274,19 @@ impl<S: LeaseStore> std::fmt::Debug for DhcpServer<S> {
 }
 
 impl DhcpServer<ServiceStore> {
-    /// Binds the sockets `settings` asks for; in full mode the leases live in `db` (the lease
-    /// database the caller opened, see `leases::open_database`), else in `settings.lease_db`.
-    pub fn bind(d: &DhcpSettings, db: Option<Arc<redb::Database>>) -> Result<Self, ServerError> {
+    /// Binds the sockets `settings` asks for; in full mode the leases live in `store` (the
+    /// store the caller opened, see [`Store::open`]), else in the redb file
+    /// `settings.lease_db`.
+    pub fn bind(d: &DhcpSettings, store: Option<&Store>) -> Result<Self, ServerError> {
         let leases_err = |source| ServerError::Leases {
             path: d.lease_db.clone(),
             source,
         };
-        let store = match d.mode {
-            DhcpMode::Proxy => ServiceStore::Memory(MemoryLeaseStore::new()),
-            DhcpMode::Full => {
-                let db = match db {
-                    Some(db) => db,
-                    None => super::leases::open_database(&d.lease_db).map_err(leases_err)?,
-                };
+        let store = match (d.mode, store) {
+            (DhcpMode::Proxy, _) => ServiceStore::Memory(MemoryLeaseStore::new()),
+            (DhcpMode::Full, Some(store)) => store.lease_store().map_err(leases_err)?,
+            (DhcpMode::Full, None) => {
+                let db = super::leases::open_database(&d.lease_db).map_err(leases_err)?;
                 ServiceStore::Redb(Box::new(
                     RedbLeaseStore::open_shared(db).map_err(leases_err)?,
                 ))

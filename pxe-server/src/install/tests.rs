@@ -71,7 +71,10 @@ fn service(dir: &Path, extra: &str) -> InstallService {
         Arc::new(config.install_settings(&config.host_index())),
         templates,
         Some(store),
-        Some(db),
+        Some(crate::store::Store::Redb {
+            db,
+            path: dir.join("l.redb"),
+        }),
         Arc::default(),
     )
 }

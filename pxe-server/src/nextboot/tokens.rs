@@ -63,7 +63,12 @@ impl Token {
         s
     }
 
-    fn from_bytes(b: &[u8]) -> Option<Token> {
+    /// The 16 bytes (as a database stores them).
+    pub(crate) fn bytes(&self) -> &[u8; TOKEN_BYTES] {
+        &self.0
+    }
+
+    pub(crate) fn from_bytes(b: &[u8]) -> Option<Token> {
         Some(Token(b.try_into().ok()?))
     }
 
@@ -137,7 +142,24 @@ impl NextBootStore {
     /// The token of `host` as it stands, without making one (`None`: it has none yet, and no
     /// URL can name it).
     pub fn current_token(&self, host: &HostConfig) -> Option<Token> {
-        self.tokens().get(&host.key()?).copied()
+        let key = host.key()?;
+        if let super::Backend::Postgres(pg) = &self.backend {
+            match pg
+                .token_row(&key)
+                .map(|t| t.as_deref().and_then(Token::from_bytes))
+            {
+                Ok(Some(t)) => {
+                    self.tokens().insert(key, t);
+                    return Some(t);
+                }
+                Ok(None) => {
+                    self.tokens().remove(&key);
+                    return None;
+                }
+                Err(f) => pg.warn("install token: the last value seen is used", &f),
+            }
+        }
+        self.tokens().get(&key).copied()
     }
 
     /// The token of `host`, made and committed first if it has none. `Ok(None)` for a host
@@ -146,15 +168,32 @@ impl NextBootStore {
         let Some(key) = host.key() else {
             return Ok(None);
         };
+        // Shared: the database's token, if another instance made or rotated it.
+        if matches!(self.backend, super::Backend::Postgres(_))
+            && let Some(t) = self.current_token(host)
+        {
+            return Ok(Some(t));
+        }
         // Held across the commit: two requests for a new host make one token, not two.
         let mut tokens = self.tokens();
         if let Some(t) = tokens.get(&key) {
             return Ok(Some(*t));
         }
         let t = Token::random()?;
-        let txn = self.db.begin_write().map_err(LeaseError::from)?;
-        write(&txn, &[(key.clone(), t)])?;
-        txn.commit().map_err(LeaseError::from)?;
+        let t = match &self.backend {
+            super::Backend::Redb(db) => {
+                let txn = db.begin_write().map_err(LeaseError::from)?;
+                write(&txn, &[(key.clone(), t)])?;
+                txn.commit().map_err(LeaseError::from)?;
+                t
+            }
+            super::Backend::Postgres(pg) => {
+                let stored = pg.first_token(&key, &t.0).map_err(LeaseError::from)?;
+                Token::from_bytes(&stored).ok_or_else(|| LeaseError::Unavailable {
+                    reason: format!("install token of {key} does not decode"),
+                })?
+            }
+        };
         tokens.insert(key, t);
         Ok(Some(t))
     }

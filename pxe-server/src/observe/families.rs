@@ -12,7 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use crate::dhcp::leases::{self, LeaseCounts};
+use crate::dhcp::leases::LeaseCounts;
 use crate::dhcp::metrics::{DhcpMetrics, DhcpSnapshot};
 use crate::http::router::{Route, STATUS_CLASSES};
 use crate::http::{HttpMetrics, HttpSnapshot};
@@ -44,7 +44,7 @@ pub struct DhcpSource {
 
 #[derive(Debug)]
 pub struct LeaseSource {
-    pub db: Arc<redb::Database>,
+    pub db: crate::store::Store,
     /// `(subnet, addresses in its range)`.
     pub pools: Vec<(String, u64)>,
 }
@@ -90,7 +90,7 @@ impl Sources {
                 snapshot: d.metrics.snapshot(),
                 mode: d.mode,
                 leases: d.leases.as_ref().and_then(|l| {
-                    leases::lease_counts(&l.db, crate::daemon::unix_now())
+                    l.db.lease_counts(crate::daemon::unix_now())
                         .inspect_err(|e| tracing::warn!("/metrics: leases not read: {e}"))
                         .ok()
                 }),

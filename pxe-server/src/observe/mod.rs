@@ -17,6 +17,7 @@
 pub mod families;
 pub mod journeys;
 pub mod process;
+pub mod store;
 
 use std::convert::Infallible;
 use std::io;

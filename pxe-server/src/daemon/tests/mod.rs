@@ -113,8 +113,11 @@ fn with_install(state: &mut DaemonState) -> Arc<InstallSlot> {
 }
 
 /// A next-boot store in `dir` (the lease database's file), as a server in full mode has.
-fn with_next_boot(state: &mut DaemonState, db: &Path) {
-    let db = crate::dhcp::leases::open_database(db).unwrap();
+fn with_next_boot(state: &mut DaemonState, path: &Path) {
+    let db = crate::dhcp::leases::open_database(path).unwrap();
     state.next_boot = Some(Arc::new(NextBootStore::open(Arc::clone(&db)).unwrap()));
-    state.db = Some(db);
+    state.db = Some(crate::store::Store::Redb {
+        db,
+        path: path.to_path_buf(),
+    });
 }
