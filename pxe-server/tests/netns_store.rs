@@ -58,15 +58,12 @@ fn pg_site(net: u8, instances: usize) -> Site {
     start(spec)
 }
 
-fn start(spec: SiteSpec) -> Site {
-    let site = Site::start(spec);
-    let tftp = site.dir().join("tftp");
-    std::fs::create_dir_all(&tftp).unwrap();
+fn start(mut spec: SiteSpec) -> Site {
     for (k, (name, size)) in FILES.iter().enumerate() {
-        std::fs::write(tftp.join(name), test_bytes(*size, k as u64 + 1)).unwrap();
+        spec.files
+            .push((format!("tftp/{name}"), test_bytes(*size, k as u64 + 1)));
     }
-    pxe_testkit::data::open_to_all(&tftp);
-    site
+    Site::start(spec)
 }
 
 /// `pxe-bench dhcp-storm` of `clients` PXE ROMs from the client namespace, `arrival` as
@@ -185,19 +182,37 @@ fn assert_leases_stored(site: &mut Site, last: &HashMap<String, DhcpReply>) {
     }
 }
 
-/// `buckets: N/256` in `pxe-server status` of instance `i`.
+/// The buckets (of 256) instance `i` owns, as `pxe-server status --json` shows them
+/// (`store.buckets`).
 fn buckets(site: &Site, i: usize) -> u32 {
-    let out = site.servers[i].status_with(&[]);
-    out.split("buckets: ")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .and_then(|n| n.trim().parse().ok())
+    let out = site.servers[i].status_with(&["--json"]);
+    let doc: serde_json::Value = serde_json::from_str(out.trim())
+        .unwrap_or_else(|e| panic!("status of {} ({e}):\n{out}", Site::name(i)));
+    doc["store"]["buckets"]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
         .unwrap_or_else(|| {
             panic!(
-                "no `buckets: N/256` in the status of {}:\n{out}",
+                "no store.buckets in the status of {}:\n{out}",
                 Site::name(i)
             )
         })
+}
+
+/// Waits (at most 10 s: a few heartbeats) until the site's instances have shared the 256
+/// buckets between them, none left out, and returns each one's share.
+fn settled_shares(site: &Site) -> Vec<u32> {
+    let n = site.servers.len();
+    let mut shares = Vec::new();
+    let settled = pxe_testkit::wait_until(Duration::from_secs(10), || {
+        shares = (0..n).map(|i| buckets(site, i)).collect();
+        shares.iter().sum::<u32>() == 256 && shares.iter().all(|&b| b > 0)
+    });
+    assert!(
+        settled,
+        "the instances did not share the buckets: {shares:?}"
+    );
+    shares
 }
 
 /// The ACKs in `acks` per server identifier.
@@ -223,9 +238,8 @@ fn three_instances_one_postgres_storm_of_2000_then_boot_over_tftp() {
     let t0 = Instant::now();
     let mut site = pg_site(81, 3);
     // The instances share the 256 buckets between them, none left out.
-    let shares: Vec<u32> = (0..3).map(|i| buckets(&site, i)).collect();
-    assert_eq!(shares.iter().sum::<u32>(), 256, "{shares:?}");
-    assert!(shares.iter().all(|&n| n > 0), "{shares:?}");
+    let shares = settled_shares(&site);
+    assert_eq!(shares.len(), 3);
 
     let cap = capture(&site);
     let report = storm_report(spawn_storm(&site, 2000, "storm", "02:81:00:00:00:00"));
@@ -233,8 +247,15 @@ fn three_instances_one_postgres_storm_of_2000_then_boot_over_tftp() {
 
     // pxe-bench boot through the same site: DHCP from whichever instance owns the client's
     // bucket, then the boot file over TFTP from that instance (next-server), byte-exact.
+    // Each simulated machine fetches from an address of its own (outside the pool, in the
+    // site's /16), as 60 machines would: one address would meet the per-client session bound.
+    for k in 1..=60 {
+        site.client()
+            .ip(&["addr", "add", &format!("10.81.200.{k}/16"), "dev", "dc"]);
+    }
     let mut cmd = site.client().command(bench_bin().to_str().unwrap());
     cmd.args(["boot", "--clients", "60", "--mac-base", "02:81:01:00:00:00"])
+        .args(["--source-base", "10.81.200.1", "--source-count", "60"])
         .args([
             "--interface",
             "dc",
@@ -287,7 +308,7 @@ fn stranded_by(replies: &[DhcpReply], dead: Ipv4Addr) -> HashSet<String> {
 fn kill9_of_one_instance_mid_storm_its_buckets_are_taken_over() {
     let t0 = Instant::now();
     let mut site = pg_site(82, 3);
-    let before: Vec<u32> = (0..3).map(|i| buckets(&site, i)).collect();
+    let before = settled_shares(&site);
     let cap = capture(&site);
     // 2,000 ROMs arriving at 200/s: the storm lasts 10 s, the kill comes 3 s in.
     let storm = spawn_storm(&site, 2000, "rate:200/s", "02:82:00:00:00:00");

@@ -12,6 +12,7 @@ use std::time::Instant;
 use super::socket::{ControlError, ControlSocket};
 use super::{DaemonState, DhcpControl, Overrides, control};
 use crate::config::{Config, ConfigError};
+use crate::dhcp::balance::Balance;
 use crate::dhcp::learned::LearnedAddresses;
 use crate::dhcp::leases::LeaseError;
 use crate::dhcp::server::{DhcpServer, ServerError, ServiceStore};
@@ -27,7 +28,7 @@ use crate::observe::MetricsServer;
 use crate::observe::families::{DhcpSource, LeaseSource, Sources};
 use crate::observe::journeys::{JourneyFamilies, JourneyLive};
 use crate::privilege::{self, PrivilegeError, ProcessIdentity};
-use crate::store::{LiveCallback, OpenError, Store};
+use crate::store::{LiveCallback, OpenError, PgStore, Store};
 use crate::templates::Templates;
 use crate::tftp::metrics::TftpMetrics;
 use crate::tftp::service::TftpService;
@@ -164,12 +165,23 @@ pub fn serve(
     } else {
         None
     };
+    // Several instances on one PostgreSQL share full-mode DHCP by RFC 3074 buckets: the
+    // heartbeat's live instances decide which clients this one answers.
+    let balance = match db.as_ref().and_then(Store::postgres) {
+        Some(pg) if config.dhcp.enabled && config.dhcp.is_full() => {
+            Some(Arc::new(Balance::new(pg.instance())))
+        }
+        _ => None,
+    };
     let dhcp = if config.dhcp.enabled {
         let (mut server, control) = bind_dhcp(&config, &hosts, db.as_ref())?;
         if let Some(l) = &learned {
             server.set_learned(Arc::clone(l));
         }
         server.set_journeys(Arc::clone(&journeys));
+        if let Some(balance) = &balance {
+            server.set_balance(Arc::clone(balance));
+        }
         Some((server, control))
     } else {
         None
@@ -217,8 +229,12 @@ pub fn serve(
 
     // The service threads start: the store's first (its connections, heartbeat, follower).
     if let Some(store) = &db {
+        let on_live = match (&balance, store.postgres()) {
+            (Some(balance), Some(pg)) => balancer(Arc::clone(balance), Arc::clone(pg)),
+            _ => live_logger(),
+        };
         store
-            .start(live_logger())
+            .start(on_live)
             .map_err(|e| ServeError::Thread("store", e))?;
     }
     let (dhcp_handle, dhcp_metrics, dhcp_control) = match dhcp {
@@ -321,8 +337,18 @@ fn open_host_state(config: &Config) -> Result<Option<HostState>, ServeError> {
     Ok(Some((store, Arc::new(next_boot))))
 }
 
-/// The heartbeat's callback until the balancer takes it: logs each change of the live
-/// instances.
+/// The heartbeat's callback in full-mode DHCP on PostgreSQL: the live instances decide this
+/// instance's buckets ([`Balance::update`], which logs each change), and the count goes into
+/// its heartbeat row for its peers' `status`.
+fn balancer(balance: Arc<Balance>, pg: Arc<PgStore>) -> LiveCallback {
+    Arc::new(move |live: &[String]| {
+        balance.update(live);
+        pg.set_owned_buckets(balance.owned());
+    })
+}
+
+/// The heartbeat's callback where no DHCP is balanced (PostgreSQL holds only next-boot state):
+/// logs each change of the live instances.
 fn live_logger() -> LiveCallback {
     let last = std::sync::Mutex::new(None::<Vec<String>>);
     Arc::new(move |live: &[String]| {

@@ -61,13 +61,7 @@ impl Collector for StoreFamilies {
                 ("down", m.errors_down),
             ],
         )?;
-        single(
-            &mut e,
-            "pxe_dhcp_lease_conflicts",
-            "Lease writes the database refused: another client (of another instance) holds \
-             the address.",
-            Counter,
-            m.lease_conflicts,
-        )
+        // Conflicts are exported once, by the DHCP families (pxe_dhcp_lease_conflicts_total).
+        Ok(())
     }
 }

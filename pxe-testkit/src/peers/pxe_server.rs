@@ -268,6 +268,9 @@ pub struct SiteSpec {
     /// ROM before its lease).
     pub client_addr: bool,
     pub opts: ServeOptions,
+    /// Files written into the site's directory (paths relative to it, readable by all)
+    /// before any instance starts: the TFTP root the template names, and the like.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl SiteSpec {
@@ -282,6 +285,7 @@ impl SiteSpec {
             store_keys: String::new(),
             client_addr: false,
             opts: ServeOptions::default(),
+            files: Vec::new(),
         }
     }
 }
@@ -332,6 +336,14 @@ impl Site {
         );
         let lan = lan(&hosts);
         let dir = tempfile::tempdir().expect("temp dir");
+        for (path, bytes) in &spec.files {
+            let p = dir.path().join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)
+                    .unwrap_or_else(|e| panic!("{}: {e}", parent.display()));
+            }
+            std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
         crate::data::open_to_all(dir.path());
         let pg = (spec.store == SiteStore::Postgres).then(|| {
             Postgres::start_in(
