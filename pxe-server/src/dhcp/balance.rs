@@ -21,7 +21,7 @@
 //! address constraint, not the balancing, keeps an address from being bound twice.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use pxe_proto::dhcp::ClientRequest;
 
@@ -72,17 +72,6 @@ pub fn weight(bucket: u8, name: &str) -> u64 {
     mix64(fnv1a(fnv1a(FNV_OFFSET, name.as_bytes()), &[0xff, bucket]))
 }
 
-/// A stable number from an instance name (FNV-1a and the SplitMix64 finalizer, like
-/// [`weight`]); 0 for the empty name of a lone server. The responder starts each pool's
-/// round-robin at this modulo the pool's size, so that instances sharing a pool start far
-/// apart.
-pub fn name_seed(name: &str) -> u64 {
-    if name.is_empty() {
-        return 0;
-    }
-    mix64(fnv1a(FNV_OFFSET, name.as_bytes()))
-}
-
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
@@ -126,6 +115,9 @@ pub struct Balance {
     /// Bit `b % 64` of word `b / 64`: bucket `b` is ours.
     bits: [AtomicU64; BUCKETS / 64],
     owned: AtomicU16,
+    /// This instance's place among the live instances of the last update: its rank (in name
+    /// order) in the high 16 bits, their count in the low 16 bits; 0 when it is not live.
+    slot: AtomicU32,
     /// The live names of the last update, sorted, and the buckets each owns; also
     /// serializes updates.
     peers: Mutex<Vec<(String, u16)>>,
@@ -139,6 +131,7 @@ impl Balance {
             me: me.to_owned(),
             bits: Default::default(),
             owned: AtomicU16::new(0),
+            slot: AtomicU32::new(0),
             peers: Mutex::new(Vec::new()),
         }
     }
@@ -182,6 +175,11 @@ impl Balance {
             w.store(v, Ordering::Relaxed);
         }
         self.owned.store(owned as u16, Ordering::Relaxed);
+        let slot = match names.iter().position(|n| *n == self.me) {
+            Some(rank) => (rank as u32) << 16 | names.len().min(usize::from(u16::MAX)) as u32,
+            None => 0,
+        };
+        self.slot.store(slot, Ordering::Relaxed);
         if !peers.iter().map(|p| &p.0).eq(names.iter()) {
             tracing::info!(
                 instance = %self.me,
@@ -204,6 +202,16 @@ impl Balance {
     /// Bucket `b` is ours.
     pub fn owns(&self, b: u8) -> bool {
         self.bits[usize::from(b) / 64].load(Ordering::Relaxed) & (1 << (b % 64)) != 0
+    }
+
+    /// This instance's rank among the live instances (in name order) and their count, as of
+    /// the last update; `None` while it is not live (and for [`Balance::all`]). The responder
+    /// starts each pool's round-robin at `rank / count` of the range, so that instances
+    /// sharing a pool allocate from evenly spaced, far-apart places and rarely race for one
+    /// address (see ARCHITECTURE.md).
+    pub fn slot(&self) -> Option<(u16, u16)> {
+        let s = self.slot.load(Ordering::Relaxed);
+        (s != 0 && s & 0xffff != 0).then_some(((s >> 16) as u16, s as u16))
     }
 
     /// Buckets owned, of [`BUCKETS`].

@@ -29,6 +29,7 @@ pub(super) const MAX_CONFLICTS: usize = 8;
 impl<S: LeaseStore> Responder<S> {
     /// Dispatches a port-67 request in full mode by message type.
     pub(super) fn full(&mut self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
+        self.follow_slot();
         self.shares.expire(ctx.now, &self.store, &self.cfg.hosts);
         match ctx.req.msg_type {
             MessageType::Discover => self.discover(ctx, out),

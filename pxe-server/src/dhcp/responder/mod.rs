@@ -171,14 +171,20 @@ pub struct Responder<S: LeaseStore> {
     balance: Option<Arc<Balance>>,
     /// Where each pool's round-robin starts, from the instance name (see
     /// [`Responder::set_balance`]); 0 for a lone server.
-    pool_seed: u64,
+    pool_slot: Option<(u16, u16)>,
 }
 
 /// Where the round-robin of a new pool over `cfg`'s range starts for an instance of seed
 /// `seed`.
-fn start_offset(seed: u64, cfg: &super::Subnet) -> u32 {
-    let size = u32::from(cfg.range_end) - u32::from(cfg.range_start) + 1;
-    (seed % u64::from(size)) as u32
+/// Where a pool's round-robin starts for an instance at `slot` (its rank among `count` live
+/// instances, see [`Balance::slot`]): `rank / count` of the way into the range; the start of
+/// the range for a lone server.
+fn start_offset(slot: Option<(u16, u16)>, cfg: &super::Subnet) -> u32 {
+    let size = u64::from(u32::from(cfg.range_end) - u32::from(cfg.range_start) + 1);
+    match slot {
+        Some((rank, count)) if count > 0 => (size * u64::from(rank) / u64::from(count)) as u32,
+        _ => 0,
+    }
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -204,7 +210,7 @@ impl<S: LeaseStore> Responder<S> {
             learned: None,
             journeys: None,
             balance: None,
-            pool_seed: 0,
+            pool_slot: None,
         };
         r.reconfigure(settings);
         r
@@ -227,16 +233,28 @@ impl<S: LeaseStore> Responder<S> {
     /// is answered only if `balance` owns the client's bucket; every other message is answered
     /// as before. Proxy mode and port 4011 are not balanced.
     ///
-    /// Also moves the start of each pool's round-robin to an offset derived from the
-    /// instance's name ([`balance::name_seed`] modulo the pool's size), so that instances
-    /// allocating from one shared pool rarely race for the same free address (a lone
-    /// [`Balance::all`] keeps offset 0). Call it before serving: the pools' positions restart.
+    /// Also spreads the instances over each shared pool: an instance starts its round-robin
+    /// at `rank / count` of the range ([`Balance::slot`]: its place among the live instances,
+    /// followed as they come and go), so that instances allocating from one pool start far
+    /// apart and rarely race for the same free address (a lone server starts at the range's
+    /// start).
     pub fn set_balance(&mut self, balance: Arc<Balance>) {
-        self.pool_seed = balance::name_seed(balance.me());
         self.balance = Some(balance);
-        let seed = self.pool_seed;
+        self.follow_slot();
+    }
+
+    /// Moves the pools' round-robin starts when this instance's place among the live ones
+    /// changed (one atomic load per full-mode request otherwise).
+    fn follow_slot(&mut self) {
+        let Some(slot) = self.balance.as_ref().map(|b| b.slot()) else {
+            return;
+        };
+        if slot == self.pool_slot {
+            return;
+        }
+        self.pool_slot = slot;
         for p in &mut self.pools {
-            *p = Pool::new(p.cfg.clone(), start_offset(seed, &p.cfg));
+            *p = Pool::new(p.cfg.clone(), start_offset(slot, &p.cfg));
         }
     }
 
@@ -304,7 +322,7 @@ impl<S: LeaseStore> Responder<S> {
                     .pools
                     .iter()
                     .find(|p| p.cfg == *s)
-                    .map_or_else(|| start_offset(self.pool_seed, s), Pool::position);
+                    .map_or_else(|| start_offset(self.pool_slot, s), Pool::position);
                 Pool::new(s.clone(), next)
             })
             .collect();
