@@ -90,6 +90,9 @@ fn two_instances_never_hold_one_address_and_commits_are_durable() {
     la.put(&lease(10, 1, LeaseState::Bound)).unwrap();
     la.put(&lease(11, 3, LeaseState::Offered)).unwrap();
     la.commit_batch().unwrap();
+    let ip = |i: u8| Ipv4Addr::new(10, 9, 0, i);
+    // Each mirror knows which instance wrote a row (the responder's takeover asks).
+    assert_eq!(la.written_by(ip(11)), Some("a"));
     // B, whose mirror has not caught up yet or has, asks for .10 for client 2: refused.
     lb.begin_batch();
     match lb.put(&lease(10, 2, LeaseState::Offered)) {
@@ -104,6 +107,7 @@ fn two_instances_never_hold_one_address_and_commits_are_durable() {
         lb.get(Ipv4Addr::new(10, 9, 0, 10)).map(|l| l.mac.0[5]),
         Some(1)
     );
+    assert_eq!(lb.written_by(ip(10)), Some("a"));
     // One holder per address in the database.
     assert_eq!(
         pg.sql("SELECT encode(mac, 'hex') FROM leases WHERE ip = '10.9.0.10'"),
@@ -116,8 +120,10 @@ fn two_instances_never_hold_one_address_and_commits_are_durable() {
         la.commit_batch().unwrap();
         seen
     });
+    assert_eq!(la.written_by(ip(12)), Some("b"));
     // Client 1 renews its own address through B: its own, so allowed.
     lb.put(&lease(10, 1, LeaseState::Bound)).unwrap();
+    assert_eq!(lb.written_by(ip(10)), Some("b"));
     // An expired lease of another client is free.
     let mut old = lease(13, 4, LeaseState::Bound);
     old.expires = now() - 1;
@@ -139,6 +145,8 @@ fn two_instances_never_hold_one_address_and_commits_are_durable() {
             .map(|l| (l.mac.0[5], l.state)),
         Some((5, LeaseState::Offered))
     );
+    assert_eq!(fresh.written_by(ip(13)), Some("b"));
+    assert_eq!(fresh.written_by(ip(11)), Some("a"));
     assert!(a.metrics.commits.get() >= 2);
     assert_eq!(b.metrics.lease_conflicts.get(), 1);
 }

@@ -148,6 +148,9 @@ pub struct DhcpReply {
     /// The client's hardware address (chaddr), `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
     pub yiaddr: Ipv4Addr,
+    /// The IPv4 source address: the server that sent it (option 54 may name another, e.g. a
+    /// dead instance whose offer a peer took over).
+    pub src: Ipv4Addr,
     /// Option 54.
     pub server_id: Option<Ipv4Addr>,
     /// Option 51.
@@ -227,6 +230,7 @@ fn decode_reply(f: &Frame) -> Option<DhcpReply> {
         xid: u32::from_be_bytes(b[4..8].try_into().unwrap()),
         mac,
         yiaddr: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+        src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
         server_id,
         lease_secs,
     })
@@ -323,6 +327,7 @@ mod tests {
         assert_eq!(ack.mac, "02:00:00:00:00:07");
         assert_eq!(ack.yiaddr, Ipv4Addr::new(10, 0, 1, 7));
         assert_eq!(ack.server_id, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(ack.src, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(ack.lease_secs, Some(600));
         assert_eq!(ack.xid, 0x1234_5678);
         assert!((ack.at - 101.0).abs() < 1e-9 && (replies[0].at - 100.5).abs() < 1e-9);
@@ -345,6 +350,7 @@ mod tests {
             xid: 0,
             mac: mac.into(),
             yiaddr: ip.into(),
+            src: Ipv4Addr::UNSPECIFIED,
             server_id: None,
             lease_secs: Some(60),
         };

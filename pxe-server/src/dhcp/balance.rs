@@ -219,6 +219,16 @@ impl Balance {
         self.owned.load(Ordering::Relaxed)
     }
 
+    /// `name` was live at the last update (this instance included while it is). Takes the
+    /// update's lock briefly: asked only for a REQUEST that names another server and whose
+    /// offer another instance made (see the responder's takeover), never per DISCOVER.
+    pub fn is_live(&self, name: &str) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .is_ok()
+    }
+
     /// The split as of the last update.
     pub fn view(&self) -> BalanceView {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
@@ -365,12 +375,14 @@ mod tests {
         assert_eq!(b.owned(), 0);
         assert!((0..=u8::MAX).all(|k| !b.owns(k)));
         b.update(&names(&["pxe9", "pxe1", "pxe9"]));
+        assert!(b.is_live("pxe1") && b.is_live("pxe9") && !b.is_live("pxe2"));
         let v = b.view();
         assert_eq!(v.me, "pxe9");
         assert_eq!(v.peers.iter().map(|p| p.1).sum::<u16>(), 256);
         assert_eq!(v.peers.len(), 2);
         assert_eq!(v.peers.iter().find(|p| p.0 == "pxe9").unwrap().1, v.owned);
         b.update(&[]);
+        assert!(!b.is_live("pxe1") && !b.is_live("pxe9"));
         assert_eq!(b.owned(), 0);
         assert!(!b.serves(&[1, 2, 3, 4, 5, 6]));
         let all = Balance::all();

@@ -190,6 +190,12 @@ pub trait LeaseStore {
     fn len(&self) -> usize;
     /// Calls `f` with every record, in no particular order (rebuilding per-link counts).
     fn for_each(&self, f: &mut dyn FnMut(&Lease));
+    /// The name of the instance that wrote the record of `ip`, in a store several instances
+    /// share (for an `Offered` record: the instance that made the offer); `None` when unknown
+    /// or when the store is this server's alone (memory, redb).
+    fn written_by(&self, _ip: Ipv4Addr) -> Option<&str> {
+        None
+    }
     /// Starts a batch: the following `put`s are committed together by
     /// [`LeaseStore::commit_batch`] (see the module doc). No-op for an in-memory table.
     fn begin_batch(&mut self) {}

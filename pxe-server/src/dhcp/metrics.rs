@@ -29,6 +29,9 @@ crate::metrics::counters! {
     /// Full mode, shared store: a lease write refused because another instance holds the
     /// address (the DISCOVER tries the next address, the REQUEST is NAKed).
     lease_conflicts,
+    /// Full mode, several instances: SELECTING REQUESTs naming a dead instance, whose offer
+    /// this one bound and ACKed in its name (the client's bucket is this instance's now).
+    takeovers,
     // Requests that are valid but not answered.
     /// Proxy mode: the client is not a PXE/HTTP boot client.
     drop_not_pxe,

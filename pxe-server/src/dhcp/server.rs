@@ -144,6 +144,13 @@ impl LeaseStore for ServiceStore {
             ServiceStore::Postgres(s) => s.for_each(f),
         }
     }
+    fn written_by(&self, ip: Ipv4Addr) -> Option<&str> {
+        match self {
+            ServiceStore::Memory(s) => s.written_by(ip),
+            ServiceStore::Redb(s) => s.written_by(ip),
+            ServiceStore::Postgres(s) => s.written_by(ip),
+        }
+    }
     fn begin_batch(&mut self) {
         match self {
             ServiceStore::Memory(s) => s.begin_batch(),

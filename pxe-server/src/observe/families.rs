@@ -413,6 +413,14 @@ impl DhcpReadings {
             Counter,
             d.lease_conflicts,
         )?;
+        single(
+            e,
+            "pxe_dhcp_takeovers",
+            "SELECTING REQUESTs naming an instance that stopped heart-beating, ACKed by this \
+             one (the client's bucket is now its own) in the dead instance's name.",
+            Counter,
+            d.takeovers,
+        )?;
         if let Some(l) = &self.leases {
             by(
                 e,

@@ -47,6 +47,7 @@ fn readings() -> Readings {
     dhcp.snapshot.drop_not_our_bucket = 6;
     dhcp.snapshot.drop_lease_conflict = 1;
     dhcp.snapshot.lease_conflicts = 4;
+    dhcp.snapshot.takeovers = 3;
     dhcp.userspace = [5, 4, 0, 1, 0, 0];
     r.dhcp = Some(dhcp);
     r
@@ -98,6 +99,7 @@ fn a_known_reading_encodes_to_its_series() {
             "pxe_dhcp_dropped_total{cause=\"not_our_bucket\"} 6",
             "pxe_dhcp_dropped_total{cause=\"lease_conflict\"} 1",
             "pxe_dhcp_lease_conflicts_total 4",
+            "pxe_dhcp_takeovers_total 3",
             "pxe_dhcp_leases{state=\"bound\"} 8",
             "pxe_dhcp_pool_addresses{subnet=\"10.0.0.0/24\"} 200",
             "pxe_filter_verdicts_total{path=\"xdp\",verdict=\"passed\"} 9",

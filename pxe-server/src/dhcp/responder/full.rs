@@ -12,11 +12,11 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::MessageType;
+use dhcproto::v4::{DhcpOption, MessageType};
 
 use super::boot::add_boot;
 use super::reply::{address_options, destination, emit, nak, reply};
-use super::{Action, Ctx, NoResponse, Responder, usable};
+use super::{Action, Ctx, NoResponse, Responder, balance, usable};
 use crate::dhcp::leases::{Lease, LeaseError, LeaseState, LeaseStore, Link};
 use crate::metrics;
 
@@ -130,7 +130,17 @@ impl<S: LeaseStore> Responder<S> {
     /// and committed, or NAK for an address the client may not have.
     fn request(&mut self, ctx: &Ctx<'_, '_>, out: &mut Vec<u8>) -> Action {
         let req = ctx.req;
+        let taken_over;
+        let mut ctx = ctx;
         let ip = match (req.server_id, req.requested_ip) {
+            (Some(sid), Some(ip)) if sid != ctx.server_ip && self.takes_over(ctx, ip) => {
+                taken_over = Ctx {
+                    identity: sid,
+                    ..*ctx
+                };
+                ctx = &taken_over;
+                ip
+            }
             (Some(sid), _) if sid != ctx.server_ip => {
                 return Action::NoResponse(N::NotForUs);
             }
@@ -151,7 +161,7 @@ impl<S: LeaseStore> Responder<S> {
             return Action::NoResponse(N::UnknownClient);
         }
         if !self.valid_for(pi, ip, ctx) {
-            let m = nak(&self.cfg, req, ctx.server_ip);
+            let m = nak(&self.cfg, req, ctx.identity);
             let (dst, bcast) = destination(req, true);
             return emit(&m, out, dst, bcast, ctx.meta.ifindex);
         }
@@ -168,11 +178,18 @@ impl<S: LeaseStore> Responder<S> {
             link: self.renewed_link(ip, ctx),
         };
         match self.put(&bound, ctx.now) {
-            Ok(()) => self.grant(ctx, pi, ip, secs, out),
+            Ok(()) => {
+                if ctx.identity != ctx.server_ip {
+                    metrics::inc(&self.metrics.takeovers);
+                    tracing::debug!(client = %req.chaddr, %ip, named = %ctx.identity,
+                        "DHCP: took over a dead instance's offer; ACK in its name");
+                }
+                self.grant(ctx, pi, ip, secs, out)
+            }
             // Another instance bound it first: the address is someone else's.
             Err(LeaseError::Conflict { ip }) => {
                 self.lease_conflict(ip, ctx);
-                let m = nak(&self.cfg, req, ctx.server_ip);
+                let m = nak(&self.cfg, req, ctx.identity);
                 let (dst, bcast) = destination(req, true);
                 emit(&m, out, dst, bcast, ctx.meta.ifindex)
             }
@@ -182,6 +199,31 @@ impl<S: LeaseStore> Responder<S> {
                 Action::NoResponse(N::StoreError)
             }
         }
+    }
+
+    /// A SELECTING REQUEST that names another server (`server_id`) and asks for `ip` is this
+    /// instance's to answer in that server's name: the client's RFC 3074 bucket is ours now,
+    /// the store's record of `ip` is an active offer to this very client, and the instance
+    /// that made it is neither this one nor live (it stopped heart-beating and its buckets
+    /// moved). A client caught between a dead instance's OFFER and its ACK then completes
+    /// within its REQUEST retransmissions instead of starting over. A live peer's clients
+    /// are its own (NotForUs), and so is any other address or client.
+    fn takes_over(&self, ctx: &Ctx<'_, '_>, ip: Ipv4Addr) -> bool {
+        let Some(b) = &self.balance else {
+            return false;
+        };
+        let req = ctx.req;
+        if !b.serves(balance::hash_input(req)) {
+            return false;
+        }
+        let offered = self.store.get(ip).is_some_and(|l| {
+            l.mac == req.chaddr && l.state == LeaseState::Offered && l.is_active(ctx.now)
+        });
+        offered
+            && self
+                .store
+                .written_by(ip)
+                .is_some_and(|by| by != b.me() && !b.is_live(by))
     }
 
     /// DECLINE: the client found the address in use; it stays unusable for
@@ -411,6 +453,10 @@ impl<S: LeaseStore> Responder<S> {
             _ => MessageType::Ack,
         };
         let mut m = reply(&self.cfg, req, msg_type, ctx.server_ip, ip);
+        if ctx.identity != ctx.server_ip {
+            m.opts_mut()
+                .insert(DhcpOption::ServerIdentifier(ctx.identity));
+        }
         let hostname = ctx
             .host
             .and_then(|h| self.cfg.hosts.get(h).hostname.as_ref());

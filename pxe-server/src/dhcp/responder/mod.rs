@@ -143,8 +143,11 @@ struct Ctx<'r, 'p> {
     meta: &'r RecvMeta,
     /// The `[[hosts]]` entry the client matched (an index into the settings' hosts).
     host: Option<usize>,
-    /// Our address towards the client (option 54).
+    /// Our address towards the client (siaddr, and option 54 but in a takeover).
     server_ip: Ipv4Addr,
+    /// Option 54 of the answer: `server_ip`, or in a takeover the server identifier the
+    /// client named (a dead instance's: see `Responder::takes_over`).
+    identity: Ipv4Addr,
     /// The link the request came through: its relay, else its interface (if named).
     link: Option<Link>,
     /// Wall-clock time, seconds since the Unix epoch.
@@ -502,6 +505,7 @@ impl<S: LeaseStore> Responder<S> {
             meta,
             host,
             server_ip,
+            identity: server_ip,
             link,
             now,
         };

@@ -35,7 +35,7 @@ use crate::dhcp::leases::{
 };
 use pxe_proto::{ClientUuid, MacAddr};
 
-const COLUMNS: &str = "ip, mac, uuid, expires, state, relay, iface, rev";
+const COLUMNS: &str = "ip, mac, uuid, expires, state, relay, iface, rev, instance";
 
 /// The conditional upsert (see the module doc). `$9` is this instance.
 const UPSERT: &str = "INSERT INTO leases AS l (ip, mac, uuid, expires, state, relay, iface, \
@@ -73,8 +73,25 @@ fn state_of(c: i16) -> Option<LeaseState> {
     })
 }
 
-/// A row of [`COLUMNS`] as a lease and its `rev`; `None` (logged) when it does not decode.
-fn decode(r: &Row) -> Option<(Lease, i64)> {
+/// A lease row as read from the database: the lease, its `rev`, and the instance that wrote
+/// it.
+#[derive(Debug)]
+pub(super) struct Fetched {
+    lease: Lease,
+    rev: i64,
+    by: String,
+}
+
+/// What the mirror knows of a row besides the lease: its `rev` and the instance that wrote it
+/// (an `Arc` shared by every row of that instance, so that recording it allocates nothing).
+#[derive(Debug, Clone)]
+struct Written {
+    rev: i64,
+    by: Arc<str>,
+}
+
+/// A row of [`COLUMNS`]; `None` (logged) when it does not decode.
+fn decode(r: &Row) -> Option<Fetched> {
     let ip = match r.get::<_, IpAddr>(0) {
         IpAddr::V4(ip) => ip,
         IpAddr::V6(_) => return None,
@@ -97,10 +114,14 @@ fn decode(r: &Row) -> Option<(Lease, i64)> {
         state: state_of(r.get(4))?,
         link,
     };
-    Some((lease, r.get(7)))
+    Some(Fetched {
+        lease,
+        rev: r.get(7),
+        by: r.get(8),
+    })
 }
 
-fn decode_logged(r: &Row) -> Option<(Lease, i64)> {
+fn decode_logged(r: &Row) -> Option<Fetched> {
     let d = decode(r);
     if d.is_none() {
         tracing::warn!("PostgreSQL store: unreadable lease row skipped");
@@ -162,7 +183,7 @@ impl Values {
 }
 
 /// The row of `ip`, if any.
-async fn read_one(c: &Object, ip: Ipv4Addr) -> Result<Option<(Lease, i64)>, Fail> {
+async fn read_one(c: &Object, ip: Ipv4Addr) -> Result<Option<Fetched>, Fail> {
     let st = c
         .prepare_cached(&format!("SELECT {COLUMNS} FROM leases WHERE ip = $1"))
         .await?;
@@ -173,10 +194,7 @@ async fn read_one(c: &Object, ip: Ipv4Addr) -> Result<Option<(Lease, i64)>, Fail
 /// The rows written by transactions from id `from` on, and where the next read starts: the
 /// oldest transaction still running at this read (all older ones are finished, so their rows
 /// are in this read or an earlier one).
-pub(super) async fn changes_since(
-    store: &PgStore,
-    from: i64,
-) -> Result<(i64, Vec<(Lease, i64)>), Fail> {
+pub(super) async fn changes_since(store: &PgStore, from: i64) -> Result<(i64, Vec<Fetched>), Fail> {
     let mut c = store.pool.get().await?;
     let tx = c
         .build_transaction()
@@ -205,7 +223,7 @@ pub(super) async fn changes_since(
 /// batch fails.
 #[derive(Debug)]
 struct Undo {
-    leases: Vec<(Ipv4Addr, Option<Lease>, Option<i64>)>,
+    leases: Vec<(Ipv4Addr, Option<Lease>, Option<Written>)>,
     index: Vec<(MacAddr, Option<Ipv4Addr>)>,
 }
 
@@ -223,7 +241,12 @@ struct Batch {
 pub struct PgLeaseStore {
     store: Arc<PgStore>,
     mem: MemoryLeaseStore,
-    revs: HashMap<Ipv4Addr, i64>,
+    /// Per address in the mirror: the `rev` of its row and who wrote it.
+    revs: HashMap<Ipv4Addr, Written>,
+    /// Every instance name seen in a row, shared by [`Written::by`].
+    names: Vec<Arc<str>>,
+    /// This instance's name, as [`Written::by`] of its own writes.
+    me: Arc<str>,
     batch: Option<Batch>,
 }
 
@@ -239,14 +262,17 @@ impl PgLeaseStore {
     /// Loads every lease into the mirror and starts following the other instances' writes.
     pub fn open(store: Arc<PgStore>) -> Result<PgLeaseStore, LeaseError> {
         let (next, rows) = store.run(changes_since(&store, 0))?;
+        let me: Arc<str> = Arc::from(store.instance());
         let mut s = PgLeaseStore {
             store,
             mem: MemoryLeaseStore::new(),
             revs: HashMap::new(),
+            names: vec![Arc::clone(&me)],
+            me,
             batch: None,
         };
-        for (l, rev) in rows {
-            s.apply_remote(l, rev);
+        for row in rows {
+            s.apply_remote(row);
         }
         s.store.follow_from.store(next, Ordering::Release);
         s.store.follow.store(true, Ordering::Release);
@@ -257,12 +283,24 @@ impl PgLeaseStore {
         &self.mem
     }
 
+    /// The shared name `by` (allocated once per instance name).
+    fn name(&mut self, by: &str) -> Arc<str> {
+        if let Some(n) = self.names.iter().find(|n| &***n == by) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = Arc::from(by);
+        self.names.push(Arc::clone(&n));
+        n
+    }
+
     /// Applies a row read from the database unless the mirror knows a newer one.
-    fn apply_remote(&mut self, l: Lease, rev: i64) {
-        if self.revs.get(&l.ip).is_some_and(|&r| r >= rev) {
+    fn apply_remote(&mut self, row: Fetched) {
+        let Fetched { lease: l, rev, by } = row;
+        if self.revs.get(&l.ip).is_some_and(|w| w.rev >= rev) {
             return;
         }
-        self.revs.insert(l.ip, rev);
+        let by = self.name(&by);
+        self.revs.insert(l.ip, Written { rev, by });
         if self.mem.get(l.ip) != Some(l) {
             // Its own write released the client's other record; that row comes too.
             let _ = self.mem.put(&l);
@@ -278,8 +316,8 @@ impl PgLeaseStore {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        for (l, rev) in rows {
-            self.apply_remote(l, rev);
+        for row in rows {
+            self.apply_remote(row);
         }
     }
 
@@ -299,7 +337,7 @@ impl PgLeaseStore {
         let macs = std::iter::once(lease.mac).chain(prev_holder);
         Undo {
             leases: ips
-                .map(|ip| (ip, self.mem.get(ip), self.revs.get(&ip).copied()))
+                .map(|ip| (ip, self.mem.get(ip), self.revs.get(&ip).cloned()))
                 .collect(),
             index: macs.map(|m| (m, self.mem.ip_of(&m))).collect(),
         }
@@ -369,13 +407,16 @@ impl PgLeaseStore {
                 }
                 batch.undo.push(undo);
                 let _ = self.mem.put(lease);
-                self.revs.extend(revs);
+                for (ip, rev) in revs {
+                    let by = Arc::clone(&self.me);
+                    self.revs.insert(ip, Written { rev, by });
+                }
                 Ok(())
             }
             Ok(Err(holder)) => {
                 crate::metrics::inc(&self.store.metrics.lease_conflicts);
-                if let Some((l, rev)) = holder {
-                    self.apply_remote(l, rev);
+                if let Some(row) = holder {
+                    self.apply_remote(row);
                 }
                 Err(LeaseError::Conflict { ip: lease.ip })
             }
@@ -393,7 +434,7 @@ impl PgLeaseStore {
             for (ip, lease, rev) in u.leases.into_iter().rev() {
                 self.mem.restore(ip, lease);
                 match rev {
-                    Some(r) => self.revs.insert(ip, r),
+                    Some(w) => self.revs.insert(ip, w),
                     None => self.revs.remove(&ip),
                 };
             }
@@ -430,6 +471,9 @@ impl LeaseStore for PgLeaseStore {
     }
     fn for_each(&self, f: &mut dyn FnMut(&Lease)) {
         self.mem.for_each(f);
+    }
+    fn written_by(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.revs.get(&ip).map(|w| &*w.by)
     }
     fn begin_batch(&mut self) {
         if self.batch.is_none() {
@@ -532,7 +576,7 @@ pub(crate) async fn all(c: &impl tokio_postgres::GenericClient) -> Result<Vec<Le
     Ok(rows
         .iter()
         .filter_map(decode_logged)
-        .map(|(l, _)| l)
+        .map(|f| f.lease)
         .collect())
 }
 

@@ -33,7 +33,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
 use crate::config::{PgSettings, url_problem};
-use crate::dhcp::leases::{Lease, LeaseError};
+use crate::dhcp::leases::LeaseError;
 use crate::metrics::{Histogram, LATENCY_BOUNDS, LogLimiter, counters};
 
 pub use hostdata::{ActionRow, HostRows};
@@ -214,7 +214,7 @@ pub struct PgStore {
     /// Seconds each commit took.
     pub commit_seconds: Histogram,
     /// Lease rows read by the follower, not yet in the mirror (with their `rev`).
-    incoming: Mutex<Vec<(Lease, i64)>>,
+    incoming: Mutex<Vec<leases::Fetched>>,
     /// The follower reads rows written by transactions from this id on.
     follow_from: AtomicI64,
     follow: AtomicBool,

@@ -10,19 +10,28 @@ use super::link_bound::answer_at;
 use super::*;
 use crate::dhcp::balance::Balance;
 
-/// The shared database: one table for every instance. A write of an address that another
-/// client holds (active) is refused, as the PostgreSQL store's conditional upsert is.
+/// The shared database: one table for every instance, and which instance wrote each row. A
+/// write of an address that another client holds (active) is refused, as the PostgreSQL
+/// store's conditional upsert is.
 #[derive(Clone, Default)]
-struct Db(Rc<RefCell<MemoryLeaseStore>>);
+struct Db(Rc<RefCell<Table>>);
+
+#[derive(Clone, Default)]
+struct Table {
+    leases: MemoryLeaseStore,
+    by: HashMap<Ipv4Addr, String>,
+}
 
 impl Db {
     fn holder(&self, ip: Ipv4Addr) -> Option<Lease> {
-        self.0.borrow().get(ip)
+        self.0.borrow().leases.get(ip)
     }
 
     /// Records a bound lease directly in the database (another instance's write).
     fn bind(&self, ip: Ipv4Addr, mac: [u8; 6]) {
-        self.0.borrow_mut().put(&bound(ip, mac)).unwrap();
+        let mut t = self.0.borrow_mut();
+        t.leases.put(&bound(ip, mac)).unwrap();
+        t.by.insert(ip, "other".into());
     }
 }
 
@@ -45,15 +54,17 @@ fn secs(t: SystemTime) -> u64 {
 /// instances' writes only at [`Instance::sync`] (the store's polling) or, for one address,
 /// when a write of it is refused.
 struct Instance {
+    name: String,
     db: Db,
-    mirror: MemoryLeaseStore,
+    mirror: Table,
 }
 
 impl Instance {
-    fn new(db: &Db) -> Self {
+    fn new(db: &Db, name: &str) -> Self {
         Instance {
+            name: name.into(),
             db: db.clone(),
-            mirror: MemoryLeaseStore::new(),
+            mirror: Table::default(),
         }
     }
 
@@ -64,25 +75,33 @@ impl Instance {
 
 impl LeaseStore for Instance {
     fn get(&self, ip: Ipv4Addr) -> Option<Lease> {
-        self.mirror.get(ip)
+        self.mirror.leases.get(ip)
     }
     fn ip_of(&self, mac: &pxe_proto::MacAddr) -> Option<Ipv4Addr> {
-        self.mirror.ip_of(mac)
+        self.mirror.leases.ip_of(mac)
     }
     fn put(&mut self, lease: &Lease) -> Result<(), LeaseError> {
         let held = self.db.holder(lease.ip);
         if let Some(h) = held.filter(|h| h.mac != lease.mac && h.is_active(secs(t0()))) {
-            self.mirror.put(&h)?;
+            self.mirror.leases.put(&h)?;
+            let by = self.db.0.borrow().by.get(&lease.ip).cloned();
+            self.mirror.by.extend(by.map(|b| (lease.ip, b)));
             return Err(LeaseError::Conflict { ip: lease.ip });
         }
-        self.db.0.borrow_mut().put(lease)?;
-        self.mirror.put(lease)
+        let mut t = self.db.0.borrow_mut();
+        t.leases.put(lease)?;
+        t.by.insert(lease.ip, self.name.clone());
+        self.mirror.by.insert(lease.ip, self.name.clone());
+        self.mirror.leases.put(lease)
     }
     fn len(&self) -> usize {
-        self.mirror.len()
+        self.mirror.leases.len()
     }
     fn for_each(&self, f: &mut dyn FnMut(&Lease)) {
-        self.mirror.for_each(f);
+        self.mirror.leases.for_each(f);
+    }
+    fn written_by(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.mirror.by.get(&ip).map(String::as_str)
     }
 }
 
@@ -120,7 +139,7 @@ impl Site {
         for (k, name) in NAMES.iter().enumerate() {
             let b = Arc::new(Balance::new(name));
             b.update(&live);
-            let mut r = Responder::new(&config(cfg), Instance::new(&db));
+            let mut r = Responder::new(&config(cfg), Instance::new(&db, name));
             r.set_balance(Arc::clone(&b));
             site.rs.push(r);
             site.balances.push(b);
@@ -141,6 +160,42 @@ impl Site {
         self.balances.iter().for_each(|b| b.update(&live));
         self.balances[k].update(&[]);
         self.sync();
+    }
+
+    /// Every instance is live again (a killed one restarted).
+    fn revive(&mut self) {
+        let live = NAMES.map(String::from);
+        self.balances.iter().for_each(|b| b.update(&live));
+        self.sync();
+    }
+
+    /// `p` sent to instance `k` alone: its answer, decoded.
+    fn ask(&mut self, k: usize, p: &Pkt) -> (Action, Option<v4::Message>) {
+        run(&mut self.rs[k], &p.bytes(), &self.metas[k])
+    }
+
+    /// The instance that owns `mac`'s bucket (exactly one).
+    fn owner(&self, mac: &[u8; 6]) -> usize {
+        let owners: Vec<usize> = (0..NAMES.len())
+            .filter(|&k| self.balances[k].serves(mac))
+            .collect();
+        assert_eq!(owners.len(), 1, "{mac:02x?}: {owners:?}");
+        owners[0]
+    }
+
+    /// `mac`'s DISCOVER through the site: the instance that offered and the address.
+    fn offer(&mut self, mac: [u8; 6]) -> (usize, Ipv4Addr) {
+        let answers = self.broadcast(&Pkt::new(MessageType::Discover, mac));
+        let offers: Vec<(usize, Ipv4Addr)> = answers
+            .iter()
+            .enumerate()
+            .filter_map(|(k, a)| match a {
+                Ok((MessageType::Offer, ip)) => Some((k, *ip)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(offers.len(), 1, "{mac:02x?}: {answers:?}");
+        offers[0]
     }
 
     fn sync(&mut self) {
@@ -396,7 +451,7 @@ fn addresses_another_instance_holds_are_skipped_or_naked() {
     for i in 0..9 {
         db.bind(Ipv4Addr::new(10, 0, 0, 100 + i), other(i));
     }
-    let mut r = Responder::new(&config(FULL), Instance::new(&db));
+    let mut r = Responder::new(&config(FULL), Instance::new(&db, "pxe1"));
     let mac = [2, 0, 0, 0xd1, 0, 1];
     let discover = || Pkt::new(MessageType::Discover, mac);
     assert_eq!(
@@ -470,4 +525,93 @@ fn instances_start_their_pools_evenly_spaced_by_rank() {
     // pxe1 is gone: pxe2 is alone, rank 0 of 1, and starts over at the range's start.
     two.update(&live[1..]);
     assert_eq!(offer(&mut r2, 0xfe), Some(Ipv4Addr::new(10, 0, 0, 100)));
+}
+
+/// `mac`'s SELECTING REQUEST for `ip`, naming `server`.
+fn selecting(mac: [u8; 6], server: Ipv4Addr, ip: Ipv4Addr) -> Pkt {
+    Pkt::new(MessageType::Request, mac)
+        .opt(DhcpOption::ServerIdentifier(server))
+        .opt(DhcpOption::RequestedIpAddress(ip))
+}
+
+/// A client between a dead instance's OFFER and its ACK: its REQUEST still names the dead
+/// instance. The new owner of its bucket, and only it, binds the offered address and ACKs in
+/// the dead instance's name (option 54, which the firmware checks), with itself as
+/// next-server. Not taken over: while the instance that made the offer is live, a request for
+/// an offer made to another client, by an instance whose bucket it is not.
+#[test]
+fn a_request_naming_a_dead_instance_is_acked_by_its_buckets_new_owner_in_its_name() {
+    let mut site = Site::new();
+    let mut pxe2s = (0..u16::MAX)
+        .map(client)
+        .filter(|m| site.balances[1].serves(m));
+    let (mac, other_mac) = (pxe2s.next().unwrap(), pxe2s.next().unwrap());
+    let dead = site.metas[1].local_addr;
+    let (k, ip) = site.offer(mac);
+    let (j, other_ip) = site.offer(other_mac);
+    assert_eq!((k, j), (1, 1));
+    site.sync();
+    // pxe2 is live: its client is its own.
+    for k in [0, 2] {
+        let (a, _) = site.ask(k, &selecting(mac, dead, ip));
+        assert_eq!(a, Action::NoResponse(NoResponse::NotForUs));
+    }
+    site.kill(1);
+    let owner = site.owner(&mac);
+    let bystander = 2 - owner;
+    // The survivor whose bucket it is not leaves it to the owner.
+    let (a, _) = site.ask(bystander, &selecting(mac, dead, ip));
+    assert_eq!(a, Action::NoResponse(NoResponse::NotForUs));
+    // A client of the owner's buckets asking for the address pxe2 offered to another client.
+    let stranger = (0..u16::MAX)
+        .map(|i| client(i ^ 0x8000))
+        .find(|m| site.balances[owner].serves(m))
+        .unwrap();
+    let (a, _) = site.ask(owner, &selecting(stranger, dead, other_ip));
+    assert_eq!(a, Action::NoResponse(NoResponse::NotForUs));
+    assert_eq!(site.db.holder(other_ip).unwrap().mac.0, other_mac);
+    // The owner takes it over.
+    let (a, m) = site.ask(owner, &selecting(mac, dead, ip));
+    let m = m.unwrap_or_else(|| panic!("{a:?}"));
+    assert_eq!(m.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(m.yiaddr(), ip);
+    assert_eq!(
+        m.opts().get(v4::OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(dead))
+    );
+    assert_eq!(m.siaddr(), site.metas[owner].local_addr);
+    let l = site.db.holder(ip).unwrap();
+    assert_eq!((l.mac.0, l.state), (mac, LeaseState::Bound));
+    let taken: Vec<u64> = site
+        .rs
+        .iter()
+        .map(|r| r.metrics().snapshot().takeovers)
+        .collect();
+    assert_eq!(taken.iter().sum::<u64>(), 1, "{taken:?}");
+    assert_eq!(taken[owner], 1);
+}
+
+/// An offer made by an instance that is live is that instance's to complete, even when the
+/// client's bucket is another's: pxe2 dies, a survivor offers to one of pxe2's clients, pxe2
+/// comes back and owns the bucket again, and the client's REQUEST naming the survivor is not
+/// pxe2's to answer.
+#[test]
+fn an_offer_of_a_live_instance_is_not_taken_over() {
+    let mut site = Site::new();
+    let mac = (0..u16::MAX)
+        .map(client)
+        .find(|m| site.balances[1].serves(m))
+        .unwrap();
+    site.kill(1);
+    let (k, ip) = site.offer(mac);
+    assert_ne!(k, 1);
+    site.revive();
+    assert_eq!(site.owner(&mac), 1);
+    let (a, _) = site.ask(1, &selecting(mac, site.metas[k].local_addr, ip));
+    assert_eq!(a, Action::NoResponse(NoResponse::NotForUs));
+    assert_eq!(site.db.holder(ip).unwrap().state, LeaseState::Offered);
+    // The instance that offered completes it.
+    let (a, m) = site.ask(k, &selecting(mac, site.metas[k].local_addr, ip));
+    assert_eq!(m.map(|m| m.yiaddr()), Some(ip), "{a:?}");
+    assert_eq!(site.rs[1].metrics().snapshot().takeovers, 0);
 }
