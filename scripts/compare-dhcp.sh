@@ -5,7 +5,7 @@
 #
 #   scripts/compare-dhcp.sh [--rates "1000 5000 10000 20000 40000"] [--period 10]
 #                           [--clients 50000] [--servers "pxe-server dnsmasq kea"]
-#                           [--kea-threads 0] [--quick]
+#                           [--kea-threads 0] [--storm-rates "500 1000"] [--quick]
 #
 # Servers on PostgreSQL (not in the default list; name them in --servers): kea-pg (kea-dhcp4 on
 # its PostgreSQL lease backend, schema by `kea-admin db-init pgsql`), pxe-pg1 and pxe-pg2
@@ -25,7 +25,15 @@
 # Prints a markdown table: DORA exchanges per second completed, drops, average and maximum
 # delay (DISCOVER->OFFER plus REQUEST->ACK), server CPU seconds (cpuacct cgroup: the server
 # only, plus its PostgreSQL) and per completed exchange, server peak RSS, and perfdhcp's own CPU
-# seconds. perfdhcp reports no percentiles: `pxe-bench dhcp-storm --arrival rate:N/s` gives p99.
+# seconds. perfdhcp reports no percentiles: with --storm-rates, after the perfdhcp runs, every
+# server also meets `pxe-bench dhcp-storm --mode full --arrival rate:N/s` at each of those rates:
+# N x --period simulated BIOS PXE ROMs (at most the pool) arriving at N per second from the
+# client namespace, full DORA by broadcast (no relay), PXE retransmission timers (4, 8, 16, 32 s;
+# a client still unanswered after them, or at --period + 60 s, counts as failed). Each run again
+# starts fresh servers (and a fresh PostgreSQL); kea listens on a raw socket for these runs (its
+# UDP socket takes relayed traffic only); for pxe-pg2 the storm sends on the bridge, so both
+# instances see every broadcast. A second table: completed and failed clients, retransmissions,
+# p50 and p99 of the whole exchange (first DISCOVER sent to ACK received), server CPU.
 #
 # Environment: KEEP_LOGS=DIR keeps each run's logs and perfdhcp output; PROFILE_DIR=DIR records
 # pxe-server with `perf record -g` during each run (perf-pxe-server-RATE.data).
@@ -40,6 +48,7 @@ POOL=60000
 LEASE=3600
 SERVERS="pxe-server dnsmasq kea"
 KEA_THREADS=0
+STORM_RATES=
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) RATES="$2"; shift 2 ;;
@@ -47,8 +56,9 @@ while [ $# -gt 0 ]; do
         --clients) CLIENTS="$2"; shift 2 ;;
         --servers) SERVERS="$2"; shift 2 ;;
         --kea-threads) KEA_THREADS="$2"; shift 2 ;;
+        --storm-rates) STORM_RATES="$2"; shift 2 ;;
         --quick) RATES=5000; PERIOD=5; shift ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -93,7 +103,11 @@ cleanup() {
 }
 on_exit cleanup
 
-cargo build --release -q -p pxe-server
+if [ -n "$STORM_RATES" ]; then
+    cargo build --release -q -p pxe-server -p pxe-bench
+else
+    cargo build --release -q -p pxe-server
+fi
 BIN=target/release
 
 # Two namespaces on one veth, both ends in 10.89.0.0/16 (the relay address perfdhcp puts in
@@ -103,6 +117,8 @@ ip -n "$P-srv" addr flush dev "$P-s"
 ip -n "$P-cli" addr flush dev "$P-c"
 ip -n "$P-srv" addr add "$SRV/16" dev "$P-s"
 ip -n "$P-cli" addr add "$CLI/16" dev "$P-c"
+# pxe-bench dhcp-storm sends its broadcasts on this interface of the client namespace.
+STORM_IF="$P-c"
 # pxe-pg2: a second server namespace ($SRV2) on the same segment, a bridge in the client
 # namespace joining both veths (only then: the other runs keep the plain veth).
 SRV2="$NET.0.3"
@@ -123,6 +139,7 @@ case " $SERVERS " in
         done
         ip -n "$P-cli" addr add "$CLI/16" dev br0
         ip -n "$P-cli" link set br0 up
+        STORM_IF=br0
         ;;
 esac
 # Socket buffers: the kernel's settings as they are (every server runs under the same ones;
@@ -244,6 +261,8 @@ TOML
     fi
 }
 
+# kea's socket: udp for perfdhcp (a relay), raw for pxe-bench's broadcasting clients.
+KEA_SOCKET=udp
 start_server() { # NAME RUNDIR
     local s="$1" d="$2"
     case "$s" in
@@ -292,7 +311,7 @@ start_server() { # NAME RUNDIR
             fi
             cat > "$d/kea.json" <<JSON
 { "Dhcp4": {
-    "interfaces-config": { "interfaces": [ "$IFS_SRV/$SRV" ], "dhcp-socket-type": "udp" },
+    "interfaces-config": { "interfaces": [ "$IFS_SRV/$SRV" ], "dhcp-socket-type": "$KEA_SOCKET" },
     "lease-database": { $db },
     $mt
     "valid-lifetime": $LEASE, "min-valid-lifetime": $LEASE, "max-valid-lifetime": $LEASE,
@@ -430,6 +449,59 @@ for rate in $RATES; do
     done
 done
 
+# Row of the storm table from a pxe-bench dhcp-storm JSON report.
+storm_row_of() { # SERVER RATE CLIENTS JSONFILE CPU_NS
+    python3 - "$@" <<'PY'
+import json, sys
+server, rate, clients, path, cpu_ns = sys.argv[1:]
+cpu = int(cpu_ns) / 1e9
+try:
+    r = json.load(open(path))
+except Exception:
+    print(f"| {server} | {rate} | {clients} | no report | | | | | {cpu:.2f} | |")
+    sys.exit(0)
+t = r["dhcp_total"]
+per = f"{int(cpu_ns) / 1e3 / r['ok']:.0f}" if r["ok"] else ""
+print(f"| {server} | {rate} | {r['clients']} | {r['ok']} | {r['failed']} | {r['retransmits']} | "
+      f"{t['p50_us'] / 1000:.1f} | {t['p99_us'] / 1000:.1f} | {cpu:.2f} | {per} |")
+PY
+}
+
+# pxe-bench dhcp-storm: --period seconds of arrivals at each storm rate, every server fresh.
+STORM_ROWS=()
+KEA_SOCKET=raw
+for rate in $STORM_RATES; do
+    n=$(( rate * PERIOD ))
+    [ "$n" -le "$POOL" ] || n=$POOL
+    for s in $SERVERS; do
+        d="$WORK/$s-storm-$rate"
+        mkdir -p "$d"
+        echo "== $s, pxe-bench dhcp-storm at $rate/s, $n clients" >&2
+        if ! start_server "$s" "$d"; then
+            STORM_ROWS+=("| $s | $rate | $n | did not start | | | | | | |")
+            stop_servers
+            continue
+        fi
+        c0=$(cpu_ns)
+        set +e
+        # Exit status 1 when a client failed: the report says which and why.
+        client_exec ip netns exec "$P-cli" timeout $((PERIOD + 90)) "$BIN/pxe-bench" dhcp-storm \
+            --mode full --arrival "rate:$rate/s" --clients "$n" --arch-mix bios=100 \
+            --interface "$STORM_IF" --timeout-scale 1 --deadline-s $((PERIOD + 60)) --json \
+            > "$d/storm.json" 2> "$d/storm.err"
+        set -e
+        c1=$(cpu_ns)
+        stop_servers
+        row=$(storm_row_of "$s" "$rate" "$n" "$d/storm.json" "$(( c1 - c0 ))")
+        echo "$row" >&2
+        STORM_ROWS+=("$row")
+        if [ -n "${KEEP_LOGS:-}" ]; then
+            mkdir -p "$KEEP_LOGS"; cp -r "$d" "$KEEP_LOGS/"
+        fi
+        sleep 1
+    done
+done
+
 echo
 echo "Machine: $(hostname), $(nproc) cores, $(uname -r). perfdhcp $(perfdhcp -v 2>&1 | awk '{print $NF; exit}') as a relay" \
      "from the client namespace, $CLIENTS simulated PXE clients, ${PERIOD}s per rate;" \
@@ -444,4 +516,14 @@ printf '%s\n' "${ROWS[@]}"
 if [ "${#NOTES[@]}" -gt 0 ]; then
     echo
     printf -- '- %s\n' "${NOTES[@]}"
+fi
+if [ "${#STORM_ROWS[@]}" -gt 0 ]; then
+    echo
+    echo "pxe-bench dhcp-storm (full DORA by broadcast from the client namespace, BIOS PXE ROMs," \
+         "PXE retransmission timers), $PERIOD s of arrivals at each rate; latency from the first" \
+         "DISCOVER sent to the ACK received; server CPU includes its PostgreSQL."
+    echo
+    echo "| server | rate /s | clients | completed | failed | retransmissions | p50 ms | p99 ms (DISCOVER sent to ACK) | server CPU s | server CPU us per DORA |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    printf '%s\n' "${STORM_ROWS[@]}"
 fi
