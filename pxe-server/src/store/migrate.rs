@@ -88,6 +88,7 @@ fn open_pg(url: &str, password_file: Option<&PathBuf>) -> Result<Arc<PgStore>, M
     Ok(PgStore::open_with(
         url,
         password.as_deref(),
+        None,
         1,
         INSTANCE,
         (TIMEOUT, TIMEOUT, TIMEOUT),
