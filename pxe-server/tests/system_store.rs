@@ -644,6 +644,27 @@ fn a_store_over_tcp_uses_tls_verified_against_its_ca() {
     assert_eq!(by_ssl(false), "0", "a plaintext connection of the store");
     drop(store);
 
+    // `store migrate` verifies the same way (--ca-file): the lease comes out into redb.
+    let redb = d.join("from-tls.redb");
+    let mut cmd = cli.command(&server_bin().display().to_string());
+    cmd.args([
+        "store", "migrate", "--from", "postgres", &good.url, "--to", "redb",
+    ])
+    .arg(&redb)
+    .arg("--password-file")
+    .arg(pg.password_file())
+    .arg("--ca-file")
+    .arg(pg.ca_file().unwrap());
+    let r = run(cmd, d, "migrate-tls", Duration::from_secs(60));
+    assert!(r.success(), "store migrate over TLS:\n{}", r.all());
+    assert_eq!(
+        RedbLeaseStore::open(&redb)
+            .unwrap()
+            .get(Ipv4Addr::new(10, 9, 0, 10))
+            .map(|l| l.mac.0[5]),
+        Some(1)
+    );
+
     // Another CA (a forged server's, as far as the store knows): the start stops.
     let mut wrong = good.clone();
     wrong.instance = "tls2".into();

@@ -37,7 +37,7 @@ pub use metrics::{DEFAULT_METRICS_PORT, MetricsConfig};
 pub use reload::ReloadPlan;
 pub use server::{DEFAULT_USER, ServerConfig};
 pub use store::{
-    PgSettings, StoreBackend, StoreConfig, StoreSettings, unix_socket_url, url_problem,
+    PgSettings, StoreBackend, StoreConfig, StoreSettings, tls_problem, unix_socket_url, url_problem,
 };
 pub use tftp::TftpConfig;
 pub use xdp::XdpConfig;

@@ -118,7 +118,7 @@ pub fn unix_socket_url(url: &str) -> Option<bool> {
 /// Why the URL's `sslmode` and `ca_file` do not fit together (the key to blame and why).
 /// With a CA, TLS is required and verified, so `sslmode=disable` contradicts it and a Unix
 /// socket cannot carry it; without one, `sslmode=require` would be TLS that nothing verifies.
-fn tls_problem(url: &str, ca_file: bool) -> Option<(&'static str, String)> {
+pub fn tls_problem(url: &str, ca_file: bool) -> Option<(&'static str, String)> {
     use tokio_postgres::config::SslMode;
     let c = url.parse::<tokio_postgres::Config>().ok()?;
     match (c.get_ssl_mode(), ca_file) {

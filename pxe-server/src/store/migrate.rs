@@ -4,7 +4,7 @@
 //! source is read as it is: stop the servers that write it first (a running server holds the
 //! redb file's lock anyway).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,8 @@ pub enum Endpoint {
     Postgres {
         url: String,
         password_file: Option<PathBuf>,
+        /// TLS verified against this CA (`--ca-file`).
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -81,14 +83,18 @@ impl Snapshot {
 const INSTANCE: &str = "store-migrate";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn open_pg(url: &str, password_file: Option<&PathBuf>) -> Result<Arc<PgStore>, MigrateError> {
+fn open_pg(
+    url: &str,
+    password_file: Option<&PathBuf>,
+    ca_file: Option<&Path>,
+) -> Result<Arc<PgStore>, MigrateError> {
     let password = password_file
         .map(|p| super::postgres::read_password(p))
         .transpose()?;
     Ok(PgStore::open_with(
         url,
         password.as_deref(),
-        None,
+        ca_file,
         1,
         INSTANCE,
         (TIMEOUT, TIMEOUT, TIMEOUT),
@@ -112,8 +118,12 @@ fn read(from: &Endpoint) -> Result<Snapshot, MigrateError> {
                 .export();
             Ok(Snapshot { leases, hosts })
         }
-        Endpoint::Postgres { url, password_file } => {
-            let pg = open_pg(url, password_file.as_ref())?;
+        Endpoint::Postgres {
+            url,
+            password_file,
+            ca_file,
+        } => {
+            let pg = open_pg(url, password_file.as_ref(), ca_file.as_deref())?;
             let leases = read_pg_leases(&pg).map_err(|e| io(e.to_string()))?;
             let hosts = NextBootStore::open_postgres(pg)
                 .map_err(|e| io(e.to_string()))?
@@ -157,8 +167,12 @@ fn write(to: &Endpoint, snap: &Snapshot, force: bool) -> Result<(), MigrateError
             nextboot::write_redb(&txn, &snap.hosts, force).map_err(|e| io(e.to_string()))?;
             txn.commit().map_err(|e| io(e.to_string()))
         }
-        Endpoint::Postgres { url, password_file } => {
-            let pg = open_pg(url, password_file.as_ref())?;
+        Endpoint::Postgres {
+            url,
+            password_file,
+            ca_file,
+        } => {
+            let pg = open_pg(url, password_file.as_ref(), ca_file.as_deref())?;
             let held: Counts = pg
                 .run(async {
                     let c = pg.client().await?;
