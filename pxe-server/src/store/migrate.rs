@@ -4,7 +4,7 @@
 //! source is read as it is: stop the servers that write it first (a running server holds the
 //! redb file's lock anyway).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,18 +83,24 @@ impl Snapshot {
 const INSTANCE: &str = "store-migrate";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn open_pg(
-    url: &str,
-    password_file: Option<&PathBuf>,
-    ca_file: Option<&Path>,
-) -> Result<Arc<PgStore>, MigrateError> {
+/// Opens a PostgreSQL endpoint (called only on one).
+fn open_pg(end: &Endpoint) -> Result<Arc<PgStore>, MigrateError> {
+    let Endpoint::Postgres {
+        url,
+        password_file,
+        ca_file,
+    } = end
+    else {
+        unreachable!("open_pg on {end}");
+    };
     let password = password_file
-        .map(|p| super::postgres::read_password(p))
+        .as_deref()
+        .map(super::postgres::read_password)
         .transpose()?;
     Ok(PgStore::open_with(
         url,
         password.as_deref(),
-        ca_file,
+        ca_file.as_deref(),
         1,
         INSTANCE,
         (TIMEOUT, TIMEOUT, TIMEOUT),
@@ -118,12 +124,8 @@ fn read(from: &Endpoint) -> Result<Snapshot, MigrateError> {
                 .export();
             Ok(Snapshot { leases, hosts })
         }
-        Endpoint::Postgres {
-            url,
-            password_file,
-            ca_file,
-        } => {
-            let pg = open_pg(url, password_file.as_ref(), ca_file.as_deref())?;
+        Endpoint::Postgres { .. } => {
+            let pg = open_pg(from)?;
             let leases = read_pg_leases(&pg).map_err(|e| io(e.to_string()))?;
             let hosts = NextBootStore::open_postgres(pg)
                 .map_err(|e| io(e.to_string()))?
@@ -167,12 +169,8 @@ fn write(to: &Endpoint, snap: &Snapshot, force: bool) -> Result<(), MigrateError
             nextboot::write_redb(&txn, &snap.hosts, force).map_err(|e| io(e.to_string()))?;
             txn.commit().map_err(|e| io(e.to_string()))
         }
-        Endpoint::Postgres {
-            url,
-            password_file,
-            ca_file,
-        } => {
-            let pg = open_pg(url, password_file.as_ref(), ca_file.as_deref())?;
+        Endpoint::Postgres { .. } => {
+            let pg = open_pg(to)?;
             let held: Counts = pg
                 .run(async {
                     let c = pg.client().await?;
