@@ -115,6 +115,9 @@ enum StoreCommand {
         /// The PostgreSQL password (first line of the file); never in the URL.
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
+        /// The CA (PEM) the PostgreSQL server's certificate must chain to: TLS, verified.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
         /// Replace what the target holds.
         #[arg(long)]
         force: bool,
@@ -143,9 +146,10 @@ fn main() -> ExitCode {
                     from,
                     to,
                     password_file,
+                    ca_file,
                     force,
                 },
-        } => store_migrate(&from, &to, password_file, force),
+        } => store_migrate(&from, &to, (password_file, ca_file), force),
         Command::Host {
             selector,
             action,
@@ -202,7 +206,7 @@ fn config_error(e: &ConfigError) -> ExitCode {
 fn endpoint(
     arg: &str,
     v: &[String],
-    password_file: &Option<PathBuf>,
+    (password_file, ca_file): &(Option<PathBuf>, Option<PathBuf>),
 ) -> Result<migrate::Endpoint, String> {
     match v {
         [kind, at] if kind == "redb" => Ok(migrate::Endpoint::Redb(PathBuf::from(at))),
@@ -210,9 +214,13 @@ fn endpoint(
             if let Some(reason) = pxe_server::config::url_problem(url) {
                 return Err(format!("--{arg} postgres {url:?}: {reason}"));
             }
+            if let Some((_, reason)) = pxe_server::config::tls_problem(url, ca_file.is_some()) {
+                return Err(format!("--{arg} postgres {url:?}: {reason}"));
+            }
             Ok(migrate::Endpoint::Postgres {
                 url: url.clone(),
                 password_file: password_file.clone(),
+                ca_file: ca_file.clone(),
             })
         }
         _ => Err(format!("--{arg}: expected `redb FILE` or `postgres URL`")),
@@ -222,11 +230,10 @@ fn endpoint(
 fn store_migrate(
     from: &[String],
     to: &[String],
-    password_file: Option<PathBuf>,
+    files: (Option<PathBuf>, Option<PathBuf>),
     force: bool,
 ) -> ExitCode {
-    let ends = endpoint("from", from, &password_file)
-        .and_then(|f| Ok((f, endpoint("to", to, &password_file)?)));
+    let ends = endpoint("from", from, &files).and_then(|f| Ok((f, endpoint("to", to, &files)?)));
     let (from, to) = match ends {
         Ok(e) => e,
         Err(e) => {

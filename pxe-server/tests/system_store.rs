@@ -26,6 +26,7 @@ fn settings(pg: &pxe_testkit::Postgres, instance: &str) -> PgSettings {
     PgSettings {
         url: pg.socket_url(),
         password_file: Some(pg.password_file().to_path_buf()),
+        ca_file: None,
         pool_size: 4,
         instance: instance.into(),
         heartbeat: Duration::from_millis(200),
@@ -461,6 +462,57 @@ fn bad_store_settings_stop_the_start_with_a_clear_error() {
             ),
             "PostgreSQL at postgres://pxe@%2Fnonexistent-dir/pxe unreachable: ".to_owned(),
         ),
+        // TLS that nothing verifies is refused; so is TLS switched off beside a CA.
+        (
+            "url = \"postgres://pxe@10.0.0.5/pxe?sslmode=require\"".to_owned(),
+            format!(
+                "{}:19: store.url: sslmode=require needs store.ca_file (the server's \
+                 certificate must be verified)",
+                conf.display()
+            ),
+        ),
+        (
+            format!(
+                "url = \"postgres://pxe@10.0.0.5/pxe?sslmode=disable\"\nca_file = \"{}/ca.pem\"",
+                d.display()
+            ),
+            format!(
+                "{}:19: store.url: sslmode=disable contradicts store.ca_file",
+                conf.display()
+            ),
+        ),
+        (
+            format!(
+                "url = \"{}\"\nca_file = \"{}/ca.pem\"",
+                pg.socket_url(),
+                d.display()
+            ),
+            format!(
+                "{}:20: store.ca_file: the URL names a Unix socket, which never uses TLS",
+                conf.display()
+            ),
+        ),
+        (
+            format!(
+                "url = \"postgres://pxe@127.0.0.1:1/pxe\"\npassword_file = \"{}\"\n\
+                 ca_file = \"{}/no-ca.pem\"",
+                pg.password_file().display(),
+                d.display()
+            ),
+            format!("store.ca_file {}/no-ca.pem: cannot read", d.display()),
+        ),
+        (
+            format!(
+                "url = \"postgres://pxe@127.0.0.1:1/pxe\"\npassword_file = \"{}\"\n\
+                 ca_file = \"{}\"",
+                pg.password_file().display(),
+                pg.password_file().display()
+            ),
+            format!(
+                "store.ca_file {}: no PEM certificate",
+                pg.password_file().display()
+            ),
+        ),
     ];
     for (keys, message) in cases {
         let (ok, out) = serve_with_store(d, &keys);
@@ -554,4 +606,88 @@ fn client_with_mac(cli: &pxe_testkit::Netns, dir: &Path, mac: &str) -> String {
     let r = run(cmd, dir, "udhcpc-2", Duration::from_secs(60));
     assert!(r.success(), "udhcpc:\n{}", r.all());
     r.all()
+}
+
+#[test]
+#[ignore = "needs root: PostgreSQL runs as nobody (scripts/test.sh runs it)"]
+fn a_store_over_tcp_uses_tls_verified_against_its_ca() {
+    require_root();
+    let (db, cli) = pair(
+        ("pgtls", "pt", Some("10.78.0.1/24")),
+        ("pgtlsc", "pu", Some("10.78.0.2/24")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pg = pxe_testkit::Postgres::start_tls_in(Some(&db), d, Ipv4Addr::new(10, 78, 0, 1));
+    let mut good = settings(&pg, "tls1");
+    good.url = format!("{}?sslmode=require", pg.tcp_url());
+    good.ca_file = Some(pg.ca_file().expect("a TLS cluster has a CA").to_path_buf());
+
+    // Verified against the cluster's CA: the store opens and a lease goes in and comes back.
+    let s = good.clone();
+    let store = cli.enter(move || {
+        let store = PgStore::open(&s).unwrap_or_else(|e| panic!("opening over TLS: {e}"));
+        let mut l = PgLeaseStore::open(Arc::clone(&store)).unwrap();
+        l.begin_batch();
+        l.put(&lease(10, 1, LeaseState::Bound)).unwrap();
+        l.commit_batch().unwrap();
+        assert_eq!(
+            l.get(Ipv4Addr::new(10, 9, 0, 10)).map(|l| l.mac.0[5]),
+            Some(1)
+        );
+        store
+    });
+    assert_eq!(
+        pg.sql("SELECT encode(mac, 'hex') FROM leases WHERE ip = '10.9.0.10'"),
+        "020000000001"
+    );
+    // PostgreSQL's own view of the store's open connections: all encrypted.
+    let by_ssl = |ssl: bool| {
+        pg.sql(&format!(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+             WHERE application_name = 'pxe-server tls1' AND ssl = {ssl}"
+        ))
+    };
+    assert_ne!(by_ssl(true), "0", "no encrypted connection of the store");
+    assert_eq!(by_ssl(false), "0", "a plaintext connection of the store");
+    drop(store);
+
+    // `store migrate` verifies the same way (--ca-file): the lease comes out into redb.
+    let redb = d.join("from-tls.redb");
+    let mut cmd = cli.command(&server_bin().display().to_string());
+    cmd.args([
+        "store", "migrate", "--from", "postgres", &good.url, "--to", "redb",
+    ])
+    .arg(&redb)
+    .arg("--password-file")
+    .arg(pg.password_file())
+    .arg("--ca-file")
+    .arg(pg.ca_file().unwrap());
+    let r = run(cmd, d, "migrate-tls", Duration::from_secs(60));
+    assert!(r.success(), "store migrate over TLS:\n{}", r.all());
+    assert_eq!(
+        RedbLeaseStore::open(&redb)
+            .unwrap()
+            .get(Ipv4Addr::new(10, 9, 0, 10))
+            .map(|l| l.mac.0[5]),
+        Some(1)
+    );
+
+    // Another CA (a forged server's, as far as the store knows): the start stops.
+    let mut wrong = good.clone();
+    wrong.instance = "tls2".into();
+    wrong.ca_file = Some(pxe_testkit::make_ca(d, "other-ca"));
+    let url = wrong.url.clone();
+    let err = cli.enter(move || PgStore::open(&wrong).map(|_| ()));
+    match err {
+        Err(e @ StoreError::Tls { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("PostgreSQL at {url}: TLS: ")),
+                "{text}"
+            );
+            assert!(text.contains("certificate"), "{text}");
+        }
+        r => panic!("expected the TLS error, got {r:?}"),
+    }
 }

@@ -35,7 +35,7 @@ pub use data::{sha256, sha256_file, test_bytes};
 pub use netns::{Host, Lan, Netns, lan, pair, veth};
 pub use peers::dhcp_clients::{dhclient, dhclient_lease_field, perfdhcp_block};
 pub use peers::dnsmasq::start_dnsmasq;
-pub use peers::postgres::Postgres;
+pub use peers::postgres::{Postgres, make_ca};
 pub use peers::pxe_server::{PxeServer, ServeOptions, Site, SiteSpec, SiteStore, metric};
 pub use process::{
     Proc, Run, run, run_bounded, run_command, run_command_term, run_json, signal_pid, wait_until,

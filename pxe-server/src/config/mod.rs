@@ -36,7 +36,9 @@ pub use journeys::JourneysConfig;
 pub use metrics::{DEFAULT_METRICS_PORT, MetricsConfig};
 pub use reload::ReloadPlan;
 pub use server::{DEFAULT_USER, ServerConfig};
-pub use store::{PgSettings, StoreBackend, StoreConfig, StoreSettings, url_problem};
+pub use store::{
+    PgSettings, StoreBackend, StoreConfig, StoreSettings, tls_problem, unix_socket_url, url_problem,
+};
 pub use tftp::TftpConfig;
 pub use xdp::XdpConfig;
 

@@ -30,6 +30,10 @@ pub struct StoreConfig {
     /// A file whose first line is the password.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// The CA (PEM) the database server's certificate must chain to: TLS, required and
+    /// verified (host name or IP address of the URL), whatever the URL's `sslmode`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     /// Connections per instance.
     pub pool_size: usize,
     /// This server's name among its peers; the host name when unset.
@@ -46,6 +50,7 @@ impl Default for StoreConfig {
             backend: StoreBackend::Redb,
             url: None,
             password_file: None,
+            ca_file: None,
             pool_size: 8,
             instance: None,
             heartbeat_ms: 500,
@@ -72,6 +77,8 @@ pub struct PgSettings {
     /// As configured: it carries no password, so it may be logged and shown.
     pub url: String,
     pub password_file: Option<PathBuf>,
+    /// TLS verified against this CA (read when the store opens); plaintext when `None`.
+    pub ca_file: Option<PathBuf>,
     pub pool_size: usize,
     pub instance: String,
     pub heartbeat: Duration,
@@ -94,6 +101,43 @@ pub fn url_problem(url: &str) -> Option<String> {
         Ok(c) if c.get_hosts().is_empty() => Some("names no host".into()),
         Ok(c) if c.get_user().is_none() => Some("names no user (postgres://USER@HOST/DB)".into()),
         Ok(_) => None,
+    }
+}
+
+/// Whether the URL's only host is a Unix socket directory (never TLS) or a TCP one; `None`
+/// for a URL that does not parse or names several hosts.
+pub fn unix_socket_url(url: &str) -> Option<bool> {
+    let c = url.parse::<tokio_postgres::Config>().ok()?;
+    match c.get_hosts() {
+        [tokio_postgres::config::Host::Unix(_)] => Some(true),
+        [tokio_postgres::config::Host::Tcp(_)] => Some(false),
+        _ => None,
+    }
+}
+
+/// Why the URL's `sslmode` and `ca_file` do not fit together (the key to blame and why).
+/// With a CA, TLS is required and verified, so `sslmode=disable` contradicts it and a Unix
+/// socket cannot carry it; without one, `sslmode=require` would be TLS that nothing verifies.
+pub fn tls_problem(url: &str, ca_file: bool) -> Option<(&'static str, String)> {
+    use tokio_postgres::config::SslMode;
+    let c = url.parse::<tokio_postgres::Config>().ok()?;
+    match (c.get_ssl_mode(), ca_file) {
+        (SslMode::Disable, true) => Some((
+            "url",
+            "sslmode=disable contradicts store.ca_file (with a CA, TLS is required): \
+             remove one of them"
+                .into(),
+        )),
+        (SslMode::Require, false) => Some((
+            "url",
+            "sslmode=require needs store.ca_file (the server's certificate must be verified)"
+                .into(),
+        )),
+        (_, true) if unix_socket_url(url) == Some(true) => Some((
+            "ca_file",
+            "the URL names a Unix socket, which never uses TLS: remove store.ca_file".into(),
+        )),
+        _ => None,
     }
 }
 
@@ -130,6 +174,16 @@ impl StoreConfig {
             && p.as_os_str().is_empty()
         {
             return at("password_file", "must name a file".into());
+        }
+        if let Some(p) = &self.ca_file
+            && p.as_os_str().is_empty()
+        {
+            return at("ca_file", "must name a file".into());
+        }
+        if let Some(u) = &self.url
+            && let Some((key, reason)) = tls_problem(u, self.ca_file.is_some())
+        {
+            return at(key, reason);
         }
         if !(1..=64).contains(&self.pool_size) {
             return at("pool_size", format!("{} is not in 1..=64", self.pool_size));
@@ -186,6 +240,7 @@ impl StoreConfig {
             StoreBackend::Postgres => StoreSettings::Postgres(PgSettings {
                 url: self.url.clone().unwrap_or_default(),
                 password_file: self.password_file.clone(),
+                ca_file: self.ca_file.clone(),
                 pool_size: self.pool_size,
                 instance: self.instance.clone().unwrap_or_else(host_name),
                 heartbeat: Duration::from_millis(self.heartbeat_ms),

@@ -21,6 +21,8 @@ pub enum Endpoint {
     Postgres {
         url: String,
         password_file: Option<PathBuf>,
+        /// TLS verified against this CA (`--ca-file`).
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -81,13 +83,24 @@ impl Snapshot {
 const INSTANCE: &str = "store-migrate";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn open_pg(url: &str, password_file: Option<&PathBuf>) -> Result<Arc<PgStore>, MigrateError> {
+/// Opens a PostgreSQL endpoint (called only on one).
+fn open_pg(end: &Endpoint) -> Result<Arc<PgStore>, MigrateError> {
+    let Endpoint::Postgres {
+        url,
+        password_file,
+        ca_file,
+    } = end
+    else {
+        unreachable!("open_pg on {end}");
+    };
     let password = password_file
-        .map(|p| super::postgres::read_password(p))
+        .as_deref()
+        .map(super::postgres::read_password)
         .transpose()?;
     Ok(PgStore::open_with(
         url,
         password.as_deref(),
+        ca_file.as_deref(),
         1,
         INSTANCE,
         (TIMEOUT, TIMEOUT, TIMEOUT),
@@ -111,8 +124,8 @@ fn read(from: &Endpoint) -> Result<Snapshot, MigrateError> {
                 .export();
             Ok(Snapshot { leases, hosts })
         }
-        Endpoint::Postgres { url, password_file } => {
-            let pg = open_pg(url, password_file.as_ref())?;
+        Endpoint::Postgres { .. } => {
+            let pg = open_pg(from)?;
             let leases = read_pg_leases(&pg).map_err(|e| io(e.to_string()))?;
             let hosts = NextBootStore::open_postgres(pg)
                 .map_err(|e| io(e.to_string()))?
@@ -156,8 +169,8 @@ fn write(to: &Endpoint, snap: &Snapshot, force: bool) -> Result<(), MigrateError
             nextboot::write_redb(&txn, &snap.hosts, force).map_err(|e| io(e.to_string()))?;
             txn.commit().map_err(|e| io(e.to_string()))
         }
-        Endpoint::Postgres { url, password_file } => {
-            let pg = open_pg(url, password_file.as_ref())?;
+        Endpoint::Postgres { .. } => {
+            let pg = open_pg(to)?;
             let held: Counts = pg
                 .run(async {
                     let c = pg.client().await?;

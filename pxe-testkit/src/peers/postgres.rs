@@ -6,6 +6,10 @@
 //! allows), written to `<dir>/pg-password` for the server's `password_file`, and one database,
 //! `pxe`. Stopped (fast shutdown) on drop; [`Postgres::stop`] and [`Postgres::start_again`]
 //! restart it over the same data in the middle of a test.
+//!
+//! [`Postgres::start_tls_in`] serves TCP with TLS only (`ssl = on`, a `hostssl` line and no
+//! plaintext `host` line): a throwaway CA and a server certificate for the namespace address,
+//! made with the `openssl` command in the test's directory; [`Postgres::ca_file`] is the CA.
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
@@ -13,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::caps::cannot_run;
+use crate::caps::{cannot_run, require_program};
 use crate::netns::Netns;
 use crate::process::{Proc, run_command, wait_until};
 
@@ -61,6 +65,8 @@ pub struct Postgres {
     ns: Option<String>,
     listen: Option<Ipv4Addr>,
     password_file: PathBuf,
+    /// The CA certificate, the server's certificate and its key, when TCP is TLS.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
     starts: u32,
 }
 
@@ -74,6 +80,17 @@ impl Postgres {
     /// its Unix socket and on `listen`:[`PORT`] (when given), then creates the role and the
     /// database. Waits (bounded) until it accepts connections.
     pub fn start_in(ns: Option<&Netns>, dir: &Path, listen: Option<Ipv4Addr>) -> Postgres {
+        Self::create(ns, dir, listen, false)
+    }
+
+    /// [`Postgres::start_in`] listening on `listen`:[`PORT`] with TLS only: the server's
+    /// certificate names `listen` (an IP subject alternative name) and chains to a throwaway
+    /// CA made for this cluster ([`Postgres::ca_file`]); plaintext TCP is refused.
+    pub fn start_tls_in(ns: Option<&Netns>, dir: &Path, listen: Ipv4Addr) -> Postgres {
+        Self::create(ns, dir, Some(listen), true)
+    }
+
+    fn create(ns: Option<&Netns>, dir: &Path, listen: Option<Ipv4Addr>, tls: bool) -> Postgres {
         let root = dir.join("pg");
         let run_dir = root.join("run");
         let data = root.join("data");
@@ -116,9 +133,17 @@ impl Postgres {
         std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
         std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut hba = String::from("local all all scram-sha-256\n");
-        if listen.is_some() {
-            hba.push_str("host all all 0.0.0.0/0 scram-sha-256\n");
-        }
+        let tls = match listen {
+            Some(addr) if tls => {
+                hba.push_str("hostssl all all 0.0.0.0/0 scram-sha-256\n");
+                Some(server_certificate(&root, addr))
+            }
+            Some(_) => {
+                hba.push_str("host all all 0.0.0.0/0 scram-sha-256\n");
+                None
+            }
+            None => None,
+        };
         std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
         let mut pg = Postgres {
             proc: None,
@@ -126,6 +151,7 @@ impl Postgres {
             ns: ns.map(|n| n.name().to_owned()),
             listen,
             password_file,
+            tls,
             starts: 0,
         };
         pg.start_again();
@@ -167,6 +193,12 @@ impl Postgres {
         // Sized for several servers' pools plus the tests' own connections.
         .args(["-c", "max_connections=200", "-c", "shared_buffers=64MB"])
         .args(["-c", "unix_socket_permissions=0777"]);
+        if let Some((_, cert, key)) = &self.tls {
+            cmd.args(["-c", "ssl=on", "-c"])
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
         self.starts += 1;
         let tag = format!("postgres-{}", self.starts);
         let mut proc = Proc::spawn(cmd, &self.root, &tag);
@@ -224,6 +256,12 @@ impl Postgres {
     pub fn tcp_url(&self) -> String {
         let a = self.listen.expect("PostgreSQL listens on no address");
         format!("postgres://{ROLE}@{a}:{PORT}/{DATABASE}")
+    }
+
+    /// The CA the server's certificate chains to (what `[store] ca_file` names), when the
+    /// cluster was started with [`Postgres::start_tls_in`].
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(ca, _, _)| ca.as_path())
     }
 
     /// The file holding [`ROLE`]'s password (what `[store] password_file` names).
@@ -304,4 +342,103 @@ fn chown_nobody(p: &Path) {
         Duration::from_secs(10),
     );
     assert!(run.success(), "chown {}: {}", p.display(), run.all());
+}
+
+/// Runs `openssl` with `args` in `dir`; fails the test when it is missing or fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    require_program("openssl");
+    let mut cmd = Command::new("openssl");
+    cmd.current_dir(dir).args(args);
+    let run = run_command(cmd, Duration::from_secs(60));
+    assert!(run.success(), "openssl {args:?}: {}", run.all());
+}
+
+/// Makes a throwaway certificate authority in `dir`: `<name>.pem` (returned) and `<name>.key`.
+/// A test's "wrong CA" is another one of these.
+pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    dir.join(pem)
+}
+
+/// A CA in `root` and a server certificate for `addr` signed by it; the key owned by the
+/// cluster's account, mode 0600 (PostgreSQL refuses a key others can read).
+fn server_certificate(root: &Path, addr: Ipv4Addr) -> (PathBuf, PathBuf, PathBuf) {
+    let ca = make_ca(root, "pg-ca");
+    std::fs::write(
+        root.join("server.ext"),
+        format!(
+            "subjectAltName=IP:{addr}\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    openssl(
+        root,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            &format!("/CN={addr}"),
+        ],
+    );
+    openssl(
+        root,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "pg-ca.pem",
+            "-CAkey",
+            "pg-ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    let (cert, key) = (root.join("server.pem"), root.join("server.key"));
+    chown_nobody(&key);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|e| panic!("{}: {e}", key.display()));
+    std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{}: {e}", cert.display()));
+    (ca, cert, key)
 }

@@ -30,9 +30,10 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::NoTls;
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{PgSettings, url_problem};
+use crate::config::{PgSettings, unix_socket_url, url_problem};
 use crate::dhcp::leases::LeaseError;
 use crate::metrics::{Histogram, LATENCY_BOUNDS, LogLimiter, counters};
 
@@ -55,6 +56,10 @@ pub enum StoreError {
     },
     #[error("store.password_file {}: the first line is empty", path.display())]
     EmptyPassword { path: PathBuf },
+    #[error("store.ca_file {}: {reason}", path.display())]
+    CaFile { path: PathBuf, reason: String },
+    #[error("PostgreSQL at {url}: TLS: {reason}")]
+    Tls { url: String, reason: String },
     #[error("store.url {url:?}: {reason}")]
     Url { url: String, reason: String },
     #[error("PostgreSQL at {url} unreachable: {reason}")]
@@ -247,6 +252,70 @@ pub(crate) fn read_password(path: &Path) -> Result<String, StoreError> {
     Ok(line.to_owned())
 }
 
+/// The TLS connector that trusts only the CA certificates (PEM) in `path`: the server's
+/// certificate must chain to one of them and name the URL's host (its DNS name or IP address).
+/// Read once, when the store opens (before the daemon drops its privileges).
+pub(crate) fn tls_connector(path: &Path) -> Result<MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let bad = |reason: String| StoreError::CaFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        ));
+    }
+    // ring, not aws-lc-rs (no C/cmake build, no OpenSSL): rustls 0.23.48 marks ring's
+    // provider deprecated only because it lacks the post-quantum key exchange; its X25519 and
+    // ECDHE groups and TLS 1.3/1.2 suites are what PostgreSQL offers today.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// Why a connection failed in its TLS handshake (the certificate did not verify, the server
+/// does not offer TLS), `None` for any other failure.
+fn tls_failure(e: &deadpool_postgres::PoolError) -> Option<String> {
+    let deadpool_postgres::PoolError::Backend(e) = e else {
+        return None;
+    };
+    if !e.to_string().starts_with("error performing TLS handshake") {
+        return None;
+    }
+    Some(std::error::Error::source(e).map_or_else(|| e.to_string(), error_text))
+}
+
+/// Whether a plaintext connection to `url` crosses a network: a TCP host that is not loopback.
+fn plaintext_over_network(url: &str) -> bool {
+    let Ok(c) = url.parse::<tokio_postgres::Config>() else {
+        return false;
+    };
+    match c.get_hosts() {
+        [Host::Tcp(name)] => {
+            name != "localhost"
+                && !name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback())
+        }
+        _ => false,
+    }
+}
+
 /// The client configuration of `url` with the password and timeouts; a TCP host name is
 /// resolved here, once (no resolver thread later, and none before the privileges drop).
 fn client_config(
@@ -293,35 +362,57 @@ impl PgStore {
     /// thread. An unreachable database is an error: the start does not wait for it.
     pub fn open(s: &PgSettings) -> Result<Arc<PgStore>, StoreError> {
         let password = s.password_file.as_deref().map(read_password).transpose()?;
+        if s.ca_file.is_none() && plaintext_over_network(&s.url) {
+            tracing::warn!(
+                url = %s.url,
+                "the connection to PostgreSQL is not encrypted: leases and install tokens cross \
+                 the network in clear text; set [store] ca_file (and sslmode=require in the URL)"
+            );
+        }
         Self::open_with(
             &s.url,
             password.as_deref(),
+            s.ca_file.as_deref(),
             s.pool_size,
             &s.instance,
             (s.heartbeat, s.failover, s.connect_timeout),
         )
     }
 
-    /// [`open`](Self::open) with the password given (the `store migrate` command).
+    /// [`open`](Self::open) with the password given (the `store migrate` command); TLS
+    /// verified against `ca_file` when given, required whatever the URL's `sslmode`.
     pub fn open_with(
         url: &str,
         password: Option<&str>,
+        ca_file: Option<&Path>,
         pool_size: usize,
         instance: &str,
         (heartbeat, failover, timeout): (Duration, Duration, Duration),
     ) -> Result<Arc<PgStore>, StoreError> {
-        let config = client_config(url, password, timeout, instance)?;
+        let tls = ca_file.map(tls_connector).transpose()?;
+        let mut config = client_config(url, password, timeout, instance)?;
+        if tls.is_some() {
+            if unix_socket_url(url) != Some(false) {
+                return Err(StoreError::Url {
+                    url: url.to_owned(),
+                    reason: "TLS (store.ca_file) needs one TCP host; a Unix socket never uses it"
+                        .into(),
+                });
+            }
+            // No fallback to plaintext, whatever the URL says (`prefer` would allow one).
+            config.ssl_mode(SslMode::Require);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(StoreError::Runtime)?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = || ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, recycling()),
+            None => Manager::from_config(config, NoTls, recycling()),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -359,9 +450,16 @@ impl PgStore {
             url: url.to_owned(),
             reason,
         };
-        let mut client = store
-            .block(async { store.pool.get().await.map_err(Fail::from) })
-            .map_err(|f| unreachable(f.to_string()))?;
+        let mut client =
+            store
+                .block(async { store.pool.get().await })
+                .map_err(|e| match tls_failure(&e) {
+                    Some(reason) => StoreError::Tls {
+                        url: url.to_owned(),
+                        reason,
+                    },
+                    None => unreachable(Fail::from(e).to_string()),
+                })?;
         store.block(schema::migrate(&mut client, &store.url))?;
         drop(client);
         Ok(store)
