@@ -476,13 +476,18 @@ impl PgStore {
 
     /// Runs `f` to completion on the store's runtime, within the statement timeout.
     pub(crate) fn run<T>(&self, f: impl Future<Output = Result<T, Fail>>) -> Result<T, Fail> {
-        let r = self
-            .block(async { tokio::time::timeout(self.timeout, f).await })
-            .unwrap_or(Err(Fail::Timeout));
+        let r = self.block(self.bounded(f));
         if let Err(e) = &r {
             self.failed(e);
         }
         r
+    }
+
+    /// `f`, or [`Fail::Timeout`] after `store.connect_timeout_ms`.
+    async fn bounded<T>(&self, f: impl Future<Output = Result<T, Fail>>) -> Result<T, Fail> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .unwrap_or(Err(Fail::Timeout))
     }
 
     /// Waits for `f` on the store's runtime (driven by its own thread once started).
@@ -631,18 +636,14 @@ impl PgStore {
     async fn heartbeat_task(self: Arc<Self>, on_live: LiveCallback) {
         let started = std::time::SystemTime::now();
         loop {
-            match tokio::time::timeout(self.timeout, self.beat(started)).await {
-                Ok(Ok(peers)) => {
+            match self.bounded(self.beat(started)).await {
+                Ok(peers) => {
                     self.mark_up();
                     let names: Vec<String> = peers.iter().map(|p| p.name.clone()).collect();
                     *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = peers;
                     on_live(&names);
                 }
-                r => {
-                    let f = r
-                        .unwrap_or(Err(Fail::Timeout))
-                        .err()
-                        .unwrap_or(Fail::Timeout);
+                Err(f) => {
                     self.failed(&f);
                     if matches!(f, Fail::Query(_)) {
                         self.warn("heartbeat", &f);
@@ -713,8 +714,8 @@ impl PgStore {
                 continue;
             }
             let from = self.follow_from.load(Ordering::Acquire);
-            match tokio::time::timeout(self.timeout, leases::changes_since(&self, from)).await {
-                Ok(Ok((next, rows))) => {
+            match self.bounded(leases::changes_since(&self, from)).await {
+                Ok((next, rows)) => {
                     if !rows.is_empty() {
                         self.incoming
                             .lock()
@@ -723,13 +724,7 @@ impl PgStore {
                     }
                     self.follow_from.store(next, Ordering::Release);
                 }
-                r => {
-                    let f = r
-                        .unwrap_or(Err(Fail::Timeout))
-                        .err()
-                        .unwrap_or(Fail::Timeout);
-                    self.failed(&f);
-                }
+                Err(f) => self.failed(&f),
             }
         }
     }
