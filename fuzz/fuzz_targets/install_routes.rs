@@ -92,7 +92,11 @@ fn fixture() -> &'static Fixture {
             Arc::new(config.install_settings(&hosts)),
             Arc::new(config.load_templates().unwrap()),
             Some(Arc::clone(&store)),
-            Some(db),
+            // In memory: the path only names the store in messages.
+            Some(pxe_server::store::Store::Redb {
+                db,
+                path: "fuzz.redb".into(),
+            }),
             Arc::default(),
         );
         let tokens = hosts
